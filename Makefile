@@ -1,0 +1,55 @@
+# llamagate: every target does its own setup into .venv (see README).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+BUF := .work/buf/node_modules/.bin/buf
+# The CPU wheel on these machines; an unpinned torch pulls gigabytes of CUDA packages.
+TORCH_PIN ?= torch==2.13.0
+PYTEST_ARGS ?=
+DEMO_DIR := .work/demo
+
+.PHONY: setup proto lint test run bench demo images clean
+
+setup: $(STAMP) proto
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q "grpcio-tools>=1.66" "mypy-protobuf>=3.6"
+	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	touch $(STAMP)
+
+proto: $(STAMP)
+	$(PY) scripts/gen_proto.py
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .work/buf @bufbuild/buf@1.75.0
+
+lint: setup $(BUF)
+	$(BUF) lint proto
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy llamagate services
+
+test: setup $(BUF)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m services.inference.demo --out $(DEMO_DIR)
+
+run: setup demo
+	$(PY) -m services.stack --demo-dir $(DEMO_DIR)
+
+bench:
+	@echo "GPU benchmarks run on a CUDA machine: see bench/README.md (e.g. python bench/inference_bench.py)"
+
+images:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine"; exit 1; }
+	for s in inference safety gateway; do docker build -f deploy/docker/$$s.Dockerfile -t llamagate-$$s:0.1.0 . || exit 1; done
+
+clean:
+	rm -rf $(VENV) .work build *.egg-info

@@ -1,0 +1,42 @@
+"""Generate the Python gRPC stubs (with mypy stubs) from proto/ into llamagate/v1/.
+
+Run by `make proto` and by the package build (setup.py), so generated code is never
+committed or edited by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "proto"
+
+
+def generate(out_dir: Path = ROOT) -> None:
+    from grpc_tools import protoc  # imported late: only a build-time dependency
+
+    import grpc_tools
+
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    # mypy-protobuf's plugins live next to this interpreter, which need not be on PATH.
+    bindir = Path(sys.executable).parent
+    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{well_known}",
+        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        f"--mypy_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit(f"protoc failed for {protos}")
+
+
+if __name__ == "__main__":
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)

@@ -1,0 +1,1 @@
+"""The three llamagate services (inference, safety, gateway) and their shared code (common)."""

@@ -1,0 +1,1 @@
+"""Code every service shares: server bootstrap, errors, request validation, dialogs, TLS."""
