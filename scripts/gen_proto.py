@@ -14,9 +14,8 @@ PROTO_DIR = ROOT / "proto"
 
 
 def generate(out_dir: Path = ROOT) -> None:
-    from grpc_tools import protoc  # imported late: only a build-time dependency
-
     import grpc_tools
+    from grpc_tools import protoc  # imported late: only a build-time dependency
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     # mypy-protobuf's plugins live next to this interpreter, which need not be on PATH.

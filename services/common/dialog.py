@@ -52,7 +52,9 @@ def check_no_special_tags(dialog: Dialog, field: str = "dialog.messages") -> Non
 def check_roles(dialog: Dialog, *, must_end_with: Role | None, field: str = "dialog.messages") -> None:
     """Roles must be [system] user assistant user ... ; `must_end_with` pins the last role."""
     if not dialog:
-        raise InvalidRequest(f"{field} is empty: send at least one user message", [FieldViolation(field, "empty")])
+        raise InvalidRequest(
+            f"{field} is empty: send at least one user message", [FieldViolation(field, "empty")]
+        )
     turns = dialog[1:] if dialog[0].role is Role.SYSTEM else dialog
     for i, message in enumerate(turns):
         expected = Role.USER if i % 2 == 0 else Role.ASSISTANT

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc_status import rpc_status
@@ -18,7 +18,7 @@ from services.common.validation import reject_unknown_fields
 
 log = logging.getLogger(__name__)
 
-Handler = grpc.RpcMethodHandler
+Handler: TypeAlias = grpc.RpcMethodHandler
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: LlamagateError) -> None:

@@ -10,7 +10,8 @@ from services.common.errors import FieldViolation, InvalidRequest
 
 def unknown_field_paths(message: Message, prefix: str = "") -> list[str]:
     """Paths of the unknown fields in `message` and its set sub-messages (e.g. 'start.#17')."""
-    paths = [f"{prefix}#{field.field_number}" for field in UnknownFieldSet(message)]
+    unknown = UnknownFieldSet(message)
+    paths = [f"{prefix}#{unknown[i].field_number}" for i in range(len(unknown))]
     for descriptor, value in message.ListFields():
         if descriptor.message_type is None:
             continue

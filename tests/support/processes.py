@@ -24,7 +24,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_serving(target: str, service: str = "", timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+def wait_serving(
+    target: str, service: str = "", timeout_s: float = 120.0, proc: subprocess.Popen | None = None
+) -> None:
     """Poll grpc.health.v1 until SERVING; fail early if `proc` exits. Bounded by timeout_s."""
     deadline = time.monotonic() + timeout_s
     last_error = "no answer yet"

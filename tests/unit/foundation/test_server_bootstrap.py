@@ -1,0 +1,96 @@
+"""The shared server bootstrap: health, reflection, size limits, unknown fields, graceful stop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf.unknown_fields import UnknownFieldSet
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from llamagate.v1 import types_pb2
+from services.common.server import GrpcServer, ServerConfig
+from services.common.validation import unknown_field_paths
+
+SERVICE = "llamagate.v1.Test"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[GrpcServer]:
+    srv = GrpcServer(ServerConfig(port=0, max_message_bytes=64 * 1024, grace_s=1.0), [SERVICE])
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def health_status(port: int, service: str) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service)
+        )
+        return reply.status
+
+
+async def test_health_is_not_serving_until_ready(server: GrpcServer) -> None:
+    assert await health_status(server.port, SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING
+    await server.set_serving(True)
+    assert await health_status(server.port, SERVICE) == health_pb2.HealthCheckResponse.SERVING
+    assert await health_status(server.port, "") == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_service_and_health(server: GrpcServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        reply = await call.read()
+        await call.done_writing()
+    names = {s.name for s in reply.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+
+async def test_oversized_message_is_resource_exhausted(server: GrpcServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Check(health_pb2.HealthCheckRequest(service="x" * 100_000))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in (err.value.details() or "")
+
+
+async def test_unknown_field_is_invalid_argument_naming_the_field(server: GrpcServer) -> None:
+    # HealthCheckRequest has only field 1; field 15 (varint 7) is unknown to the server.
+    payload = health_pb2.HealthCheckRequest(service=SERVICE).SerializeToString() + bytes([15 << 3, 7])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=lambda raw: raw,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await check(payload)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "#15" in (err.value.details() or "")
+    status = rpc_status.from_call(err.value)
+    assert status is not None and status.details, "rich BadRequest details are attached"
+
+
+def test_unknown_fields_are_found_in_nested_messages() -> None:
+    inner = types_pb2.Message(content="hi").SerializeToString() + bytes([15 << 3, 1])
+    dialog = types_pb2.Dialog.FromString(bytes([(1 << 3) | 2, len(inner)]) + inner)
+    assert len(UnknownFieldSet(dialog.messages[0])) == 1
+    assert unknown_field_paths(dialog) == ["messages[0].#15"]
+
+
+async def test_stop_reports_not_serving_and_refuses_new_calls() -> None:
+    srv = GrpcServer(ServerConfig(port=0, grace_s=0.5), [SERVICE])
+    port = await srv.start()
+    await srv.set_serving(True)
+    await srv.stop()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
