@@ -72,7 +72,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        kinds = {
+        kinds: dict[tuple[bool, bool], tuple[str, Callable[..., Handler], Callable[..., Callable]]] = {
             (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary_response),
             (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary_response),
             (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream_response),
