@@ -1,0 +1,1 @@
+"""The public ChatService: authenticated, rate-limited, safety-checked chat and completion, audited."""

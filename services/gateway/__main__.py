@@ -1,0 +1,68 @@
+"""`python -m services.gateway`: load keys, open the audit trail and backend channels, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
+from services.common.server import GrpcServer
+from services.gateway.audit import AuditSink
+from services.gateway.auth import load_api_keys
+from services.gateway.config import GatewayConfig, build_parser, config_from_args
+from services.gateway.grpc_backends import GrpcInference, GrpcSafety, open_channel
+from services.gateway.pipeline import ReplyPipeline
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.servicer import ChatServicer
+
+SERVICE_NAME = "llamagate.v1.ChatService"
+log = logging.getLogger("services.gateway")
+
+
+async def serve(config: GatewayConfig) -> None:
+    server = GrpcServer(config.server, [SERVICE_NAME])
+    api_keys = load_api_keys(config.api_keys_file)
+    audit = AuditSink(config.audit_dir, max_file_bytes=config.audit_max_file_bytes)
+    inference_channel = open_channel(config.inference_target, config.backend_tls)
+    safety_channel = open_channel(config.safety_target, config.backend_tls)
+    pipeline = ReplyPipeline(
+        config.pipeline, GrpcInference(inference_channel), GrpcSafety(safety_channel), audit
+    )
+    chat_grpc.add_ChatServiceServicer_to_server(
+        ChatServicer(pipeline, api_keys, RateLimiter()), server.server
+    )
+    port = await server.start()
+    server.install_signal_handlers()
+    if config.pipeline.fail_open:
+        log.warning("FAIL-OPEN is on: text is released unchecked while the safety service is down (audited)")
+    await server.set_serving(True)
+    log.info(
+        "gateway serving on %s:%d (inference %s, safety %s, %d tenants, audit %s, moderation %s/%d tokens)",
+        config.server.host,
+        port,
+        config.inference_target,
+        config.safety_target,
+        len(api_keys.tenants),
+        config.audit_dir,
+        config.pipeline.moderation.mode,
+        config.pipeline.moderation.chunk_tokens,
+    )
+    try:
+        await server.wait_for_stop_request()
+    finally:
+        await server.stop()
+        await inference_channel.close()
+        await safety_channel.close()
+        await audit.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(build_parser().parse_args(argv))
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The gateway's configuration: one dataclass, built once from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
+from services.common.tls import ClientTls
+from services.gateway.moderation import ModerationConfig, ModerationMode
+from services.gateway.pipeline import PipelineConfig
+
+DEFAULT_PORT = 50051
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    server: ServerConfig
+    pipeline: PipelineConfig
+    inference_target: str
+    safety_target: str
+    api_keys_file: Path
+    audit_dir: Path
+    audit_max_file_bytes: int = 64 * 1024 * 1024
+    # TLS of the gateway's own calls to the backends (None = plaintext, e.g. on loopback).
+    backend_tls: ClientTls | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m services.gateway", description=__doc__)
+    parser.add_argument(
+        "--inference-target", required=True, help="e.g. dns:///inference:50052 (all replicas)"
+    )
+    parser.add_argument("--safety-target", required=True, help="e.g. dns:///safety:50053 (all replicas)")
+    parser.add_argument("--api-keys", type=Path, required=True, help="YAML file of tenants, keys and limits")
+    parser.add_argument("--audit-dir", type=Path, required=True, help="directory of the JSONL audit trail")
+    parser.add_argument(
+        "--audit-max-file-mb", type=float, default=64.0, help="rotate audit files at this size"
+    )
+    parser.add_argument(
+        "--audit-text", action="store_true", help="also store the judged text in the audit log"
+    )
+    parser.add_argument("--chunk-tokens", type=int, default=16, help="most tokens held back before a check")
+    parser.add_argument(
+        "--moderation",
+        choices=[m.value for m in ModerationMode],
+        default=ModerationMode.SENTENCE.value,
+        help="sentence: release text chunk by chunk as it passes; buffer: release the reply once complete",
+    )
+    parser.add_argument("--safety-timeout-s", type=float, default=2.0, help="longest wait on one safety call")
+    parser.add_argument(
+        "--fail-open",
+        action="store_true",
+        help="release text unchecked when the safety service is down (audited); default: fail closed",
+    )
+    group = parser.add_argument_group("backend TLS")
+    group.add_argument(
+        "--backend-ca", type=Path, help="CA that signed the backends' certificates; enables TLS"
+    )
+    group.add_argument("--backend-cert", type=Path, help="client certificate for mTLS to the backends")
+    group.add_argument("--backend-key", type=Path, help="client key for mTLS to the backends")
+    group.add_argument("--backend-server-name", help="expected name in the backends' certificates")
+    add_server_arguments(parser, DEFAULT_PORT)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> GatewayConfig:
+    if args.safety_timeout_s <= 0:
+        raise SystemExit("--safety-timeout-s must be > 0")
+    if args.chunk_tokens < 1:
+        raise SystemExit("--chunk-tokens must be >= 1")
+    backend_tls = None
+    if args.backend_ca:
+        backend_tls = ClientTls(
+            args.backend_ca, args.backend_cert, args.backend_key, args.backend_server_name
+        )
+    elif args.backend_cert or args.backend_key:
+        raise SystemExit("--backend-cert/--backend-key (mTLS) need --backend-ca")
+    return GatewayConfig(
+        server=server_config_from_args(args),
+        pipeline=PipelineConfig(
+            moderation=ModerationConfig(ModerationMode(args.moderation), args.chunk_tokens),
+            safety_timeout_s=args.safety_timeout_s,
+            fail_open=args.fail_open,
+            audit_text=args.audit_text,
+        ),
+        inference_target=args.inference_target,
+        safety_target=args.safety_target,
+        api_keys_file=args.api_keys,
+        audit_dir=args.audit_dir,
+        audit_max_file_bytes=int(args.audit_max_file_mb * 1024 * 1024),
+        backend_tls=backend_tls,
+    )

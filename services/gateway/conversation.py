@@ -1,0 +1,61 @@
+"""The dialog one Chat stream keeps between turns.
+
+After a reply the assistant's text is appended; the next ChatTurn appends the user message. A turn
+whose reply was stopped by the safety policy leaves no trace: its user message is dropped, so the
+refused content is not sent again as context (and roles keep alternating). A cancelled reply keeps
+what was released before the cancel, or is dropped with its user message when nothing was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llamagate.v1 import chat_service_pb2 as chat_pb
+from services.common.convert import messages_from_pb
+from services.common.dialog import Message, Role, validate_chat_dialog
+from services.common.errors import FieldViolation, InvalidRequest
+from services.gateway.backends import FinishReason
+from services.gateway.sampling import SamplingParams
+
+
+@dataclass
+class Conversation:
+    messages: list[Message]
+    sampling: SamplingParams
+    # The sampling of the reply being produced (a ChatTurn may override the conversation's).
+    turn_sampling: SamplingParams = field(default_factory=SamplingParams)
+
+    @classmethod
+    def from_start(cls, start: chat_pb.ChatStart) -> Conversation:
+        messages = messages_from_pb(start.messages, "start.messages")
+        for i, m in enumerate(messages):
+            if m.role is Role.SYSTEM:
+                raise InvalidRequest(
+                    f"start.messages[{i}] has ROLE_SYSTEM: put the system prompt in start.system_prompt",
+                    [FieldViolation(f"start.messages[{i}].role", "system not allowed here")],
+                )
+        if start.system_prompt:
+            messages.insert(0, Message(Role.SYSTEM, start.system_prompt))
+        validate_chat_dialog(messages, "start.messages")
+        sampling = SamplingParams.from_pb(start.sampling)
+        sampling.validate("start.sampling")
+        return cls(messages, sampling, sampling)
+
+    def add_user_turn(self, turn: chat_pb.ChatTurn) -> None:
+        if not turn.content.strip():
+            raise InvalidRequest(
+                "turn.content is empty: send the user's message", [FieldViolation("turn.content", "empty")]
+            )
+        sampling = self.sampling
+        if turn.HasField("sampling"):
+            sampling = sampling.overridden_by(SamplingParams.from_pb(turn.sampling))
+            sampling.validate("turn.sampling")
+        candidate = [*self.messages, Message(Role.USER, turn.content)]
+        validate_chat_dialog(candidate, "turn")
+        self.messages, self.turn_sampling = candidate, sampling
+
+    def record_reply(self, finish: FinishReason, reply_text: str) -> None:
+        if finish is FinishReason.SAFETY or (finish is FinishReason.CANCELLED and not reply_text):
+            self.messages.pop()
+        else:
+            self.messages.append(Message(Role.ASSISTANT, reply_text))

@@ -1,0 +1,234 @@
+"""The backends over gRPC: channels with client-side round robin and TLS, errors mapped to the
+domain vocabulary (a failing safety service is always Unavailable: the gateway fails closed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator, Sequence
+
+import grpc
+
+from llamagate.v1 import (
+    inference_service_pb2 as inf_pb,
+)
+from llamagate.v1 import (
+    inference_service_pb2_grpc as inf_grpc,
+)
+from llamagate.v1 import (
+    safety_service_pb2 as safety_pb,
+)
+from llamagate.v1 import (
+    safety_service_pb2_grpc as safety_grpc,
+)
+from llamagate.v1 import (
+    types_pb2,
+)
+from services.common.convert import messages_to_pb
+from services.common.dialog import Message
+from services.common.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InvalidRequest,
+    LlamagateError,
+    Overloaded,
+    Unavailable,
+)
+from services.common.tls import ClientTls, channel_credentials, channel_options
+from services.gateway.backends import (
+    CategoryScore,
+    Direction,
+    FinishReason,
+    GenerationDelta,
+    GenerationDone,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationStarted,
+    Verdict,
+)
+
+# Several replicas behind one DNS name: resolve all addresses and spread calls over them.
+_ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+_DIRECTION_TO_PB = {Direction.INPUT: types_pb2.DIRECTION_INPUT, Direction.OUTPUT: types_pb2.DIRECTION_OUTPUT}
+_DIRECTION_FROM_PB = {v: k for k, v in _DIRECTION_TO_PB.items()}
+_FINISH_FROM_PB = {
+    types_pb2.FINISH_REASON_STOP: FinishReason.STOP,
+    types_pb2.FINISH_REASON_LENGTH: FinishReason.LENGTH,
+    types_pb2.FINISH_REASON_SAFETY: FinishReason.SAFETY,
+    types_pb2.FINISH_REASON_CANCELLED: FinishReason.CANCELLED,
+}
+
+
+def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
+    options: list[tuple[str, str | int]] = [
+        ("grpc.service_config", _ROUND_ROBIN),
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        *channel_options(tls),
+    ]
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, channel_credentials(tls), options=options)
+
+
+def verdict_from_pb(pb: types_pb2.SafetyVerdict) -> Verdict:
+    return Verdict(
+        safe=pb.safe,
+        direction=_DIRECTION_FROM_PB.get(pb.direction, Direction.INPUT),
+        categories=tuple(CategoryScore(c.code, c.name, c.score, c.violated) for c in pb.categories),
+        classifier_id=pb.classifier_id,
+        classifier_version=pb.classifier_version,
+        judged_tokens=pb.judged_tokens,
+        truncated=pb.truncated,
+    )
+
+
+def verdict_to_pb(verdict: Verdict) -> types_pb2.SafetyVerdict:
+    return types_pb2.SafetyVerdict(
+        safe=verdict.safe,
+        direction=_DIRECTION_TO_PB[verdict.direction],
+        categories=[
+            types_pb2.CategoryScore(code=c.code, name=c.name, score=c.score, violated=c.violated)
+            for c in verdict.categories
+        ],
+        classifier_id=verdict.classifier_id,
+        classifier_version=verdict.classifier_version,
+        judged_tokens=verdict.judged_tokens,
+        truncated=verdict.truncated,
+    )
+
+
+def _safety_error(error: grpc.aio.AioRpcError | asyncio.TimeoutError, timeout_s: float | None) -> Unavailable:
+    if isinstance(error, asyncio.TimeoutError):
+        reason = f"did not answer within {timeout_s:g}s"
+    else:
+        reason = f"failed with {error.code().name}: {error.details()}"
+    return Unavailable(f"the safety service {reason}; no unchecked text was released, retry later")
+
+
+def _inference_error(error: grpc.aio.AioRpcError) -> LlamagateError:
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidRequest(details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Overloaded(f"the inference service is overloaded: {details}", retry_after_s=1.0)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"the request's deadline passed during generation: {details}")
+    if code == grpc.StatusCode.CANCELLED:
+        return Cancelled(f"the generation was cancelled: {details}")
+    return Unavailable(f"the inference service failed with {code.name}: {details}")
+
+
+class GrpcGeneration:
+    def __init__(
+        self, stub: inf_grpc.InferenceServiceStub, request: GenerationRequest, timeout_s: float | None
+    ):
+        self._call = stub.Generate(timeout=timeout_s)
+        self._start = inf_pb.GenerateStart(
+            request_id=request.request_id, sampling=request.sampling.to_pb(), echo=request.echo
+        )
+        if request.dialog is not None:
+            self._start.dialog.messages.extend(messages_to_pb(request.dialog))
+        else:
+            self._start.prompt = request.prompt or ""
+
+    async def events(self) -> AsyncGenerator[GenerationEvent, None]:
+        try:
+            # The stream is never half-closed: per the contract, closing it would cancel.
+            await self._call.write(inf_pb.GenerateRequest(start=self._start))
+            while True:
+                message = await self._call.read()
+                if message is grpc.aio.EOF:
+                    raise Unavailable("the inference service ended the generation without a done event")
+                kind = message.WhichOneof("event")
+                if kind == "started":
+                    yield GenerationStarted(message.started.request_id, message.started.prompt_tokens)
+                elif kind == "delta":
+                    d = message.delta
+                    yield GenerationDelta(d.text, list(d.token_ids), list(d.logprobs), d.echo)
+                elif kind == "done":
+                    reason = _FINISH_FROM_PB.get(message.done.finish_reason, FinishReason.STOP)
+                    usage = message.done.usage
+                    yield GenerationDone(reason, usage.prompt_tokens, usage.completion_tokens)
+                    return
+        except grpc.aio.AioRpcError as error:
+            raise _inference_error(error) from None
+
+    async def cancel(self) -> None:
+        # The call may already be over (it just finished); then there is nothing to cancel.
+        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            await self._call.write(inf_pb.GenerateRequest(cancel=inf_pb.GenerateCancel()))
+
+    def close(self) -> None:
+        self._call.cancel()
+
+
+class GrpcInference:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = inf_grpc.InferenceServiceStub(channel)
+
+    def generate(self, request: GenerationRequest, timeout_s: float | None) -> GrpcGeneration:
+        return GrpcGeneration(self._stub, request, timeout_s)
+
+
+class GrpcOutputCheck:
+    def __init__(
+        self, stub: safety_grpc.SafetyServiceStub, context: Sequence[Message], timeout_s: float | None
+    ) -> None:
+        self._stub = stub
+        self._context = types_pb2.Dialog(messages=messages_to_pb(context))
+        self._timeout_s = timeout_s
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._index = 0
+
+    async def _exchange(self, text: str) -> safety_pb.CheckStreamResponse:
+        if self._call is None:
+            self._call = self._stub.CheckStream(timeout=self._timeout_s)
+            await self._call.write(safety_pb.CheckStreamRequest(context=self._context))
+        await self._call.write(safety_pb.CheckStreamRequest(chunk=text))
+        reply = await self._call.read()
+        if reply is grpc.aio.EOF:
+            raise Unavailable(
+                "the safety service closed the output check stream; nothing unchecked was released"
+            )
+        return reply
+
+    async def check_chunk(self, text: str, timeout_s: float) -> Verdict:
+        try:
+            reply = await asyncio.wait_for(self._exchange(text), timeout_s)
+        except (TimeoutError, grpc.aio.AioRpcError) as error:
+            raise _safety_error(error, timeout_s) from None
+        if reply.chunk_index != self._index:
+            raise Unavailable(
+                f"the safety service answered chunk {reply.chunk_index}, expected {self._index}"
+            )
+        self._index += 1
+        return verdict_from_pb(reply.verdict)
+
+    def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+
+
+class GrpcSafety:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = safety_grpc.SafetyServiceStub(channel)
+
+    async def check(self, dialog: Sequence[Message], direction: Direction, timeout_s: float) -> Verdict:
+        item = safety_pb.CheckItem(
+            dialog=types_pb2.Dialog(messages=messages_to_pb(dialog)), direction=_DIRECTION_TO_PB[direction]
+        )
+        try:
+            # The deadline travels to the safety service; wait_for also bounds connection setup.
+            call = self._stub.Check(safety_pb.CheckRequest(items=[item]), timeout=timeout_s)
+            reply = await asyncio.wait_for(call, timeout_s)
+        except (TimeoutError, grpc.aio.AioRpcError) as error:
+            raise _safety_error(error, timeout_s) from None
+        if len(reply.verdicts) != 1:
+            raise Unavailable(f"the safety service returned {len(reply.verdicts)} verdicts for 1 dialog")
+        return verdict_from_pb(reply.verdicts[0])
+
+    def output_check(self, context: Sequence[Message], timeout_s: float | None) -> GrpcOutputCheck:
+        return GrpcOutputCheck(self._stub, context, timeout_s)

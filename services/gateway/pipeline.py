@@ -1,0 +1,353 @@
+"""One reply, safety before, during and after generation, every verdict audited before release.
+
+    input check ──unsafe──> SafetyEvent + Done(SAFETY), nothing generated
+        │ safe
+    Generate stream ──deltas──> Chunker ──chunk──> CheckStream verdict ──safe──> TextDelta
+        │                                                └──unsafe──> GenerateCancel, SafetyEvent,
+        │                                                              Done(SAFETY); chunk dropped
+    generation done ──> rest of the held text checked, then the whole reply (Check, output side)
+        └──> SafetyEvent + Done
+
+Fail closed: a safety call that fails or times out raises Unavailable after the generation is
+cancelled, so nothing unchecked leaves. With `fail_open` (off by default) the unchecked text is
+released instead, and every such use is audited as verdict "unchecked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.common.dialog import Message, Role
+from services.common.errors import DeadlineExceeded, LlamagateError, Unavailable
+from services.gateway.audit import AuditCategory, AuditRecord, AuditSink, text_sha256
+from services.gateway.backends import (
+    Direction,
+    FinishReason,
+    Generation,
+    GenerationDone,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationStarted,
+    InferenceBackend,
+    OutputCheck,
+    SafetyBackend,
+    Verdict,
+)
+from services.gateway.moderation import Chunk, Chunker, ModerationConfig, ModerationMode
+
+DEFAULT_REFUSAL = "I can't help with that. The request or the reply was stopped by the safety policy."
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    # Longest wait on one safety call before the reply fails with UNAVAILABLE.
+    safety_timeout_s: float = 2.0
+    fail_open: bool = False
+    audit_text: bool = False
+    refusal: str = DEFAULT_REFUSAL
+
+
+@dataclass(frozen=True)
+class ReplyRequest:
+    request_id: str
+    tenant: str
+    # What the input check judges: the dialog ending with the user turn (a completion's prompt is
+    # judged as a one-message user dialog).
+    context: tuple[Message, ...]
+    generation: GenerationRequest
+    # time.monotonic() by which the reply must be done; None = no deadline.
+    deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class SafetyNotice:
+    verdict: Verdict
+    refusal: str = ""
+
+
+@dataclass(frozen=True)
+class Done:
+    request_id: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    # Everything released as reply text (not echo), for the conversation history.
+    reply_text: str
+
+
+ReplyEvent = Accepted | Text | SafetyNotice | Done
+
+
+@dataclass
+class _ReplyState:
+    """What one reply has done so far, shared by the pipeline's phases."""
+
+    finish: FinishReason = FinishReason.STOP
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    released: str = ""
+    held: Chunk | None = None
+
+    def done(self, request: ReplyRequest) -> Done:
+        return Done(
+            request.request_id, self.finish, self.prompt_tokens, self.completion_tokens, self.released
+        )
+
+
+def render_dialog(dialog: Sequence[Message]) -> str:
+    """The judged text of an input check, for the audit hash: one "role: content" line per message."""
+    return "\n".join(f"{m.role}: {m.content}" for m in dialog)
+
+
+class ReplyPipeline:
+    def __init__(
+        self, config: PipelineConfig, inference: InferenceBackend, safety: SafetyBackend, audit: AuditSink
+    ) -> None:
+        self.config = config
+        self._inference = inference
+        self._safety = safety
+        self._audit = audit
+
+    async def run(self, request: ReplyRequest, cancel: asyncio.Event) -> AsyncGenerator[ReplyEvent, None]:
+        """The events of one reply. Setting `cancel` ends it with CANCELLED."""
+        yield Accepted(request.request_id)
+        verdict = await self._judge(
+            request,
+            Direction.INPUT,
+            "input",
+            render_dialog(request.context),
+            lambda timeout: self._safety.check(request.context, Direction.INPUT, timeout),
+        )
+        if verdict is not None and not verdict.safe:
+            yield SafetyNotice(verdict, self.config.refusal)
+            yield Done(request.request_id, FinishReason.SAFETY, 0, 0, "")
+            return
+        if verdict is not None:
+            yield SafetyNotice(verdict)
+
+        buffered = self.config.moderation.mode is ModerationMode.BUFFER
+        generation = self._inference.generate(request.generation, self._remaining(request))
+        output_check = (
+            None if buffered else self._safety.output_check(request.context, self._remaining(request))
+        )
+        state = _ReplyState()
+        try:
+            async with contextlib.aclosing(
+                self._stream(request, generation, output_check, cancel, state)
+            ) as events:
+                async for event in events:
+                    yield event
+            if state.finish in (FinishReason.SAFETY, FinishReason.CANCELLED):
+                return
+            async for event in self._finish(request, state):
+                yield event
+        finally:
+            generation.close()
+            if output_check is not None:
+                output_check.close()
+
+    async def _stream(
+        self,
+        request: ReplyRequest,
+        generation: Generation,
+        output_check: OutputCheck | None,
+        cancel: asyncio.Event,
+        state: _ReplyState,
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """Release checked chunks while generating; ends early (state.finish set) on cancel or violation."""
+        chunker = Chunker(self.config.moderation)
+        async with contextlib.aclosing(_events_or_cancel(generation, cancel)) as events:
+            async for event in events:
+                if event is None:
+                    state.finish = FinishReason.CANCELLED
+                    yield state.done(request)
+                    return
+                if isinstance(event, GenerationStarted):
+                    state.prompt_tokens = event.prompt_tokens
+                elif isinstance(event, GenerationDone):
+                    state.finish = event.finish_reason
+                    state.prompt_tokens = event.prompt_tokens or state.prompt_tokens
+                    state.completion_tokens = event.completion_tokens or state.completion_tokens
+                elif event.echo:
+                    # The echoed prompt was judged by the input check.
+                    yield Text(event.text, event.token_ids, event.logprobs, echo=True)
+                else:
+                    state.completion_tokens += len(event.token_ids)
+                    chunk = chunker.push(event.text, event.token_ids, event.logprobs)
+                    if chunk is not None:
+                        assert output_check is not None
+                        async for out in self._release(request, output_check, chunk, generation, state):
+                            yield out
+                        if state.finish is FinishReason.SAFETY:
+                            return
+        tail = chunker.flush()
+        if tail is None:
+            return
+        if output_check is None:
+            state.held = tail  # buffer mode: released only after the final check
+            return
+        async for out in self._release(request, output_check, tail, generation, state):
+            yield out
+
+    async def _release(
+        self,
+        request: ReplyRequest,
+        output_check: OutputCheck,
+        chunk: Chunk,
+        generation: Generation,
+        state: _ReplyState,
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """Judge `chunk` in context; release it if safe, else cancel the generation and stop the reply."""
+        try:
+            verdict = await self._judge(
+                request,
+                Direction.OUTPUT,
+                "chunk",
+                state.released + chunk.text,
+                lambda timeout: output_check.check_chunk(chunk.text, timeout),
+            )
+        except BaseException:
+            await generation.cancel()
+            raise
+        if verdict is not None and not verdict.safe:
+            await generation.cancel()
+            state.finish = FinishReason.SAFETY
+            yield SafetyNotice(verdict, self.config.refusal)
+            yield state.done(request)
+            return
+        state.released += chunk.text
+        yield Text(chunk.text, chunk.token_ids, chunk.logprobs)
+
+    async def _finish(self, request: ReplyRequest, state: _ReplyState) -> AsyncGenerator[ReplyEvent, None]:
+        """The reference practice: judge the whole reply once it is complete, then Done."""
+        reply = state.released + (state.held.text if state.held is not None else "")
+        whole = (*request.context, Message(Role.ASSISTANT, reply))
+        verdict = await self._judge(
+            request,
+            Direction.OUTPUT,
+            "final",
+            reply,
+            lambda timeout: self._safety.check(whole, Direction.OUTPUT, timeout),
+        )
+        if verdict is not None and not verdict.safe:
+            state.finish = FinishReason.SAFETY
+            yield SafetyNotice(verdict, self.config.refusal)
+            yield state.done(request)
+            return
+        if state.held is not None:
+            state.released = reply
+            yield Text(state.held.text, state.held.token_ids, state.held.logprobs)
+        if verdict is not None:
+            yield SafetyNotice(verdict)
+        yield state.done(request)
+
+    def _remaining(self, request: ReplyRequest) -> float | None:
+        if request.deadline is None:
+            return None
+        remaining = request.deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded("the request's deadline passed before the reply was complete")
+        return remaining
+
+    async def _judge(
+        self,
+        request: ReplyRequest,
+        direction: Direction,
+        stage: str,
+        judged_text: str,
+        check: Callable[[float], Awaitable[Verdict]],
+    ) -> Verdict | None:
+        """Run one safety check and make its verdict durable; None = unchecked under fail-open."""
+        remaining = self._remaining(request)
+        timeout = (
+            self.config.safety_timeout_s
+            if remaining is None
+            else min(remaining, self.config.safety_timeout_s)
+        )
+        record = dict(
+            request_id=request.request_id,
+            tenant=request.tenant,
+            direction=str(direction),
+            stage=stage,
+            text_sha256=text_sha256(judged_text),
+            text=judged_text if self.config.audit_text else None,
+        )
+        try:
+            verdict = await check(timeout)
+        except Unavailable as error:
+            if not self.config.fail_open:
+                raise
+            await self._audit.write(
+                AuditRecord(
+                    verdict="unchecked",
+                    categories=[],
+                    classifier_id="",
+                    classifier_version="",
+                    error=error.message,
+                    **record,  # type: ignore[arg-type]
+                )
+            )
+            return None
+        await self._audit.write(
+            AuditRecord(
+                verdict="safe" if verdict.safe else "unsafe",
+                categories=[AuditCategory(c.code, c.name, c.score, c.violated) for c in verdict.categories],
+                classifier_id=verdict.classifier_id,
+                classifier_version=verdict.classifier_version,
+                **record,  # type: ignore[arg-type]
+            )
+        )
+        return verdict
+
+
+async def _events_or_cancel(
+    generation: Generation, cancel: asyncio.Event
+) -> AsyncGenerator[GenerationEvent | None, None]:
+    """The generation's events; None (then stop) as soon as `cancel` is set, even between deltas.
+
+    On cancel, GenerateCancel is sent before the pending read is dropped, so the backend ends the
+    request as cancelled rather than as a broken stream.
+    """
+    events = generation.events()
+    cancelled = asyncio.ensure_future(cancel.wait())
+    following: asyncio.Future[GenerationEvent] | None = None
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(events))
+            await asyncio.wait({following, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                await generation.cancel()
+                yield None
+                return
+            try:
+                event = following.result()
+            except StopAsyncIteration:
+                return
+            following = None
+            yield event
+    finally:
+        cancelled.cancel()
+        if following is not None and not following.done():
+            following.cancel()
+            # The read ends with the cancellation (or the error of the dropped call): both expected.
+            with contextlib.suppress(asyncio.CancelledError, LlamagateError):
+                await following
+        await events.aclose()

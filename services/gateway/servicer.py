@@ -1,0 +1,242 @@
+"""The ChatService edge: metadata -> tenant, protobuf -> domain, pipeline events -> protobuf.
+
+A Chat stream multiplexes two sources on one queue: the client's messages (read by a task, so a
+ChatCancel is seen while a reply streams) and the events of the reply in flight (produced by
+another task). The handler is the only consumer, so the conversation state needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from llamagate.v1 import chat_service_pb2 as chat_pb
+from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
+from llamagate.v1 import types_pb2
+from services.common.dialog import SPECIAL_TAGS_ERROR, Message, Role, contains_special_tags
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidRequest
+from services.gateway.auth import ApiKeys, Tenant
+from services.gateway.backends import FinishReason, GenerationRequest
+from services.gateway.conversation import Conversation
+from services.gateway.grpc_backends import verdict_to_pb
+from services.gateway.pipeline import (
+    Accepted,
+    Done,
+    ReplyEvent,
+    ReplyPipeline,
+    ReplyRequest,
+    SafetyNotice,
+    Text,
+)
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+
+_FINISH_TO_PB = {
+    FinishReason.STOP: types_pb2.FINISH_REASON_STOP,
+    FinishReason.LENGTH: types_pb2.FINISH_REASON_LENGTH,
+    FinishReason.SAFETY: types_pb2.FINISH_REASON_SAFETY,
+    FinishReason.CANCELLED: types_pb2.FINISH_REASON_CANCELLED,
+}
+
+
+def event_to_pb(event: ReplyEvent) -> chat_pb.ChatResponse:
+    if isinstance(event, Accepted):
+        return chat_pb.ChatResponse(accepted=chat_pb.Accepted(request_id=event.request_id))
+    if isinstance(event, Text):
+        return chat_pb.ChatResponse(
+            delta=chat_pb.TextDelta(text=event.text, token_ids=event.token_ids, logprobs=event.logprobs)
+        )
+    if isinstance(event, SafetyNotice):
+        return chat_pb.ChatResponse(
+            safety=chat_pb.SafetyEvent(verdict=verdict_to_pb(event.verdict), refusal=event.refusal)
+        )
+    return chat_pb.ChatResponse(
+        done=chat_pb.Done(
+            finish_reason=_FINISH_TO_PB[event.finish_reason],
+            usage=types_pb2.Usage(
+                prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens
+            ),
+            request_id=event.request_id,
+        )
+    )
+
+
+# What the Chat handler's queue carries besides protobuf requests and reply events.
+@dataclass(frozen=True)
+class _ClientEnded:
+    pass
+
+
+@dataclass(frozen=True)
+class _ReplyEnded:
+    pass
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class ChatServicer(chat_grpc.ChatServiceServicer):
+    def __init__(self, pipeline: ReplyPipeline, api_keys: ApiKeys, limiter: RateLimiter) -> None:
+        self._pipeline = pipeline
+        self._keys = api_keys
+        self._limiter = limiter
+
+    async def Chat(
+        self, request_iterator: AsyncIterator[chat_pb.ChatRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncGenerator[chat_pb.ChatResponse, None]:
+        tenant = self._keys.authenticate(context.invocation_metadata())
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        reader = asyncio.create_task(_read_client(request_iterator, queue))
+        conversation: Conversation | None = None
+        reply: asyncio.Task[None] | None = None
+        cancel = asyncio.Event()
+        client_ended = False
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _Failed):
+                    raise item.error
+                if isinstance(item, _ClientEnded):
+                    client_ended = True
+                    if reply is None:
+                        return
+                elif isinstance(item, _ReplyEnded):
+                    reply = None
+                    if client_ended:
+                        return
+                elif isinstance(item, chat_pb.ChatRequest):
+                    action = item.WhichOneof("action")
+                    if action == "cancel":
+                        cancel.set()  # ignored when no reply streams: the next reply gets a fresh event
+                        continue
+                    if reply is not None:
+                        raise FailedPrecondition(
+                            f"a {action} arrived while a reply is streaming: wait for its done event, "
+                            "or send ChatCancel first"
+                        )
+                    conversation = self._next_turn(conversation, item, action)
+                    self._limiter.admit(tenant)
+                    cancel = asyncio.Event()
+                    reply = asyncio.create_task(
+                        self._produce(self._chat_request(conversation, tenant, context), cancel, queue)
+                    )
+                else:
+                    if isinstance(item, Done):
+                        assert conversation is not None
+                        conversation.record_reply(item.finish_reason, item.reply_text)
+                        self._finished(tenant, item)
+                    yield event_to_pb(item)
+        finally:
+            reader.cancel()
+            if reply is not None:
+                # Cancelling the reply closes its generation: a client that leaves stops its tokens.
+                reply.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reply
+
+    async def Complete(
+        self, request: chat_pb.CompleteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncGenerator[chat_pb.CompleteResponse, None]:
+        tenant = self._keys.authenticate(context.invocation_metadata())
+        if not request.prompt.strip():
+            raise InvalidRequest(
+                "prompt is empty: send the text to continue", [FieldViolation("prompt", "empty")]
+            )
+        if contains_special_tags(request.prompt):
+            raise InvalidRequest(SPECIAL_TAGS_ERROR, [FieldViolation("prompt", "contains a special tag")])
+        sampling = SamplingParams.from_pb(request.sampling)
+        sampling.validate("sampling")
+        self._limiter.admit(tenant)
+        request_id = uuid.uuid4().hex
+        reply = ReplyRequest(
+            request_id=request_id,
+            tenant=tenant.name,
+            context=(Message(Role.USER, request.prompt),),
+            generation=GenerationRequest(request_id, sampling, prompt=request.prompt, echo=request.echo),
+            deadline=_deadline(context),
+        )
+        async with contextlib.aclosing(self._pipeline.run(reply, asyncio.Event())) as events:
+            async for event in events:
+                if isinstance(event, Done):
+                    self._finished(tenant, event)
+                echo = isinstance(event, Text) and event.echo
+                yield chat_pb.CompleteResponse(event=event_to_pb(event), echo=echo)
+
+    def _next_turn(
+        self, conversation: Conversation | None, request: chat_pb.ChatRequest, action: str | None
+    ) -> Conversation:
+        if action == "start":
+            if conversation is not None:
+                raise FailedPrecondition(
+                    "the conversation is already started: send a ChatTurn for the next message"
+                )
+            return Conversation.from_start(request.start)
+        if action == "turn":
+            if conversation is None:
+                raise FailedPrecondition(
+                    "send a ChatStart first: a ChatTurn continues a started conversation"
+                )
+            conversation.add_user_turn(request.turn)
+            return conversation
+        raise InvalidRequest("the ChatRequest sets no action: send start, turn or cancel")
+
+    def _chat_request(
+        self, conversation: Conversation, tenant: Tenant, context: grpc.aio.ServicerContext
+    ) -> ReplyRequest:
+        request_id = uuid.uuid4().hex
+        dialog = tuple(conversation.messages)
+        return ReplyRequest(
+            request_id=request_id,
+            tenant=tenant.name,
+            context=dialog,
+            generation=GenerationRequest(request_id, conversation.turn_sampling, dialog=dialog),
+            deadline=_deadline(context),
+        )
+
+    async def _produce(self, request: ReplyRequest, cancel: asyncio.Event, queue: asyncio.Queue[Any]) -> None:
+        try:
+            async with contextlib.aclosing(self._pipeline.run(request, cancel)) as events:
+                async for event in events:
+                    queue.put_nowait(event)
+        except Exception as error:
+            queue.put_nowait(_Failed(error))
+        else:
+            queue.put_nowait(_ReplyEnded())
+
+    def _finished(self, tenant: Tenant, done: Done) -> None:
+        self._limiter.charge_tokens(tenant, done.prompt_tokens + done.completion_tokens)
+        log.info(
+            "reply request_id=%s tenant=%s finish=%s prompt_tokens=%d completion_tokens=%d",
+            done.request_id,
+            tenant.name,
+            done.finish_reason,
+            done.prompt_tokens,
+            done.completion_tokens,
+        )
+
+
+async def _read_client(requests: AsyncIterator[chat_pb.ChatRequest], queue: asyncio.Queue[Any]) -> None:
+    try:
+        async for request in requests:
+            queue.put_nowait(request)
+    except Exception as error:  # e.g. InvalidRequest for unknown fields: fails the stream
+        queue.put_nowait(_Failed(error))
+    else:
+        queue.put_nowait(_ClientEnded())
