@@ -1,0 +1,141 @@
+"""The paged KV cache: fixed-size blocks in one tensor per layer, a free list, and the
+`AttentionCache` the model calls during one engine step.
+
+Block 0 is never handed out: padded rows of a batch write their keys/values there, so padding
+needs no branch inside the (graph-captured) step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from services.inference import paged_attention
+
+PAD_SLOT = 0  # first slot of the reserved block 0
+
+
+class OutOfBlocks(Exception):
+    """Not enough free KV blocks for an allocation (the scheduler preempts or refuses)."""
+
+
+class BlockAllocator:
+    """Free list of KV block ids. Owned by the scheduler thread; not thread-safe on purpose."""
+
+    def __init__(self, num_blocks: int) -> None:
+        if num_blocks < 2:
+            raise ValueError(f"the KV cache needs at least 2 blocks (one is reserved), got {num_blocks}")
+        self.num_blocks = num_blocks
+        self._free: deque[int] = deque(range(1, num_blocks))
+
+    @property
+    def usable_blocks(self) -> int:
+        return self.num_blocks - 1
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    def allocate(self, n: int) -> list[int]:
+        if n > len(self._free):
+            raise OutOfBlocks(f"asked for {n} KV blocks, {len(self._free)} free")
+        return [self._free.popleft() for _ in range(n)]
+
+    def free(self, blocks: Sequence[int]) -> None:
+        self._free.extend(blocks)
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    return (tokens + block_size - 1) // block_size
+
+
+def bytes_per_block(n_layers: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype) -> int:
+    """Bytes of keys + values one block holds across all layers (of this rank's heads)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    return 2 * n_layers * block_size * kv_heads * head_dim * element
+
+
+class KVStorage:
+    """keys/values of every layer: [n_layers, num_blocks, block_size, kv_heads, head_dim] each."""
+
+    def __init__(
+        self,
+        *,
+        n_layers: int,
+        num_blocks: int,
+        block_size: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        shape = (n_layers, num_blocks, block_size, kv_heads, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+
+
+@dataclass
+class StepCache:
+    """The `AttentionCache` of one forward: where the new tokens' k/v go and what each row attends.
+
+    tokens are [b, t]; `slots` [b*t] are flat cache slots (block * block_size + offset) of each new
+    token; `block_tables` [b, max_blocks] and `context_lens` [b] (tokens cached after this step)
+    describe each row's whole sequence; `positions` [b, t] are the new tokens' positions.
+    `fresh` means every row starts at position 0, so plain causal attention over the new
+    tokens is exact (right padding only adds rows nobody reads).
+    """
+
+    storage: KVStorage
+    slots: Tensor
+    block_tables: Tensor
+    context_lens: Tensor
+    positions: Tensor
+    fresh: bool
+
+    def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, t, heads, head_dim = q.shape
+        k_cache = self.storage.k[layer_id].view(-1, k.shape[2], head_dim)
+        v_cache = self.storage.v[layer_id].view(-1, v.shape[2], head_dim)
+        k_cache[self.slots] = k.reshape(-1, k.shape[2], head_dim)
+        v_cache[self.slots] = v.reshape(-1, v.shape[2], head_dim)
+        if t == 1:
+            out = paged_attention.decode(
+                q[:, 0],
+                self.storage.k[layer_id],
+                self.storage.v[layer_id],
+                self.block_tables,
+                self.context_lens,
+            )
+            return out.unsqueeze(1)
+        if self.fresh:
+            return F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+            ).transpose(1, 2)
+        return self._attend_with_prefix(layer_id, q)
+
+    def _attend_with_prefix(self, layer_id: int, q: Tensor) -> Tensor:
+        """A prefill chunk that continues a cached prefix: gather each row's keys, mask causally."""
+        block_size = self.storage.block_size
+        longest = int(self.context_lens.max())
+        n_blocks = blocks_for(longest, block_size)
+        table = self.block_tables[:, :n_blocks]
+        keys = self.storage.k[layer_id][table].flatten(1, 2)[:, :longest]  # [b, L, kvh, d]
+        values = self.storage.v[layer_id][table].flatten(1, 2)[:, :longest]
+        key_pos = torch.arange(longest, device=q.device)
+        mask = (key_pos[None, None, :] <= self.positions[:, :, None]) & (
+            key_pos[None, None, :] < self.context_lens[:, None, None]
+        )
+        return F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            keys.transpose(1, 2),
+            values.transpose(1, 2),
+            attn_mask=mask.unsqueeze(1),
+            enable_gqa=True,
+        ).transpose(1, 2)

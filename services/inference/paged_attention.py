@@ -1,0 +1,151 @@
+"""Decode attention over a paged KV cache: one query token per row, keys/values found through
+the row's block table.
+
+On CUDA a Triton kernel reads the blocks in place (no gather copy, no host sync, so the decode
+step can be captured in a CUDA graph and compiled: it is registered as an opaque custom op). On
+CPU, and as the reference the kernel is tested against, the blocks are gathered and SDPA runs
+with a length mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs have no Triton; the reference path serves them.
+    triton = None
+
+
+def decode_reference(
+    q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor
+) -> Tensor:
+    """q [b, h, d]; caches [num_blocks, block_size, kvh, d]; -> [b, h, d]."""
+    block_size = k_cache.shape[1]
+    longest = int(context_lens.max())
+    n_blocks = (longest + block_size - 1) // block_size
+    table = block_tables[:, :n_blocks].long()
+    keys = k_cache[table].flatten(1, 2)[:, :longest]  # [b, L, kvh, d]
+    values = v_cache[table].flatten(1, 2)[:, :longest]
+    mask = torch.arange(longest, device=q.device)[None, :] < context_lens[:, None]
+    out = F.scaled_dot_product_attention(
+        q.unsqueeze(2),  # [b, h, 1, d]
+        keys.transpose(1, 2),
+        values.transpose(1, 2),
+        attn_mask=mask[:, None, None, :],
+        enable_gqa=True,
+    )
+    return out.squeeze(2)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _decode_kernel(
+        Q,
+        K,
+        V,
+        BT,
+        LENS,
+        O,
+        scale,
+        stride_qb,
+        stride_qh,
+        stride_kb,
+        stride_kt,
+        stride_kh,
+        stride_btb,
+        stride_ob,
+        stride_oh,
+        GROUP: tl.constexpr,
+        GROUP_PAD: tl.constexpr,
+        HEAD_DIM: tl.constexpr,
+        BLOCK_SIZE: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
+        # One program per (row, kv head): the GROUP query heads sharing that kv head are one
+        # small matrix, so each key/value is read once for all of them (grouped-query attention).
+        row = tl.program_id(0)
+        kv_head = tl.program_id(1)
+        length = tl.load(LENS + row)
+        g = tl.arange(0, GROUP_PAD)
+        d = tl.arange(0, HEAD_DIM)
+        heads = kv_head * GROUP + g
+        q = tl.load(
+            Q + row * stride_qb + heads[:, None] * stride_qh + d[None, :],
+            mask=(g < GROUP)[:, None],
+            other=0.0,
+        )
+        m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+        l_sum = tl.zeros([GROUP_PAD], tl.float32)
+        acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
+        for start in range(0, length, BLOCK_N):
+            n = start + tl.arange(0, BLOCK_N)
+            valid = n < length
+            block = tl.load(BT + row * stride_btb + n // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
+            offsets = block * stride_kb + (n % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
+            k = tl.load(K + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
+            v = tl.load(V + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k)) * scale
+            s = tl.where(valid[None, :], s, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, 1))
+            alpha = tl.exp(m - m_new)
+            p = tl.exp(s - m_new[:, None])
+            l_sum = l_sum * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m = m_new
+        out = acc / l_sum[:, None]
+        tl.store(
+            O + row * stride_ob + heads[:, None] * stride_oh + d[None, :],
+            out.to(O.dtype.element_ty),
+            mask=(g < GROUP)[:, None],
+        )
+
+    @torch.library.custom_op("llamagate::paged_decode", mutates_args=())
+    def _paged_decode(
+        q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor
+    ) -> Tensor:
+        b, heads, head_dim = q.shape
+        kv_heads = k_cache.shape[2]
+        group = heads // kv_heads
+        q = q.contiguous()
+        out = torch.empty_like(q)
+        _decode_kernel[(b, kv_heads)](
+            q,
+            k_cache,
+            v_cache,
+            block_tables,
+            context_lens,
+            out,
+            1.0 / math.sqrt(head_dim),
+            q.stride(0),
+            q.stride(1),
+            k_cache.stride(0),
+            k_cache.stride(1),
+            k_cache.stride(2),
+            block_tables.stride(0),
+            out.stride(0),
+            out.stride(1),
+            GROUP=group,
+            GROUP_PAD=max(16, triton.next_power_of_2(group)),
+            HEAD_DIM=head_dim,
+            BLOCK_SIZE=k_cache.shape[1],
+            BLOCK_N=64,
+            num_warps=4,
+        )
+        return out
+
+    @_paged_decode.register_fake
+    def _(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor) -> Tensor:
+        return torch.empty_like(q)
+
+
+def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor) -> Tensor:
+    if q.is_cuda and triton is not None:
+        return torch.ops.llamagate.paged_decode(q, k_cache, v_cache, block_tables, context_lens)
+    return decode_reference(q, k_cache, v_cache, block_tables, context_lens)

@@ -1,0 +1,26 @@
+"""Rank 0 tells the other ranks what to run: each step's plan, broadcast with torch.distributed.
+
+Every rank must make the same forward call (the tensor-parallel layers all-reduce inside it), so
+rank 0 broadcasts the plan before running it; `None` tells the followers to stop. A plan is a few
+small lists, so broadcast_object_list (one pickle, two collectives) costs far less than a step.
+"""
+
+from __future__ import annotations
+
+import torch.distributed as dist
+
+from services.inference.scheduler import StepPlan
+
+
+class StepBroadcaster:
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def send(self, plan: StepPlan | None) -> None:
+        assert self.rank == 0, "only rank 0 schedules"
+        dist.broadcast_object_list([plan], src=0)
+
+    def recv(self) -> StepPlan | None:
+        box: list[StepPlan | None] = [None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]

@@ -1,0 +1,323 @@
+"""Continuous batching: which sequences run in the next engine step, and with which KV blocks.
+
+Sequences wait in a bounded queue, are admitted while the batch has room and the KV cache has
+free blocks for their prompt, prefill in chunks of at most `prefill_chunk` tokens, then decode one
+token per step. When a prefill is pending while others decode, prefill and decode steps alternate,
+so a long prompt delays running streams by one chunk at a time, never by its whole length. When a
+decode needs a block and none is free, the most recently admitted sequence is preempted: its blocks
+are freed and it is recomputed later from its tokens (sampling is a pure function of seed and step,
+so it continues exactly where it stopped). Pure Python on one thread: no torch, no gRPC.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+
+from services.common.errors import Overloaded
+from services.inference.config import EngineConfig
+from services.inference.kv_cache import PAD_SLOT, BlockAllocator, blocks_for
+from services.inference.request import FinishReason, GenerationRequest
+
+
+class Phase(enum.Enum):
+    WAITING = "waiting"
+    PREFILL = "prefill"
+    DECODE = "decode"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    request: GenerationRequest
+    # Longest total length (prompt + generated) this request may reach.
+    max_len: int
+    tokens: list[int] = field(default_factory=list)
+    # Tokens whose keys/values are in the cache.
+    num_computed: int = 0
+    blocks: list[int] = field(default_factory=list)
+    phase: Phase = Phase.WAITING
+    echo_pending: bool = False
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.request.prompt_ids)
+
+    @property
+    def num_generated(self) -> int:
+        return len(self.tokens) - self.prompt_len
+
+
+@dataclass
+class StepPlan:
+    """One engine step, as plain lists: what every rank feeds its model (rows padded alike).
+
+    Rows are sequences; `tokens`/`positions`/`slots` are [rows][t]. Row i samples from the logits
+    of its token `sample_index[i]`. `echo_rows` want the logprob of every prompt token.
+    """
+
+    decode: bool
+    fresh: bool
+    tokens: list[list[int]]
+    positions: list[list[int]]
+    slots: list[list[int]]
+    block_tables: list[list[int]]
+    context_lens: list[int]
+    sample_index: list[int]
+    temperature: list[float]
+    top_p: list[float]
+    seeds: list[int]
+    steps: list[int]
+    echo_rows: list[int] = field(default_factory=list)
+    # For each echo row: the prompt tokens its positions predict (to score the prompt).
+    echo_targets: list[list[int]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True)
+class SequenceUpdate:
+    """What one step did to one sequence: its new token (None mid-prefill), echo logprobs if asked."""
+
+    sequence: Sequence
+    token: int | None
+    logprob: float
+    echo_logprobs: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    waiting: int
+    prefilling: int
+    decoding: int
+    free_blocks: int
+    total_blocks: int
+    preemptions: int
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, allocator: BlockAllocator, eos_id: int) -> None:
+        self.config = config
+        self.allocator = allocator
+        self.eos_id = eos_id
+        self.block_size = config.kv_block_size
+        self.waiting: deque[Sequence] = deque()
+        self.prefilling: list[Sequence] = []
+        self.decoding: list[Sequence] = []
+        self._last_was_decode = False
+        self.preemptions = 0
+
+    # -- admission -------------------------------------------------------------------------
+
+    def add(self, request: GenerationRequest) -> Sequence:
+        """Queue a request; Overloaded when the queue is full or it can never fit the cache."""
+        if len(self.waiting) >= self.config.max_queue:
+            raise Overloaded(
+                f"the inference queue is full ({len(self.waiting)} requests waiting, --max-queue "
+                f"{self.config.max_queue}); retry later",
+                retry_after_s=1.0,
+            )
+        prompt_len = len(request.prompt_ids)
+        max_gen = request.params.max_gen_len or self.config.max_seq_len
+        max_len = min(prompt_len + max_gen, self.config.max_seq_len)
+        needed = blocks_for(max_len, self.block_size)
+        if needed > self.allocator.usable_blocks:
+            raise Overloaded(
+                f"this request needs up to {max_len} tokens = {needed} KV blocks but the whole cache has "
+                f"{self.allocator.usable_blocks}; lower max_gen_len or the prompt length, or give the "
+                "server more KV memory (--num-kv-blocks / --gpu-memory-utilization)"
+            )
+        sequence = Sequence(request=request, max_len=max_len, tokens=list(request.prompt_ids))
+        sequence.echo_pending = request.echo
+        self.waiting.append(sequence)
+        return sequence
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.prefilling) + len(self.decoding) < self.config.max_batch_size:
+            sequence = self.waiting[0]
+            # One block of headroom so the first decode step of what runs does not preempt at once.
+            needed = blocks_for(len(sequence.tokens), self.block_size)
+            if self.allocator.num_free < needed + 1 and (self.prefilling or self.decoding):
+                return
+            if self.allocator.num_free < needed:
+                return
+            self.waiting.popleft()
+            sequence.blocks = self.allocator.allocate(needed)
+            sequence.num_computed = 0
+            sequence.phase = Phase.PREFILL
+            self.prefilling.append(sequence)
+
+    # -- leaving ---------------------------------------------------------------------------
+
+    def release(self, sequence: Sequence) -> None:
+        """Remove a sequence wherever it is and return its blocks to the pool."""
+        if sequence.phase is Phase.WAITING and sequence in self.waiting:
+            self.waiting.remove(sequence)
+        elif sequence in self.prefilling:
+            self.prefilling.remove(sequence)
+        elif sequence in self.decoding:
+            self.decoding.remove(sequence)
+        self.allocator.free(sequence.blocks)
+        sequence.blocks = []
+        sequence.phase = Phase.FINISHED
+
+    def _preempt(self, sequence: Sequence) -> None:
+        if sequence in self.decoding:
+            self.decoding.remove(sequence)
+        else:
+            self.prefilling.remove(sequence)
+        self.allocator.free(sequence.blocks)
+        sequence.blocks = []
+        sequence.num_computed = 0
+        sequence.phase = Phase.WAITING
+        self.waiting.appendleft(sequence)
+        self.preemptions += 1
+
+    # -- planning --------------------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.prefilling or self.decoding)
+
+    def schedule(self) -> StepPlan | None:
+        self._admit()
+        if self.prefilling and (not self.decoding or self._last_was_decode):
+            self._last_was_decode = False
+            return self._prefill_plan()
+        if self.decoding:
+            plan = self._decode_plan()
+            if plan is not None:
+                self._last_was_decode = True
+                return plan
+            return self.schedule() if self.prefilling else None
+        return None
+
+    def _slot(self, sequence: Sequence, position: int) -> int:
+        return sequence.blocks[position // self.block_size] * self.block_size + position % self.block_size
+
+    def _prefill_plan(self) -> StepPlan:
+        budget = self.config.prefill_chunk
+        rows: list[tuple[Sequence, int]] = []
+        width = 0
+        for sequence in self.prefilling:
+            chunk = min(len(sequence.tokens) - sequence.num_computed, budget)
+            new_width = max(width, chunk)
+            if rows and (len(rows) + 1) * new_width > budget:
+                break
+            rows.append((sequence, chunk))
+            width = new_width
+        plan = self._empty_plan(decode=False, fresh=all(s.num_computed == 0 for s, _ in rows))
+        for i, (sequence, chunk) in enumerate(rows):
+            start = sequence.num_computed
+            positions = list(range(start, start + chunk))
+            pad = width - chunk
+            plan.tokens.append(sequence.tokens[start : start + chunk] + [0] * pad)
+            # Padding repeats the last position (a harmless query) and writes to the reserved block.
+            plan.positions.append(positions + [positions[-1]] * pad)
+            plan.slots.append([self._slot(sequence, p) for p in positions] + [PAD_SLOT] * pad)
+            plan.context_lens.append(start + chunk)
+            plan.sample_index.append(chunk - 1)
+            if sequence.echo_pending:
+                plan.echo_rows.append(i)
+                plan.echo_targets.append(
+                    sequence.tokens[start + 1 : min(start + chunk + 1, sequence.prompt_len)]
+                )
+            self._add_sampling(plan, sequence)
+        self._add_block_tables(plan, [s for s, _ in rows])
+        return plan
+
+    def _decode_plan(self) -> StepPlan | None:
+        # Grow block tables first; preempt the newest sequences when the pool runs dry.
+        for sequence in list(self.decoding):
+            if sequence not in self.decoding:
+                continue
+            while len(sequence.blocks) < blocks_for(len(sequence.tokens), self.block_size):
+                if self.allocator.num_free > 0:
+                    sequence.blocks += self.allocator.allocate(1)
+                    continue
+                victim = (self.prefilling or self.decoding)[-1]
+                self._preempt(victim)
+                if victim is sequence:
+                    break
+        if not self.decoding:
+            return None
+        plan = self._empty_plan(decode=True, fresh=False)
+        for sequence in self.decoding:
+            position = len(sequence.tokens) - 1
+            plan.tokens.append([sequence.tokens[-1]])
+            plan.positions.append([position])
+            plan.slots.append([self._slot(sequence, position)])
+            plan.context_lens.append(position + 1)
+            plan.sample_index.append(0)
+            self._add_sampling(plan, sequence)
+        self._add_block_tables(plan, self.decoding)
+        return plan
+
+    @staticmethod
+    def _empty_plan(decode: bool, fresh: bool) -> StepPlan:
+        return StepPlan(decode, fresh, [], [], [], [], [], [], [], [], [], [])
+
+    @staticmethod
+    def _add_sampling(plan: StepPlan, sequence: Sequence) -> None:
+        params = sequence.request.params
+        plan.temperature.append(params.temperature)
+        plan.top_p.append(params.top_p)
+        plan.seeds.append(sequence.request.seed)
+        plan.steps.append(sequence.num_generated)
+
+    @staticmethod
+    def _add_block_tables(plan: StepPlan, sequences: list[Sequence]) -> None:
+        width = max(len(s.blocks) for s in sequences)
+        plan.block_tables = [s.blocks + [0] * (width - len(s.blocks)) for s in sequences]
+
+    # -- results ---------------------------------------------------------------------------
+
+    def rows_of(self, plan: StepPlan) -> list[Sequence]:
+        """The sequences of `plan`'s rows, in order (valid until the next schedule())."""
+        if plan.decode:
+            return list(self.decoding)
+        return self.prefilling[: plan.rows]
+
+    def apply(
+        self,
+        plan: StepPlan,
+        rows: list[Sequence],
+        tokens: list[int],
+        logprobs: list[float],
+        echo_logprobs: dict[int, list[float]],
+    ) -> list[SequenceUpdate]:
+        """Advance every row's sequence by the step's result."""
+        updates = []
+        for i, sequence in enumerate(rows):
+            sequence.num_computed += plan.sample_index[i] + 1
+            echo = echo_logprobs.get(i)
+            if sequence.num_computed < len(sequence.tokens):
+                updates.append(SequenceUpdate(sequence, None, 0.0, echo))
+                continue
+            if sequence.phase is Phase.PREFILL:
+                self.prefilling.remove(sequence)
+                self.decoding.append(sequence)
+                sequence.phase = Phase.DECODE
+            sequence.tokens.append(tokens[i])
+            updates.append(SequenceUpdate(sequence, tokens[i], logprobs[i], echo))
+        return updates
+
+    def finish_reason(self, sequence: Sequence) -> FinishReason | None:
+        """EOS -> STOP; max_gen_len or max_seq_len -> LENGTH (stop strings are the engine's)."""
+        if sequence.num_generated > 0 and sequence.tokens[-1] == self.eos_id:
+            return FinishReason.STOP
+        if len(sequence.tokens) >= sequence.max_len:
+            return FinishReason.LENGTH
+        return None
+
+    def stats(self) -> SchedulerStats:
+        return SchedulerStats(
+            waiting=len(self.waiting),
+            prefilling=len(self.prefilling),
+            decoding=len(self.decoding),
+            free_blocks=self.allocator.num_free,
+            total_blocks=self.allocator.usable_blocks,
+            preemptions=self.preemptions,
+        )
