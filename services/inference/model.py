@@ -29,6 +29,8 @@ class ModelArgs:
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     max_seq_len: int = 4096
+    # Explicit SwiGLU width (Hugging Face's intermediate_size); None applies the reference's rule.
+    ffn_hidden_dim: int | None = None
 
     @property
     def head_dim(self) -> int:
@@ -41,6 +43,8 @@ class ModelArgs:
     @property
     def hidden_dim(self) -> int:
         """The reference's SwiGLU width: 2/3 of 4*dim, scaled, rounded up to multiple_of."""
+        if self.ffn_hidden_dim is not None:
+            return self.ffn_hidden_dim
         hidden = int(2 * (4 * self.dim) / 3)
         if self.ffn_dim_multiplier is not None:
             hidden = int(self.ffn_dim_multiplier * hidden)
@@ -166,6 +170,12 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
+    def build_rope(self, device: torch.device) -> None:
+        """(Re)compute the fp32 rotary tables on `device`, e.g. after loading weights into a meta-built model."""
+        args = self.args
+        cos, sin = rope_tables(args.head_dim, args.max_seq_len * 2, args.rope_theta)
+        self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
+
     def forward(
         self, tokens: Tensor, positions: Tensor | None = None, cache: AttentionCache | None = None
     ) -> Tensor:
@@ -185,11 +195,8 @@ class Transformer(nn.Module):
         # Rotary tables stay fp32 whatever dtype the weights move to: rebuilt, not cast back,
         # because a bf16 round trip of the angles would already have lost the precision.
         super()._apply(fn, recurse)
-        device = self.rope_cos.device
-        if device.type != "meta":
-            args = self.args
-            cos, sin = rope_tables(args.head_dim, args.max_seq_len * 2, args.rope_theta)
-            self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
+        if self.rope_cos.device.type != "meta":
+            self.build_rope(self.rope_cos.device)
         return self
 
 
