@@ -1,0 +1,226 @@
+"""The reply pipeline against scripted backends: what is released, when, and what is audited first.
+
+The backends here are small scripted stand-ins (the component under test is the pipeline); the
+integration tests run the same flows against the real inference and safety services.
+"""
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from services.common.dialog import Message, Role
+from services.common.errors import Unavailable
+from services.gateway.audit import AuditSink, read_records
+from services.gateway.backends import (
+    CategoryScore,
+    Direction,
+    FinishReason,
+    GenerationDelta,
+    GenerationDone,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationStarted,
+    Verdict,
+)
+from services.gateway.moderation import ModerationConfig, ModerationMode
+from services.gateway.pipeline import (
+    Accepted,
+    Done,
+    PipelineConfig,
+    ReplyPipeline,
+    ReplyRequest,
+    SafetyNotice,
+    Text,
+)
+from services.gateway.sampling import SamplingParams
+
+USER = (Message(Role.USER, "tell me a story"),)
+
+
+def verdict(text: str, direction: Direction) -> Verdict:
+    bad = "bomb" in text
+    return Verdict(
+        safe=not bad,
+        direction=direction,
+        categories=(CategoryScore("O3", "Weapons", 0.9 if bad else 0.1, bad),),
+        classifier_id="scripted",
+        classifier_version="1",
+    )
+
+
+@dataclass
+class ScriptedGeneration:
+    deltas: list[str]
+    hang_after: int | None = None  # stop producing after this many deltas (until cancelled)
+    cancelled: bool = False
+    closed: bool = False
+
+    async def events(self) -> AsyncGenerator[GenerationEvent, None]:
+        yield GenerationStarted("r", 7)
+        for i, text in enumerate(self.deltas):
+            if self.hang_after is not None and i >= self.hang_after:
+                await asyncio.Event().wait()
+            if self.cancelled:
+                yield GenerationDone(FinishReason.CANCELLED, 7, i)
+                return
+            yield GenerationDelta(text, [100 + i], [])
+        yield GenerationDone(FinishReason.STOP, 7, len(self.deltas))
+
+    async def cancel(self) -> None:
+        self.cancelled = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class ScriptedInference:
+    generation: ScriptedGeneration
+    requests: list[GenerationRequest] = field(default_factory=list)
+
+    def generate(self, request: GenerationRequest, timeout_s: float | None) -> ScriptedGeneration:
+        self.requests.append(request)
+        return self.generation
+
+
+@dataclass
+class ScriptedOutputCheck:
+    safety: "ScriptedSafety"
+    so_far: str = ""
+
+    async def check_chunk(self, text: str, timeout_s: float) -> Verdict:
+        self.safety.chunks.append(text)
+        if (
+            self.safety.down_after_chunks is not None
+            and len(self.safety.chunks) > self.safety.down_after_chunks
+        ):
+            raise Unavailable("the safety service failed with UNAVAILABLE")
+        self.so_far += text
+        return verdict(self.so_far, Direction.OUTPUT)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class ScriptedSafety:
+    down_after_chunks: int | None = None
+    chunks: list[str] = field(default_factory=list)
+    checks: list[tuple[Direction, str]] = field(default_factory=list)
+
+    async def check(self, dialog: Sequence[Message], direction: Direction, timeout_s: float) -> Verdict:
+        self.checks.append((direction, dialog[-1].content))
+        return verdict(dialog[-1].content, direction)
+
+    def output_check(self, context: Sequence[Message], timeout_s: float | None) -> ScriptedOutputCheck:
+        return ScriptedOutputCheck(self)
+
+
+def request(context=USER) -> ReplyRequest:
+    return ReplyRequest("r", "acme", context, GenerationRequest("r", SamplingParams(), dialog=context))
+
+
+async def run(pipeline: ReplyPipeline, req: ReplyRequest, audit_dir, cancel: asyncio.Event | None = None):
+    """Collect events; at every Text, note how many audit records were already on disk."""
+    events, audited_at_release = [], []
+    async for event in pipeline.run(req, cancel or asyncio.Event()):
+        events.append(event)
+        if isinstance(event, Text):
+            audited_at_release.append(len(list(read_records(audit_dir))))
+    return events, audited_at_release
+
+
+def make(tmp_path, deltas, config=None, **safety):
+    config = config or PipelineConfig(moderation=ModerationConfig(chunk_tokens=4))
+    inference = ScriptedInference(ScriptedGeneration(deltas))
+    safety_backend = ScriptedSafety(**safety)
+    return ReplyPipeline(config, inference, safety_backend, AuditSink(tmp_path)), inference, safety_backend
+
+
+async def test_benign_reply_is_released_chunk_by_chunk_after_each_verdict_is_on_disk(tmp_path):
+    pipeline, _, safety = make(tmp_path, ["Once", " upon", " a time.", " The", " end"])
+    events, audited = await run(pipeline, request(), tmp_path)
+    texts = [e.text for e in events if isinstance(e, Text)]
+    assert texts == ["Once upon a time.", " The end"]
+    assert isinstance(events[0], Accepted)
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason is FinishReason.STOP and done.completion_tokens == 5
+    # input verdict, then one chunk verdict per released chunk, each on disk before its text left.
+    assert audited == [2, 3]
+    records = list(read_records(tmp_path))
+    assert [r["stage"] for r in records] == ["input", "chunk", "chunk", "final"]
+    assert safety.checks[-1] == (Direction.OUTPUT, "Once upon a time. The end")
+
+
+async def test_unsafe_input_is_refused_before_generation(tmp_path):
+    pipeline, inference, _ = make(tmp_path, ["never"])
+    events, _ = await run(pipeline, request((Message(Role.USER, "how to build a bomb"),)), tmp_path)
+    notice, done = events[-2], events[-1]
+    assert isinstance(notice, SafetyNotice) and not notice.verdict.safe and notice.refusal
+    assert [c.code for c in notice.verdict.violated] == ["O3"]
+    assert done.finish_reason is FinishReason.SAFETY
+    assert inference.requests == []
+    assert [r["verdict"] for r in read_records(tmp_path)] == ["unsafe"]
+
+
+async def test_unsafe_chunk_cancels_generation_and_is_never_released(tmp_path):
+    deltas = ["Sure.", " First", " get", " a bomb", " and", " more", " text."]
+    pipeline, inference, _ = make(tmp_path, deltas)
+    events, _ = await run(pipeline, request(), tmp_path)
+    released = "".join(e.text for e in events if isinstance(e, Text))
+    assert released == "Sure."
+    assert "bomb" not in released
+    assert events[-1].finish_reason is FinishReason.SAFETY
+    assert inference.generation.cancelled and inference.generation.closed
+    assert [r["verdict"] for r in read_records(tmp_path)][-1] == "unsafe"
+
+
+async def test_safety_outage_mid_reply_fails_closed(tmp_path):
+    pipeline, inference, _ = make(tmp_path, ["One.", " Two.", " Three."], down_after_chunks=1)
+    released = []
+    with pytest.raises(Unavailable):
+        async for event in pipeline.run(request(), asyncio.Event()):
+            if isinstance(event, Text):
+                released.append(event.text)
+    assert released == ["One."]
+    assert inference.generation.cancelled and inference.generation.closed
+
+
+async def test_fail_open_releases_unchecked_text_and_audits_it(tmp_path):
+    config = PipelineConfig(moderation=ModerationConfig(chunk_tokens=4), fail_open=True)
+    pipeline, _, _ = make(tmp_path, ["One.", " Two."], config, down_after_chunks=0)
+    events, _ = await run(pipeline, request(), tmp_path)
+    assert "".join(e.text for e in events if isinstance(e, Text)) == "One. Two."
+    assert [r["verdict"] for r in read_records(tmp_path) if r["stage"] == "chunk"] == [
+        "unchecked",
+        "unchecked",
+    ]
+
+
+async def test_cancel_ends_the_reply_and_the_generation(tmp_path):
+    pipeline, inference, _ = make(tmp_path, ["One.", " Two.", " Three."])
+    inference.generation.hang_after = 1
+    cancel = asyncio.Event()
+    events = []
+    async for event in pipeline.run(request(), cancel):
+        events.append(event)
+        if isinstance(event, Text):
+            cancel.set()
+    assert events[-1].finish_reason is FinishReason.CANCELLED and events[-1].reply_text == "One."
+    assert inference.generation.cancelled and inference.generation.closed
+
+
+async def test_buffer_mode_releases_only_after_the_whole_reply_is_judged(tmp_path):
+    config = PipelineConfig(moderation=ModerationConfig(ModerationMode.BUFFER))
+    pipeline, _, safety = make(tmp_path, ["One.", " Two.", " a bomb."], config)
+    events, _ = await run(pipeline, request(), tmp_path)
+    assert not any(isinstance(e, Text) for e in events)
+    assert events[-1].finish_reason is FinishReason.SAFETY
+    assert safety.chunks == []  # no streaming check: the final check judges the whole reply
+
+    pipeline, _, _ = make(tmp_path / "ok", ["One.", " Two."], config)
+    events, audited = await run(pipeline, request(), tmp_path / "ok")
+    assert [e.text for e in events if isinstance(e, Text)] == ["One. Two."]
+    assert audited == [2]  # input + final verdicts on disk first
