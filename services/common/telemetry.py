@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -139,7 +140,8 @@ def _not_health_or_reflection() -> Any:
 
 def _span_exporter(name: str) -> SpanExporter:
     if name == "console":
-        return ConsoleSpanExporter()
+        # stdout as of now, not as of import time (the library's default binds it at import).
+        return ConsoleSpanExporter(out=sys.stdout)
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
@@ -147,7 +149,7 @@ def _span_exporter(name: str) -> SpanExporter:
 
 def _metric_reader(name: str) -> MetricReader:
     if name == "console":
-        return PeriodicExportingMetricReader(ConsoleMetricExporter())
+        return PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stdout))
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
     return PeriodicExportingMetricReader(OTLPMetricExporter())
