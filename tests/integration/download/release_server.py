@@ -61,7 +61,10 @@ class ReleaseServer:
     port: int = 0
     forbidden: bool = False  # every request gets 403, like an expired link
     cut_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before cutting (once)
+    cut_every: dict[str, int] = field(default_factory=dict)  # path -> most bytes any one response sends
     corrupt_once: set[str] = field(default_factory=set)  # paths served with flipped bytes (once)
+    fail_once: dict[str, int] = field(default_factory=dict)  # path -> error status answered once
+    ignore_range: bool = False  # like a server without Range support: always 200 with the whole file
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -107,10 +110,16 @@ def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
                 return self._status(404, path, range_header, b"<Error>NoSuchKey</Error>")
             body = server.files[path]
             with server.lock:
+                status = server.fail_once.pop(path, None)
+            if status is not None:
+                return self._status(status, path, range_header, b"busy")
+            if server.ignore_range:
+                range_header = None
+            with server.lock:
                 if send_body and path in server.corrupt_once:
                     server.corrupt_once.discard(path)
                     body = bytes(b ^ 0xFF for b in body[:16]) + body[16:]
-                cut = server.cut_after.pop(path, None) if send_body else None
+                cut = (server.cut_after.pop(path, None) or server.cut_every.get(path)) if send_body else None
             start = 0
             if range_header:
                 start = int(range_header.removeprefix("bytes=").split("-")[0])
@@ -125,6 +134,8 @@ def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_response(200)
             payload = body[start:]
+            if cut is not None and cut >= len(payload):
+                cut = None
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Accept-Ranges", "bytes")
             self.end_headers()
