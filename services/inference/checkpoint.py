@@ -49,6 +49,13 @@ class WeightSource(Protocol):
         ...
 
 
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that have it (fp16 on older ones), fp32 on CPU where half precision is slow."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
 def checkpoint_format(ckpt_dir: Path) -> str:
     if (ckpt_dir / META_PARAMS).is_file():
         return "meta"
