@@ -9,13 +9,10 @@ never put request ids or text in a label.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from opentelemetry.metrics import Counter, Histogram, Meter
-
-# The synchronous gauge is still exported under a private name by the API package (1.45).
-from opentelemetry.metrics import _Gauge as Gauge
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, ObservableGauge, Observation
 
 # Latency buckets in seconds. TTFT spans queueing + prefill (ms to tens of s on a busy GPU);
 # inter-token latency is one decode step (sub-ms to ~1 s); end-to-end covers long generations.
@@ -35,8 +32,21 @@ def _seconds(meter: Meter, name: str, description: str, buckets: tuple[float, ..
 
 
 @dataclass(frozen=True)
+class SchedulerSnapshot:
+    queue_depth: int
+    running_batch_size: int
+    kv_cache_utilization: float  # fraction of KV-cache blocks in use, 0..1
+
+
+@dataclass(frozen=True)
 class InferenceMetrics:
-    """Per-request latencies and token counts of the engine, plus the scheduler's state."""
+    """Per-request latencies and token counts of the engine, plus the scheduler's state.
+
+    The scheduler gauges are observed when metrics are collected (a scrape or an OTLP export), by
+    calling `scheduler_state`: the engine needs no metrics code in its loop, and the values are
+    current at collection time. The callback runs on the exporter's thread, so it must be
+    thread-safe (e.g. `Engine.stats()`, which copies under a lock).
+    """
 
     queue_wait: Histogram
     ttft: Histogram
@@ -45,12 +55,15 @@ class InferenceMetrics:
     prompt_tokens: Counter
     generated_tokens: Counter
     requests: Counter
-    queue_depth: Gauge
-    running_batch_size: Gauge
-    kv_cache_utilization: Gauge
+    queue_depth: ObservableGauge
+    running_batch_size: ObservableGauge
+    kv_cache_utilization: ObservableGauge
 
     @classmethod
-    def create(cls, meter: Meter) -> InferenceMetrics:
+    def create(cls, meter: Meter, scheduler_state: Callable[[], SchedulerSnapshot]) -> InferenceMetrics:
+        def observe(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+            return lambda options: [Observation(getattr(scheduler_state(), field))]
+
         return cls(
             queue_wait=_seconds(
                 meter, "llamagate_queue_wait_seconds", "Time from submission to admission", TTFT_BUCKETS_S
@@ -81,14 +94,23 @@ class InferenceMetrics:
                 unit="{request}",
                 description="Finished generate requests by finish reason",
             ),
-            queue_depth=meter.create_gauge(
-                "llamagate_queue_depth", unit="{request}", description="Requests waiting for admission"
+            queue_depth=meter.create_observable_gauge(
+                "llamagate_queue_depth",
+                [observe("queue_depth")],
+                unit="{request}",
+                description="Requests waiting for admission",
             ),
-            running_batch_size=meter.create_gauge(
-                "llamagate_running_batch_size", unit="{request}", description="Requests in the decode batch"
+            running_batch_size=meter.create_observable_gauge(
+                "llamagate_running_batch_size",
+                [observe("running_batch_size")],
+                unit="{request}",
+                description="Requests being prefilled or decoded",
             ),
-            kv_cache_utilization=meter.create_gauge(
-                "llamagate_kv_cache_utilization", unit="1", description="Fraction of KV-cache blocks in use"
+            kv_cache_utilization=meter.create_observable_gauge(
+                "llamagate_kv_cache_utilization",
+                [observe("kv_cache_utilization")],
+                unit="1",
+                description="Fraction of KV-cache blocks in use",
             ),
         )
 
@@ -110,14 +132,6 @@ class InferenceMetrics:
         self.prompt_tokens.add(prompt_tokens)
         self.generated_tokens.add(generated_tokens)
         self.requests.add(1, {"finish_reason": finish_reason})
-
-    def set_scheduler_state(
-        self, queue_depth: int, running_batch_size: int, kv_cache_utilization: float
-    ) -> None:
-        """Call once per scheduler step (cheap: three stored values)."""
-        self.queue_depth.set(queue_depth)
-        self.running_batch_size.set(running_batch_size)
-        self.kv_cache_utilization.set(kv_cache_utilization)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.metrics import InferenceMetrics
+from services.common.metrics import InferenceMetrics, SchedulerSnapshot
 from services.common.telemetry import add_telemetry_arguments, setup_telemetry, telemetry_config_from_args
 from tests.integration.telemetry.otlp_collector import OtlpCollector
 
@@ -35,7 +35,7 @@ def test_otlp_endpoint_exports_spans_and_metrics(
     assert config.traces_exporters == ("otlp",) and config.metrics_exporters == ("otlp",)
     telemetry = setup_telemetry(config)
     with telemetry.tracer.start_as_current_span("outer"), telemetry.tracer.start_as_current_span("inner"):
-        InferenceMetrics.create(telemetry.meter).record_first_token(0.2)
+        InferenceMetrics.create(telemetry.meter, lambda: SchedulerSnapshot(0, 0, 0.0)).record_first_token(0.2)
     telemetry.shutdown()  # flushes the batch processor and the periodic reader
 
     assert collector.wait_for(lambda c: len(c.spans) == 2 and "inference" in c.metric_names)

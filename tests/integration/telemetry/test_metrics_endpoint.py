@@ -60,7 +60,7 @@ async def test_prometheus_endpoints_serve_parsable_text_with_matching_counts(
     assert back[("llamagate_generated_tokens_total", frozenset())] == SAFE_TURNS * words
     assert back[("llamagate_ttft_seconds_count", frozenset())] == SAFE_TURNS
     assert back[("llamagate_ttft_seconds_bucket", frozenset({("le", "+Inf")}))] == SAFE_TURNS
-    assert back[("llamagate_queue_depth", frozenset())] == 0
+    assert back[("llamagate_queue_depth", frozenset())] == 2
     assert back[("llamagate_running_batch_size", frozenset())] == 1
     assert back[("llamagate_kv_cache_utilization", frozenset())] == 0.125
     unsafe = frozenset({("direction", "input"), ("category", "O3"), ("verdict", "unsafe")})

@@ -27,7 +27,7 @@ from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 from llamagate.v1 import types_pb2 as types_pb
 from services.common.errors import InvalidRequest
 from services.common.logs import bind_request_id
-from services.common.metrics import GatewayMetrics, InferenceMetrics, SafetyMetrics
+from services.common.metrics import GatewayMetrics, InferenceMetrics, SafetyMetrics, SchedulerSnapshot
 from services.common.server import GrpcServer, ServerConfig
 from services.common.telemetry import Telemetry, TelemetryConfig, setup_telemetry
 from services.common.tracing import GenerationTrace, safety_span, turn_span
@@ -36,6 +36,7 @@ FRONT_LOGGER = "llamagate.test.front"
 UNSAFE_WORD = "forbidden"
 GENERATED_WORDS = ("Hello", " there", " friend")
 TENANT = "acme"
+SCHEDULER_STATE = SchedulerSnapshot(queue_depth=2, running_batch_size=1, kv_cache_utilization=0.125)
 
 log = logging.getLogger(FRONT_LOGGER)
 
@@ -106,7 +107,6 @@ class BackInference(inf_grpc.InferenceServiceServicer):
         prompt_tokens = len(start.prompt.split())
         timeline = GenerationTrace(self.telemetry.tracer, self.metrics, start.request_id)
         try:
-            self.metrics.set_scheduler_state(queue_depth=0, running_batch_size=1, kv_cache_utilization=0.125)
             timeline.admitted()
             yield inf_pb.GenerateResponse(
                 started=inf_pb.GenerateStarted(request_id=start.request_id, prompt_tokens=prompt_tokens)
@@ -239,7 +239,8 @@ async def start_back(hop: Hop) -> None:
         BackSafety(SafetyMetrics.create(hop.telemetry.meter)), hop.server.server
     )
     inf_grpc.add_InferenceServiceServicer_to_server(
-        BackInference(hop.telemetry, InferenceMetrics.create(hop.telemetry.meter)), hop.server.server
+        BackInference(hop.telemetry, InferenceMetrics.create(hop.telemetry.meter, lambda: SCHEDULER_STATE)),
+        hop.server.server,
     )
     await hop.server.start()
     await hop.server.set_serving(True)

@@ -13,6 +13,7 @@ from services.common.metrics import (
     GatewayMetrics,
     InferenceMetrics,
     SafetyMetrics,
+    SchedulerSnapshot,
 )
 from services.common.telemetry import TelemetryConfig, setup_telemetry
 from tests.unit.telemetry.readings import collect, labels
@@ -31,16 +32,18 @@ def provider(reader: InMemoryMetricReader) -> MeterProvider:
 def test_inference_metrics_record_latencies_tokens_and_scheduler_state(
     provider: MeterProvider, reader: InMemoryMetricReader
 ) -> None:
-    metrics = InferenceMetrics.create(provider.get_meter("t"))
+    states = iter([SchedulerSnapshot(3, 2, 0.25), SchedulerSnapshot(1, 4, 0.5)])
+    state = next(states)
+    metrics = InferenceMetrics.create(provider.get_meter("t"), lambda: state)
     metrics.record_admitted(0.02)
     metrics.record_first_token(0.3)
     metrics.record_inter_token(0.03)
     metrics.record_inter_token(0.06, tokens=3)
     metrics.record_finished(1.5, prompt_tokens=12, generated_tokens=4, finish_reason="stop")
     metrics.record_finished(0.5, prompt_tokens=8, generated_tokens=0, finish_reason="cancelled")
-    metrics.set_scheduler_state(queue_depth=3, running_batch_size=2, kv_cache_utilization=0.25)
-    metrics.set_scheduler_state(queue_depth=1, running_batch_size=4, kv_cache_utilization=0.5)
-
+    got = collect(reader)
+    assert got["llamagate_queue_depth"][labels()].value == 3
+    state = next(states)
     got = collect(reader)
     assert got["llamagate_queue_wait_seconds"][labels()].total == pytest.approx(0.02)
     ttft = got["llamagate_ttft_seconds"][labels()]
@@ -51,7 +54,7 @@ def test_inference_metrics_record_latencies_tokens_and_scheduler_state(
     assert got["llamagate_prompt_tokens_total"][labels()].value == 20
     assert got["llamagate_generated_tokens_total"][labels()].value == 4
     assert got["llamagate_generate_requests_total"][labels(finish_reason="cancelled")].value == 1
-    # Gauges keep the last value set.
+    # The gauges are read from the scheduler when collected.
     assert got["llamagate_queue_depth"][labels()].value == 1
     assert got["llamagate_running_batch_size"][labels()].value == 4
     assert got["llamagate_kv_cache_utilization"][labels()].value == 0.5
@@ -104,7 +107,7 @@ def test_prometheus_registry_exposes_the_same_numbers_with_buckets() -> None:
     telemetry = setup_telemetry(TelemetryConfig("inference"))  # port 0: registry only, no server
     try:
         assert telemetry.metrics_registry is not None
-        metrics = InferenceMetrics.create(telemetry.meter)
+        metrics = InferenceMetrics.create(telemetry.meter, lambda: SchedulerSnapshot(0, 0, 0.0))
         for ttft in (0.004, 0.2, 0.2, 40.0):
             metrics.record_first_token(ttft)
         metrics.record_finished(1.0, prompt_tokens=5, generated_tokens=6, finish_reason="stop")

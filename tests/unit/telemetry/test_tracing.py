@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.common.metrics import InferenceMetrics
+from services.common.metrics import InferenceMetrics, SchedulerSnapshot
 from services.common.tracing import (
     DECODE_SPAN,
     GENERATE_SPAN,
@@ -49,7 +49,9 @@ def test_generation_phases_are_children_of_generate_under_the_rpc_span(
     tracer: trace.Tracer, exporter: InMemorySpanExporter
 ) -> None:
     reader = InMemoryMetricReader()
-    metrics = InferenceMetrics.create(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    metrics = InferenceMetrics.create(
+        MeterProvider(metric_readers=[reader]).get_meter("t"), lambda: SchedulerSnapshot(0, 0, 0.0)
+    )
     t0 = 1_700_000_000_000 * MS
     with tracer.start_as_current_span("rpc") as rpc:
         timeline = GenerationTrace(tracer, metrics, "req-1", submitted_ns=t0)
