@@ -9,6 +9,9 @@ import sys
 # Each module exposes `register(subparsers)`, which adds its subcommand and sets `func(args) -> int`.
 SUBCOMMAND_MODULES = [
     "llamagate.download.command",
+    "llamagate.commands.chat",
+    "llamagate.commands.complete",
+    "llamagate.commands.health",
 ]
 
 

@@ -45,7 +45,12 @@ class ChatCall:
     async def send(self, response: chat_pb.ChatResponse) -> None:
         await self.out.put(response)
 
-    async def reply(self, request_id: str, *texts: str, finish: int = types_pb2.FINISH_REASON_STOP) -> None:
+    async def reply(
+        self,
+        request_id: str,
+        *texts: str,
+        finish: types_pb2.FinishReason.ValueType = types_pb2.FINISH_REASON_STOP,
+    ) -> None:
         await self.send(accepted(request_id))
         for text in texts:
             await self.send(delta(text))
@@ -70,7 +75,9 @@ def delta(text: str) -> chat_pb.ChatResponse:
     return chat_pb.ChatResponse(delta=chat_pb.TextDelta(text=text, token_ids=[len(text)]))
 
 
-def done(request_id: str, finish: int = types_pb2.FINISH_REASON_STOP) -> chat_pb.ChatResponse:
+def done(
+    request_id: str, finish: types_pb2.FinishReason.ValueType = types_pb2.FINISH_REASON_STOP
+) -> chat_pb.ChatResponse:
     return chat_pb.ChatResponse(
         done=chat_pb.Done(
             finish_reason=finish,

@@ -128,7 +128,7 @@ def test_events_assemble_into_a_reply_with_a_typed_refusal() -> None:
 
 
 def test_unknown_enum_values_and_events_do_not_crash() -> None:
-    future = chat_pb.ChatResponse(done=chat_pb.Done(finish_reason=99, request_id="r"))
+    future = chat_pb.ChatResponse(done=chat_pb.Done(finish_reason=99, request_id="r"))  # type: ignore[arg-type]
     event = event_from_pb(future)
     assert isinstance(event, Done) and event.finish_reason is FinishReason.UNSPECIFIED
     assert event_from_pb(chat_pb.ChatResponse()) is None

@@ -78,7 +78,7 @@ def test_details_from_the_real_error_interceptor_reach_the_caller() -> None:
     async def complete_script(request: object, call: object) -> None:
         raise next(rejections)
 
-    service.complete_script = complete_script  # type: ignore[assignment]
+    service.complete_script = complete_script
     with serve_in_thread(service) as target, ChatClient(target, api_key="k") as client:
         with pytest.raises(RateLimitedError) as limited:
             client.complete("hi").wait()

@@ -197,7 +197,7 @@ def test_completion_retries_before_text_and_reports_echo(service: FakeChatServic
         await call.send(delta(" is blue"))
         await call.send(done("c1", types_pb2.FINISH_REASON_LENGTH))
 
-    service.complete_script = complete  # type: ignore[assignment]
+    service.complete_script = complete
     with ChatClient(target, retry=FAST_RETRY, api_key="k") as client:
         completion = client.complete("The sky", echo=True, sampling=Sampling(max_gen_len=2))
         assert completion.text == " is blue" and completion.echo_text == "The sky"

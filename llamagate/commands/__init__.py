@@ -1,0 +1,1 @@
+"""`llamagate` subcommands that talk to a running stack; each module has `register(subparsers)`."""
