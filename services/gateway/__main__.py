@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
+from services.common.logs import configure_logging
+from services.common.metrics import GatewayMetrics
 from services.common.server import GrpcServer
+from services.common.telemetry import setup_telemetry
 from services.gateway.audit import AuditSink
 from services.gateway.auth import load_api_keys
 from services.gateway.config import GatewayConfig, build_parser, config_from_args
@@ -21,21 +25,26 @@ log = logging.getLogger("services.gateway")
 
 
 async def serve(config: GatewayConfig) -> None:
-    server = GrpcServer(config.server, [SERVICE_NAME])
+    telemetry = setup_telemetry(config.telemetry)
+    server = GrpcServer(
+        dataclasses.replace(config.server, extra_interceptors=telemetry.server_interceptors()), [SERVICE_NAME]
+    )
     api_keys = load_api_keys(config.api_keys_file)
     audit = AuditSink(config.audit_dir, max_file_bytes=config.audit_max_file_bytes)
-    inference_channel = open_channel(config.inference_target, config.backend_tls)
-    safety_channel = open_channel(config.safety_target, config.backend_tls)
+    interceptors = telemetry.client_interceptors()
+    inference_channel = open_channel(config.inference_target, config.backend_tls, interceptors)
+    safety_channel = open_channel(config.safety_target, config.backend_tls, interceptors)
     pipeline = ReplyPipeline(
         config.pipeline, GrpcInference(inference_channel), GrpcSafety(safety_channel), audit
     )
-    chat_grpc.add_ChatServiceServicer_to_server(
-        ChatServicer(pipeline, api_keys, RateLimiter()), server.server
-    )
+    servicer = ChatServicer(pipeline, api_keys, RateLimiter(), GatewayMetrics.create(telemetry.meter))
+    chat_grpc.add_ChatServiceServicer_to_server(servicer, server.server)
     port = await server.start()
     server.install_signal_handlers()
     if config.pipeline.fail_open:
         log.warning("FAIL-OPEN is on: text is released unchecked while the safety service is down (audited)")
+    # Serving as soon as the configuration is loaded: the backends are reached per call, and a
+    # backend that is down fails those calls with UNAVAILABLE (never with unchecked text).
     await server.set_serving(True)
     log.info(
         "gateway serving on %s:%d (inference %s, safety %s, %d tenants, audit %s, moderation %s/%d tokens)",
@@ -55,11 +64,12 @@ async def serve(config: GatewayConfig) -> None:
         await inference_channel.close()
         await safety_channel.close()
         await audit.close()
+        telemetry.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(build_parser().parse_args(argv))
+    configure_logging(config.telemetry)
     asyncio.run(serve(config))
     return 0
 

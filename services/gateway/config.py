@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
+from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, telemetry_config_from_args
 from services.common.tls import ClientTls
 from services.gateway.moderation import ModerationConfig, ModerationMode
 from services.gateway.pipeline import PipelineConfig
 
 DEFAULT_PORT = 50051
+DEFAULT_METRICS_PORT = 9101
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class GatewayConfig:
     safety_target: str
     api_keys_file: Path
     audit_dir: Path
+    telemetry: TelemetryConfig
     audit_max_file_bytes: int = 64 * 1024 * 1024
     # TLS of the gateway's own calls to the backends (None = plaintext, e.g. on loopback).
     backend_tls: ClientTls | None = None
@@ -62,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--backend-key", type=Path, help="client key for mTLS to the backends")
     group.add_argument("--backend-server-name", help="expected name in the backends' certificates")
     add_server_arguments(parser, DEFAULT_PORT)
+    add_telemetry_arguments(parser, DEFAULT_METRICS_PORT)
     return parser
 
 
@@ -89,6 +93,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         safety_target=args.safety_target,
         api_keys_file=args.api_keys,
         audit_dir=args.audit_dir,
+        telemetry=telemetry_config_from_args(args, "llamagate-gateway"),
         audit_max_file_bytes=int(args.audit_max_file_mb * 1024 * 1024),
         backend_tls=backend_tls,
     )

@@ -60,7 +60,9 @@ _FINISH_FROM_PB = {
 }
 
 
-def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
+def open_channel(
+    target: str, tls: ClientTls | None, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+) -> grpc.aio.Channel:
     options: list[tuple[str, str | int]] = [
         ("grpc.service_config", _ROUND_ROBIN),
         ("grpc.lb_policy_name", "round_robin"),
@@ -69,8 +71,10 @@ def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
         *channel_options(tls),
     ]
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    return grpc.aio.secure_channel(target, channel_credentials(tls), options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target, channel_credentials(tls), options=options, interceptors=interceptors
+    )
 
 
 def verdict_from_pb(pb: types_pb2.SafetyVerdict) -> Verdict:

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -22,7 +22,8 @@ from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
 from services.common.dialog import SPECIAL_TAGS_ERROR, Message, Role, contains_special_tags
-from services.common.errors import FailedPrecondition, FieldViolation, InvalidRequest
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidRequest, Overloaded
+from services.common.metrics import GatewayMetrics
 from services.gateway.auth import ApiKeys, Tenant
 from services.gateway.backends import FinishReason, GenerationRequest
 from services.gateway.conversation import Conversation
@@ -87,16 +88,50 @@ class _Failed:
     error: BaseException
 
 
+@dataclass
+class _TurnMeter:
+    """Feeds one turn's events to the gateway metrics (TTFT as the client sees it, blocks, totals)."""
+
+    metrics: GatewayMetrics | None
+    tenant: str
+    started: float = field(default_factory=time.monotonic)
+    first_text: bool = False
+
+    def observe(self, event: ReplyEvent) -> None:
+        if self.metrics is None:
+            return
+        if isinstance(event, Text) and not event.echo and not self.first_text:
+            self.first_text = True
+            self.metrics.record_first_token(self.tenant, time.monotonic() - self.started)
+        elif isinstance(event, SafetyNotice) and not event.verdict.safe:
+            self.metrics.record_safety_block(self.tenant, str(event.verdict.direction))
+        elif isinstance(event, Done):
+            self.metrics.record_finished(
+                self.tenant,
+                str(event.finish_reason),
+                time.monotonic() - self.started,
+                event.prompt_tokens,
+                event.completion_tokens,
+            )
+
+
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
 
 
 class ChatServicer(chat_grpc.ChatServiceServicer):
-    def __init__(self, pipeline: ReplyPipeline, api_keys: ApiKeys, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        pipeline: ReplyPipeline,
+        api_keys: ApiKeys,
+        limiter: RateLimiter,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._keys = api_keys
         self._limiter = limiter
+        self._metrics = metrics
 
     async def Chat(
         self, request_iterator: AsyncIterator[chat_pb.ChatRequest], context: grpc.aio.ServicerContext
@@ -107,6 +142,7 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
         conversation: Conversation | None = None
         reply: asyncio.Task[None] | None = None
         cancel = asyncio.Event()
+        meter = _TurnMeter(None, tenant.name)
         client_ended = False
         try:
             while True:
@@ -132,12 +168,14 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
                             "or send ChatCancel first"
                         )
                     conversation = self._next_turn(conversation, item, action)
-                    self._limiter.admit(tenant)
+                    self._admit(tenant)
                     cancel = asyncio.Event()
+                    meter = _TurnMeter(self._metrics, tenant.name)
                     reply = asyncio.create_task(
                         self._produce(self._chat_request(conversation, tenant, context), cancel, queue)
                     )
                 else:
+                    meter.observe(item)
                     if isinstance(item, Done):
                         assert conversation is not None
                         conversation.record_reply(item.finish_reason, item.reply_text)
@@ -163,7 +201,8 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
             raise InvalidRequest(SPECIAL_TAGS_ERROR, [FieldViolation("prompt", "contains a special tag")])
         sampling = SamplingParams.from_pb(request.sampling)
         sampling.validate("sampling")
-        self._limiter.admit(tenant)
+        self._admit(tenant)
+        meter = _TurnMeter(self._metrics, tenant.name)
         request_id = uuid.uuid4().hex
         reply = ReplyRequest(
             request_id=request_id,
@@ -174,10 +213,19 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
         )
         async with contextlib.aclosing(self._pipeline.run(reply, asyncio.Event())) as events:
             async for event in events:
+                meter.observe(event)
                 if isinstance(event, Done):
                     self._finished(tenant, event)
                 echo = isinstance(event, Text) and event.echo
                 yield chat_pb.CompleteResponse(event=event_to_pb(event), echo=echo)
+
+    def _admit(self, tenant: Tenant) -> None:
+        try:
+            self._limiter.admit(tenant)
+        except Overloaded:
+            if self._metrics is not None:
+                self._metrics.record_rate_limited(tenant.name)
+            raise
 
     def _next_turn(
         self, conversation: Conversation | None, request: chat_pb.ChatRequest, action: str | None

@@ -1,0 +1,205 @@
+"""The three real services (inference, safety, gateway) on loopback, for integration tests.
+
+Usage in a test module (one stack per module; starting one takes a few seconds):
+
+    from tests.support.stack import StackConfig, stack_fixture
+
+    stack = stack_fixture()                              # demo model, default policy
+    strict = stack_fixture(StackConfig(gateway_args=("--moderation", "buffer")))
+
+    def test_something(stack):
+        with stack.gateway_channel() as channel:
+            stub = chat_service_pb2_grpc.ChatServiceStub(channel)
+            for event in stub.Chat(iter(requests), metadata=stack.metadata): ...
+
+`Stack` exposes each `ServiceProcess` (target, log file, terminate/kill), the dev API key, the
+audit directory, and `inference_log()` (the inference service's log, which has one
+`request_finished request_id=... finish_reason=...` line per request). Outside pytest,
+`running_stack(workdir, config)` is the same as a context manager. Every process is started in its
+own process group and killed on teardown, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+import pytest
+import yaml
+
+from tests.support.processes import ROOT, ServiceProcess, free_port, python_module, wait_serving
+
+DEMO_DIR = ROOT / ".work" / "demo"
+DEFAULT_POLICY = ROOT / "services" / "safety" / "policies" / "llama_guard.yaml"
+
+
+def demo_model(out_dir: Path = DEMO_DIR) -> tuple[Path, Path]:
+    """(checkpoint dir, tokenizer path) of the demo model, written once (as `make demo` does).
+
+    Runs in a subprocess so the test process does not need to import torch.
+    """
+    subprocess.run(
+        python_module("services.inference.demo", "--out", str(out_dir)),
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return out_dir / "llama-demo", out_dir / "tokenizer.model"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What to run. None means the demo model / the default Llama Guard policy."""
+
+    ckpt_dir: Path | None = None
+    tokenizer_path: Path | None = None
+    policy: Path | None = None
+    inference_args: tuple[str, ...] = ("--device", "cpu", "--max-seq-len", "512", "--max-batch-size", "8")
+    safety_args: tuple[str, ...] = ()
+    gateway_args: tuple[str, ...] = ()
+    # Tenants of the API keys file, in the gateway's format; the stack adds its dev key to "dev".
+    tenants: dict[str, dict] = field(default_factory=dict)
+    start_timeout_s: float = 180.0
+
+
+@dataclass
+class Stack:
+    inference: ServiceProcess
+    safety: ServiceProcess
+    gateway: ServiceProcess
+    api_key: str
+    audit_dir: Path
+    workdir: Path
+
+    @property
+    def gateway_target(self) -> str:
+        return self.gateway.target
+
+    @property
+    def inference_target(self) -> str:
+        return self.inference.target
+
+    @property
+    def safety_target(self) -> str:
+        return self.safety.target
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata carrying the dev tenant's API key."""
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+    def gateway_channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.gateway_target)
+
+    def inference_log(self) -> str:
+        return self.inference.log_path.read_text(errors="replace")
+
+    def processes(self) -> list[ServiceProcess]:
+        return [self.gateway, self.safety, self.inference]
+
+    def stop(self) -> None:
+        for process in self.processes():
+            process.terminate(timeout_s=15)
+
+
+def write_api_keys(path: Path, api_key: str, tenants: dict[str, dict]) -> None:
+    all_tenants = {name: dict(spec) for name, spec in tenants.items()}
+    dev = all_tenants.setdefault("dev", {})
+    dev["keys"] = [*dev.get("keys", []), {"plain": api_key}]
+    path.write_text(yaml.safe_dump({"tenants": all_tenants}))
+
+
+@contextlib.contextmanager
+def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[Stack]:
+    """Start inference and safety (in parallel), then the gateway; stop all three on exit."""
+    config = config or StackConfig()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if config.ckpt_dir is None or config.tokenizer_path is None:
+        ckpt_dir, tokenizer = demo_model()
+    else:
+        ckpt_dir, tokenizer = config.ckpt_dir, config.tokenizer_path
+    api_key = f"test-{secrets.token_hex(8)}"
+    keys_file = workdir / "api_keys.yaml"
+    write_api_keys(keys_file, api_key, config.tenants)
+    audit_dir = workdir / "audit"
+    inference_port, safety_port, gateway_port = free_port(), free_port(), free_port()
+    common = ("--host", "127.0.0.1", "--metrics-port", "0", "--log-format", "text")
+    inference = ServiceProcess(
+        "inference",
+        python_module(
+            "services.inference",
+            "--ckpt-dir", str(ckpt_dir),
+            "--tokenizer-path", str(tokenizer),
+            "--port", str(inference_port),
+            *common,
+            *config.inference_args,
+        ),
+        inference_port,
+        workdir / "inference.log",
+    )  # fmt: skip
+    safety = ServiceProcess(
+        "safety",
+        python_module(
+            "services.safety",
+            "--policy", str(config.policy or DEFAULT_POLICY),
+            "--classifier", "embedded",
+            "--port", str(safety_port),
+            *common,
+            *config.safety_args,
+        ),
+        safety_port,
+        workdir / "safety.log",
+    )  # fmt: skip
+    gateway = ServiceProcess(
+        "gateway",
+        python_module(
+            "services.gateway",
+            "--inference-target", f"127.0.0.1:{inference_port}",
+            "--safety-target", f"127.0.0.1:{safety_port}",
+            "--api-keys", str(keys_file),
+            "--audit-dir", str(audit_dir),
+            "--port", str(gateway_port),
+            *common,
+            *config.gateway_args,
+        ),
+        gateway_port,
+        workdir / "gateway.log",
+    )  # fmt: skip
+    stack = Stack(inference, safety, gateway, api_key, audit_dir, workdir)
+    try:
+        for process in (inference, safety):
+            process.start(wait=False)
+        for process in (inference, safety):
+            _wait(process, config.start_timeout_s)
+        gateway.start(wait=False)
+        _wait(gateway, config.start_timeout_s)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _wait(process: ServiceProcess, timeout_s: float) -> None:
+    try:
+        wait_serving(process.target, timeout_s=timeout_s, proc=process.proc)
+    except Exception as error:
+        raise RuntimeError(f"{process.name} failed to start ({error}); log:\n{process.log_tail()}") from None
+
+
+def stack_fixture(
+    config: StackConfig | None = None, scope: Literal["module", "session", "function"] = "module"
+) -> Any:
+    """A pytest fixture yielding a running Stack (module-scoped by default)."""
+
+    @pytest.fixture(scope=scope)
+    def _stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+        with running_stack(tmp_path_factory.mktemp("stack"), config) as stack:
+            yield stack
+
+    return _stack
