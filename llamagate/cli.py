@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = [
     "llamagate.commands.chat",
     "llamagate.commands.complete",
     "llamagate.commands.health",
+    "llamagate.commands.audit",
 ]
 
 
