@@ -131,3 +131,16 @@ def test_load_check_compares_with_the_model_transformers_builds(saved: Path) -> 
 
     with pytest.raises(CheckpointInvalid, match=r"would not load it: missing \['model\.norm\.weight'\]"):
         check_loads(saved, report)
+
+
+def test_model_the_inference_server_cannot_serve_fails_the_load_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_config()
+    config.attention_bias = True  # a valid LlamaForCausalLM, but not a Llama 2 our server runs
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    verify_hf_dir(tmp_path)  # the files themselves are complete and consistent
+
+    assert verify_hf(tmp_path) == 7
+    assert "llamagate's inference server could not load" in capsys.readouterr().err
+    assert verify_hf(tmp_path, "--no-load") == 0
