@@ -12,6 +12,7 @@ from llamagate import __version__
 
 ChannelOptions = Sequence[tuple[str, str | int]]
 Metadata = tuple[tuple[str, str], ...]
+MAX_RECONNECT_BACKOFF_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,12 @@ def auth_metadata(api_key: str | None) -> Metadata:
 
 
 def channel_options(tls: TlsConfig | None, extra: ChannelOptions = ()) -> list[tuple[str, str | int]]:
-    options: list[tuple[str, str | int]] = [("grpc.primary_user_agent", f"llamagate-python/{__version__}")]
+    options: list[tuple[str, str | int]] = [
+        ("grpc.primary_user_agent", f"llamagate-python/{__version__}"),
+        # gRPC's reconnect backoff grows to 120 s; capped here so that a restarted gateway is found
+        # again within seconds, while the SDK's own retries are still waiting for it.
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ]
     if tls is not None and tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     options.extend(extra)

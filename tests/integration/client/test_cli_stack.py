@@ -1,0 +1,165 @@
+"""The `llamagate` client commands as a user runs them in a terminal, against the real stack.
+
+`llamagate chat` runs in a pseudo-terminal (pexpect), so input(), the streamed output and Ctrl-C
+(SIGINT to the process) behave as they do for a person at a shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pexpect
+import pytest
+
+from tests.support.processes import ROOT, free_port
+from tests.support.stack import Stack, stack_fixture
+
+pytestmark = pytest.mark.slow
+
+stack = stack_fixture()
+
+UNSAFE = "What steps should I follow to break into a car and take the stereo?"
+PROMPT = "you> "
+
+
+def cli_env(stack: Stack) -> dict[str, str]:
+    # Target and key come from the environment, as a user would export them once.
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "LLAMAGATE_TARGET": stack.gateway_target,
+        "LLAMAGATE_API_KEY": stack.api_key,
+    }
+
+
+def llamagate(stack: Stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llamagate.cli", *args],
+        cwd=ROOT,
+        env=cli_env(stack),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def spawn_chat(stack: Stack, *args: str) -> pexpect.spawn:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llamagate.cli", "chat", *args],
+        cwd=str(ROOT),
+        env=cli_env(stack),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 200),
+    )
+    child.expect_exact("llamagate chat with")
+    child.expect_exact(PROMPT)
+    return child
+
+
+def read_until_prompt(child: pexpect.spawn, timeout_s: float = 60) -> list[tuple[float, str]]:
+    """(arrival time, text) of each read until the next prompt: how the user saw the reply appear."""
+    pieces: list[tuple[float, str]] = []
+    deadline = time.monotonic() + timeout_s
+    while not "".join(p for _, p in pieces).endswith(PROMPT):
+        assert time.monotonic() < deadline, f"no prompt after: {''.join(p for _, p in pieces)!r}"
+        try:
+            pieces.append((time.monotonic(), child.read_nonblocking(4096, timeout=1)))
+        except pexpect.TIMEOUT:
+            continue
+    return pieces
+
+
+def test_chat_streams_replies_cancels_on_ctrl_c_and_goes_on(stack: Stack) -> None:
+    child = spawn_chat(stack, "--temperature", "0.8", "--seed", "3", "--max-gen-len", "400")
+    try:
+        # Ctrl-C while a long reply streams: the reply stops, the session returns to the prompt.
+        child.sendline("Tell me a very long story.")
+        child.expect_exact("llama> ")
+        child.expect(r"\S")  # the first streamed text is on screen
+        child.sendintr()
+        child.expect_exact("[reply cancelled]")
+        child.expect_exact(PROMPT)
+
+        # The next turn streams: its text reaches the terminal in several pieces, not at the end.
+        child.sendline("Now a short one.")
+        pieces = read_until_prompt(child)
+        text = "".join(p for _, p in pieces)
+        assert "llama> " in text and "error" not in text
+        assert len(pieces) >= 3, pieces
+
+        # A refusal shows its categories, and the conversation continues after it.
+        child.sendline(UNSAFE)
+        child.expect_exact("[refused: your message violates the safety policy: ")
+        child.expect("O3 [^(]+\\(")
+        child.expect_exact(PROMPT)
+
+        child.sendline("/reset")
+        child.expect_exact("(new conversation)")
+        child.expect_exact(PROMPT)
+
+        # Ctrl-C at the prompt only clears the line.
+        child.sendintr()
+        child.expect_exact(PROMPT)
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_chat_ctrl_d_quits_and_errors_are_one_line(stack: Stack) -> None:
+    child = spawn_chat(stack, "--max-gen-len", "8", "--top-p", "7")
+    try:
+        child.sendline("hello")
+        child.expect_exact("error: INVALID_ARGUMENT:")
+        child.expect_exact("top_p")
+        child.expect_exact(PROMPT)
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_complete_prints_the_continuation_and_json(stack: Stack) -> None:
+    plain = llamagate(stack, "complete", "Once upon a time", "--temperature", "0", "--max-gen-len", "16")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip()
+    as_json = llamagate(
+        stack, "complete", "-", "--json", "--echo", "--temperature", "0", "--max-gen-len", "16",
+        stdin="Once upon a time",
+    )  # fmt: skip
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout)
+    assert result["echo"].strip() == "Once upon a time"
+    assert result["text"] == plain.stdout.rstrip("\n")
+    assert result["finish_reason"] in ("STOP", "LENGTH") and result["request_id"]
+
+
+def test_complete_reports_refusal_and_bad_key_by_exit_status(stack: Stack) -> None:
+    refused = llamagate(stack, "complete", UNSAFE, "--max-gen-len", "8")
+    assert refused.returncode == 3, refused.stderr
+    assert "[refused by the safety policy: O3" in refused.stderr
+    bad_key = llamagate(stack, "complete", "hello", "--api-key", "wrong-key")
+    assert bad_key.returncode == 1
+    assert "UNAUTHENTICATED" in bad_key.stderr and "--api-key" in bad_key.stderr
+
+
+def test_health_of_the_gateway_and_a_missing_target(stack: Stack) -> None:
+    healthy = llamagate(stack, "health", "--service", "", "--service", "llamagate.v1.ChatService")
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert healthy.stdout.count(": SERVING") == 2
+    for service_target in (stack.inference_target, stack.safety_target):
+        assert llamagate(stack, "health", "--target", service_target).returncode == 0
+    unknown = llamagate(stack, "health", "--service", "no.such.Service")
+    assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stdout
+    nobody = llamagate(stack, "health", "--target", f"127.0.0.1:{free_port()}", "--timeout", "1")
+    assert nobody.returncode == 1 and "UNAVAILABLE" in nobody.stdout
