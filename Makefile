@@ -10,6 +10,9 @@ BUF := .work/buf/node_modules/.bin/buf
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 DEMO_DIR := .work/demo
+# checkov + hadolint for tests/deploy, kept out of .venv (see tests/deploy/tools.txt).
+DEPLOY_TOOLS := .work/deploy-tools
+CHECKOV := $(DEPLOY_TOOLS)/bin/checkov
 
 .PHONY: setup proto lint test run bench demo images clean
 
@@ -35,7 +38,12 @@ lint: setup $(BUF)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy llamagate services
 
-test: setup $(BUF)
+$(CHECKOV): tests/deploy/tools.txt
+	test -x $(DEPLOY_TOOLS)/bin/python || $(PYTHON) -m venv $(DEPLOY_TOOLS)
+	$(DEPLOY_TOOLS)/bin/pip install -q -r tests/deploy/tools.txt
+	touch $(CHECKOV)
+
+test: setup $(BUF) $(CHECKOV)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup

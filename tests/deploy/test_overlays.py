@@ -1,0 +1,237 @@
+"""Each model overlay gives its inference pod the model's GPUs, and everything derived from that one
+value agrees: GPU request/limit, torchrun's --nproc_per_node and the model-parallel size."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.deploy.manifests import (
+    EXTRA_OVERLAYS,
+    GPU,
+    MODEL_PARALLEL,
+    OVERLAYS_DIR,
+    Container,
+    Doc,
+    containers,
+    find,
+)
+
+
+def inference_container(docs: list[Doc]) -> Container:
+    deployment = find(docs, "Deployment", "llamagate-inference")
+    (c,) = [c for c in containers([deployment], init=False) if c.spec["name"] == "inference"]
+    return c
+
+
+def flag(args: list[str], name: str) -> str:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{name}=")]
+    assert len(values) == 1, f"expected one {name}=... in {args}"
+    return values[0]
+
+
+def test_every_overlay_is_covered() -> None:
+    on_disk = {p.name for p in OVERLAYS_DIR.iterdir() if (p / "kustomization.yaml").is_file()}
+    assert on_disk == {*MODEL_PARALLEL, *EXTRA_OVERLAYS}
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_PARALLEL))
+def test_gpus_ranks_and_model_parallel_agree(rendered: dict[str, list[Doc]], model: str) -> None:
+    mp = MODEL_PARALLEL[model]
+    c = inference_container(rendered[model])
+    args = c.expanded_args()
+    resources = c.spec["resources"]
+    assert int(resources["limits"][GPU]) == mp
+    assert int(resources["requests"][GPU]) == mp
+    assert args[0] == "torchrun"
+    assert int(flag(args, "--nproc_per_node")) == mp
+    assert flag(args, "--nnodes") == "1"
+    assert int(c.env()["MODEL_PARALLEL"]) == mp
+    # The checkpoint directory is the model's folder of the release, sharded `mp` ways.
+    assert flag(args, "--ckpt-dir") == f"/models/{model}"
+    assert flag(args, "--model-name") == model
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_PARALLEL))
+def test_download_job_fetches_this_model(rendered: dict[str, list[Doc]], model: str) -> None:
+    job = find(rendered[model], "Job", "llamagate-download-weights")
+    (c,) = containers([job])
+    script = " ".join(c.expanded_args())
+    size = re.fullmatch(r"llama-2-(\d+b)(-chat)?", model)
+    assert size is not None
+    download_name = size.group(1).upper() + (size.group(2) or "")
+    assert f'llamagate download --url "$LLAMA_URL" --models "{download_name}" --out /models' in script
+    # The URL is a secret: read from the Secret's file, never a literal in the manifest.
+    assert 'LLAMA_URL="$(cat /var/run/secrets/llama/url)"' in script
+    secret_volumes = [v for v in job["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    assert [v["secret"]["secretName"] for v in secret_volumes] == ["llama-download-url"]
+    # The marker the inference init container waits for names the same model.
+    assert f"/models/.llamagate-complete-{model}" in script
+    deployment = find(rendered[model], "Deployment", "llamagate-inference")
+    (wait,) = [c for c in containers([deployment]) if c.spec["name"] == "wait-for-weights"]
+    assert f"/models/.llamagate-complete-{model}" in " ".join(wait.expanded_args())
+
+
+@pytest.mark.parametrize("overlay", [*sorted(MODEL_PARALLEL), *EXTRA_OVERLAYS, "multinode"])
+def test_no_placeholder_survives_and_model_values_stay_local(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    text = yaml.safe_dump_all(rendered[overlay])
+    assert "set-by-" not in text
+    names = {d["metadata"]["name"] for d in rendered[overlay] if d["kind"] == "ConfigMap"}
+    assert not names & {"llamagate-model", "llamagate-topology"}
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_PARALLEL))
+def test_inference_pod_shape(rendered: dict[str, list[Doc]], model: str) -> None:
+    docs = rendered[model]
+    c = inference_container(docs)
+    pod = c.pod
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in c.spec["volumeMounts"]}
+    # NCCL's shared memory: a memory-backed /dev/shm.
+    assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory"
+    # Weights: read-only from the claim the Job fills.
+    weights = volumes[mounts["/models"]["name"]]["persistentVolumeClaim"]
+    assert weights == {"claimName": "llamagate-weights", "readOnly": True}
+    assert mounts["/models"]["readOnly"] is True
+    pvc = find(docs, "PersistentVolumeClaim", "llamagate-weights")
+    assert re.fullmatch(r"\d+Gi", pvc["spec"]["resources"]["requests"]["storage"])
+    # GPU nodes only.
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    # Weight loading may take many minutes: the startup probe allows at least 20.
+    startup = c.spec["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 20 * 60
+    # Streams get drained: the kubelet waits longer than the server's own drain.
+    grace = float(flag(c.expanded_args(), "--grace-s"))
+    assert pod["terminationGracePeriodSeconds"] > grace >= 60
+
+
+@pytest.mark.parametrize("overlay", [*sorted(MODEL_PARALLEL), *EXTRA_OVERLAYS])
+def test_services_and_exposure(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    docs = rendered[overlay]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert set(services) == {"llamagate-inference", "llamagate-safety", "llamagate-gateway"}
+    # Headless, so DNS lists every pod and the gateway balances per call.
+    assert services["llamagate-inference"]["spec"]["clusterIP"] == "None"
+    assert services["llamagate-safety"]["spec"]["clusterIP"] == "None"
+    # Nothing but the Ingress reaches in from outside the namespace.
+    assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in services.values())
+    (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "llamagate-gateway"
+    assert ingress["spec"]["tls"][0]["secretName"] == "llamagate-gateway-tls"
+
+    gateway = find(docs, "Deployment", "llamagate-gateway")
+    (c,) = containers([gateway])
+    args = c.spec["args"]
+    ns = "$(POD_NAMESPACE)"
+    assert flag(args, "--inference-target") == f"dns:///llamagate-inference.{ns}.svc.cluster.local:50052"
+    assert flag(args, "--safety-target") == f"dns:///llamagate-safety.{ns}.svc.cluster.local:50053"
+    env = {e["name"]: e for e in c.spec["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert flag(args, "--api-keys").startswith("/etc/llamagate/api-keys/")
+    secrets = [v["secret"]["secretName"] for v in c.pod["volumes"] if "secret" in v]
+    assert secrets == ["llamagate-api-keys"]
+
+    hpa = find(docs, "HorizontalPodAutoscaler", "llamagate-gateway")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "llamagate-gateway",
+    }
+    assert "replicas" not in gateway["spec"], "the HPA owns the gateway's replica count"
+    pdb = find(docs, "PodDisruptionBudget", "llamagate-gateway")
+    assert pdb["spec"]["selector"] == gateway["spec"]["selector"]
+    assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
+
+
+@pytest.mark.parametrize("overlay", [*sorted(MODEL_PARALLEL), *EXTRA_OVERLAYS])
+def test_probes_are_grpc_health_on_the_serving_port(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    ports = {"inference": 50052, "safety": 50053, "gateway": 50051}
+    metrics = {"inference": 9102, "safety": 9103, "gateway": 9101}
+    docs = rendered[overlay]
+    for name, port in ports.items():
+        deployment = find(docs, "Deployment", f"llamagate-{name}")
+        (c,) = containers([deployment], init=False)
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            # The kubelet's native gRPC probe calls grpc.health.v1.Health/Check on that port.
+            assert c.spec[probe]["grpc"] == {"port": port}, f"{name} {probe}"
+        args = c.expanded_args()
+        assert flag(args, "--port") == str(port)
+        assert flag(args, "--metrics-port") == str(metrics[name])
+        assert flag(args, "--host") == "0.0.0.0"
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(metrics[name])
+        container_ports = {p["name"]: p["containerPort"] for p in c.spec["ports"]}
+        assert container_ports == {"grpc": port, "metrics": metrics[name]}
+
+
+def test_safety_defaults_to_cpu_and_llama_guard_is_a_gpu_component(rendered: dict[str, list[Doc]]) -> None:
+    (cpu,) = containers([find(rendered["llama-2-7b-chat"], "Deployment", "llamagate-safety")])
+    assert flag(cpu.spec["args"], "--classifier") == "embedded"
+    assert GPU not in cpu.spec["resources"]["limits"]
+    assert "nodeSelector" not in cpu.pod
+
+    docs = rendered["llama-2-7b-chat-llama-guard"]
+    (gpu,) = containers([find(docs, "Deployment", "llamagate-safety")])
+    assert flag(gpu.spec["args"], "--classifier") == "llama-guard"
+    assert flag(gpu.spec["args"], "--model-dir") == "/models/llama-guard"
+    assert int(gpu.spec["resources"]["limits"][GPU]) == 1
+    assert gpu.spec["image"] == "llamagate-inference:0.1.0"  # the image with CUDA torch
+    claims = [v["persistentVolumeClaim"] for v in gpu.pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "llamagate-llama-guard-weights", "readOnly": True}]
+    find(docs, "PersistentVolumeClaim", "llamagate-llama-guard-weights")
+    # The model itself is untouched by the component.
+    assert int(inference_container(docs).spec["resources"]["limits"][GPU]) == 1
+
+
+def test_safety_policy_config_map_loads_with_the_service_loader(
+    rendered: dict[str, list[Doc]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from services.safety.policy import load_policy
+
+    docs = rendered["llama-2-7b-chat"]
+    (cm,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("llamagate-safety")
+    ]
+    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    path.write_text(cm["data"]["policy.yaml"])
+    policy = load_policy(path)
+    (safety,) = containers([find(docs, "Deployment", "llamagate-safety")])
+    assert flag(safety.spec["args"], "--policy") == "/etc/llamagate/policy/policy.yaml"
+    volumes = {v["name"]: v for v in safety.pod["volumes"]}
+    assert volumes["policy"]["configMap"]["name"] == cm["metadata"]["name"]
+    assert policy.categories
+
+
+def test_multinode_example_splits_the_70b_model_over_nodes(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["multinode"]
+    assert not [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "llamagate-inference"
+    ]
+    lws = find(docs, "LeaderWorkerSet", "llamagate-inference")
+    nodes = lws["spec"]["leaderWorkerTemplate"]["size"]
+    for c in containers([lws]):
+        env = c.env()
+        gpus = int(c.spec["resources"]["limits"][GPU])
+        assert int(env["NODES"]) == nodes
+        assert int(env["GPUS_PER_NODE"]) == gpus
+        assert nodes * gpus == MODEL_PARALLEL[env["MODEL_NAME"]] == 8
+        script = " ".join(c.spec["command"])
+        for needed in (
+            '--nnodes="$NODES"',
+            '--nproc_per_node="$GPUS_PER_NODE"',
+            '--node_rank="$LWS_WORKER_INDEX"',
+            '--master_addr="$LWS_LEADER_ADDRESS"',
+            '--ckpt-dir="/models/$MODEL_NAME"',
+        ):
+            assert needed in script
+    service = find(docs, "Service", "llamagate-inference")
+    assert service["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
+    leader = next(c for c in containers([lws]) if c.owner.endswith("leaderTemplate"))
+    assert leader.spec["readinessProbe"]["grpc"] == {"port": 50052}
