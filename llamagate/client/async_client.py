@@ -269,6 +269,11 @@ class AsyncCompletion(ReplyResult):
     def echo_text(self) -> str:
         return self._finished().echo_text
 
+    async def text_chunks(self) -> AsyncIterator[str]:
+        async for event in self._events:
+            if isinstance(event, TextChunk):
+                yield event.text
+
     async def wait(self) -> AsyncCompletion:
         async for _ in self._events:
             pass

@@ -306,6 +306,12 @@ class Completion(ReplyResult):
         """The echoed prompt, when the request asked for `echo`."""
         return self._finished().echo_text
 
+    def text_chunks(self) -> Iterator[str]:
+        """Just the text as it arrives (the echoed prompt first, when asked for)."""
+        for event in self._events:
+            if isinstance(event, TextChunk):
+                yield event.text
+
     def wait(self) -> Completion:
         for _ in self._events:
             pass

@@ -200,6 +200,7 @@ def test_completion_retries_before_text_and_reports_echo(service: FakeChatServic
     service.complete_script = complete
     with ChatClient(target, retry=FAST_RETRY, api_key="k") as client:
         completion = client.complete("The sky", echo=True, sampling=Sampling(max_gen_len=2))
+        assert list(completion.text_chunks()) == ["The sky", " is blue"]
         assert completion.text == " is blue" and completion.echo_text == "The sky"
         assert completion.finish_reason is FinishReason.LENGTH
     assert service.complete_calls == 2
