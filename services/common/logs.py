@@ -72,6 +72,8 @@ class JsonFormatter(logging.Formatter):
             entry[key] = value if self.log_prompts or key not in SENSITIVE_KEYS else _redacted(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 

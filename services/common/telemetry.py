@@ -174,6 +174,7 @@ class Telemetry:
         self.metrics_port = 0
         self._metrics_server: Any = None
         self._metrics_thread: threading.Thread | None = None
+        self._shut_down = False
 
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """For `ServerConfig.extra_interceptors`: continues the caller's trace (W3C traceparent)."""
@@ -205,6 +206,10 @@ class Telemetry:
         metrics.set_meter_provider(self.meter_provider)
 
     def shutdown(self) -> None:
+        """Idempotent, so both a `finally:` and a signal path may call it."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

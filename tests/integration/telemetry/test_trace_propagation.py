@@ -149,3 +149,10 @@ async def test_health_checks_and_reflection_are_not_traced(topology: Topology) -
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     for hop in (topology.client, topology.front):
         assert hop.spans.get_finished_spans() == ()
+
+
+async def test_an_unknown_method_is_still_unimplemented(topology: Topology) -> None:
+    call = topology.channel.unary_unary("/llamagate.v1.ChatService/NoSuchMethod")
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call(b"")
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED

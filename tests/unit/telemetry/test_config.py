@@ -101,3 +101,14 @@ def test_an_occupied_metrics_port_fails_loudly() -> None:
             setup_telemetry(TelemetryConfig("b", metrics_port=first.metrics_port))
     finally:
         first.shutdown()
+
+
+def test_shutdown_is_idempotent_and_frees_the_metrics_port() -> None:
+    port = free_port()
+    telemetry = setup_telemetry(TelemetryConfig("a", metrics_port=port))
+    assert telemetry.metrics_port == port
+    telemetry.shutdown()
+    telemetry.shutdown()
+    again = setup_telemetry(TelemetryConfig("b", metrics_port=port))
+    assert again.metrics_port == port
+    again.shutdown()
