@@ -69,11 +69,19 @@ def segment_without_repeats(tokenizer: Tokenizer, text: str, avoid: set[int]) ->
     return tokens
 
 
-def write_scripted_checkpoint(demo_ckpt: Path, tokenizer_path: Path, out_dir: Path, text: str) -> list[int]:
-    """Write out_dir/{params.json, consolidated.00.pth, tokenizer.model}; return the scripted tokens."""
+def write_scripted_checkpoint(
+    demo_ckpt: Path, tokenizer_path: Path, out_dir: Path, text: str, filler_tokens: int = 0
+) -> list[int]:
+    """Write out_dir/{params.json, consolidated.00.pth, tokenizer.model}; return the scripted tokens.
+
+    `filler_tokens` more (distinct, arbitrary) tokens follow the text, so the generation is still
+    running when a test acts on the text (e.g. a safety stop that must cancel it).
+    """
     tokenizer = Tokenizer(tokenizer_path)
     prompt_end = encode_dialog(tokenizer, [Message(Role.USER, "any question")])[-1]
     tokens = segment_without_repeats(tokenizer, text, {prompt_end})
+    unused = [t for t in range(3, tokenizer.n_words) if t not in {prompt_end, *tokens}]
+    tokens += [t for t in unused if not tokenizer.piece(t).startswith("<0x")][:filler_tokens]
     state = torch.load(demo_ckpt / "consolidated.00.pth", map_location="cpu", weights_only=True)
     vocab, dim = state["tok_embeddings.weight"].shape
     generator = torch.Generator().manual_seed(1234)
