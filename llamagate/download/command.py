@@ -32,9 +32,15 @@ def register(subparsers: Any) -> None:
         description="Fetch and verify Llama 2 weights (resumable, parallel, safe to run again). "
         "See docs/download.md.",
     )
-    download.add_argument(
+    source = download.add_mutually_exclusive_group()
+    source.add_argument(
         "--url",
         help="the signed URL from the e-mail, in single quotes (asked for when omitted on a terminal)",
+    )
+    source.add_argument(
+        "--url-file",
+        type=Path,
+        help="read the URL from this file ('-': stdin), keeping it out of `ps` and shell history",
     )
     download.add_argument(
         "--models", required=True, help=f"comma-separated, from {','.join(MODELS)}; or 'all'"
@@ -78,7 +84,7 @@ def download_config_from_args(args: argparse.Namespace) -> DownloadConfig:
             raise UsageError(f"--{flag} must be at least 1")
     if args.checksum_retries < 0:
         raise UsageError("--checksum-retries must be 0 or more")
-    raw_url = args.url
+    raw_url = args.url if args.url is not None else _read_url_file(args.url_file)
     if raw_url is None and not args.verify_only:
         if not sys.stdin.isatty():
             raise UsageError("--url is required (the signed URL from the approval e-mail, in single quotes)")
@@ -98,6 +104,15 @@ def download_config_from_args(args: argparse.Namespace) -> DownloadConfig:
         verify_only=args.verify_only,
         rehash=args.rehash,
     )
+
+
+def _read_url_file(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return sys.stdin.readline() if str(path) == "-" else path.read_text()
+    except OSError as error:
+        raise UsageError(f"cannot read --url-file {path}: {error.strerror}") from None
 
 
 def run_download_command(args: argparse.Namespace, free_bytes: FreeBytes = disk_free_bytes) -> int:

@@ -127,8 +127,8 @@ def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(body)}")
                     self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return server.record(Request(self.command, path, range_header, 416, 0))
+                    server.record(Request(self.command, path, range_header, 416, 0))
+                    return self.end_headers()
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             else:
@@ -138,13 +138,15 @@ def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
                 cut = None
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Accept-Ranges", "bytes")
-            self.end_headers()
             sent = 0
             if send_body:
                 sent = len(payload) if cut is None else min(cut, len(payload))
+            # Recorded before the client can see the response end, so tests never race the log.
+            server.record(Request(self.command, path, range_header, 206 if range_header else 200, sent))
+            self.end_headers()
+            if send_body:
                 self.wfile.write(payload[:sent])
                 self.wfile.flush()
-            server.record(Request(self.command, path, range_header, 206 if range_header else 200, sent))
             if cut is not None:
                 # Mid-file disconnect: FIN after the bytes sent so far, as a dropped CDN connection looks.
                 self.connection.shutdown(socket.SHUT_WR)
@@ -153,10 +155,10 @@ def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
         def _status(self, code: int, path: str, range_header: str | None, body: bytes) -> None:
             self.send_response(code)
             self.send_header("Content-Length", str(len(body)))
+            server.record(Request(self.command, path, range_header, code, 0))
             self.end_headers()
             if self.command == "GET":
                 self.wfile.write(body)
-            server.record(Request(self.command, path, range_header, code, 0))
 
     return Handler
 

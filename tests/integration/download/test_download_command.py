@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,3 +236,35 @@ def test_verify_only_checks_disk_without_network(
 
     assert SHARD in capsys.readouterr().err
     assert len(release.requests) == before
+
+
+def test_url_can_come_from_a_file_to_stay_out_of_ps(release: ReleaseServer, tmp_path: Path) -> None:
+    url_file = tmp_path / "url"
+    url_file.write_text(release.url() + "\n")
+    argv = ["download", "--url-file", str(url_file), "--models", "7B-chat", "--out", str(tmp_path / "m")]
+
+    assert run_download_command(build_parser().parse_args([*argv, "--progress", "off"])) == 0
+    assert (tmp_path / "m/llama-2-7b-chat/consolidated.00.pth").is_file()
+
+
+def test_unreadable_url_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["download", "--url-file", str(tmp_path / "nope"), "--models", "7B", "--out", str(tmp_path)]
+
+    assert run_download_command(build_parser().parse_args(argv)) == 2
+    assert "cannot read --url-file" in capsys.readouterr().err
+
+
+def test_the_real_cli_process_exits_with_the_code_and_one_line_no_traceback(tmp_path: Path) -> None:
+    shim = "https://l.facebook.com/l.php?u=https%3A%2F%2Fdownload.llamameta.net%2F*"
+    argv = ["download", "--url", shim, "--models", "7B-chat", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "llamagate.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.startswith("llamagate download: error: this URL starts with l.facebook.com")
+    assert len(done.stderr.strip().splitlines()) == 1
