@@ -235,3 +235,17 @@ def test_multinode_example_splits_the_70b_model_over_nodes(rendered: dict[str, l
     assert service["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
     leader = next(c for c in containers([lws]) if c.owner.endswith("leaderTemplate"))
     assert leader.spec["readinessProbe"]["grpc"] == {"port": 50052}
+
+
+def test_gateway_command_line_is_accepted_by_the_gateway(rendered: dict[str, list[Doc]]) -> None:
+    """The manifest's flags against the gateway's own parser, so a renamed flag fails here, not in a pod."""
+    from services.gateway.config import build_parser, config_from_args
+
+    (c,) = containers([find(rendered["llama-2-7b-chat"], "Deployment", "llamagate-gateway")])
+    assert c.spec["command"] == ["python", "-m", "services.gateway"]
+    args = [a.replace("$(POD_NAMESPACE)", "llamagate") for a in c.spec["args"]]
+    config = config_from_args(build_parser().parse_args(args))
+    assert config.server.port == 50051 and config.server.host == "0.0.0.0"
+    assert config.telemetry.metrics_port == 9101
+    assert config.inference_target == "dns:///llamagate-inference.llamagate.svc.cluster.local:50052"
+    assert config.server.grace_s < c.pod["terminationGracePeriodSeconds"]
