@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 INSTRUMENTATION_NAME = "llamagate"
 LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _PUSH_EXPORTERS = ("otlp", "console")
 
 
@@ -79,7 +80,7 @@ def add_telemetry_arguments(parser: argparse.ArgumentParser, default_metrics_por
     )
     group.add_argument("--metrics-host", help="address for the metrics endpoint (default: --host)")
     group.add_argument("--log-format", choices=LOG_FORMATS, default="json")
-    group.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    group.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO")
     group.add_argument(
         "--log-prompts",
         action="store_true",
@@ -127,7 +128,7 @@ def telemetry_config_from_args(
         ),
         sdk_disabled=env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true",
         log_format=args.log_format,
-        log_level=args.log_level.upper(),
+        log_level=args.log_level,
         log_prompts=args.log_prompts,
         resource_attributes=_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES", "")),
     )

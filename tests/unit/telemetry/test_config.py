@@ -70,6 +70,8 @@ def test_unknown_exporter_or_protocol_is_refused_with_the_choices() -> None:
         _config([], {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
     with pytest.raises(SystemExit, match="--metrics-port must be >= 0"):
         _config(["--metrics-port", "-1"], {})
+    with pytest.raises(SystemExit):  # argparse: "invalid choice: 'LOUD'"
+        _config(["--log-level", "loud"], {})
 
 
 def test_service_name_and_resource_attributes_come_from_the_standard_variables() -> None:
