@@ -1,0 +1,167 @@
+"""What the gateway and its two safety checks add to time-to-first-token.
+
+Starts the three real services on loopback (demo model, embedded safety classifier; see
+tests/support/stack.py), then measures TTFT of the same greedy chat turn
+  - directly on the inference service (Generate: start -> first token delta), and
+  - through the gateway (Chat: start -> first released text delta; this includes authentication,
+    the input check, generation, the output check of the first chunk and the fsync'ed audit records),
+at 1 and 32 concurrent streams, and reports p50/p99 of both and the difference.
+
+By default the gateway runs with --chunk-tokens 1, so the first chunk is the first token and the
+difference is the gateway + checks overhead alone; --chunk-tokens N adds the hold-back of N tokens
+(the time to generate them) to the gateway's TTFT, as a deployment with that setting sees it.
+
+    python bench/gateway_bench.py [--requests 64] [--chunk-tokens 1] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llamagate.v1 import chat_service_pb2 as chat_pb
+from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
+from llamagate.v1 import inference_service_pb2 as inf_pb
+from llamagate.v1 import inference_service_pb2_grpc as inf_grpc
+from llamagate.v1 import types_pb2
+from tests.support.stack import Stack, StackConfig, running_stack
+
+PROMPT = "Tell me a short story about a garden."
+SAMPLING = types_pb2.SamplingParams(temperature=0.0, max_gen_len=32)
+
+
+async def direct_ttft(stub: inf_grpc.InferenceServiceStub) -> float:
+    start = inf_pb.GenerateStart(
+        dialog=types_pb2.Dialog(messages=[types_pb2.Message(role=types_pb2.ROLE_USER, content=PROMPT)]),
+        sampling=SAMPLING,
+    )
+    began = time.perf_counter()
+    call = stub.Generate(timeout=60)
+    await call.write(inf_pb.GenerateRequest(start=start))
+    ttft = None
+    while (message := await call.read()) is not grpc.aio.EOF:
+        if ttft is None and message.HasField("delta") and message.delta.token_ids:
+            ttft = time.perf_counter() - began
+        if message.HasField("done"):
+            break
+    call.cancel()
+    assert ttft is not None, "no token"
+    return ttft
+
+
+async def gateway_ttft(stub: chat_grpc.ChatServiceStub, metadata: tuple[tuple[str, str], ...]) -> float:
+    request = chat_pb.ChatRequest(
+        start=chat_pb.ChatStart(
+            messages=[types_pb2.Message(role=types_pb2.ROLE_USER, content=PROMPT)], sampling=SAMPLING
+        )
+    )
+    began = time.perf_counter()
+    call = stub.Chat(metadata=metadata, timeout=60)
+    await call.write(request)
+    ttft = None
+    while (message := await call.read()) is not grpc.aio.EOF:
+        if ttft is None and message.HasField("delta"):
+            ttft = time.perf_counter() - began
+        if message.HasField("done"):
+            assert message.done.finish_reason != types_pb2.FINISH_REASON_SAFETY, (
+                "the bench prompt was refused"
+            )
+            break
+    await call.done_writing()
+    call.cancel()
+    assert ttft is not None, "no text released"
+    return ttft
+
+
+async def measure(fn, concurrency: int, requests: int) -> list[float]:  # type: ignore[no-untyped-def]
+    for _ in range(min(4, requests)):  # warm-up: connections, first-call paths
+        await fn()
+    results: list[float] = []
+    while len(results) < requests:
+        results += await asyncio.gather(*(fn() for _ in range(concurrency)))
+    return results
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+
+async def run(stack: Stack, requests: int, concurrencies: list[int]) -> list[dict[str, float]]:
+    rows = []
+    async with (
+        grpc.aio.insecure_channel(stack.inference_target) as inf,
+        grpc.aio.insecure_channel(stack.gateway_target) as gw,
+    ):
+        inference, chat = inf_grpc.InferenceServiceStub(inf), chat_grpc.ChatServiceStub(gw)
+        for concurrency in concurrencies:
+            n = max(requests, concurrency * 2)
+            # Interleave so both see the same machine state.
+            direct, via = [], []
+            for _ in range(2):
+                direct += await measure(lambda: direct_ttft(inference), concurrency, n // 2)
+                via += await measure(lambda: gateway_ttft(chat, stack.metadata), concurrency, n // 2)
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "n": len(via),
+                    "direct_p50": pct(direct, 0.5),
+                    "direct_p99": pct(direct, 0.99),
+                    "gateway_p50": pct(via, 0.5),
+                    "gateway_p99": pct(via, 0.99),
+                    "overhead_p50": pct(via, 0.5) - pct(direct, 0.5),
+                    "overhead_p99": pct(via, 0.99) - pct(direct, 0.99),
+                }
+            )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=64, help="measured requests per setting and path")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--chunk-tokens", type=int, default=1)
+    parser.add_argument("--moderation", choices=["sentence", "buffer"], default="sentence")
+    parser.add_argument("--markdown", action="store_true", help="print a bench/RESULTS.md section")
+    args = parser.parse_args()
+    config = StackConfig(
+        inference_args=("--device", "cpu", "--max-seq-len", "512", "--max-batch-size", "32"),
+        gateway_args=("--chunk-tokens", str(args.chunk_tokens), "--moderation", args.moderation),
+        tenants={},
+    )
+    with tempfile.TemporaryDirectory() as workdir, running_stack(Path(workdir), config) as stack:
+        rows = asyncio.run(run(stack, args.requests, args.concurrency))
+    header = (
+        "| streams | n | direct TTFT p50 / p99 (ms) | gateway TTFT p50 / p99 (ms) | overhead p50 / p99 (ms) |"
+    )
+    lines = [header, "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['concurrency']} | {r['n']} | {r['direct_p50']:.1f} / {r['direct_p99']:.1f} | "
+            f"{r['gateway_p50']:.1f} / {r['gateway_p99']:.1f} | {r['overhead_p50']:.1f} / {r['overhead_p99']:.1f} |"
+        )
+    if args.markdown:
+        print(
+            f"\n## Gateway TTFT overhead ({time.strftime('%Y-%m-%d', time.gmtime())}, helper F)\n\n"
+            f"Hardware: {platform.processor() or platform.machine()}, CPU only "
+            f"({len(__import__('os').sched_getaffinity(0))} cores), demo model, embedded classifier (MiniLM).\n"
+            f"Command: `python bench/gateway_bench.py --requests {args.requests} --chunk-tokens {args.chunk_tokens}"
+            f" --moderation {args.moderation} --markdown`\n"
+        )
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
