@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import ROOT
-from tests.support.stack import Stack, stack_fixture
+from tests.support.stack import Stack
 
 pytestmark = [
     pytest.mark.slow,
@@ -21,8 +21,6 @@ pytestmark = [
 ]
 
 EXAMPLE = ROOT / "examples" / "node"
-
-stack = stack_fixture()
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,9 @@ from llamagate.client import (
     UnauthenticatedError,
 )
 from llamagate.client.errors import ApiError
-from tests.support.stack import Stack, stack_fixture
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
-
-stack = stack_fixture()
 
 GREEDY = Sampling(temperature=0.0, max_gen_len=24)
 # Long enough that a cancel lands while the reply still streams.
