@@ -32,6 +32,7 @@ from llamagate.download.progress import Progress
 T = TypeVar("T")
 
 PART_SUFFIX = ".part"
+_HEAD_UNSUPPORTED = frozenset({405, 501})  # then the size is learned from the GET instead
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)")
 
@@ -95,10 +96,13 @@ class Fetcher:
         async def head() -> httpx.Response:
             async with self._slots:
                 response = await self._client.head(url)
-            _raise_for_status(response, label)
+            if response.status_code not in _HEAD_UNSUPPORTED:
+                _raise_for_status(response, label)
             return response
 
         response = await self._retrying(label, part=None, call=head)
+        if response.status_code in _HEAD_UNSUPPORTED:
+            return None
         length = response.headers.get("content-length")
         return int(length) if length is not None and length.isdigit() else None
 

@@ -64,6 +64,7 @@ class ReleaseServer:
     cut_every: dict[str, int] = field(default_factory=dict)  # path -> most bytes any one response sends
     corrupt_once: set[str] = field(default_factory=set)  # paths served with flipped bytes (once)
     fail_once: dict[str, int] = field(default_factory=dict)  # path -> error status answered once
+    head_allowed: bool = True  # False: HEAD gets 405, as on servers that only allow GET
     ignore_range: bool = False  # like a server without Range support: always 200 with the whole file
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,6 +95,8 @@ def _handler(server: ReleaseServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_HEAD(self) -> None:
+            if not server.head_allowed:
+                return self._status(405, urlsplit(self.path).path.lstrip("/"), None, b"")
             self._serve(send_body=False)
 
         def do_GET(self) -> None:

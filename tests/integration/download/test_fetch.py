@@ -95,3 +95,12 @@ async def test_server_error_that_persists_is_a_network_failure(server: ReleaseSe
 
     with pytest.raises(NetworkFailure, match="HTTP 503"):
         await fetch(server, tmp_path / FILE, config)
+
+
+async def test_size_comes_from_head_or_is_unknown_when_head_is_not_allowed(server: ReleaseServer) -> None:
+    url = server.url().replace("*", FILE)
+    async with httpx.AsyncClient() as client:
+        fetcher = Fetcher(client, FAST_RETRY, Progress(enabled=False))
+        assert await fetcher.size_of(url, FILE) == len(server.files[FILE])
+        server.head_allowed = False
+        assert await fetcher.size_of(url, FILE) is None
