@@ -5,4 +5,4 @@ from __future__ import annotations
 from tests.support.stack import StackConfig, stack_fixture
 
 # Small moderation chunks, so text is released (and seen streaming) a few tokens at a time.
-stack = stack_fixture(StackConfig(gateway_args=("--chunk-tokens", "2")), scope="package")
+stack = stack_fixture(StackConfig(gateway_args=("--chunk-tokens", "2")), scope="package")  # type: ignore[arg-type]
