@@ -10,17 +10,18 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from llamagate.download.errors import DownloadError, UsageError
-from llamagate.download.fetch import FetchConfig, RetryPolicy
-from llamagate.download.hf_checkpoint import verify_hf_dir
-from llamagate.download.progress import Progress
 from llamagate.download.release import MODELS, parse_models
-from llamagate.download.sync import DownloadConfig, FreeBytes, Summary, disk_free_bytes, sync_release
 from llamagate.download.urls import parse_signed_url
+
+if TYPE_CHECKING:
+    from llamagate.download.progress import Progress
+    from llamagate.download.sync import DownloadConfig, FreeBytes, Summary
+
+# httpx, tqdm, tenacity, safetensors and torch are imported only by the subcommand that runs, so that
+# every other `llamagate` subcommand starts fast and works in images without them.
 
 INTERRUPTED = 130
 
@@ -79,6 +80,9 @@ def register(subparsers: Any) -> None:
 
 def download_config_from_args(args: argparse.Namespace) -> DownloadConfig:
     """All validation of user input happens here, before any network traffic."""
+    from llamagate.download.fetch import FetchConfig, RetryPolicy
+    from llamagate.download.sync import DownloadConfig
+
     for flag in ("concurrency", "retries"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be at least 1")
@@ -115,12 +119,15 @@ def _read_url_file(path: Path | None) -> str | None:
         raise UsageError(f"cannot read --url-file {path}: {error.strerror}") from None
 
 
-def run_download_command(args: argparse.Namespace, free_bytes: FreeBytes = disk_free_bytes) -> int:
+def run_download_command(args: argparse.Namespace, free_bytes: FreeBytes | None = None) -> int:
     """Also the programmatic entry for tests (free_bytes stands in for the disk)."""
+    from llamagate.download.progress import Progress
+    from llamagate.download.sync import disk_free_bytes
+
     try:
         config = download_config_from_args(args)
         progress_on = {"on": True, "off": False, "auto": sys.stderr.isatty()}[args.progress]
-        summary = asyncio.run(_download(config, Progress(enabled=progress_on), free_bytes))
+        summary = asyncio.run(_download(config, Progress(enabled=progress_on), free_bytes or disk_free_bytes))
     except DownloadError as error:
         print(f"llamagate download: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -132,6 +139,10 @@ def run_download_command(args: argparse.Namespace, free_bytes: FreeBytes = disk_
 
 
 async def _download(config: DownloadConfig, progress: Progress, free_bytes: FreeBytes) -> Summary:
+    import httpx
+
+    from llamagate.download.sync import sync_release
+
     try:
         async with httpx.AsyncClient(timeout=config.fetch.timeout(), follow_redirects=True) as client:
             return await sync_release(config, client, progress, free_bytes)
@@ -153,6 +164,8 @@ def _summary_line(summary: Summary, config: DownloadConfig) -> str:
 
 
 def run_verify_hf_command(args: argparse.Namespace) -> int:
+    from llamagate.download.hf_checkpoint import verify_hf_dir
+
     try:
         report = verify_hf_dir(args.directory)
         if not args.no_load:

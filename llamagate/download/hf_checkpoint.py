@@ -165,7 +165,7 @@ def _read_headers(directory: Path) -> tuple[list[str], dict[str, tuple[str, list
         raise CheckpointInvalid(f"{directory}: file(s) named in {INDEX_FILE} are missing: {_list(absent)}")
     for name in files:
         try:
-            with safe_open(str(directory / name), framework="pt") as f:
+            with safe_open(str(directory / name), framework="numpy") as f:  # headers only: no torch needed
                 for key in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
                     found[key] = (name, list(f.get_slice(key).get_shape()))
         except (SafetensorError, OSError) as error:
