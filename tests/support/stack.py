@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, Literal
 import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.processes import ROOT, ServiceProcess, free_port, python_module, wait_serving
 
@@ -55,6 +57,49 @@ def demo_model(out_dir: Path = DEMO_DIR) -> tuple[Path, Path]:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """A test PKI: one CA that signs the servers' certificate (localhost, 127.0.0.1) and a client's."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            self.ca.read_bytes(), self.client_key.read_bytes(), self.client_cert.read_bytes()
+        )
+
+
+def make_test_pki(directory: Path) -> TlsFiles:
+    """Create a CA, a server and a client certificate with the openssl command line."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=llamagate-test-ca",
+            "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    for name, extension in (
+        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=llamagate-test-{name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")  # fmt: skip
+    return TlsFiles(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "client.pem",
+        directory / "client.key",
+    )
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """What to run. None means the demo model / the default Llama Guard policy."""
 
@@ -66,6 +111,8 @@ class StackConfig:
     gateway_args: tuple[str, ...] = ()
     # Tenants of the API keys file, in the gateway's format; the stack adds its dev key to "dev".
     tenants: dict[str, dict] = field(default_factory=dict)
+    # mTLS on every hop (client -> gateway -> backends) when set.
+    tls: TlsFiles | None = None
     start_timeout_s: float = 180.0
 
 
@@ -77,6 +124,7 @@ class Stack:
     api_key: str
     audit_dir: Path
     workdir: Path
+    tls: TlsFiles | None = None
 
     @property
     def gateway_target(self) -> str:
@@ -96,7 +144,10 @@ class Stack:
         return (("authorization", f"Bearer {self.api_key}"),)
 
     def gateway_channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.gateway_target)
+        """A channel to the gateway (with the test client certificate when the stack runs mTLS)."""
+        if self.tls is None:
+            return grpc.insecure_channel(self.gateway_target)
+        return grpc.secure_channel(self.gateway_target, self.tls.channel_credentials())
 
     def inference_log(self) -> str:
         return self.inference.log_path.read_text(errors="replace")
@@ -130,7 +181,13 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
     write_api_keys(keys_file, api_key, config.tenants)
     audit_dir = workdir / "audit"
     inference_port, safety_port, gateway_port = free_port(), free_port(), free_port()
-    common = ("--host", "127.0.0.1", "--metrics-port", "0", "--log-format", "text")
+    common: tuple[str, ...] = ("--host", "127.0.0.1", "--metrics-port", "0", "--log-format", "text")
+    backend_tls: tuple[str, ...] = ()
+    if config.tls is not None:
+        common += ("--tls-cert", str(config.tls.server_cert), "--tls-key", str(config.tls.server_key),
+                   "--tls-client-ca", str(config.tls.ca))  # fmt: skip
+        backend_tls = ("--backend-ca", str(config.tls.ca), "--backend-cert", str(config.tls.client_cert),
+                       "--backend-key", str(config.tls.client_key))  # fmt: skip
     inference = ServiceProcess(
         "inference",
         python_module(
@@ -167,29 +224,53 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
             "--audit-dir", str(audit_dir),
             "--port", str(gateway_port),
             *common,
+            *backend_tls,
             *config.gateway_args,
         ),
         gateway_port,
         workdir / "gateway.log",
     )  # fmt: skip
-    stack = Stack(inference, safety, gateway, api_key, audit_dir, workdir)
+    stack = Stack(inference, safety, gateway, api_key, audit_dir, workdir, config.tls)
     try:
         for process in (inference, safety):
             process.start(wait=False)
         for process in (inference, safety):
-            _wait(process, config.start_timeout_s)
+            _wait(process, config.start_timeout_s, config.tls)
         gateway.start(wait=False)
-        _wait(gateway, config.start_timeout_s)
+        _wait(gateway, config.start_timeout_s, config.tls)
         yield stack
     finally:
         stack.stop()
 
 
-def _wait(process: ServiceProcess, timeout_s: float) -> None:
+def _wait(process: ServiceProcess, timeout_s: float, tls: TlsFiles | None = None) -> None:
     try:
-        wait_serving(process.target, timeout_s=timeout_s, proc=process.proc)
+        if tls is None:
+            wait_serving(process.target, timeout_s=timeout_s, proc=process.proc)
+        else:
+            wait_serving_tls(process, tls, timeout_s)
     except Exception as error:
         raise RuntimeError(f"{process.name} failed to start ({error}); log:\n{process.log_tail()}") from None
+
+
+def wait_serving_tls(process: ServiceProcess, tls: TlsFiles, timeout_s: float) -> None:
+    """wait_serving over mTLS (bounded; fails early if the process exits)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    with grpc.secure_channel(process.target, tls.channel_credentials()) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.proc is not None and process.proc.poll() is not None:
+                raise RuntimeError(f"{process.name} exited with {process.proc.returncode} before serving")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = f"status {reply.status}"
+            except grpc.RpcError as error:
+                last = f"{error.code().name}: {error.details()}"
+            time.sleep(0.2)
+    raise TimeoutError(f"{process.target} not SERVING over mTLS after {timeout_s}s ({last})")
 
 
 def stack_fixture(
