@@ -268,3 +268,14 @@ def test_the_real_cli_process_exits_with_the_code_and_one_line_no_traceback(tmp_
     assert done.returncode == 2
     assert done.stderr.startswith("llamagate download: error: this URL starts with l.facebook.com")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_error_page_saved_as_a_checklist_is_named_and_dropped(
+    release: ReleaseServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    release.files["llama-2-13b/checklist.chk"] = b"<html><body>Service Unavailable</body></html>"
+
+    assert download(release.url(), tmp_path) == 6
+
+    assert "llama-2-13b/checklist.chk is not an md5 checklist" in capsys.readouterr().err
+    assert not (tmp_path / "llama-2-13b/checklist.chk").exists()  # so the next run fetches it again
