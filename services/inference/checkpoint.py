@@ -109,7 +109,7 @@ def load_model(
     shard_model(model, ctx)
     with ExitStack() as stack:
         if checkpoint_format(ckpt_dir) == "hf":
-            source: WeightSource = hf_checkpoint.HFWeights(ckpt_dir, args, stack)
+            source: WeightSource = hf_checkpoint.HFWeights(ckpt_dir, args, full_shapes, stack)
         else:
             source = MetaWeights(ckpt_dir, full_shapes)
         _check_names(ckpt_dir, source.names(), set(full_shapes))

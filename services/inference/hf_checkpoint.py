@@ -35,6 +35,8 @@ _LAYER_NAMES = {
     "ffn_norm": "post_attention_layernorm",
 }
 _TOP_NAMES = {"tok_embeddings": "model.embed_tokens", "norm": "model.norm", "output": "lm_head"}
+# Rotary frequencies some transformers versions saved with the weights: recomputed, never loaded.
+_IGNORED_SUFFIX = "rotary_emb.inv_freq"
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)\.weight$")
 
 
@@ -94,18 +96,21 @@ def read_model_args(ckpt_dir: Path) -> ModelArgs:
 class HFWeights:
     """Weights of *.safetensors files, each rank reading only its block through safetensors slices."""
 
-    def __init__(self, ckpt_dir: Path, args: ModelArgs, stack: ExitStack) -> None:
+    def __init__(
+        self, ckpt_dir: Path, args: ModelArgs, full_shapes: Mapping[str, tuple[int, ...]], stack: ExitStack
+    ) -> None:
         files = sorted(ckpt_dir.glob("*.safetensors"))
         if not files:
             raise HFCheckpointError(
                 f"{ckpt_dir} has {HF_CONFIG} but no *.safetensors files (convert .bin weights to safetensors)"
             )
-        self.args = args
+        self.ckpt_dir, self.args, self.full_shapes = ckpt_dir, args, full_shapes
         self.handles: dict[str, Any] = {}
         for file in files:
             handle = stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
             for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                self.handles[key] = handle
+                if not key.endswith(_IGNORED_SUFFIX):
+                    self.handles[key] = handle
         config = json.loads((ckpt_dir / HF_CONFIG).read_text())
         self.tied = "lm_head.weight" not in self.handles and bool(config.get("tie_word_embeddings"))
 
@@ -113,16 +118,21 @@ class HFWeights:
         return "model.embed_tokens.weight" if name == "output.weight" and self.tied else hf_name(name)
 
     def names(self) -> set[str]:
-        known = {f"{top}.weight" for top in _TOP_NAMES} | {
-            f"layers.{i}.{part}.weight" for i in range(self.args.n_layers) for part in _LAYER_NAMES
-        }
-        provided = {name for name in known if self._key(name) in self.handles}
-        unknown = set(self.handles) - {hf_name(name) for name in known}
-        return provided | {f"<hf>{key}" for key in unknown}
+        """Our names for the tensors present; tensors we do not know keep their HF name, marked."""
+        ours = {hf_name(name): name for name in self.full_shapes}
+        if self.tied:
+            ours["model.embed_tokens.weight"] = "tok_embeddings.weight"
+        names = {ours.get(key, f"(hf) {key}") for key in self.handles}
+        return names | ({"output.weight"} if self.tied else set())
 
     def read(self, name: str, dim: int | None, rank: int, world_size: int) -> Tensor:
         piece = self.handles[self._key(name)].get_slice(self._key(name))
-        shape = piece.get_shape()
+        shape = tuple(piece.get_shape())
+        if shape != self.full_shapes[name]:
+            raise HFCheckpointError(
+                f"{self.ckpt_dir}: {self._key(name)} has shape {shape}, but {HF_CONFIG} implies "
+                f"{self.full_shapes[name]}: the config does not match the weights"
+            )
         if dim is None:
             tensor = piece[:]
         else:

@@ -127,7 +127,7 @@ def test_any_shard_count_reshards_to_any_rank_count(
     shapes = {name: tuple(t.shape) for name, t in state.items()}
     meta = MetaWeights(tmp_path / "meta", shapes)
     with ExitStack() as stack:
-        hf = HFWeights(tmp_path / "hf", args, stack)
+        hf = HFWeights(tmp_path / "hf", args, shapes, stack)
         for rank in range(world_size):
             for name, tensor in state.items():
                 expected = local_shard(tensor, split_dim(name), rank, world_size)
@@ -159,6 +159,21 @@ def test_params_json_disagreeing_with_weights_is_refused(tmp_path: Path) -> None
     save_meta_checkpoint(full_state(random_model(args)), {**meta_params(args), "n_layers": 3}, tmp_path, 1)
     with pytest.raises(CheckpointError, match=r"missing \['layers.2"):
         load_model(tmp_path, ctx=CPU_MP1, dtype=torch.float32, max_seq_len=64)
+
+
+def test_hf_config_disagreeing_with_weights_is_refused(tmp_path: Path) -> None:
+    _, path = _hf_model(tmp_path, kv_heads=2)
+    config = json.loads((path / "config.json").read_text())
+    config["intermediate_size"] = 192
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError, match=r"mlp\.gate_proj\.weight has shape \(176, 64\), but config\.json implies"
+    ):
+        load_model(path, ctx=CPU_MP1, dtype=torch.float32, max_seq_len=64)
+    config["intermediate_size"], config["num_hidden_layers"] = 176, 1
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"unexpected \['\(hf\) model\.layers\.1\."):
+        load_model(path, ctx=CPU_MP1, dtype=torch.float32, max_seq_len=64)
 
 
 def test_tokenizer_vocab_mismatch_is_refused(tmp_path: Path) -> None:
