@@ -67,11 +67,33 @@ class Reply:
         return types_pb2.FinishReason.Name(self.done.finish_reason)
 
 
+class Gateway(Protocol):
+    """What a session needs: a Stack, or a GatewayAddress for a hand-built deployment."""
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]: ...
+
+    def gateway_channel(self) -> grpc.Channel: ...
+
+
+@dataclass(frozen=True)
+class GatewayAddress:
+    target: str
+    api_key: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+    def gateway_channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.target)
+
+
 class ChatSession:
     """Send requests whenever the test wants; read events one at a time or a whole reply."""
 
     def __init__(
-        self, stack: Stack, metadata: Sequence[tuple[str, str]] | None = None, timeout_s: float = 120
+        self, stack: Gateway, metadata: Sequence[tuple[str, str]] | None = None, timeout_s: float = 120
     ):
         self._channel = stack.gateway_channel()
         self._requests: queue.Queue[chat_pb.ChatRequest | None] = queue.Queue()
