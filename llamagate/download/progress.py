@@ -34,9 +34,10 @@ class Progress:
         self._logged_tenths: dict[str, int] = {}
 
     def expect(self, n_bytes: int) -> None:
-        """Grow the overall total by bytes that are still to be fetched."""
-        self._overall.total = (self._overall.total or 0) + n_bytes
-        self._overall.refresh()
+        """Start the overall bar over: `n_bytes` are still to be fetched (checklists fetched so far
+        are not part of it; partial files count as fetched)."""
+        self._overall.reset(total=n_bytes)
+        self._counted.clear()
 
     def start(self, label: str, total: int | None, initial: int) -> None:
         """(Re)start a file's bar at `initial` bytes; a restart from zero rewinds the overall bar too."""
