@@ -22,7 +22,7 @@ from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
 from services.common.dialog import SPECIAL_TAGS_ERROR, Message, Role, contains_special_tags
-from services.common.errors import FailedPrecondition, FieldViolation, InvalidRequest, Overloaded
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidRequest, Overloaded, Unavailable
 from services.common.metrics import GatewayMetrics
 from services.gateway.auth import ApiKeys, Tenant
 from services.gateway.backends import FinishReason, GenerationRequest
@@ -75,11 +75,6 @@ def event_to_pb(event: ReplyEvent) -> chat_pb.ChatResponse:
 # What the Chat handler's queue carries besides protobuf requests and reply events.
 @dataclass(frozen=True)
 class _ClientEnded:
-    pass
-
-
-@dataclass(frozen=True)
-class _ReplyEnded:
     pass
 
 
@@ -153,10 +148,6 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
                     client_ended = True
                     if reply is None:
                         return
-                elif isinstance(item, _ReplyEnded):
-                    reply = None
-                    if client_ended:
-                        return
                 elif isinstance(item, chat_pb.ChatRequest):
                     action = item.WhichOneof("action")
                     if action == "cancel":
@@ -181,6 +172,11 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
                         conversation.record_reply(item.finish_reason, item.reply_text)
                         self._finished(tenant, item)
                     yield event_to_pb(item)
+                    if isinstance(item, Done):
+                        # The turn is over: the next one may come (its task may still be unwinding).
+                        reply = None
+                        if client_ended:
+                            return
         finally:
             reader.cancel()
             if reply is not None:
@@ -259,14 +255,16 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
         )
 
     async def _produce(self, request: ReplyRequest, cancel: asyncio.Event, queue: asyncio.Queue[Any]) -> None:
+        """Run one reply, handing its events (which end with Done) or its error to the handler."""
         try:
             async with contextlib.aclosing(self._pipeline.run(request, cancel)) as events:
                 async for event in events:
                     queue.put_nowait(event)
+                    if isinstance(event, Done):
+                        return
+            raise Unavailable(f"reply {request.request_id} ended without a done event")
         except Exception as error:
             queue.put_nowait(_Failed(error))
-        else:
-            queue.put_nowait(_ReplyEnded())
 
     def _finished(self, tenant: Tenant, done: Done) -> None:
         self._limiter.charge_tokens(tenant, done.prompt_tokens + done.completion_tokens)
