@@ -63,6 +63,14 @@ class FetchConfig:
         return httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s)
 
 
+@dataclass
+class _Transfer:
+    url: str
+    part: Path
+    label: str
+    received: int = 0  # over all attempts: what the network delivered, not what ended up in the file
+
+
 class TransientHttpError(Exception):
     """A response worth retrying (server busy, connection closed before the last byte)."""
 
@@ -110,12 +118,11 @@ class Fetcher:
         """Download `url` to `dest` (resuming `dest.part`); returns the bytes transferred."""
         part = dest.with_name(dest.name + PART_SUFFIX)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        transfer = _Transfer(url, part, label)
         async with self._slots:
-            before = _size(part)
-            await self._retrying(label, part=part, call=lambda: self._attempt(url, part, label))
-        transferred = _size(part) - before
+            await self._retrying(label, part=part, call=lambda: self._attempt(transfer))
         part.replace(dest)
-        return max(transferred, 0)
+        return transfer.received
 
     async def _retrying(self, label: str, part: Path | None, call: Callable[[], Awaitable[T]]) -> T:
         policy = self._config.retry
@@ -141,7 +148,8 @@ class Fetcher:
             ) from error
         return result
 
-    async def _attempt(self, url: str, part: Path, label: str) -> None:
+    async def _attempt(self, transfer: _Transfer) -> None:
+        url, part, label = transfer.url, transfer.part, transfer.label
         offset = _size(part)
         # identity: Range offsets count bytes on the wire, which must be the bytes of the file.
         headers = {"Accept-Encoding": "identity"}
@@ -167,17 +175,18 @@ class Fetcher:
                 total = offset + int(length)
             self._progress.start(label, total, offset)
             with part.open("ab" if offset else "wb") as f:
-                await self._write_body(response, f, label)
+                await self._write_body(response, f, transfer)
         if total is not None and _size(part) < total:
             raise TransientHttpError(f"connection closed at byte {_size(part)} of {total}")
 
-    async def _write_body(self, response: httpx.Response, f: BinaryIO, label: str) -> None:
+    async def _write_body(self, response: httpx.Response, f: BinaryIO, transfer: _Transfer) -> None:
         """Write in chunk_bytes batches (in a thread), keeping every byte received if the link drops."""
         pending = bytearray()
         try:
             async for chunk in response.aiter_bytes():
                 pending += chunk
-                self._progress.advance(label, len(chunk))
+                transfer.received += len(chunk)
+                self._progress.advance(transfer.label, len(chunk))
                 if len(pending) >= self._config.chunk_bytes:
                     await asyncio.to_thread(f.write, bytes(pending))
                     pending.clear()
