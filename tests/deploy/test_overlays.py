@@ -62,11 +62,18 @@ def test_download_job_fetches_this_model(rendered: dict[str, list[Doc]], model: 
     size = re.fullmatch(r"llama-2-(\d+b)(-chat)?", model)
     assert size is not None
     download_name = size.group(1).upper() + (size.group(2) or "")
-    assert f'llamagate download --url "$LLAMA_URL" --models "{download_name}" --out /models' in script
-    # The URL is a secret: read from the Secret's file, never a literal in the manifest.
-    assert 'LLAMA_URL="$(cat /var/run/secrets/llama/url)"' in script
+    # The URL is a secret: read by the downloader from the Secret's file, never in the manifest.
+    url_file = "--url-file /var/run/secrets/llama/url"
+    assert f'llamagate download {url_file} --models "{download_name}" --out /models' in script
+    mounts = {m["mountPath"]: m["name"] for m in c.spec["volumeMounts"]}
+    assert mounts["/var/run/secrets/llama"] == "llama-url"
     secret_volumes = [v for v in job["spec"]["template"]["spec"]["volumes"] if "secret" in v]
-    assert [v["secret"]["secretName"] for v in secret_volumes] == ["llama-download-url"]
+    assert [(v["name"], v["secret"]["secretName"]) for v in secret_volumes] == [
+        ("llama-url", "llama-download-url")
+    ]
+    # Failures a retry cannot fix (usage, expired link, disk full, bad checksum) end the Job.
+    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2, 3, 4, 6]
     # The marker the inference init container waits for names the same model.
     assert f"/models/.llamagate-complete-{model}" in script
     deployment = find(rendered[model], "Deployment", "llamagate-inference")
@@ -249,3 +256,20 @@ def test_gateway_command_line_is_accepted_by_the_gateway(rendered: dict[str, lis
     assert config.telemetry.metrics_port == 9101
     assert config.inference_target == "dns:///llamagate-inference.llamagate.svc.cluster.local:50052"
     assert config.server.grace_s < c.pod["terminationGracePeriodSeconds"]
+
+
+@pytest.mark.parametrize("model", ["llama-2-7b-chat", "llama-2-70b"])
+def test_download_command_line_is_accepted_by_the_cli(rendered: dict[str, list[Doc]], model: str) -> None:
+    import shlex
+
+    from llamagate.cli import build_parser
+
+    (c,) = containers([find(rendered[model], "Job", "llamagate-download-weights")])
+    script = c.expanded_args()[-1]
+    download, _, after = script.partition(" && ")
+    assert after.startswith("touch ")
+    words = shlex.split(download)
+    assert words[:2] == ["llamagate", "download"]
+    args = build_parser().parse_args(words[1:])
+    assert args.url_file is not None and str(args.url_file) == "/var/run/secrets/llama/url"
+    assert str(args.out) == "/models"
