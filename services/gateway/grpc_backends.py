@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncGenerator, Sequence
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from llamagate.v1 import (
     inference_service_pb2 as inf_pb,
@@ -112,12 +113,27 @@ def _safety_error(error: grpc.aio.AioRpcError | asyncio.TimeoutError, timeout_s:
     return Unavailable(f"the safety service {reason}; no unchecked text was released, retry later")
 
 
+def _retry_after(error: grpc.aio.AioRpcError, default_s: float = 1.0) -> float:
+    """The backend's RetryInfo delay, passed on to the client (default when it sent none)."""
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return info.retry_delay.ToTimedelta().total_seconds()
+    return default_s
+
+
 def _inference_error(error: grpc.aio.AioRpcError) -> LlamagateError:
     code, details = error.code(), error.details() or ""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidRequest(details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return Overloaded(f"the inference service is overloaded: {details}", retry_after_s=1.0)
+        return Overloaded(
+            f"the inference service is overloaded: {details}", retry_after_s=_retry_after(error)
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"the request's deadline passed during generation: {details}")
     if code == grpc.StatusCode.CANCELLED:
