@@ -15,6 +15,7 @@ from services.common.telemetry import setup_telemetry
 from services.gateway.audit import AuditSink
 from services.gateway.auth import load_api_keys
 from services.gateway.config import GatewayConfig, build_parser, config_from_args
+from services.gateway.dependencies import DependencyMonitor
 from services.gateway.grpc_backends import GrpcInference, GrpcSafety, open_channel
 from services.gateway.pipeline import ReplyPipeline
 from services.gateway.ratelimit import RateLimiter
@@ -46,6 +47,11 @@ async def serve(config: GatewayConfig) -> None:
     # Serving as soon as the configuration is loaded: the backends are reached per call, and a
     # backend that is down fails those calls with UNAVAILABLE (never with unchecked text).
     await server.set_serving(True)
+    monitor = DependencyMonitor(
+        server.health,
+        {"llamagate.v1.InferenceService": inference_channel, "llamagate.v1.SafetyService": safety_channel},
+    )
+    monitoring = asyncio.create_task(monitor.run())
     log.info(
         "gateway serving on %s:%d (inference %s, safety %s, %d tenants, audit %s, moderation %s/%d tokens)",
         config.server.host,
@@ -60,6 +66,7 @@ async def serve(config: GatewayConfig) -> None:
     try:
         await server.wait_for_stop_request()
     finally:
+        monitoring.cancel()
         await server.stop()
         await inference_channel.close()
         await safety_channel.close()

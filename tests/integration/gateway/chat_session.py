@@ -151,3 +151,21 @@ def rpc_error(call: object) -> grpc.RpcError:
     except grpc.RpcError as error:
         return error
     raise AssertionError("the call ended without an error")
+
+
+def gateway_health(stack: Gateway, service: str) -> str:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with stack.gateway_channel() as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def wait_for_health(stack: Gateway, service: str, status: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (current := gateway_health(stack, service)) != status:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gateway reports {service} {current}, expected {status}")
+        time.sleep(0.2)

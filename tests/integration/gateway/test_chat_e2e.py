@@ -23,6 +23,7 @@ from tests.integration.gateway.chat_session import (
     rpc_error,
     start,
     turn,
+    wait_for_health,
 )
 from tests.support.stack import Stack, StackConfig, stack_fixture
 
@@ -47,6 +48,9 @@ def test_health_and_reflection(stack: Stack):
         )
         names = {s.name for s in answer.list_services_response.service}
         assert "llamagate.v1.ChatService" in names
+    # The backends' state, as the gateway sees it.
+    for dependency in ("llamagate.v1.InferenceService", "llamagate.v1.SafetyService"):
+        wait_for_health(stack, dependency, "SERVING")
 
 
 def test_benign_chat_streams_a_reply_and_keeps_the_dialog(stack: Stack):

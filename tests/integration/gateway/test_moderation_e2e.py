@@ -18,7 +18,15 @@ from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
 from services.gateway.audit import AuditFilter, read_records
-from tests.integration.gateway.chat_session import ChatSession, finished_line, rpc_error, start, turn
+from tests.integration.gateway.chat_session import (
+    ChatSession,
+    finished_line,
+    gateway_health,
+    rpc_error,
+    start,
+    turn,
+    wait_for_health,
+)
 from tests.integration.gateway.scripted_model import write_scripted_checkpoint
 from tests.support.stack import Stack, StackConfig, demo_model, running_stack
 
@@ -121,3 +129,6 @@ def test_safety_outage_mid_conversation_fails_closed(stack: Stack):
             chat_pb.CompleteRequest(prompt="Once upon a time"), metadata=stack.metadata, timeout=30
         )
         assert rpc_error(call).code() == grpc.StatusCode.UNAVAILABLE
+    # The gateway itself stays SERVING (it refuses cleanly) and reports the dependency down.
+    wait_for_health(stack, "llamagate.v1.SafetyService", "NOT_SERVING")
+    assert gateway_health(stack, "llamagate.v1.ChatService") == "SERVING"
