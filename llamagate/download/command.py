@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
         "--progress",
         choices=("auto", "on", "off"),
         default="auto",
-        help="progress bars (auto: only on a terminal; off: one line per file, for logs)",
+        help="progress bars (auto: only on a terminal; off: a line per 10%% and per file, for logs)",
     )
     download.set_defaults(func=run_download_command)
 
@@ -152,8 +152,9 @@ async def _download(config: DownloadConfig, progress: Progress, free_bytes: Free
 
 def _summary_line(summary: Summary, config: DownloadConfig) -> str:
     verb = "verified" if config.verify_only else "done"
+    source = f" from {config.url.redacted()}" if config.url and not config.verify_only else ""
     line = (
-        f"{verb}: {', '.join(config.models)} in {config.out}: {len(summary.fetched)} file(s) downloaded "
+        f"{verb}: {', '.join(config.models)}{source} in {config.out}: {len(summary.fetched)} file(s) downloaded "
         f"({summary.bytes_transferred / 2**20:.1f} MiB), {len(summary.skipped)} already present and verified"
     )
     if summary.refetched:

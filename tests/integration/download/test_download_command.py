@@ -12,7 +12,7 @@ import pytest
 from llamagate.cli import build_parser
 from llamagate.download.command import run_download_command
 from llamagate.download.sync import FreeBytes, disk_free_bytes
-from tests.integration.download.release_server import ReleaseServer, build_release, serve
+from tests.integration.download.release_server import SIGNATURE, ReleaseServer, build_release, serve
 from tests.support.processes import free_port
 
 MODELS = ("7B-chat", "13B")
@@ -46,7 +46,9 @@ def test_full_download_fetches_every_file_once_and_verifies(
     assert_tree_matches(tmp_path, release)
     fetched = sorted(r.path for r in release.gets())
     assert fetched == sorted(release.files)  # each file exactly once, checklists included
-    assert "11 file(s) downloaded" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "11 file(s) downloaded" in err
+    assert SIGNATURE not in err  # the signed URL is a credential until it expires: never logged
 
 
 def test_second_run_makes_no_request_at_all(
@@ -141,6 +143,7 @@ def test_expired_link_403_explains_how_to_get_a_new_one(
 
     err = capsys.readouterr().err
     assert "HTTP 403" in err and "expired" in err and "24 hours" in err and "new link" in err
+    assert SIGNATURE not in err
     assert "Traceback" not in err
 
 
