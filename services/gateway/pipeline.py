@@ -105,8 +105,10 @@ class _ReplyState:
     completion_tokens: int = 0
     released: str = ""
     held: Chunk | None = None
+    ended: bool = False  # Done was emitted (cancel or safety stop)
 
     def done(self, request: ReplyRequest) -> Done:
+        self.ended = True
         return Done(
             request.request_id, self.finish, self.prompt_tokens, self.completion_tokens, self.released
         )
@@ -155,7 +157,7 @@ class ReplyPipeline:
             ) as events:
                 async for event in events:
                     yield event
-            if state.finish in (FinishReason.SAFETY, FinishReason.CANCELLED):
+            if state.ended:
                 return
             async for event in self._finish(request, state):
                 yield event
@@ -196,7 +198,7 @@ class ReplyPipeline:
                         assert output_check is not None
                         async for out in self._release(request, output_check, chunk, generation, state):
                             yield out
-                        if state.finish is FinishReason.SAFETY:
+                        if state.ended:
                             return
         tail = chunker.flush()
         if tail is None:

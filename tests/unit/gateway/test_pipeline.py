@@ -136,3 +136,10 @@ async def test_buffer_mode_releases_only_after_the_whole_reply_is_judged(tmp_pat
     events, audited = await run(pipeline, request(), tmp_path / "ok")
     assert [e.text for e in events if isinstance(e, Text)] == ["One. Two."]
     assert audited == [2]  # input + final verdicts on disk first
+
+
+async def test_a_generation_the_backend_ends_as_cancelled_still_gets_a_done(tmp_path):
+    pipeline, inference, _ = make(tmp_path, ["One.", " Two."])
+    inference.generation.cancelled = True  # e.g. the inference service was drained
+    events, _ = await run(pipeline, request(), tmp_path)
+    assert isinstance(events[-1], Done) and events[-1].finish_reason is FinishReason.CANCELLED
