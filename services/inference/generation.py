@@ -114,6 +114,8 @@ class Llama:
             raise InvalidRequest(
                 f"batch of {bsz} prompts: send 1 to {self.max_batch_size} (--max_batch_size)"
             )
+        if seeds is not None and len(seeds) != bsz:
+            raise ValueError(f"{len(seeds)} seeds for {bsz} prompts: give one seed per prompt")
         lengths = [len(p) for p in prompt_tokens]
         if min(lengths) == 0 or max(lengths) > self.max_seq_len:
             raise InvalidRequest(f"prompt lengths {lengths}: each must be 1 to {self.max_seq_len} tokens")
