@@ -4,9 +4,9 @@ domain vocabulary (a failing safety service is always Unavailable: the gateway f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -141,23 +141,45 @@ def _inference_error(error: grpc.aio.AioRpcError) -> LlamagateError:
     return Unavailable(f"the inference service failed with {code.name}: {details}")
 
 
+class _RequestStream:
+    """Requests of one client-streaming call, fed from a queue.
+
+    The call consumes this iterator in grpc's own task; `end()` finishes it, so that task ends
+    with the call whether the server or the gateway ended the call first.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def send(self, request: Any) -> None:
+        self._queue.put_nowait(request)
+
+    def end(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def __aiter__(self) -> AsyncGenerator[Any, None]:
+        while (request := await self._queue.get()) is not None:
+            yield request
+
+
 class GrpcGeneration:
     def __init__(
         self, stub: inf_grpc.InferenceServiceStub, request: GenerationRequest, timeout_s: float | None
     ):
-        self._call = stub.Generate(timeout=timeout_s)
-        self._start = inf_pb.GenerateStart(
+        start = inf_pb.GenerateStart(
             request_id=request.request_id, sampling=request.sampling.to_pb(), echo=request.echo
         )
         if request.dialog is not None:
-            self._start.dialog.messages.extend(messages_to_pb(request.dialog))
+            start.dialog.messages.extend(messages_to_pb(request.dialog))
         else:
-            self._start.prompt = request.prompt or ""
+            start.prompt = request.prompt or ""
+        # The request stream stays open until close(): per the contract, closing it cancels.
+        self._requests = _RequestStream()
+        self._requests.send(inf_pb.GenerateRequest(start=start))
+        self._call = stub.Generate(self._requests, timeout=timeout_s)
 
     async def events(self) -> AsyncGenerator[GenerationEvent, None]:
         try:
-            # The stream is never half-closed: per the contract, closing it would cancel.
-            await self._call.write(inf_pb.GenerateRequest(start=self._start))
             while True:
                 message = await self._call.read()
                 if message is grpc.aio.EOF:
@@ -177,11 +199,11 @@ class GrpcGeneration:
             raise _inference_error(error) from None
 
     async def cancel(self) -> None:
-        # The call may already be over (it just finished); then there is nothing to cancel.
-        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-            await self._call.write(inf_pb.GenerateRequest(cancel=inf_pb.GenerateCancel()))
+        if not self._call.done():
+            self._requests.send(inf_pb.GenerateRequest(cancel=inf_pb.GenerateCancel()))
 
     def close(self) -> None:
+        self._requests.end()
         self._call.cancel()
 
 
@@ -200,14 +222,15 @@ class GrpcOutputCheck:
         self._stub = stub
         self._context = types_pb2.Dialog(messages=messages_to_pb(context))
         self._timeout_s = timeout_s
+        self._requests = _RequestStream()
         self._call: grpc.aio.StreamStreamCall | None = None
         self._index = 0
 
     async def _exchange(self, text: str) -> safety_pb.CheckStreamResponse:
-        if self._call is None:
-            self._call = self._stub.CheckStream(timeout=self._timeout_s)
-            await self._call.write(safety_pb.CheckStreamRequest(context=self._context))
-        await self._call.write(safety_pb.CheckStreamRequest(chunk=text))
+        if self._call is None:  # opened on the first chunk: a refused input never opens one
+            self._requests.send(safety_pb.CheckStreamRequest(context=self._context))
+            self._call = self._stub.CheckStream(self._requests, timeout=self._timeout_s)
+        self._requests.send(safety_pb.CheckStreamRequest(chunk=text))
         reply = await self._call.read()
         if reply is grpc.aio.EOF:
             raise Unavailable(
@@ -228,6 +251,7 @@ class GrpcOutputCheck:
         return verdict_from_pb(reply.verdict)
 
     def close(self) -> None:
+        self._requests.end()
         if self._call is not None:
             self._call.cancel()
 
