@@ -3,8 +3,9 @@
 The gateway's overall health ("" and llamagate.v1.ChatService) only says its configuration is
 loaded: with a backend down it still refuses calls cleanly (UNAVAILABLE, fail closed), and a
 restart would not help. What a backend's state looks like from the gateway is published under the
-backend's service name (llamagate.v1.InferenceService / llamagate.v1.SafetyService), polled with
-the standard health check over the gateway's own channels, and every change is logged.
+backend's service name (llamagate.v1.InferenceService / llamagate.v1.SafetyService), from the
+standard health check of the backend server as a whole (service ""), polled over the gateway's own
+channels; every change is logged.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class DependencyMonitor:
 
     async def _probe(self, name: str, stub: health_pb2_grpc.HealthStub) -> int:
         try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=self._timeout_s)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=self._timeout_s)
         except grpc.aio.AioRpcError:
             return _NOT_SERVING
         return _SERVING if reply.status == _SERVING else _NOT_SERVING
