@@ -34,14 +34,23 @@ class _AsyncChatStream:
     def __init__(self, stub: Any, metadata: Metadata, sampling: Sampling) -> None:
         self.sampling = sampling
         self._call = stub.Chat(metadata=metadata)
+        self._unsent = False
+
+    @property
+    def ended(self) -> bool:
+        return bool(self._call.done())
 
     async def send(self, request: chat_pb.ChatRequest) -> None:
-        # If the stream already ended, the next read() reports how, and the reply decides whether
-        # to retry.
-        with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+        try:
             await self._call.write(request)
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            # The server ended the stream as we wrote (grpc then reports an INTERNAL status of its
+            # own). The request never left, so the reply may be retried on a new stream.
+            self._unsent = True
 
     async def read(self) -> chat_pb.ChatResponse | None:
+        if self._unsent:
+            raise UnavailableError("the chat stream ended before the turn could be sent")
         response = await self._call.read()
         return None if response is grpc.aio.EOF else response
 
@@ -136,6 +145,8 @@ class AsyncReply(ReplyResult):
                 response = await self._read()
             except grpc.RpcError as rpc_error:
                 error = error_from_rpc(rpc_error)
+            except UnavailableError as unavailable:
+                error = unavailable
             else:
                 if response is not None:
                     event = event_from_pb(response)
@@ -221,6 +232,9 @@ class AsyncChatSession:
         await self.close()
 
     async def _submit(self, content: str, sampling: Sampling) -> None:
+        if self._stream is not None and self._stream.ended:
+            # It ended between turns (e.g. the gateway drained it): continue on a new one.
+            self._drop_stream()
         if self._stream is None:
             self._stream = _AsyncChatStream(self._stub, self._metadata, sampling)
             await self._stream.send(self._conversation.start_request(content, sampling))

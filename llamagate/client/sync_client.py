@@ -7,6 +7,7 @@ import queue
 import random
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,10 @@ class _ChatStream:
         self._requests: queue.Queue[chat_pb.ChatRequest | None] = queue.Queue()
         self._requests.put(start)
         self._call = stub.Chat(iter(self._requests.get, _HALF_CLOSE), metadata=metadata)
+
+    @property
+    def ended(self) -> bool:
+        return bool(self._call.done())
 
     def send(self, request: chat_pb.ChatRequest) -> None:
         self._requests.put(request)
@@ -253,6 +258,9 @@ class ChatSession:
         self.close()
 
     def _submit(self, content: str, sampling: Sampling) -> None:
+        if self._stream is not None and self._stream.ended:
+            # It ended between turns (e.g. the gateway drained it): continue on a new one.
+            self._drop_stream()
         with self._lock:
             if self._stream is None:
                 start = self._conversation.start_request(content, sampling)
@@ -393,6 +401,8 @@ class ChatClient:
         self._retry = retry or RetryPolicy()
         self._timeout_s = timeout
         self._rng = rng or random.Random()
+        # Closed with the client, so no stream (and its gRPC sender thread) outlives it.
+        self._sessions: weakref.WeakSet[ChatSession] = weakref.WeakSet()
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> ChatClient:
@@ -413,7 +423,9 @@ class ChatClient:
         Nothing is sent until the first `send`.
         """
         conversation = Conversation(system_prompt, sampling or Sampling(), list(history))
-        return ChatSession(self, conversation, timeout if timeout is not None else self._timeout_s)
+        session = ChatSession(self, conversation, timeout if timeout is not None else self._timeout_s)
+        self._sessions.add(session)
+        return session
 
     def complete(
         self,
@@ -428,6 +440,8 @@ class ChatClient:
         return Completion(self, request, timeout if timeout is not None else self._timeout_s)
 
     def close(self) -> None:
+        for session in list(self._sessions):
+            session.close()
         self._channel.close()
 
     def __enter__(self) -> ChatClient:
