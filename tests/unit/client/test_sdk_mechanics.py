@@ -253,3 +253,22 @@ async def test_async_deadline(service: FakeChatService, target: str) -> None:
         reply = await client.chat().send("hello", timeout=0.3)
         with pytest.raises(DeadlineExceededError):
             await reply.wait()
+
+
+@pytest.mark.parametrize("pause_s", [0.0, 0.2])
+def test_a_stream_the_server_closed_between_turns_is_replaced(
+    service: FakeChatService, target: str, pause_s: float
+) -> None:
+    """The server may end a stream after a reply (e.g. draining); the next turn goes on a new one."""
+
+    async def one_reply_per_stream(call: ChatCall) -> None:
+        await call.next_request()
+        await call.reply(f"r{call.index}", f"answer {call.index}")
+
+    service.chat_script = one_reply_per_stream
+    with ChatClient(target, retry=FAST_RETRY) as client:
+        session = client.chat()
+        assert session.send("one").text == "answer 0"
+        time.sleep(pause_s)  # 0: the close races the next turn; 0.2: the stream is already over
+        assert session.send("two").text == "answer 1"
+    assert [m.content for m in service.chat_calls[1].received[0].start.messages] == ["one", "answer 0", "two"]
