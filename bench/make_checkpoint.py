@@ -183,7 +183,12 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True)
     opts = parser.parse_args()
-    args = model_args(opts.shape, opts.layers, opts.vocab)
+    try:
+        args = model_args(opts.shape, opts.layers, opts.vocab)
+        check_layout(args, opts.shards)
+    except ValueError as error:
+        message = str(error).replace("model-parallel size", "--shards")
+        parser.error(message.replace(" ranks (torchrun --nproc_per_node)", " shards"))
     spec = CheckpointSpec(args, opts.shards, DTYPES[opts.dtype], opts.seed, opts.device)
     start = time.perf_counter()
     write_checkpoint(spec, opts.out)
