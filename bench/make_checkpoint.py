@@ -150,6 +150,9 @@ def write_params(spec: CheckpointSpec, out_dir: Path) -> None:
         "random_weights": True,
         "seed": spec.seed,
         "generation_blocks": blocks,
+        # Random streams differ between CPU and CUDA generators: the same seed is the same model
+        # only when generated on the same kind of device.
+        "generated_on": torch.device(spec.device).type,
     }
     tmp = out_dir / f".{META_PARAMS}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(params, indent=2) + "\n")

@@ -55,7 +55,7 @@ from services.inference.config import EngineConfig  # noqa: E402
 from services.inference.engine import Engine, run_follower  # noqa: E402
 from services.inference.kv_cache import BlockAllocator  # noqa: E402
 from services.inference.model import ModelArgs, Transformer  # noqa: E402
-from services.inference.parallel import ParallelContext, init_parallel, local_kv_heads  # noqa: E402
+from services.inference.parallel import ParallelContext, init_parallel, local_kv_heads, split_dim  # noqa: E402
 from services.inference.ranks import StepBroadcaster  # noqa: E402
 from services.inference.runner import ModelRunner, build_runner  # noqa: E402
 
@@ -70,6 +70,7 @@ class BenchOptions:
     shards: int
     vocab: str
     seed: int
+    gen_device: str | None
     device: str
     dtype: str
     max_seq_len: int
@@ -98,7 +99,7 @@ def ensure_checkpoint(opts: BenchOptions, ctx: ParallelContext) -> dict[str, obj
     start = time.perf_counter()
     args = make_checkpoint.model_args(opts.shape, opts.layers, opts.vocab)
     spec = make_checkpoint.CheckpointSpec(
-        args, opts.shards, make_checkpoint.DTYPES["bf16"], opts.seed, str(ctx.device)
+        args, opts.shards, make_checkpoint.DTYPES["bf16"], opts.seed, opts.gen_device or str(ctx.device)
     )
     for shard in range(ctx.rank, opts.shards, ctx.world_size):
         make_checkpoint.write_shard(spec, shard, opts.ckpt_dir, progress=ctx.is_main)
@@ -309,6 +310,43 @@ def compare(
     return rows
 
 
+def weight_fingerprint(model: Transformer, ctx: ParallelContext) -> list[float]:
+    """[sum, sum of squares] of every weight of the whole model, in float64, whatever the MP
+    (replicated norms counted once): two runs compare tokens only if they ran the same weights."""
+    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    for name, param in model.named_parameters():
+        if split_dim(name) is None and not ctx.is_main:
+            continue
+        values = param.detach().double()
+        total += torch.stack((values.sum(), values.square().sum()))
+    if ctx.world_size > 1:
+        dist.all_reduce(total)
+    return [float(v) for v in total.tolist()]
+
+
+def same_weights(a: list[float], b: list[float]) -> bool:
+    return all(abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y)) for x, y in zip(a, b, strict=True))
+
+
+def check_reference(opts: BenchOptions, fingerprint: list[float]) -> None:
+    """Refuse (on every rank, before any timing) a reference made from other weights or dtype."""
+    if opts.reference is None:
+        return
+    reference = json.loads(opts.reference.read_text())
+    key = reference_key(opts.ckpt_dir, opts.dtype)
+    if {k: reference.get(k) for k in key} != key:
+        raise SystemExit(
+            f"{opts.reference} was written for another checkpoint or dtype ({reference.get('params')}, "
+            f"{reference.get('dtype')}): rerun the MP=1 run with --write-reference on {opts.ckpt_dir}"
+        )
+    if not same_weights(reference["weight_fingerprint"], fingerprint):
+        raise SystemExit(
+            f"{opts.reference} was written for different weights (fingerprint {reference['weight_fingerprint']} "
+            f"vs {fingerprint}): the checkpoint was generated differently (another device kind?); rerun "
+            "the MP=1 run with --write-reference on this checkpoint"
+        )
+
+
 def reference_key(ckpt_dir: Path, dtype: str) -> dict[str, object]:
     params = json.loads((ckpt_dir / "params.json").read_text())
     params.pop("generation_blocks", None)  # the block count never changes the weights' values
@@ -326,6 +364,7 @@ def run(opts: BenchOptions) -> dict[str, object] | None:
         result["gpu"] = torch.cuda.get_device_name(ctx.device)
     result |= ensure_checkpoint(opts, ctx)
     args = read_model_args(opts.ckpt_dir)
+    args = replace(args, max_seq_len=opts.max_seq_len)
     result["model"] = {**asdict(args), "hidden_dim": args.hidden_dim, "local_kv_heads": 0}
     _barrier(ctx)
     start = time.perf_counter()
@@ -333,6 +372,9 @@ def run(opts: BenchOptions) -> dict[str, object] | None:
     _sync(ctx.device)
     result["load_s"] = _reduce(ctx, time.perf_counter() - start, dist.ReduceOp.MAX)
     result["model"]["local_kv_heads"] = local_kv_heads(args, ctx.world_size)  # type: ignore[index]
+    fingerprint = weight_fingerprint(model, ctx)
+    result["weight_fingerprint"] = fingerprint
+    check_reference(opts, fingerprint)
     local_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     result["weight_gib_total"] = _reduce(ctx, local_bytes, dist.ReduceOp.SUM) / 2**30
     result["weight_gib_per_rank"] = _reduce(ctx, local_bytes, dist.ReduceOp.MAX) / 2**30
@@ -408,6 +450,7 @@ def correctness(result: dict[str, object], opts: BenchOptions) -> dict[str, obje
         reference = {
             **key,
             "world_size": result["world_size"],
+            "weight_fingerprint": result["weight_fingerprint"],
             "engine_tokens": engine_tokens,
             "eager_tokens": eager_tokens,
             "eager_gaps": gaps,
@@ -417,11 +460,6 @@ def correctness(result: dict[str, object], opts: BenchOptions) -> dict[str, obje
         out["reference_written"] = str(opts.write_reference)
     if opts.reference is not None:
         reference = json.loads(opts.reference.read_text())
-        if {k: reference[k] for k in key} != key:
-            raise SystemExit(
-                f"{opts.reference} was written for another checkpoint or dtype "
-                f"({reference['params']}, {reference['dtype']}): rerun the MP=1 run on {opts.ckpt_dir}"
-            )
         out["reference_world_size"] = reference["world_size"]
         out["engine_vs_reference_engine"] = compare(
             engine_tokens, reference["engine_tokens"], reference["eager_gaps"]
@@ -455,6 +493,11 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions | list[Path]:
     parser.add_argument("--shards", type=int, help="shard files of a checkpoint to build (default: ranks)")
     parser.add_argument("--vocab", default="32000", help="vocabulary of a checkpoint to build")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--gen-device",
+        help="where a checkpoint to build draws its random numbers (default: each rank's device; "
+        "cpu is slower but gives the same weights on any machine)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     parser.add_argument("--max-seq-len", type=int, default=4096)
@@ -505,6 +548,7 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions | list[Path]:
         shards=ns.shards or world,
         vocab=ns.vocab,
         seed=ns.seed,
+        gen_device=ns.gen_device,
         device=ns.device,
         dtype=ns.dtype,
         max_seq_len=ns.max_seq_len,

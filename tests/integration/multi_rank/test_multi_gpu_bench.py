@@ -50,3 +50,23 @@ def test_two_ranks_reproduce_the_single_rank_reference(tmp_path: Path) -> None:
     for key in ("batch1_decode_tok_s", "streams8_total_tok_s", "ttft_128_ms", "roofline_b1_tok_s"):
         assert mp2[key] > 0, key
     assert mp2["collectives_b1_eager_ms"] > 0 and "collectives_b1_eager_ms" not in mp1
+
+
+def test_a_reference_from_other_weights_is_refused_before_timing(tmp_path: Path) -> None:
+    reference = tmp_path / "ref.json"
+    bench(
+        1, "--ckpt-dir", str(tmp_path / "seed0"), "--out", str(tmp_path), "--write-reference", str(reference)
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = [BENCH, "--dry-run", "--ckpt-dir", str(tmp_path / "seed1"), "--seed", "1", "--out", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, *argv, "--reference", str(reference)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "was written for another checkpoint" in result.stderr
+    assert not (tmp_path / "multi_gpu_seed1_mp1.json").exists()
