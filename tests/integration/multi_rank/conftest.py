@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.support.processes import ROOT
@@ -25,7 +24,9 @@ def make_checkpoint(out: Path, shape: str, shards: int, *extra: str) -> Path:
     return out
 
 
-def run_ranks(ckpt: Path, world_size: int, out: Path, timeout: float = 180) -> RankResults:
+def run_ranks(
+    ckpt: Path, world_size: int, out: Path, timeout: float = 180, prompts: list[list[int]] | None = None
+) -> RankResults:
     """rank_worker on `world_size` ranks (plain python for 1, torchrun + gloo otherwise)."""
     out.mkdir(parents=True, exist_ok=True)
     # One thread per rank: the ranks already share the machine's cores.
@@ -35,13 +36,10 @@ def run_ranks(ckpt: Path, world_size: int, out: Path, timeout: float = 180) -> R
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world_size}"]
     worker = ["-m", "tests.integration.multi_rank.rank_worker", "--ckpt", str(ckpt)]
     worker += ["--tokenizer", str(ckpt / "tokenizer.model"), "--out", str(out)]
+    if prompts is not None:
+        worker += ["--prompts", json.dumps(prompts)]
     result = subprocess.run(
         [*launcher, *worker], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return [torch.load(out / f"rank{rank}.pt") for rank in range(world_size)]
-
-
-@pytest.fixture(scope="module")
-def ranks() -> Callable[[Path, int, Path], RankResults]:
-    return run_ranks

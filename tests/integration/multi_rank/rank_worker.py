@@ -8,6 +8,7 @@ greedy generations for fixed prompts, and saves them with the load time to OUT/r
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -25,18 +26,24 @@ LOGIT_ROWS = [[1, 5, 300, 41, 999, 17, 64, 2], [1, 800, 12, 13, 14, 15, 16, 900]
 PROMPTS = [[1, 300, 41, 999], [1, 12, 13, 14, 15, 16, 900], [1, 450, 7]]
 
 
-def run(ckpt: Path, tokenizer_path: Path, max_gen_len: int, dtype: torch.dtype) -> dict[str, object]:
+def run(
+    ckpt: Path,
+    tokenizer_path: Path,
+    max_gen_len: int,
+    dtype: torch.dtype,
+    prompts: list[list[int]] = PROMPTS,
+) -> dict[str, object]:
     # Llama.build's steps, with the checkpoint load timed on its own (not the rendezvous).
     ctx = init_parallel("cpu")
     tokenizer = Tokenizer(tokenizer_path)
     start = time.perf_counter()
     model = load_model(ckpt, ctx=ctx, dtype=dtype, max_seq_len=64, vocab_size=tokenizer.n_words)
     load_s = time.perf_counter() - start
-    llama = Llama(model, tokenizer, ctx, max_batch_size=len(PROMPTS))
+    llama = Llama(model, tokenizer, ctx, max_batch_size=len(prompts))
     with torch.inference_mode():
         logits = llama.model(torch.tensor(LOGIT_ROWS))
     start = time.perf_counter()
-    greedy, _ = llama.generate(PROMPTS, SamplingParams(temperature=0.0, max_gen_len=max_gen_len))
+    greedy, _ = llama.generate(prompts, SamplingParams(temperature=0.0, max_gen_len=max_gen_len))
     generate_s = time.perf_counter() - start
     return {
         "world_size": ctx.world_size,
@@ -54,8 +61,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-gen-len", type=int, default=8)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--prompts", type=json.loads, default=PROMPTS, help="JSON list of token id lists")
     args = parser.parse_args()
-    result = run(args.ckpt, args.tokenizer, args.max_gen_len, getattr(torch, args.dtype))
+    result = run(args.ckpt, args.tokenizer, args.max_gen_len, getattr(torch, args.dtype), args.prompts)
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.save(result, args.out / f"rank{rank}.pt")
     if dist.is_initialized():
