@@ -53,7 +53,7 @@ import make_checkpoint  # noqa: E402
 from services.inference.checkpoint import load_model, read_model_args  # noqa: E402
 from services.inference.config import EngineConfig  # noqa: E402
 from services.inference.engine import Engine, run_follower  # noqa: E402
-from services.inference.kv_cache import BlockAllocator  # noqa: E402
+from services.inference.kv_cache import BlockAllocator, blocks_for  # noqa: E402
 from services.inference.model import ModelArgs, Transformer  # noqa: E402
 from services.inference.parallel import ParallelContext, init_parallel, local_kv_heads, split_dim  # noqa: E402
 from services.inference.ranks import StepBroadcaster  # noqa: E402
@@ -77,6 +77,7 @@ class BenchOptions:
     max_batch_size: int
     prefill_chunk: int
     gpu_memory_utilization: float
+    num_kv_blocks: int | None
     compile: bool
     prompt_len: int
     new_tokens: int
@@ -202,6 +203,16 @@ def time_collectives(
 # -- engine ----------------------------------------------------------------------------------------
 
 
+def bench_kv_blocks(opts: BenchOptions, block_size: int) -> int:
+    """Enough KV blocks for the largest stream count at full length plus one longest TTFT prompt,
+    not "all free memory": a cache that fills the GPU leaves torch.compile no room (it OOMed on
+    the 7B single-GPU run), and the benchmark never needs more."""
+    per_stream = blocks_for(opts.prompt_len + opts.new_tokens, block_size)
+    # 512: inference_bench.measure_engine always times a 512-token prompt.
+    longest = blocks_for(max((*opts.ttft_lengths, 512, 130 + opts.check_tokens)) + 1, block_size)
+    return opts.max_batch_size * per_stream + longest + 8
+
+
 def engine_config(opts: BenchOptions, ctx: ParallelContext, num_kv_blocks: int | None) -> EngineConfig:
     cuda = ctx.device.type == "cuda"
     return EngineConfig(
@@ -224,7 +235,8 @@ def build_engine_runner(
     that every rank's storage must hold), captured; compile falls back to eager graphs everywhere
     if it fails anywhere."""
     info: dict[str, object] = {}
-    config = engine_config(opts, ctx, None)
+    explicit = opts.num_kv_blocks or bench_kv_blocks(opts, EngineConfig().kv_block_size)
+    config = engine_config(opts, ctx, explicit if opts.num_kv_blocks != 0 else None)
     runner, allocator = build_runner(model, config)
     agreed = int(_reduce(ctx, allocator.num_blocks, dist.ReduceOp.MIN))
     if agreed != allocator.num_blocks:
@@ -504,6 +516,11 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions | list[Path]:
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--prefill-chunk", type=int, default=512)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    parser.add_argument(
+        "--num-kv-blocks",
+        type=int,
+        help="KV blocks per rank (default: what the runs need; 0: size from --gpu-memory-utilization)",
+    )
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens of the decode runs")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per decode run")
@@ -555,6 +572,7 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions | list[Path]:
         max_batch_size=ns.max_batch_size,
         prefill_chunk=ns.prefill_chunk,
         gpu_memory_utilization=ns.gpu_memory_utilization,
+        num_kv_blocks=ns.num_kv_blocks,
         compile=ns.compile,
         prompt_len=ns.prompt_len,
         new_tokens=ns.new_tokens,
