@@ -1,11 +1,12 @@
-"""Issue 13 on CPU: load time and greedy tokens of an 8-shard 70B-shaped checkpoint at MP=1 vs MP=8.
+"""Issues 12/13 on CPU: load time and greedy tokens of a 13B/70B-shaped checkpoint, MP=1 vs MP=N.
 
-    python bench/multi_rank_cpu_check.py                  # 70B shape, 2 layers, bf16, MP 1 and 8
+    python bench/multi_rank_cpu_check.py                  # 70B shape, 2 layers, 8 shards, bf16, MP 1 and 8
     python bench/multi_rank_cpu_check.py --layers 1 --ranks 1,2,4,8 --dtype float32
+    python bench/multi_rank_cpu_check.py --shape 13B --layers 1 --ranks 1,2 --dtype float32   # 2 shards
 
-Writes (once) a random 70B-shaped checkpoint with bench/make_checkpoint.py (dim 8192, 64 query
-heads, 8 kv heads, FFN 28672, the given layers, the demo tokenizer's 1000-token vocabulary so its
-tokenizer runs too), then runs the CI tests' rank worker (tests/integration/multi_rank/rank_worker.py)
+Writes (once) a random checkpoint with bench/make_checkpoint.py in the release's shard count (70B:
+dim 8192, 64 query heads, 8 kv heads, FFN 28672, 8 shards; 13B: dim 5120, 40 heads, FFN 13824,
+2 shards), the given layers and the demo tokenizer's 1000-token vocabulary so its tokenizer runs too, then runs the CI tests' rank worker (tests/integration/multi_rank/rank_worker.py)
 at each MP: plain python for 1, torchrun + gloo with one thread per rank otherwise. The load bar is
 rank 0's tqdm. Load time is the slowest rank's `load_model` call, from a warm page cache (the
 checkpoint was just written or read), so it measures the read/cast/assemble work, not the disk.
@@ -31,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 import make_checkpoint  # noqa: E402
 
+RELEASE_SHARDS = {"7B": 1, "13B": 2, "70B": 8}
+
 
 def run_ranks(ckpt: Path, world_size: int, out: Path, dtype: str) -> tuple[list[dict[str, object]], float]:
     out.mkdir(parents=True, exist_ok=True)
@@ -52,17 +55,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--shape", default="70B", choices=sorted(RELEASE_SHARDS))
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--ranks", default="1,8", help="model-parallel sizes to run (1 first: the reference)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--work", type=Path, default=ROOT / ".work" / "multi_rank_cpu")
     opts = parser.parse_args()
 
-    ckpt = opts.work / f"70b-{opts.layers}L-8shards"
+    shards = RELEASE_SHARDS[opts.shape]
+    ckpt = opts.work / f"{opts.shape.lower()}-{opts.layers}L-{shards}shards"
+    args = make_checkpoint.model_args(opts.shape, opts.layers, "demo")
     if not (ckpt / "params.json").is_file():
-        args = make_checkpoint.model_args("70B", opts.layers, "demo")
         start = time.perf_counter()
-        make_checkpoint.write_checkpoint(make_checkpoint.CheckpointSpec(args, 8, torch.bfloat16), ckpt)
+        make_checkpoint.write_checkpoint(make_checkpoint.CheckpointSpec(args, shards, torch.bfloat16), ckpt)
         print(f"checkpoint written in {time.perf_counter() - start:.1f} s", flush=True)
     size = sum(f.stat().st_size for f in ckpt.glob("consolidated.*.pth"))
     rows = []
@@ -88,8 +93,9 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     header = {
-        "shape": f"70B (dim 8192, 64 heads, 8 kv heads, FFN 28672), {opts.layers} layers, vocab 1000",
-        "checkpoint": f"8 shards, bf16, {size / 2**30:.2f} GiB",
+        "shape": f"{opts.shape} (dim {args.dim}, {args.n_heads} heads, {args.kv_heads} kv heads, FFN "
+        f"{args.hidden_dim}), {opts.layers} layers, vocab {args.vocab_size}",
+        "checkpoint": f"{shards} shards, bf16, {size / 2**30:.2f} GiB",
         "dtype_loaded": opts.dtype,
         "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
         "torch": torch.__version__,
