@@ -85,6 +85,7 @@ class BenchOptions:
     streams: tuple[int, ...]
     ttft_lengths: tuple[int, ...]
     collective_reps: int
+    graph_collectives: bool
     reference: Path | None
     write_reference: Path | None
     out: Path
@@ -147,7 +148,12 @@ def _sync(device: torch.device) -> None:
 
 
 def time_collectives(
-    ctx: ParallelContext, args: ModelArgs, dtype: torch.dtype, batch: int, reps: int
+    ctx: ParallelContext,
+    args: ModelArgs,
+    dtype: torch.dtype,
+    batch: int,
+    reps: int,
+    graph_collectives: bool = True,
 ) -> dict[str, float]:
     """Milliseconds of one decode step's collectives at `batch` rows, as the sharded model issues
     them: 2 all-reduces of [b, 1, dim] per layer, one all-gather of [b, dim/N] (embedding) and one
@@ -183,7 +189,7 @@ def time_collectives(
     out = {f"collectives_b{batch}_eager_ms": timed(step)}
     # One all-reduce alone: the latency floor of each of the 2 * n_layers per step.
     out[f"allreduce_b{batch}_single_us"] = 1000 * timed(one)
-    if ctx.device.type == "cuda":
+    if ctx.device.type == "cuda" and graph_collectives:
         try:
             graph = torch.cuda.CUDAGraph()
             stream = torch.cuda.Stream()
@@ -394,7 +400,7 @@ def run(opts: BenchOptions) -> dict[str, object] | None:
     result["copy_bandwidth_gb_s_per_rank"] = bandwidth / 1e9
     result |= rooflines(args, opts, ctx, bandwidth, result["weight_gib_per_rank"] * 2**30, dtype)  # type: ignore[operator]
     for batch in (1, *[s for s in opts.streams if s <= opts.max_batch_size]):
-        result |= time_collectives(ctx, args, dtype, batch, opts.collective_reps)
+        result |= time_collectives(ctx, args, dtype, batch, opts.collective_reps, opts.graph_collectives)
     if ctx.is_main:
         print(json.dumps(result), flush=True)
 
@@ -530,6 +536,12 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions | list[Path]:
         "--ttft", default="512,2048", help="prompt lengths whose time to first token is timed"
     )
     parser.add_argument("--collective-reps", type=int, default=50)
+    parser.add_argument(
+        "--no-graph-collectives",
+        dest="graph_collectives",
+        action="store_false",
+        help="skip timing the collectives replayed from a CUDA graph (eager timing only)",
+    )
     parser.add_argument("--reference", type=Path, help="greedy tokens of an MP=1 run to compare with")
     parser.add_argument("--write-reference", type=Path, help="store this run's greedy tokens here")
     parser.add_argument(
@@ -580,6 +592,7 @@ def parse_options(argv: list[str] | None = None) -> BenchOptions | list[Path]:
         streams=tuple(int(s) for s in ns.streams.split(",") if s),
         ttft_lengths=tuple(int(s) for s in ns.ttft.split(",") if s),
         collective_reps=ns.collective_reps,
+        graph_collectives=ns.graph_collectives,
         reference=ns.reference,
         write_reference=ns.write_reference,
         out=ns.out,
