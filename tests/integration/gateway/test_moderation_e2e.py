@@ -28,7 +28,7 @@ from tests.integration.gateway.chat_session import (
     wait_for_health,
 )
 from tests.integration.gateway.scripted_model import write_scripted_checkpoint
-from tests.support.stack import Stack, StackConfig, demo_model, running_stack
+from tests.support.stack import Stack, StackConfig, demo_model, require_services, running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,7 @@ GREEDY = {"temperature": 0.0}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require_services()
     demo_ckpt, tokenizer = demo_model()
     scripted = tmp_path_factory.mktemp("scripted-model")
     write_scripted_checkpoint(demo_ckpt, tokenizer, scripted, SCRIPT, filler_tokens=400)

@@ -8,12 +8,13 @@ import pytest
 
 from tests.integration.gateway.chat_session import ChatSession, GatewayAddress, start
 from tests.support.processes import ServiceProcess, free_port, python_module
-from tests.support.stack import DEFAULT_POLICY, demo_model, write_api_keys
+from tests.support.stack import DEFAULT_POLICY, demo_model, require_services, write_api_keys
 
 pytestmark = pytest.mark.slow
 
 
 def test_turns_are_spread_round_robin_over_inference_replicas(tmp_path):
+    require_services()
     ckpt_dir, tokenizer = demo_model()
     common = ("--host", "127.0.0.1", "--metrics-port", "0", "--log-format", "text")
     replicas = []

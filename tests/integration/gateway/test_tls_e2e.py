@@ -9,13 +9,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.integration.gateway.chat_session import ChatSession, start
-from tests.support.stack import Stack, StackConfig, make_test_pki, running_stack
+from tests.support.stack import Stack, StackConfig, make_test_pki, require_services, running_stack
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require_services()
     tls = make_test_pki(tmp_path_factory.mktemp("pki"))
     with running_stack(tmp_path_factory.mktemp("tls-stack"), StackConfig(tls=tls)) as stack:
         yield stack
