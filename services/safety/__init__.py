@@ -1,0 +1,1 @@
+"""The safety service: judges dialogs against a policy with a pluggable transformers classifier."""

