@@ -30,9 +30,10 @@ def minilm_dir() -> Path:
 class EncoderConfig:
     model_dir: Path
     window: int = MINILM_WINDOW
-    # int8 dynamic quantization of the Linear layers: ~4x faster on CPU, what makes a 256-token
-    # check fit in ~15 ms on 2 cores. The head is trained on the quantized features.
-    quantize: bool = True
+    # "bf16" (default): ~2x faster than fp32 on CPUs with AVX512-BF16 and as accurate on the
+    # held-out split; "int8": dynamic quantization, a little faster but it costs ~10 points of
+    # recall at 5% false positives; "fp32". The head is trained on features of this precision.
+    precision: str = "bf16"
 
 
 class SentenceEncoder:
@@ -42,8 +43,12 @@ class SentenceEncoder:
             config.model_dir, local_files_only=True
         )
         model = AutoModel.from_pretrained(config.model_dir, local_files_only=True).eval()
-        if config.quantize:
+        if config.precision == "bf16":
+            model = model.to(torch.bfloat16)
+        elif config.precision == "int8":
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif config.precision != "fp32":
+            raise ValueError(f"precision must be bf16, int8 or fp32, not {config.precision!r}")
         self.model = model
         # [CLS] and [SEP] take two positions of the window.
         self.content_window = config.window - 2
@@ -68,6 +73,7 @@ class SentenceEncoder:
             mask[i, : len(row)] = 1
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
+        hidden = hidden.float()
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return torch.nn.functional.normalize(pooled, dim=-1)
 

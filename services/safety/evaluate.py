@@ -58,7 +58,9 @@ def main() -> None:
     for start in range(0, len(items), 32):
         batch = items[start : start + 32]
         judged = classifier.judge(batch)
-        verdicts += [apply_policy(policy, classifier, j, it.direction) for j, it in zip(judged, batch, strict=True)]
+        verdicts += [
+            apply_policy(policy, classifier, j, it.direction) for j, it in zip(judged, batch, strict=True)
+        ]
 
     per = {c.code: Counts() for c in policy.enabled}
     unsafe_total = blocked = benign_total = false_pos = 0
@@ -89,7 +91,9 @@ def main() -> None:
     for code, counts in per.items():
         print(counts.row(f"{code} {policy.category(code).name}"))
     print(f"\nUnsafe blocked: {blocked}/{unsafe_total} = {blocked / max(unsafe_total, 1):.1%}")
-    print(f"Benign flagged (false positives): {false_pos}/{benign_total} = {false_pos / max(benign_total, 1):.1%}\n")
+    print(
+        f"Benign flagged (false positives): {false_pos}/{benign_total} = {false_pos / max(benign_total, 1):.1%}\n"
+    )
     print("| kind | examples | flagged unsafe |")
     print("|---|---|---|")
     for kind, (n, flagged_n) in sorted(by_kind.items()):

@@ -23,7 +23,9 @@ class SafetyHead(nn.Module):
         super().__init__()
         self.labels = list(labels)
         self.hidden = hidden
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, len(labels)))
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, len(labels))
+        )
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Logits, one per label."""

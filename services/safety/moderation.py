@@ -33,7 +33,9 @@ def check_policy_fits(policy: Policy, classifier: Classifier) -> None:
         )
 
 
-def apply_policy(policy: Policy, classifier: Classifier, judgement: Judgement, direction: Direction) -> Verdict:
+def apply_policy(
+    policy: Policy, classifier: Classifier, judgement: Judgement, direction: Direction
+) -> Verdict:
     scores = []
     for category in policy.enabled:
         reported = [judgement.scores[s] for s in category.sources if s in judgement.scores]

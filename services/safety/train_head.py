@@ -1,6 +1,6 @@
 """Train the embedded classifier's head: `python -m services.safety.train_head`.
 
-Embeds the training split once with the (quantized) MiniLM encoder, then fits the small head on
+Embeds the training split once with the MiniLM encoder, then fits the small head on
 the cached embeddings: seconds on a CPU, and seeded, so the shipped head is reproducible.
 """
 
@@ -53,18 +53,18 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-quantize", action="store_true", help="train on fp32 encoder features")
+    parser.add_argument("--precision", choices=["bf16", "int8", "fp32"], default="bf16")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     examples = load_jsonl(args.train)
-    encoder = SentenceEncoder(EncoderConfig(minilm_dir(), quantize=not args.no_quantize))
+    encoder = SentenceEncoder(EncoderConfig(minilm_dir(), precision=args.precision))
     start = time.perf_counter()
     x = encoder.embed_texts([str(e["text"]) for e in examples])
     log.info("embedded %d examples in %.1fs", len(examples), time.perf_counter() - start)
     head = fit(x, targets(examples, LABELS), args.hidden, args.epochs, args.seed)
-    head.save(args.out, {"encoder": "all-MiniLM-L6-v2", "quantized": str(not args.no_quantize).lower()})
+    head.save(args.out, {"encoder": "all-MiniLM-L6-v2", "precision": args.precision})
     log.info("wrote %s", args.out)
 
 

@@ -35,8 +35,9 @@ class EmbeddedClassifier(Classifier):
     def __init__(self, config: EmbeddedConfig) -> None:
         self.config = config
         self.head, meta = SafetyHead.load(config.head_path)
-        quantized = meta.get("quantized", "true") == "true"
-        self.encoder = SentenceEncoder(EncoderConfig(config.encoder_dir or minilm_dir(), quantize=quantized))
+        self.encoder = SentenceEncoder(
+            EncoderConfig(config.encoder_dir or minilm_dir(), precision=meta.get("precision", "bf16"))
+        )
         self.version = f"head-{file_version(config.head_path)}"
 
     def labels(self) -> frozenset[str]:

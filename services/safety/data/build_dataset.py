@@ -930,7 +930,9 @@ def build(split: str, rng: random.Random) -> list[dict[str, object]]:
         for side in sides:
             if side in verb_pools:
                 fillers = getattr(side, split).fillers
-                examples += [_example(t.format(x=f), [code], "direct", split) for t in generic for f in fillers]
+                examples += [
+                    _example(t.format(x=f), [code], "direct", split) for t in generic for f in fillers
+                ]
     benign_fillers = getattr(BENIGN, split).fillers
     examples += [_example(t.format(x=f), [], "benign", split) for t in generic for f in benign_fillers]
 
@@ -938,7 +940,9 @@ def build(split: str, rng: random.Random) -> list[dict[str, object]]:
     sample = rng.sample(requests, k=min(len(requests), 200 if split == "train" else 30))
     for template, (text, code) in zip(itertools.cycle(jailbreak.templates), sample, strict=False):
         examples.append(_example(template.format(x=text), [code], "jailbreak", split))
-    for template, text in itertools.product(jailbreak.templates, getattr(BENIGN_ROLEPLAY_FILLERS, split).fillers):
+    for template, text in itertools.product(
+        jailbreak.templates, getattr(BENIGN_ROLEPLAY_FILLERS, split).fillers
+    ):
         examples.append(_example(template.format(x=text), [], "benign_roleplay", split))
 
     responses = getattr(UNSAFE_RESPONSES, split)

@@ -1,0 +1,96 @@
+"""`python -m services.safety`: load the policy and the classifier, then serve SafetyService.
+
+The port opens at once with health NOT_SERVING; it turns SERVING only once the classifier is
+loaded and has judged a warm-up item. A bad policy is a config error before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import torch
+
+from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
+from services.common.dialog import Message, Role
+from services.common.server import GrpcServer
+from services.safety.classifiers.factory import build_classifier
+from services.safety.config import SafetyConfig, build_parser, config_from_args
+from services.safety.moderation import SafetyChecker
+from services.safety.policy import PolicyError, load_policy
+from services.safety.servicer import SafetyServicer
+from services.safety.verdict import CheckItem, Direction
+
+SERVICE_NAME = "llamagate.v1.SafetyService"
+log = logging.getLogger("services.safety")
+
+
+async def serve(config: SafetyConfig) -> int:
+    policy = load_policy(config.policy_path)  # fail before binding anything
+    server = GrpcServer(config.server, [SERVICE_NAME])
+    holder = _LateServicer()
+    pb_grpc.add_SafetyServiceServicer_to_server(holder, server.server)
+    port = await server.start()
+    server.install_signal_handlers()
+    log.info(
+        "safety listening on %s:%d (NOT_SERVING until the classifier is loaded)", config.server.host, port
+    )
+    try:
+        classifier = await asyncio.to_thread(build_classifier, config, policy)
+        checker = SafetyChecker(policy, classifier, config.batcher)
+    except PolicyError as error:
+        log.error("config error: %s", error)
+        await server.stop()
+        return 2
+    checker.start()
+    await checker.check([CheckItem([Message(Role.USER, "warm-up")], Direction.INPUT)])
+    holder.target = SafetyServicer(checker)
+    await server.set_serving(True)
+    log.info("serving policy %s with %s %s", policy.name, classifier.id, classifier.version)
+    await server.wait_for_stop_request()
+    await server.stop()
+    await checker.stop()
+    return 0
+
+
+class _LateServicer(pb_grpc.SafetyServiceServicer):
+    """Registered before the classifier loads (so health can answer); forwards once it is ready."""
+
+    target: SafetyServicer | None = None
+
+    def _ready(self) -> SafetyServicer:
+        from services.common.errors import Unavailable
+
+        if self.target is None:
+            raise Unavailable("the safety classifier is still loading; retry when health is SERVING")
+        return self.target
+
+    async def Check(self, request, context):  # type: ignore[no-untyped-def]
+        return await self._ready().Check(request, context)
+
+    async def CheckStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        async for response in self._ready().CheckStream(request_iterator, context):
+            yield response
+
+    async def GetPolicy(self, request, context):  # type: ignore[no-untyped-def]
+        return await self._ready().GetPolicy(request, context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(build_parser().parse_args(argv))
+    # Everything the classifiers load is local; never reach for a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return asyncio.run(serve(config))
+    except PolicyError as error:
+        log.error("config error: %s", error)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

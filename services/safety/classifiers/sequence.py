@@ -1,0 +1,90 @@
+"""Any AutoModelForSequenceClassification checkpoint, with a label -> category map from config.
+
+The map (YAML/JSON: {model label: category code or null}) says which of the model's labels feed
+which policy category; labels mapped to null (e.g. "benign") are ignored. Multi-label checkpoints
+(problem_type multi_label_classification) get a sigmoid per label, others a softmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from services.safety.classifiers.base import Classifier, recent_windows
+from services.safety.head import file_version
+from services.safety.policy import PolicyError
+from services.safety.verdict import CheckItem, Judgement
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    model_dir: Path
+    label_map: Mapping[str, str | None]
+    max_windows: int = 4
+
+
+def load_label_map(path: Path) -> dict[str, str | None]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise PolicyError(f"cannot read label map {path}: {error}") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, str | None) for v in raw.values()):
+        raise PolicyError(f"{path}: expected a mapping of model label -> category code (or null)")
+    return {str(k): v for k, v in raw.items()}
+
+
+class SequenceClassifier(Classifier):
+    id = "sequence"
+
+    def __init__(self, config: SequenceConfig) -> None:
+        self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(config.model_dir, local_files_only=True)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            config.model_dir, local_files_only=True
+        ).eval()
+        id2label = {int(i): str(label) for i, label in self.model.config.id2label.items()}
+        unknown = set(config.label_map) - set(id2label.values())
+        if unknown:
+            raise PolicyError(
+                f"label map names {sorted(unknown)}, which the checkpoint does not have "
+                f"(its labels: {sorted(id2label.values())})"
+            )
+        # (output index, category code) for every mapped label.
+        self.outputs = [
+            (i, config.label_map[label]) for i, label in id2label.items() if config.label_map.get(label)
+        ]
+        self.multi_label = self.model.config.problem_type == "multi_label_classification"
+        max_len = int(getattr(self.model.config, "max_position_embeddings", 512))
+        self.content_window = min(max_len, self.tokenizer.model_max_length) - 2
+        weights = sorted(config.model_dir.glob("*.safetensors"))
+        self.version = file_version(weights[0]) if weights else "unknown"
+
+    def labels(self) -> frozenset[str]:
+        return frozenset(code for _, code in self.outputs if code)
+
+    @torch.inference_mode()
+    def judge(self, items: Sequence[CheckItem]) -> list[Judgement]:
+        rows, spans, tallies = [], [], []
+        for item in items:
+            ids = self.tokenizer(item.dialog[-1].content, add_special_tokens=False)["input_ids"]
+            windows = recent_windows(ids, self.content_window, self.config.max_windows)
+            spans.append((len(rows), len(rows) + len(windows.windows)))
+            rows.extend(self.tokenizer.build_inputs_with_special_tokens(w) for w in windows.windows)
+            tallies.append(windows)
+        batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+        logits = self.model(**batch).logits.float()
+        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        results = []
+        for (start, end), windows in zip(spans, tallies, strict=True):
+            worst = probs[start:end].max(dim=0).values
+            scores: dict[str, float] = {}
+            for index, code in self.outputs:
+                if code:
+                    scores[code] = max(scores.get(code, 0.0), float(worst[index]))
+            results.append(Judgement(scores, windows.judged_tokens, windows.truncated))
+        return results

@@ -1,0 +1,62 @@
+"""The safety service's configuration: one typed dataclass, built once from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
+from services.safety.batcher import BatcherConfig
+from services.safety.head import DEFAULT_HEAD
+from services.safety.policy import DEFAULT_POLICY
+
+DEFAULT_PORT = 50053
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    server: ServerConfig
+    policy_path: Path
+    classifier: str  # embedded | llama-guard | sequence
+    model_dir: Path | None
+    label_map: Path | None
+    head_path: Path
+    batcher: BatcherConfig
+    max_windows: int
+    threads: int | None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m services.safety", description="llamagate safety service")
+    parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="policy YAML file")
+    parser.add_argument("--classifier", choices=["embedded", "llama-guard", "sequence"], default="embedded")
+    parser.add_argument("--model-dir", type=Path, help="checkpoint directory (llama-guard, sequence)")
+    parser.add_argument("--label-map", type=Path, help="model label -> category code YAML (sequence)")
+    parser.add_argument("--head", type=Path, default=DEFAULT_HEAD, help="head weights (embedded)")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
+    parser.add_argument("--max-windows", type=int, default=4, help="windows judged per long text")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    add_server_arguments(parser, DEFAULT_PORT)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SafetyConfig:
+    if args.classifier in ("llama-guard", "sequence") and args.model_dir is None:
+        raise SystemExit(f"--classifier {args.classifier} needs --model-dir")
+    if args.classifier == "sequence" and args.label_map is None:
+        raise SystemExit("--classifier sequence needs --label-map")
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_windows < 1:
+        raise SystemExit("--max-batch and --max-windows must be >= 1, --max-wait-ms >= 0")
+    return SafetyConfig(
+        server=server_config_from_args(args),
+        policy_path=args.policy,
+        classifier=args.classifier,
+        model_dir=args.model_dir,
+        label_map=args.label_map,
+        head_path=args.head,
+        batcher=BatcherConfig(max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000),
+        max_windows=args.max_windows,
+        threads=args.threads,
+    )

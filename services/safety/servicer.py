@@ -1,0 +1,105 @@
+"""The gRPC edge of the safety service: protobuf <-> domain, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from llamagate.v1 import safety_service_pb2 as pb
+from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
+from llamagate.v1 import types_pb2
+from services.common.convert import messages_from_pb
+from services.common.errors import FieldViolation, InvalidRequest
+from services.safety.moderation import OutputStream, SafetyChecker
+from services.safety.verdict import CheckItem, Direction, Verdict
+
+_DIRECTION_FROM_PB = {
+    types_pb2.DIRECTION_INPUT: Direction.INPUT,
+    types_pb2.DIRECTION_OUTPUT: Direction.OUTPUT,
+}
+_DIRECTION_TO_PB = {d: p for p, d in _DIRECTION_FROM_PB.items()}
+
+
+def item_from_pb(item: pb.CheckItem, field: str) -> CheckItem:
+    direction = _DIRECTION_FROM_PB.get(item.direction)
+    if direction is None:
+        raise InvalidRequest(
+            f"{field}.direction is not set: use DIRECTION_INPUT or DIRECTION_OUTPUT",
+            [FieldViolation(f"{field}.direction", "unspecified")],
+        )
+    return CheckItem(messages_from_pb(item.dialog.messages, f"{field}.dialog.messages"), direction)
+
+
+def verdict_to_pb(verdict: Verdict) -> types_pb2.SafetyVerdict:
+    return types_pb2.SafetyVerdict(
+        safe=verdict.safe,
+        direction=_DIRECTION_TO_PB[verdict.direction],
+        categories=[
+            types_pb2.CategoryScore(code=c.code, name=c.name, score=c.score, violated=c.violated)
+            for c in verdict.categories
+        ],
+        classifier_id=verdict.classifier_id,
+        classifier_version=verdict.classifier_version,
+        judged_tokens=verdict.judged_tokens,
+        truncated=verdict.truncated,
+    )
+
+
+class SafetyServicer(pb_grpc.SafetyServiceServicer):
+    def __init__(self, checker: SafetyChecker) -> None:
+        self.checker = checker
+
+    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
+        items = [item_from_pb(item, f"items[{i}]") for i, item in enumerate(request.items)]
+        verdicts = await self.checker.check(items)
+        return pb.CheckResponse(verdicts=[verdict_to_pb(v) for v in verdicts])
+
+    async def CheckStream(
+        self, request_iterator: AsyncIterator[pb.CheckStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.CheckStreamResponse]:
+        stream: OutputStream | None = None
+        async for request in request_iterator:
+            action = request.WhichOneof("action")
+            if action == "context":
+                if stream is not None:
+                    raise InvalidRequest(
+                        "context was already sent: send it once, first, then only chunks",
+                        [FieldViolation("context", "sent twice")],
+                    )
+                stream = self.checker.output_stream(
+                    messages_from_pb(request.context.messages, "context.messages")
+                )
+            elif action == "chunk":
+                if stream is None:
+                    raise InvalidRequest(
+                        "a chunk came before the context: send the dialog as 'context' first",
+                        [FieldViolation("chunk", "before context")],
+                    )
+                index, verdict = await stream.add_chunk(request.chunk)
+                yield pb.CheckStreamResponse(chunk_index=index, verdict=verdict_to_pb(verdict))
+            else:
+                raise InvalidRequest(
+                    "a CheckStreamRequest must set 'context' or 'chunk'",
+                    [FieldViolation("action", "not set")],
+                )
+
+    async def GetPolicy(
+        self, request: pb.GetPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPolicyResponse:
+        policy = self.checker.policy
+        return pb.GetPolicyResponse(
+            name=policy.name,
+            categories=[
+                pb.PolicyCategory(
+                    code=c.code,
+                    name=c.name,
+                    description=c.description,
+                    threshold=c.threshold,
+                    enabled=c.enabled,
+                )
+                for c in policy.categories
+            ],
+            classifier_id=self.checker.classifier.id,
+            classifier_version=self.checker.classifier.version,
+        )
