@@ -59,8 +59,12 @@ class SequenceClassifier(Classifier):
             (i, config.label_map[label]) for i, label in id2label.items() if config.label_map.get(label)
         ]
         self.multi_label = self.model.config.problem_type == "multi_label_classification"
+        # The checkpoint's own special tokens around a text ([CLS] ... [SEP] for BERT), read off
+        # an empty encoding so any tokenizer family works.
+        empty = list(self.tokenizer("")["input_ids"])
+        self.prefix, self.suffix = empty[:1], empty[1:]
         max_len = int(getattr(self.model.config, "max_position_embeddings", 512))
-        self.content_window = min(max_len, self.tokenizer.model_max_length) - 2
+        self.content_window = min(max_len, self.tokenizer.model_max_length) - len(empty)
         weights = sorted(config.model_dir.glob("*.safetensors"))
         self.version = file_version(weights[0]) if weights else "unknown"
 
@@ -74,7 +78,7 @@ class SequenceClassifier(Classifier):
             ids = self.tokenizer(item.dialog[-1].content, add_special_tokens=False)["input_ids"]
             windows = recent_windows(ids, self.content_window, self.config.max_windows)
             spans.append((len(rows), len(rows) + len(windows.windows)))
-            rows.extend(self.tokenizer.build_inputs_with_special_tokens(w) for w in windows.windows)
+            rows.extend([*self.prefix, *w, *self.suffix] for w in windows.windows)
             tallies.append(windows)
         batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt")
         logits = self.model(**batch).logits.float()
