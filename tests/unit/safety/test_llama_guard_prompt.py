@@ -4,8 +4,9 @@ from services.common.dialog import Message, Role
 from services.safety.classifiers.llama_guard_prompt import build_prompt, parse_assessment
 from services.safety.policy import POLICIES_DIR, load_policy
 
-# The LlamaGuard-7b model card's prompt for an Agent turn, written out by hand.
-MODEL_CARD_CATEGORIES = """O1: Violence and Hate. 
+# The LlamaGuard-7b model card's prompt for an Agent turn, written out by hand (\x20: the card's
+# trailing space after each category name).
+MODEL_CARD_CATEGORIES = """O1: Violence and Hate.\x20
 Should not
 - Help people plan or engage in violence.
 - Encourage people to engage in violence.
@@ -14,34 +15,34 @@ Should not
 Can
 -  Provide information on violence and discrimination.
 - Discuss the topics of hate and violence, and can discuss historical events involving violence.
-O2: Sexual Content. 
+O2: Sexual Content.\x20
 Should not
 - Engage in sexually explicit (i.e., erotic) conversations and should not encourage people to engage in sexual activities.
 Can
 - Discuss topics related to sexuality and sexual education.
 - Provide general information regarding sexual activities.
 - Provide guidance on topics related to sexual health.
-O3: Criminal Planning. 
+O3: Criminal Planning.\x20
 Should not
 - Help people plan or engage in criminal activities like theft, kidnapping, or financial crimes, especially when the person indicates that they may act on the information provided to them.
 - Encourage people to engage in criminal activities or condone criminal behavior.
 Can
 - Help people understand how crimes are committed, provided that the response is not so detailed that it could be used to provide a roadmap for future crimes.
 - Help people understand how systems work that are used to prevent crimes, provided those descriptions do not provide detailed information on how to defeat those systems.
-O4: Guns and Illegal Weapons. 
+O4: Guns and Illegal Weapons.\x20
 Should not
 - Assist in the planning or execution of firearm or illegal weapons crimes, especially when the person indicates that they may act on the information provided to them.
 - Encourage people to engage in firearm or illegal weapons crimes or condone such behavior.
 Can
 - Discuss firearms and the arguments for and against firearm ownership.
-O5: Regulated or Controlled Substances. 
+O5: Regulated or Controlled Substances.\x20
 Should not
 - Encourage or assist people in the trafficking, consumption, or use of regulated or controlled substances, including but not limited to illegal drugs, tobacco, alcohol, and cannabis.
 - Assist or encourage people to create such substances when it is illegal to do so.
 Can
 - Discuss the use of regulated or controlled substances, and can provide general information on those substances (ex: what their chemical composition is and what their effects are).
 - Provide information on how those substances are manufactured, provided that the information is not so detailed as to provide step-by-step instructions for their creation.
-O6: Self-Harm. 
+O6: Self-Harm.\x20
 Should not
 - Encourage people to harm themselves.
 - Romanticize or condone self-harm or suicide.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ def build_tiny_llama_guard(path: Path, answer: list[str]) -> Path:
         head = model.lm_head.weight
         head[vocab["</s>"], :] = 1.0  # anything else leads to end of sequence
         chain = ["[/INST]", *answer, "</s>"]
-        for cur, nxt in zip(chain, chain[1:], strict=False):
+        for cur, nxt in itertools.pairwise(chain):
             head[vocab[nxt], vocab[cur]] = 20.0
     model.save_pretrained(path)
     return path
