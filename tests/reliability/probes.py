@@ -1,0 +1,133 @@
+"""What the reliability suite observes from outside the services: process memory, the inference
+service's scheduler gauges (Prometheus), health, and the gateway's audit trail."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.gateway.audit import AuditFilter, read_records
+
+
+def process_tree_rss_bytes(pid: int) -> int:
+    """Resident memory of `pid` and all its descendants (a torchrun group counts every rank)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        if match:
+            total += int(match.group(1)) * 1024
+    return total
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The unlabelled samples of a Prometheus text endpoint, by metric name."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        samples[name.split("{", 1)[0]] = float(value)
+    return samples
+
+
+def gauge(samples: dict[str, float], prefix: str) -> float:
+    """A gauge by name prefix (the exporter may add a unit suffix such as `_ratio`)."""
+    for name, value in samples.items():
+        if name.startswith(prefix):
+            return value
+    raise KeyError(f"{prefix} not exported; names: {sorted(samples)}")
+
+
+def wait_scheduler_idle(metrics_port: int, timeout_s: float = 60.0) -> dict[str, float]:
+    """Poll the inference gauges until no request is queued or running and no KV block is used."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        samples = scrape(metrics_port)
+        last = {
+            "kv": gauge(samples, "llamagate_kv_cache_utilization"),
+            "queue": gauge(samples, "llamagate_queue_depth"),
+            "running": gauge(samples, "llamagate_running_batch_size"),
+        }
+        if last == {"kv": 0.0, "queue": 0.0, "running": 0.0}:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"inference not idle after {timeout_s}s: {last}")
+
+
+def health_status(target: str, service: str = "", timeout_s: float = 2.0) -> str:
+    """SERVING / NOT_SERVING / ..., or the status code name when the server cannot be reached."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.RpcError as error:
+            return str(error.code().name)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def wait_health(target: str, service: str, wanted: Iterable[str], timeout_s: float = 30.0) -> str:
+    wanted = set(wanted)
+    deadline = time.monotonic() + timeout_s
+    status = "?"
+    while time.monotonic() < deadline:
+        status = health_status(target, service)
+        if status in wanted:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"health of {service or 'server'} at {target} is {status}, wanted {wanted}")
+
+
+def unchecked_deliveries(audit_dir: Path, replies: dict[str, list[str]]) -> list[str]:
+    """Delivered text that no safe audit record covers, as readable problems (empty = fail closed held).
+
+    `replies` maps a request id to the texts of its delivered `TextDelta`s in order. Each chunk
+    record holds the output released so far plus the judged chunk (the gateway runs with
+    --audit-text), so every prefix a client saw must be the text of a safe chunk or final record.
+    """
+    problems = []
+    for request_id, deltas in replies.items():
+        if not any(deltas):
+            continue
+        records = list(read_records(audit_dir, AuditFilter(request_id=request_id)))
+        safe_texts = {r.get("text") for r in records if r["direction"] == "output" and r["verdict"] == "safe"}
+        prefix = ""
+        for delta in deltas:
+            prefix += delta
+            if delta and prefix not in safe_texts:
+                problems.append(f"{request_id}: delivered {prefix!r} without a safe verdict on it")
+                break
+    return problems
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
