@@ -66,16 +66,16 @@ def main() -> None:
     unsafe_total = blocked = benign_total = false_pos = 0
     by_kind: dict[str, list[int]] = {}
     for ex, verdict in zip(examples, verdicts, strict=True):
-        gold = set(ex["labels"])
+        labels = set(map(str, ex["labels"]))  # type: ignore[call-overload]
         flagged = set(verdict.violated)
         for code, counts in per.items():
-            counts.tp += code in gold and code in flagged
-            counts.fp += code not in gold and code in flagged
-            counts.fn += code in gold and code not in flagged
-        kind = by_kind.setdefault(str(ex["kind"]), [0, 0])
-        kind[0] += 1
-        kind[1] += not verdict.safe
-        if gold:
+            counts.tp += code in labels and code in flagged
+            counts.fp += code not in labels and code in flagged
+            counts.fn += code in labels and code not in flagged
+        tally = by_kind.setdefault(str(ex["kind"]), [0, 0])
+        tally[0] += 1
+        tally[1] += not verdict.safe
+        if labels:
             unsafe_total += 1
             blocked += not verdict.safe
         else:
@@ -94,6 +94,18 @@ def main() -> None:
     print(
         f"Benign flagged (false positives): {false_pos}/{benign_total} = {false_pos / max(benign_total, 1):.1%}\n"
     )
+    # The trade-off at one uniform threshold for every category: information only, the policy's
+    # thresholds were not chosen from this table.
+    worst = [max((c.score for c in v.categories), default=0.0) for v in verdicts]
+    is_unsafe = [bool(ex["labels"]) for ex in examples]
+    print("| uniform threshold | unsafe blocked | benign flagged |")
+    print("|---|---|---|")
+    for threshold in (0.3, 0.5, 0.7, 0.8, 0.9):
+        hit = [w >= threshold for w in worst]
+        tpr = sum(h for h, g in zip(hit, is_unsafe, strict=True) if g) / max(unsafe_total, 1)
+        fpr = sum(h for h, g in zip(hit, is_unsafe, strict=True) if not g) / max(benign_total, 1)
+        print(f"| {threshold:.1f} | {tpr:.1%} | {fpr:.1%} |")
+    print()
     print("| kind | examples | flagged unsafe |")
     print("|---|---|---|")
     for kind, (n, flagged_n) in sorted(by_kind.items()):

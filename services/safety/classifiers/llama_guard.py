@@ -71,7 +71,7 @@ class LlamaGuardClassifier(Classifier):
             excess = len(ids) - self.window
             if excess >= len(content_ids):
                 raise ValueError(f"the Llama Guard prompt alone exceeds the {self.window}-token window")
-            kept = self.tokenizer.decode(content_ids[excess + 1 :])
+            kept = str(self.tokenizer.decode(content_ids[excess + 1 :]))
             turns = [Message(last.role, kept)]
 
     @torch.inference_mode()
@@ -91,7 +91,7 @@ class LlamaGuardClassifier(Classifier):
         codes = [c.code for c in self.categories]
         results = []
         for row, p_unsafe, (ids, truncated) in zip(generated, first, fitted, strict=True):
-            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            text = str(self.tokenizer.decode(row, skip_special_tokens=True))
             assessment = parse_assessment(text, codes)
             score = p_unsafe if assessment.well_formed else 1.0
             results.append(

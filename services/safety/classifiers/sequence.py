@@ -73,7 +73,9 @@ class SequenceClassifier(Classifier):
 
     @torch.inference_mode()
     def judge(self, items: Sequence[CheckItem]) -> list[Judgement]:
-        rows, spans, tallies = [], [], []
+        rows: list[list[int]] = []
+        spans: list[tuple[int, int]] = []
+        tallies = []
         for item in items:
             ids = self.tokenizer(item.dialog[-1].content, add_special_tokens=False)["input_ids"]
             windows = recent_windows(ids, self.content_window, self.config.max_windows)

@@ -60,7 +60,7 @@ def agent(text: str) -> t.Message:
     return t.Message(role=t.ROLE_ASSISTANT, content=text)
 
 
-def item(*messages: t.Message, direction: int = t.DIRECTION_INPUT) -> pb.CheckItem:
+def item(*messages: t.Message, direction: t.Direction.ValueType = t.DIRECTION_INPUT) -> pb.CheckItem:
     return pb.CheckItem(dialog=t.Dialog(messages=list(messages)), direction=direction)
 
 
