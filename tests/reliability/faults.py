@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from services.gateway.audit import AuditFilter, read_records
 from tests.reliability.loadgen import OK_FINISHES, LoadConfig, LoadReport, ReplyOutcome, run_load
-from tests.reliability.probes import unchecked_deliveries
+from tests.reliability.probes import audit_stages, unchecked_deliveries
 
 # Endings a reply may have while a service is killed (docs/reliability.md): UNAVAILABLE (a
 # backend or the gateway is down, retry), RESOURCE_EXHAUSTED (shed), and CANCELLED /
@@ -73,7 +72,8 @@ def check_fault_report(report: LoadReport, audit_dir: Path, recovered_at: float)
     assert problems == [], problems[:5]
     after = [o for o in report.outcomes if o.ended_at > recovered_at]
     assert any(o.finish in OK_FINISHES for o in after), f"no reply completed after recovery: {endings}"
+    audited = audit_stages(audit_dir)
     for outcome in report.outcomes:
         if outcome.finish in ("FINISH_REASON_STOP", "FINISH_REASON_LENGTH"):
-            stages = [r["stage"] for r in read_records(audit_dir, AuditFilter(request_id=outcome.request_id))]
+            stages = audited.get(outcome.request_id, [])
             assert stages[:1] == ["input"] and stages[-1:] == ["final"], (outcome.request_id, stages)

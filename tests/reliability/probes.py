@@ -13,7 +13,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.gateway.audit import AuditFilter, read_records
+from services.gateway.audit import read_records
 
 
 def process_tree_rss_bytes(pid: int) -> int:
@@ -110,19 +110,27 @@ def unchecked_deliveries(audit_dir: Path, replies: dict[str, list[str]]) -> list
     record holds the output released so far plus the judged chunk (the gateway runs with
     --audit-text), so every prefix a client saw must be the text of a safe chunk or final record.
     """
+    safe_texts: dict[str, set[str]] = {}
+    for record in read_records(audit_dir):
+        if record["direction"] == "output" and record["verdict"] == "safe" and "text" in record:
+            safe_texts.setdefault(record["request_id"], set()).add(record["text"])
     problems = []
     for request_id, deltas in replies.items():
-        if not any(deltas):
-            continue
-        records = list(read_records(audit_dir, AuditFilter(request_id=request_id)))
-        safe_texts = {r.get("text") for r in records if r["direction"] == "output" and r["verdict"] == "safe"}
         prefix = ""
         for delta in deltas:
             prefix += delta
-            if delta and prefix not in safe_texts:
-                problems.append(f"{request_id}: delivered {prefix!r} without a safe verdict on it")
+            if delta and prefix not in safe_texts.get(request_id, set()):
+                problems.append(f"{request_id!r}: delivered {prefix!r} without a safe verdict on it")
                 break
     return problems
+
+
+def audit_stages(audit_dir: Path) -> dict[str, list[str]]:
+    """The stages (input, chunk, final) audited for each request id, in file order."""
+    stages: dict[str, list[str]] = {}
+    for record in read_records(audit_dir):
+        stages.setdefault(record["request_id"], []).append(record["stage"])
+    return stages
 
 
 def pid_alive(pid: int) -> bool:

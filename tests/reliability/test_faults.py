@@ -8,6 +8,9 @@ every completed reply has its full audit trail (input ... final).
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import time
 
 import pytest
@@ -16,6 +19,7 @@ from tests.reliability.conftest import ReliabilityStack
 from tests.reliability.faults import BackgroundLoad, check_fault_report
 from tests.reliability.loadgen import OK_FINISHES, LoadConfig, ReplyOutcome
 from tests.reliability.probes import health_status, wait_health
+from tests.reliability.ranks import as_torchrun_group, rank_pids
 from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -91,3 +95,33 @@ def test_kill_9_gateway_loses_no_audit_record_and_recovers(rstack: ReliabilitySt
         report = load.stop()
     # Includes the replies cut by the kill: what they delivered was audited before release.
     check_fault_report(report, stack.audit_dir, recovered_at)
+
+
+def test_kill_9_of_one_rank_of_a_2_rank_inference_group(rstack: ReliabilityStack) -> None:
+    stack = rstack.stack
+    as_torchrun_group(stack.inference, nproc=2)
+    try:
+        wait_health(stack.gateway_target, "llamagate.v1.InferenceService", {"SERVING"}, timeout_s=15)
+        with _traffic(rstack) as load:
+            load.wait_for("replies before the fault", _completed(STREAMS), timeout_s=60)
+            ranks = rank_pids(stack.inference.proc.pid)  # type: ignore[union-attr]
+            assert sorted(ranks) == [0, 1], ranks
+            killed_at = time.monotonic()
+            os.kill(ranks[1], signal.SIGKILL)
+            # Rank 0 cannot serve without its peer: the group goes down (or reports NOT_SERVING).
+            wait_health(stack.gateway_target, "llamagate.v1.InferenceService", {"NOT_SERVING"}, timeout_s=60)
+            load.wait_for("UNAVAILABLE while a rank is gone", _failed_with("UNAVAILABLE", killed_at), 60)
+            stack.inference.kill()  # what is left of the group (torchrun ends it; this makes sure)
+            stack.inference.start(timeout_s=180)
+            wait_health(stack.gateway_target, "llamagate.v1.InferenceService", {"SERVING"}, timeout_s=15)
+            recovered_at = time.monotonic()
+            load.wait_for("replies after recovery", _completed(STREAMS, recovered_at), timeout_s=60)
+            report = load.stop()
+        check_fault_report(report, stack.audit_dir, recovered_at)
+    finally:
+        # Later modules get the single-process inference service back (same port).
+        argv = list(stack.inference.argv)
+        if "torch.distributed.run" in argv:
+            stack.inference.kill()
+            stack.inference.argv = [sys.executable, *argv[argv.index("-m", 3) :]]
+            stack.inference.start(timeout_s=120)
