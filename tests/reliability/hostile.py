@@ -163,3 +163,21 @@ def raw_chat_requests(draw: st.DrawFn) -> bytes:
     if kind == "turn":
         return length_delimited(2, length_delimited(1, bad))
     return bytes(draw(st.binary(max_size=64)))
+
+
+@st.composite
+def raw_unary_requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    """(method, serialized request) for the backends' unary calls with invalid UTF-8 or garbage."""
+    bad = draw(invalid_utf8) if draw(st.booleans()) else bytes(draw(st.binary(min_size=1, max_size=32)))
+    message = b"\x08\x02" + length_delimited(2, bad)
+    return draw(
+        st.sampled_from(
+            [
+                ("/llamagate.v1.InferenceService/Tokenize", length_delimited(1, bad)),
+                (
+                    "/llamagate.v1.SafetyService/Check",
+                    length_delimited(1, length_delimited(1, length_delimited(1, message))),
+                ),
+            ]
+        )
+    )

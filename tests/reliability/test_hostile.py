@@ -27,6 +27,7 @@ from tests.reliability.hostile import (
     complete_requests,
     generate_requests,
     raw_chat_requests,
+    raw_unary_requests,
     tokenize_requests,
 )
 from tests.reliability.probes import health_status
@@ -101,6 +102,17 @@ def test_raw_bytes_with_invalid_utf8(
     )
     code = _status_of_stream(chat(iter([payload]), metadata=rstack.stack.metadata, timeout=CALL_DEADLINE_S))
     _assert_allowed(code, payload)
+
+
+@FUZZ
+@given(call=raw_unary_requests())
+def test_raw_bytes_to_the_backends(channels: dict[str, grpc.Channel], call: tuple[str, bytes]) -> None:
+    method, payload = call
+    channel = channels["inference" if "Inference" in method else "safety"]
+    unary = channel.unary_unary(
+        method, request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw
+    )
+    _assert_allowed(_status_of_unary(unary, payload), call)
 
 
 @FUZZ
