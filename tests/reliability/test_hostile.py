@@ -3,6 +3,7 @@ allow-list before their deadline, and leave every service healthy."""
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -183,6 +184,28 @@ def test_huge_dialog_of_many_messages_is_refused(rstack: ReliabilityStack) -> No
         start=chat_pb.ChatStart(messages=dialog, sampling=types_pb2.SamplingParams(max_gen_len=4))
     )
     assert _chat_error(rstack, [request]).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_deeply_multi_turn_conversation_ends_at_the_context_limit(rstack: ReliabilityStack) -> None:
+    """The kept dialog grows every turn; the turn that no longer fits is refused with the numbers."""
+    outbox: queue.Queue[chat_pb.ChatRequest | None] = queue.Queue()
+    words = " ".join(f"word{i}" for i in range(30))
+    outbox.put(_start(words, max_gen_len=2))
+    replies = 0
+    with rstack.stack.gateway_channel() as channel:
+        call = chat_grpc.ChatServiceStub(channel).Chat(
+            iter(outbox.get, None), metadata=rstack.stack.metadata, timeout=120
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            for event in call:
+                if event.HasField("done"):
+                    replies += 1
+                    assert replies < 100, "the conversation never hit the context limit"
+                    outbox.put(chat_pb.ChatRequest(turn=chat_pb.ChatTurn(content=words)))
+        outbox.put(None)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
+    assert "tokens" in (info.value.details() or "")
+    assert replies >= 2
 
 
 def test_services_are_healthy_after_the_fuzzing(rstack: ReliabilityStack) -> None:
