@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from services.common.server import ServerConfig
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -49,12 +46,3 @@ class EngineConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    ckpt_dir: Path
-    tokenizer_path: Path
-    model_name: str
-    engine: EngineConfig
-    server: ServerConfig = field(default_factory=ServerConfig)

@@ -100,18 +100,11 @@ class StepCache:
     fresh: bool
 
     def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        b, t, heads, head_dim = q.shape
-        k_cache = self.storage.k[layer_id].view(-1, k.shape[2], head_dim)
-        v_cache = self.storage.v[layer_id].view(-1, v.shape[2], head_dim)
-        k_cache[self.slots] = k.reshape(-1, k.shape[2], head_dim)
-        v_cache[self.slots] = v.reshape(-1, v.shape[2], head_dim)
+        t = q.shape[1]
+        paged_attention.write_kv(self.storage.k, self.storage.v, layer_id, self.slots, k, v)
         if t == 1:
             out = paged_attention.decode(
-                q[:, 0],
-                self.storage.k[layer_id],
-                self.storage.v[layer_id],
-                self.block_tables,
-                self.context_lens,
+                q[:, 0], self.storage.k, self.storage.v, layer_id, self.block_tables, self.context_lens
             )
             return out.unsqueeze(1)
         if self.fresh:
@@ -139,3 +132,33 @@ class StepCache:
             attn_mask=mask.unsqueeze(1),
             enable_gqa=True,
         ).transpose(1, 2)
+
+
+def plan_num_blocks(
+    *,
+    explicit: int | None,
+    block_bytes: int,
+    device: torch.device,
+    gpu_memory_utilization: float,
+    cpu_budget_bytes: int,
+    reserve_bytes: int,
+) -> int:
+    """How many KV blocks to allocate: explicit, else what fits the memory budget.
+
+    On CUDA the budget is `gpu_memory_utilization` of the card minus what is already in use (the
+    weights) minus `reserve_bytes` for activations and CUDA graphs; on CPU it is `cpu_budget_bytes`.
+    """
+    if explicit is not None:
+        return explicit
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        budget = int(total * gpu_memory_utilization) - (total - free) - reserve_bytes
+    else:
+        budget = cpu_budget_bytes
+    blocks = budget // block_bytes
+    if blocks < 2:
+        raise RuntimeError(
+            f"no memory left for the KV cache ({budget / 2**30:.2f} GiB budget, {block_bytes} bytes per block): "
+            "raise --gpu-memory-utilization, use more GPUs (MP), or set --num-kv-blocks"
+        )
+    return int(blocks)

@@ -67,6 +67,7 @@ if triton is not None:
         HEAD_DIM: tl.constexpr,
         BLOCK_SIZE: tl.constexpr,
         BLOCK_N: tl.constexpr,
+        IEEE: tl.constexpr,
     ):
         # One program per (row, kv head): the GROUP query heads sharing that kv head are one
         # small matrix, so each key/value is read once for all of them (grouped-query attention).
@@ -91,13 +92,20 @@ if triton is not None:
             offsets = block * stride_kb + (n % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
             k = tl.load(K + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
             v = tl.load(V + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k)) * scale
+            # fp32 caches (CPU-parity checks) must not silently drop to tf32.
+            if IEEE:
+                s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+            else:
+                s = tl.dot(q, tl.trans(k)) * scale
             s = tl.where(valid[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, 1))
             alpha = tl.exp(m - m_new)
             p = tl.exp(s - m_new[:, None])
             l_sum = l_sum * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            if IEEE:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m = m_new
         out = acc / l_sum[:, None]
         tl.store(
@@ -108,8 +116,10 @@ if triton is not None:
 
     @torch.library.custom_op("llamagate::paged_decode", mutates_args=())
     def _paged_decode(
-        q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor
+        q: Tensor, k_all: Tensor, v_all: Tensor, layer: int, block_tables: Tensor, context_lens: Tensor
     ) -> Tensor:
+        k_cache, v_cache = k_all[layer], v_all[layer]
+        context_lens = context_lens.contiguous()
         b, heads, head_dim = q.shape
         kv_heads = k_cache.shape[2]
         group = heads // kv_heads
@@ -136,16 +146,43 @@ if triton is not None:
             HEAD_DIM=head_dim,
             BLOCK_SIZE=k_cache.shape[1],
             BLOCK_N=64,
+            IEEE=q.dtype == torch.float32,
             num_warps=4,
         )
         return out
 
     @_paged_decode.register_fake
-    def _(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor) -> Tensor:
+    def _(
+        q: Tensor, k_all: Tensor, v_all: Tensor, layer: int, block_tables: Tensor, context_lens: Tensor
+    ) -> Tensor:
         return torch.empty_like(q)
 
 
-def decode(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor) -> Tensor:
+@torch.library.custom_op("llamagate::write_kv", mutates_args=("k_all", "v_all"))
+def _write_kv(k_all: Tensor, v_all: Tensor, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> None:
+    kv_heads, head_dim = k.shape[-2:]
+    k_all[layer].view(-1, kv_heads, head_dim).index_copy_(0, slots, k.reshape(-1, kv_heads, head_dim))
+    v_all[layer].view(-1, kv_heads, head_dim).index_copy_(0, slots, v.reshape(-1, kv_heads, head_dim))
+
+
+@_write_kv.register_fake
+def _(k_all: Tensor, v_all: Tensor, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> None:
+    return None
+
+
+def write_kv(k_all: Tensor, v_all: Tensor, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> None:
+    """Store new keys/values at flat cache slots of one layer, in place.
+
+    An opaque op taking the whole cache (not a view of it) so torch.compile updates the cache in
+    place; traced as a plain index_put on a view it clones the whole cache every step.
+    """
+    torch.ops.llamagate.write_kv(k_all, v_all, layer, slots, k, v)
+
+
+def decode(
+    q: Tensor, k_all: Tensor, v_all: Tensor, layer: int, block_tables: Tensor, context_lens: Tensor
+) -> Tensor:
+    """q [b, h, d]; k_all/v_all [layers, num_blocks, block_size, kvh, d] -> [b, h, d] for `layer`."""
     if q.is_cuda and triton is not None:
-        return torch.ops.llamagate.paged_decode(q, k_cache, v_cache, block_tables, context_lens)
-    return decode_reference(q, k_cache, v_cache, block_tables, context_lens)
+        return torch.ops.llamagate.paged_decode(q, k_all, v_all, layer, block_tables, context_lens)
+    return decode_reference(q, k_all[layer], v_all[layer], block_tables, context_lens)

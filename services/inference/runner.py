@@ -17,7 +17,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from services.inference.config import EngineConfig
-from services.inference.kv_cache import PAD_SLOT, KVStorage, StepCache
+from services.inference.kv_cache import (
+    PAD_SLOT,
+    BlockAllocator,
+    KVStorage,
+    StepCache,
+    blocks_for,
+    bytes_per_block,
+    plan_num_blocks,
+)
 from services.inference.model import Transformer
 from services.inference.sampling import sample
 from services.inference.scheduler import StepPlan
@@ -36,7 +44,7 @@ class StepResult:
 
 
 def graph_batch_sizes(max_batch_size: int) -> list[int]:
-    sizes = [1, 2, 4, 8] + list(range(16, max_batch_size + 1, 8))
+    sizes = [1, 2, 4, 8, *range(16, max_batch_size + 1, 8)]
     return sorted({s for s in sizes if s <= max_batch_size} | {max_batch_size})
 
 
@@ -52,6 +60,7 @@ class ModelRunner:
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
         self._ints: Tensor | None = None
         self._floats: Tensor | None = None
+        self._forward: Callable[[Tensor], Tensor] = self._decode_logits
 
     @torch.inference_mode()
     def run(self, plan: StepPlan) -> StepResult:
@@ -91,8 +100,8 @@ class ModelRunner:
 
     # -- CUDA graphs -----------------------------------------------------------------------
 
-    def _decode_step(self, ints: Tensor, floats: Tensor) -> Tensor:
-        """The captured decode step: packed inputs -> [2, b] (tokens, logprobs) as float64."""
+    def _decode_logits(self, ints: Tensor) -> Tensor:
+        """The decode forward on packed inputs -> last-token logits [b, V] (the part we compile)."""
         positions = ints[:, _POSITION : _POSITION + 1]
         cache = StepCache(
             self.storage,
@@ -102,8 +111,12 @@ class ModelRunner:
             positions=positions,
             fresh=False,
         )
-        logits = self.model(ints[:, _TOKEN : _TOKEN + 1], positions, cache)
-        tokens, logprobs = sample(logits[:, -1], floats[:, 0], floats[:, 1], ints[:, _SEED], ints[:, _STEP])
+        return self.model(ints[:, _TOKEN : _TOKEN + 1], positions, cache)[:, -1]
+
+    def _decode_step(self, ints: Tensor, floats: Tensor) -> Tensor:
+        """The captured decode step: packed inputs -> [2, b] (tokens, logprobs) as float64."""
+        logits = self._forward(ints)
+        tokens, logprobs = sample(logits, floats[:, 0], floats[:, 1], ints[:, _SEED], ints[:, _STEP])
         return torch.stack((tokens.double(), logprobs.double()))
 
     @torch.inference_mode()
@@ -118,9 +131,11 @@ class ModelRunner:
         self._ints[:, _LENGTH] = 1
         self._floats = torch.zeros(biggest, 2, dtype=torch.float32, device=self.device)
         self._floats[:, 1] = 1.0
-        step: Callable[[Tensor, Tensor], Tensor] = self._decode_step
+        # Only the forward is compiled: it is where fusion pays (norms, rotary, SwiGLU), and
+        # inductor has failed on the sampler's sort/gather/argmax reduction (torch 2.11).
         if self.config.compile:
-            step = torch.compile(self._decode_step, fullgraph=True)
+            self._forward = torch.compile(self._decode_logits, fullgraph=True)
+        step = self._decode_step
         pool = torch.cuda.graph_pool_handle()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -163,3 +178,40 @@ class ModelRunner:
         graph.replay()
         result = out[:, :b].cpu()
         return StepResult(result[0].long().tolist(), result[1].tolist(), {})
+
+
+def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner, BlockAllocator]:
+    """KV storage sized for this rank's heads (after sharding) and a runner over it."""
+    args = model.args
+    weight = model.layers[0].attention.wk.weight
+    kv_heads = weight.shape[0] // args.head_dim
+    dtype, device = weight.dtype, weight.device
+    block_bytes = bytes_per_block(args.n_layers, kv_heads, args.head_dim, config.kv_block_size, dtype)
+    # Activations of the largest prefill chunk (fp32 logits dominate) plus graph pools.
+    reserve = 4 * config.prefill_chunk * (args.vocab_size * 4 + args.hidden_dim * 8) + 2**30
+    num_blocks = plan_num_blocks(
+        explicit=config.num_kv_blocks,
+        block_bytes=block_bytes,
+        device=device,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        cpu_budget_bytes=config.kv_cache_bytes,
+        reserve_bytes=reserve,
+    )
+    storage = KVStorage(
+        n_layers=args.n_layers,
+        num_blocks=num_blocks,
+        block_size=config.kv_block_size,
+        kv_heads=kv_heads,
+        head_dim=args.head_dim,
+        dtype=dtype,
+        device=device,
+    )
+    log.info(
+        "KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens)",
+        num_blocks,
+        config.kv_block_size,
+        num_blocks * block_bytes / 2**30,
+        (num_blocks - 1) * config.kv_block_size,
+    )
+    runner = ModelRunner(model, storage, config, blocks_for(config.max_seq_len, config.kv_block_size))
+    return runner, BlockAllocator(num_blocks)

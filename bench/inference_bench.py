@@ -1,0 +1,514 @@
+"""Inference engine benchmark: a Llama-2-shaped model with random weights, our engine vs the
+plain eager model and Hugging Face transformers, on one GPU, in one run.
+
+    python bench/inference_bench.py                       # 7B: correctness, batch 1/8/32/64, TTFT, HF
+    python bench/inference_bench.py --shape 13B --quick   # batch 1 and 32 streams, TTFT
+    python bench/inference_bench.py --shape 70B --layers 8 --quick
+    python bench/inference_bench.py --device cpu --shape tiny --new-tokens 8   # dry run on CPU
+
+The engine is driven in-process (no gRPC, so no generated stubs are needed on the GPU machine);
+timestamps are taken on the engine thread as each token is emitted. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.inference.config import EngineConfig  # noqa: E402
+from services.inference.engine import Engine  # noqa: E402
+from services.inference.model import CONFIGS, ModelArgs, Transformer  # noqa: E402
+from services.inference.request import Delta, Done, Event, Failed, GenerationRequest, Started  # noqa: E402
+from services.inference.kv_cache import blocks_for  # noqa: E402
+from services.inference.runner import build_runner  # noqa: E402
+from services.inference.sampling import SamplingParams  # noqa: E402
+
+SHAPES = {**CONFIGS, "tiny": ModelArgs(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=64)}
+
+
+class IdTokenizer:
+    """Stands in for sentencepiece: random weights emit any of 32000 ids, and EOS must never end a run."""
+
+    bos_id = 1
+    eos_id = -1
+
+    def __init__(self, n_words: int) -> None:
+        self.n_words = n_words
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(0x4E00 + i % 20000) for i in ids)
+
+
+@dataclass
+class Record:
+    submitted: float
+    first: float | None = None
+    last: float | None = None
+    tokens: list[int] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+def run_requests(
+    engine: Engine, prompts: list[list[int]], new_tokens: int, temperature: float = 0.0
+) -> list[Record]:
+    records = []
+    for i, prompt in enumerate(prompts):
+        record = Record(time.perf_counter())
+
+        def sink(event: Event, r: Record = record) -> None:
+            now = time.perf_counter()
+            if isinstance(event, Delta) and event.token_ids and not event.echo:
+                r.first = r.first or now
+                r.last = now
+                r.tokens.extend(event.token_ids)
+            elif isinstance(event, Failed):
+                r.error = event.error.message
+                r.done.set()
+            elif isinstance(event, Done):
+                r.done.set()
+            elif not isinstance(event, Started | Delta):
+                raise AssertionError(event)
+
+        params = SamplingParams(temperature=temperature, top_p=0.9, max_gen_len=new_tokens)
+        engine.submit(GenerationRequest(f"bench-{i}", tuple(prompt), params, seed=i), sink)
+        records.append(record)
+    for record in records:
+        if not record.done.wait(600):
+            raise TimeoutError("a benchmark request did not finish in 600 s")
+        if record.error:
+            raise RuntimeError(record.error)
+    return records
+
+
+def random_prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [[1, *torch.randint(3, vocab, (length - 1,), generator=g).tolist()] for _ in range(n)]
+
+
+def build_model(args: ModelArgs, device: torch.device, dtype: torch.dtype, seed: int) -> Transformer:
+    """Random weights made on the device (a 70B-wide layer takes minutes to fill on the host)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            model = Transformer(args)
+    finally:
+        torch.set_default_dtype(previous)
+    model.to_empty(device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            else:
+                fan_in = param.shape[-1] if name != "tok_embeddings.weight" else 1
+                param.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
+    model.build_rope(device)
+    return model.eval().requires_grad_(False)
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
+    if device.type != "cuda":
+        return float("nan")
+    src = torch.empty(2**30, dtype=torch.uint8, device=device).random_(0, 255)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    times = []
+    for _ in range(20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    del src, dst
+    return 2 * 2**30 / statistics.median(times)
+
+
+def eager_greedy(model: Transformer, prompt: list[int], n: int) -> tuple[list[int], list[float]]:
+    """The plain eager model, no cache: recompute the whole sequence for every token.
+
+    Returns the tokens and, per token, the gap between the two best logits (small gap = near tie).
+    """
+    tokens, gaps = list(prompt), []
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for _ in range(n):
+            logits = model(torch.tensor([tokens], device=device))[0, -1]
+            top = logits.topk(2).values
+            gaps.append(float(top[0] - top[1]))
+            tokens.append(int(logits.argmax()))
+    return tokens[len(prompt) :], gaps
+
+
+def check_correctness(engine: Engine, model: Transformer, vocab: int, n_tokens: int) -> dict[str, object]:
+    prompts = [random_prompts(1, length, vocab, seed)[0] for seed, length in enumerate([7, 33, 130, 300])]
+    records = run_requests(engine, prompts, n_tokens)
+    results = []
+    for prompt, record in zip(prompts, records, strict=True):
+        expected, gaps = eager_greedy(model, prompt, n_tokens)
+        match = next(
+            (i for i, (a, b) in enumerate(zip(record.tokens, expected, strict=True)) if a != b), None
+        )
+        # bf16 kernels differ in rounding: a divergence is acceptable only at a near tie.
+        ok = match is None or gaps[match] < 0.05 * max(1.0, abs(gaps[0]))
+        results.append(
+            {
+                "prompt_len": len(prompt),
+                "first_mismatch": match,
+                "gap_there": None if match is None else gaps[match],
+                "ok": ok,
+            }
+        )
+    return {"ok": all(r["ok"] for r in results), "prompts": results}
+
+
+def measure_engine(
+    engine: Engine, vocab: int, args: argparse.Namespace, streams: list[int]
+) -> dict[str, object]:
+    out: dict[str, object] = {}
+    n = args.new_tokens
+    run_requests(engine, random_prompts(2, args.prompt_len, vocab, 99), 8)  # warm the prefill shapes
+    (one,) = run_requests(engine, random_prompts(1, args.prompt_len, vocab, 1), n)
+    assert one.first is not None and one.last is not None
+    out["batch1_decode_tok_s"] = (len(one.tokens) - 1) / (one.last - one.first)
+    for count in streams:
+        records = run_requests(
+            engine, random_prompts(count, args.prompt_len, vocab, count), n, temperature=0.8
+        )
+        start = min(r.submitted for r in records)
+        end = max(r.last or 0.0 for r in records)
+        total = sum(len(r.tokens) for r in records)
+        out[f"streams{count}_total_tok_s"] = total / (end - start)
+        out[f"streams{count}_p50_ttft_ms"] = 1000 * statistics.median(
+            (r.first or 0) - r.submitted for r in records
+        )
+    ttfts = []
+    for seed in range(5):
+        (record,) = run_requests(engine, random_prompts(1, 512, vocab, 1000 + seed), 1)
+        ttfts.append((record.first or 0) - record.submitted)
+    out["ttft_512_ms"] = 1000 * statistics.median(ttfts)
+    return out
+
+
+def hf_model(model: Transformer, dtype: torch.dtype, device: torch.device):  # type: ignore[no-untyped-def]
+    """transformers' Llama with our weights (q/k rows permuted to HF's rotate-half layout)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    a = model.args
+    config = LlamaConfig(
+        hidden_size=a.dim,
+        intermediate_size=a.hidden_dim,
+        num_hidden_layers=a.n_layers,
+        num_attention_heads=a.n_heads,
+        num_key_value_heads=a.kv_heads,
+        vocab_size=a.vocab_size,
+        max_position_embeddings=a.max_seq_len,
+        rms_norm_eps=a.norm_eps,
+        rope_theta=a.rope_theta,
+        tie_word_embeddings=False,
+    )
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            hf = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+
+    def permute(w: torch.Tensor, heads: int) -> torch.Tensor:
+        rows, cols = w.shape
+        return w.view(heads, rows // heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+    ours = dict(model.named_parameters())
+    state = {
+        "model.embed_tokens.weight": ours["tok_embeddings.weight"],
+        "model.norm.weight": ours["norm.weight"],
+        "lm_head.weight": ours["output.weight"],
+    }
+    for i in range(a.n_layers):
+        p, q = f"layers.{i}.", f"model.layers.{i}."
+        state |= {
+            q + "self_attn.q_proj.weight": permute(ours[p + "attention.wq.weight"], a.n_heads),
+            q + "self_attn.k_proj.weight": permute(ours[p + "attention.wk.weight"], a.kv_heads),
+            q + "self_attn.v_proj.weight": ours[p + "attention.wv.weight"],
+            q + "self_attn.o_proj.weight": ours[p + "attention.wo.weight"],
+            q + "mlp.gate_proj.weight": ours[p + "feed_forward.w1.weight"],
+            q + "mlp.up_proj.weight": ours[p + "feed_forward.w3.weight"],
+            q + "mlp.down_proj.weight": ours[p + "feed_forward.w2.weight"],
+            q + "input_layernorm.weight": ours[p + "attention_norm.weight"],
+            q + "post_attention_layernorm.weight": ours[p + "ffn_norm.weight"],
+        }
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if "rotary" not in m]:
+        raise RuntimeError(f"weight mapping mismatch: missing {missing}, unexpected {unexpected}")
+    return hf.eval()
+
+
+def hf_tok_s(hf, batch: int, prompt_len: int, new_tokens: int, vocab: int, **kwargs: object) -> float:  # type: ignore[no-untyped-def]
+    device = next(hf.parameters()).device
+    ids = torch.tensor(random_prompts(batch, prompt_len, vocab, 7), device=device)
+    mask = torch.ones_like(ids)
+    common = dict(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
+    with torch.inference_mode():
+        hf.generate(ids, attention_mask=mask, **common, **kwargs)  # warm-up (and compile)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = hf.generate(ids, attention_mask=mask, **common, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return batch * (out.shape[1] - prompt_len) / elapsed
+
+
+def hf_first_tokens(hf, prompt: list[int], n: int) -> list[int]:  # type: ignore[no-untyped-def]
+    device = next(hf.parameters()).device
+    ids = torch.tensor([prompt], device=device)
+    with torch.inference_mode():
+        out = hf.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+    return out[0, len(prompt) :].tolist()
+
+
+def bench_shape(
+    args: argparse.Namespace, shape: str, device: torch.device, dtype: torch.dtype, bandwidth: float
+) -> dict[str, object]:
+    name, _, layer_text = shape.partition(":")
+    layers = int(layer_text) if layer_text else args.layers
+    model_args = replace(SHAPES[name], max_seq_len=args.max_seq_len)
+    if layers:
+        model_args = replace(model_args, n_layers=layers)
+    label = name + (f"-{layers}L" if layers else "")
+    result: dict[str, object] = {"shape": label}
+    t0 = time.perf_counter()
+    model = build_model(model_args, device, dtype, seed=0)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    result["weight_gib"] = weight_bytes / 2**30
+    result["roofline_tok_s"] = bandwidth / weight_bytes
+    config = EngineConfig(
+        max_seq_len=args.max_seq_len,
+        max_batch_size=args.max_batch_size,
+        device=device.type,
+        dtype=str(dtype).removeprefix("torch."),
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        num_kv_blocks=args.num_kv_blocks,
+        prefill_chunk=args.prefill_chunk,
+        compile=args.compile and device.type == "cuda",
+        cuda_graphs=device.type == "cuda",
+    )
+    runner, allocator = build_runner(model, config)
+    result["kv_blocks"] = allocator.usable_blocks
+    t1 = time.perf_counter()
+    try:
+        runner.capture()
+    except Exception as error:  # noqa: BLE001 - record why compile failed, measure the eager graphs
+        result["compile_error"] = f"{type(error).__name__}: {error}"[:800]
+        print("compile failed:", result["compile_error"], flush=True)
+    if "compile_error" in result:
+        # Rebuilt outside the except block: its traceback would keep the first KV cache alive.
+        config = replace(config, compile=False)
+        del runner
+        gc.collect()
+        torch.cuda.empty_cache()
+        runner, allocator = build_runner(model, config)
+        runner.capture()
+    result["compiled"] = config.compile
+    result["capture_s"] = time.perf_counter() - t1
+    engine = Engine(config, runner, IdTokenizer(model_args.vocab_size), allocator)  # type: ignore[arg-type]
+    engine.start()
+    try:
+        if not args.quick:
+            result["correctness"] = check_correctness(engine, model, model_args.vocab_size, args.check_tokens)
+            print("correctness:", json.dumps(result["correctness"]), flush=True)
+        streams = [32] if args.quick else [8, 32, 64]
+        streams = [s for s in streams if s <= args.max_batch_size]
+        result |= measure_engine(engine, model_args.vocab_size, args, streams)
+        stats = engine.stats()
+        result["free_blocks_after"] = stats.free_blocks
+        result["preemptions"] = stats.preemptions
+    finally:
+        engine.stop(drain=False, timeout_s=60)
+    if device.type == "cuda":
+        result["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    print(json.dumps(result), flush=True)
+    del engine, runner, allocator
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if config.compile and not args.quick:
+        # The same engine with CUDA graphs of the eager step: what compiling buys.
+        plain = replace(
+            config, compile=False, num_kv_blocks=64 * blocks_for(args.max_seq_len, config.kv_block_size)
+        )
+        runner, allocator = build_runner(model, plain)
+        runner.capture()
+        engine = Engine(plain, runner, IdTokenizer(model_args.vocab_size), allocator)  # type: ignore[arg-type]
+        engine.start()
+        try:
+            (one,) = run_requests(
+                engine, random_prompts(1, args.prompt_len, model_args.vocab_size, 1), args.new_tokens
+            )
+            assert one.first is not None and one.last is not None
+            result["graphs_no_compile_batch1_tok_s"] = (len(one.tokens) - 1) / (one.last - one.first)
+        finally:
+            engine.stop(drain=False, timeout_s=60)
+        del engine, runner, allocator
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if not args.quick and not args.skip_hf:
+        try:
+            hf = hf_model(model, dtype, device)
+            prompt = random_prompts(1, 33, model_args.vocab_size, 1)[0]
+            ours, _ = eager_greedy(model, prompt, 16)
+            result["hf_same_tokens_as_eager"] = hf_first_tokens(hf, prompt, 16) == ours
+            n = args.hf_new_tokens
+            result["hf_eager_b1_tok_s"] = hf_tok_s(hf, 1, args.prompt_len, n, model_args.vocab_size)
+            result["hf_eager_b64_tok_s"] = hf_tok_s(
+                hf, min(64, args.max_batch_size), args.prompt_len, n, model_args.vocab_size
+            )
+            print(json.dumps(result), flush=True)
+            if device.type == "cuda":
+                result["hf_static_compiled_b1_tok_s"] = hf_tok_s(
+                    hf, 1, args.prompt_len, n, model_args.vocab_size, cache_implementation="static"
+                )
+                print(json.dumps(result), flush=True)
+            if device.type == "cuda" and args.hf_static_b8:
+                result["hf_static_compiled_b8_tok_s"] = hf_tok_s(
+                    hf, 8, args.prompt_len, n, model_args.vocab_size, cache_implementation="static"
+                )
+        except Exception as error:  # noqa: BLE001 - a baseline failing must not lose our numbers
+            result["hf_error"] = f"{type(error).__name__}: {error}"[:500]
+        finally:
+            hf = None
+    result["shape_wall_s"] = time.perf_counter() - t0
+    del model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    return result
+
+
+def table(results: list[dict[str, object]]) -> str:
+    keys = [
+        "weight_gib",
+        "roofline_tok_s",
+        "batch1_decode_tok_s",
+        "streams8_total_tok_s",
+        "streams32_total_tok_s",
+        "streams64_total_tok_s",
+        "streams32_p50_ttft_ms",
+        "ttft_512_ms",
+        "peak_gpu_gib",
+        "kv_blocks",
+        "capture_s",
+        "compiled",
+        "graphs_no_compile_batch1_tok_s",
+        "hf_eager_b1_tok_s",
+        "hf_eager_b64_tok_s",
+        "hf_static_compiled_b1_tok_s",
+        "hf_static_compiled_b8_tok_s",
+    ]
+    lines = [
+        "| metric | " + " | ".join(str(r["shape"]) for r in results) + " |",
+        "| --- |" + " --- |" * len(results),
+    ]
+    for key in keys:
+        cells = []
+        for r in results:
+            value = r.get(key)
+            cells.append("" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value))
+        if any(cells):
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    for r in results:
+        if "correctness" in r:
+            lines.append(f"\ncorrectness {r['shape']}: {json.dumps(r['correctness'])}")
+        if "compile_error" in r:
+            lines.append(f"\ncompile error {r['shape']}: {r['compile_error']}")
+        if "hf_error" in r:
+            lines.append(f"\nHF error {r['shape']}: {r['hf_error']}")
+        if "hf_same_tokens_as_eager" in r:
+            lines.append(f"\nHF greedy == our eager model ({r['shape']}): {r['hf_same_tokens_as_eager']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--shape",
+        default="7B",
+        help="comma list of 7B, 13B, 70B, tiny; NAME:LAYERS overrides n_layers (70B:8)",
+    )
+    parser.add_argument("--layers", type=int, help="override n_layers (e.g. a 70B-wide model on one GPU)")
+    parser.add_argument("--quick", action="store_true", help="batch 1, 32 streams and TTFT only; no HF")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--hf-new-tokens", type=int, default=128)
+    parser.add_argument("--check-tokens", type=int, default=32)
+    parser.add_argument("--max-seq-len", type=int, default=4096)
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--prefill-chunk", type=int, default=512)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    parser.add_argument("--num-kv-blocks", type=int)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument(
+        "--hf-static-b8", action="store_true", help="also HF static cache at batch 8 (one more compile)"
+    )
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "inference_bench.json")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    header: dict[str, object] = {"torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        header["gpu"] = torch.cuda.get_device_name(device)
+    bandwidth = copy_bandwidth(device)
+    header["copy_bandwidth_gb_s"] = bandwidth / 1e9
+    print(json.dumps(header), flush=True)
+    results = []
+    for shape in args.shape.split(","):
+        results.append(bench_shape(args, shape, device, dtype, bandwidth))
+        args.out.write_text(json.dumps({"header": header, "results": results}, indent=2))
+    print(json.dumps(header))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
