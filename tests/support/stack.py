@@ -41,6 +41,14 @@ DEMO_DIR = ROOT / ".work" / "demo"
 DEFAULT_POLICY = ROOT / "services" / "safety" / "policies" / "llama_guard.yaml"
 
 
+def telemetry_flags(service: str) -> tuple[str, ...]:
+    """Quiet telemetry flags (no metrics port, text logs) for services whose command line has them."""
+    wired = any(
+        "add_telemetry_arguments(" in p.read_text() for p in (ROOT / "services" / service).glob("*.py")
+    )
+    return ("--metrics-port", "0", "--log-format", "text") if wired else ()
+
+
 def missing_services() -> list[str]:
     """Service entry points (python -m services.X) that do not exist in this checkout."""
     return [
@@ -192,7 +200,7 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
     write_api_keys(keys_file, api_key, config.tenants)
     audit_dir = workdir / "audit"
     inference_port, safety_port, gateway_port = free_port(), free_port(), free_port()
-    common: tuple[str, ...] = ("--host", "127.0.0.1", "--metrics-port", "0", "--log-format", "text")
+    common: tuple[str, ...] = ("--host", "127.0.0.1")
     backend_tls: tuple[str, ...] = ()
     if config.tls is not None:
         common += ("--tls-cert", str(config.tls.server_cert), "--tls-key", str(config.tls.server_key),
@@ -207,6 +215,7 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
             "--tokenizer-path", str(tokenizer),
             "--port", str(inference_port),
             *common,
+            *telemetry_flags("inference"),
             *config.inference_args,
         ),
         inference_port,
@@ -220,6 +229,7 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
             "--classifier", "embedded",
             "--port", str(safety_port),
             *common,
+            *telemetry_flags("safety"),
             *config.safety_args,
         ),
         safety_port,
@@ -235,6 +245,7 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
             "--audit-dir", str(audit_dir),
             "--port", str(gateway_port),
             *common,
+            *telemetry_flags("gateway"),
             *backend_tls,
             *config.gateway_args,
         ),
