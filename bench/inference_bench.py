@@ -369,7 +369,7 @@ def bench_shape(
     if config.compile and not args.quick:
         # The same engine with CUDA graphs of the eager step: what compiling buys.
         plain = replace(
-            config, compile=False, num_kv_blocks=64 * blocks_for(args.max_seq_len, config.kv_block_size)
+            config, compile=False, num_kv_blocks=2 * blocks_for(args.max_seq_len, config.kv_block_size)
         )
         runner, allocator = build_runner(model, plain)
         runner.capture()
