@@ -46,13 +46,13 @@ def decode_reference(
 if triton is not None:
 
     @triton.jit
-    def _decode_kernel(
+    def _decode_kernel(  # type: ignore[no-untyped-def]
         Q,
         K,
         V,
         BT,
         LENS,
-        O,
+        O,  # noqa: E741
         scale,
         stride_qb,
         stride_qh,

@@ -183,8 +183,8 @@ class ModelRunner:
 def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner, BlockAllocator]:
     """KV storage sized for this rank's heads (after sharding) and a runner over it."""
     args = model.args
-    weight = model.layers[0].attention.wk.weight
-    kv_heads = weight.shape[0] // args.head_dim
+    weight: Tensor = model.get_parameter("layers.0.attention.wk.weight")
+    kv_heads = int(weight.shape[0]) // args.head_dim
     dtype, device = weight.dtype, weight.device
     block_bytes = bytes_per_block(args.n_layers, kv_heads, args.head_dim, config.kv_block_size, dtype)
     # Activations of the largest prefill chunk (fp32 logits dominate) plus graph pools.
