@@ -1,0 +1,151 @@
+"""`torchrun --nproc_per_node MP -m services.inference --ckpt-dir DIR --tokenizer-path FILE ...`
+
+Every rank loads its shard and builds the same runner; rank 0 serves gRPC and schedules, the
+others run each broadcast step until rank 0 sends the end. Plain `python -m` is MP 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from services.common.errors import Unavailable
+from services.common.server import GrpcServer, ServerConfig, add_server_arguments, server_config_from_args
+from services.inference.checkpoint import load_model
+from services.inference.config import EngineConfig
+from services.inference.engine import Engine, run_follower
+from services.inference.parallel import ParallelContext, init_parallel
+from services.inference.ranks import StepBroadcaster
+from services.inference.runner import build_runner
+from services.inference.tokenizer import Tokenizer
+
+log = logging.getLogger("services.inference")
+SERVICE = "llamagate.v1.InferenceService"
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    ckpt_dir: Path
+    tokenizer_path: Path
+    model_name: str
+    engine: EngineConfig
+    server: ServerConfig
+
+
+def parse_config(argv: list[str] | None = None) -> InferenceConfig:
+    p = argparse.ArgumentParser(prog="python -m services.inference", description=__doc__)
+    p.add_argument("--ckpt-dir", type=Path, required=True)
+    p.add_argument("--tokenizer-path", type=Path, required=True)
+    p.add_argument("--model-name", default="")
+    p.add_argument("--max-seq-len", type=int, default=4096)
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--kv-block-size", type=int, default=16)
+    p.add_argument("--num-kv-blocks", type=int)
+    p.add_argument("--max-queue", type=int, default=256)
+    p.add_argument("--prefill-chunk", type=int, default=512)
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--no-compile", action="store_true", help="CUDA graphs of the eager decode step")
+    add_server_arguments(p, default_port=50052)
+    a = p.parse_args(argv)
+    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    engine = EngineConfig(
+        max_seq_len=a.max_seq_len,
+        max_batch_size=a.max_batch_size,
+        kv_block_size=a.kv_block_size,
+        num_kv_blocks=a.num_kv_blocks,
+        gpu_memory_utilization=a.gpu_memory_utilization,
+        max_queue=a.max_queue,
+        prefill_chunk=a.prefill_chunk,
+        device=device,
+        dtype=dtype,
+        compile=not a.no_compile,
+    )
+    try:
+        engine.validate()
+    except ValueError as error:
+        p.error(str(error))
+    return InferenceConfig(
+        a.ckpt_dir, a.tokenizer_path, a.model_name or a.ckpt_dir.name, engine, server_config_from_args(a)
+    )
+
+
+async def serve(
+    config: InferenceConfig, engine: Engine, tokenizer: Tokenizer, ctx: ParallelContext, info: object
+) -> int:
+    from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
+    from services.inference.servicer import InferenceServicer
+
+    server = GrpcServer(config.server, [SERVICE])
+    pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(engine, tokenizer, info), server.server)  # type: ignore[arg-type]
+    port = await server.start()
+    server.install_signal_handlers()
+    engine.start()
+    await server.set_serving(True)
+    log.info("inference service SERVING on %s:%d (MP %d)", config.server.host, port, ctx.world_size)
+
+    async def watchdog() -> None:
+        while engine.failure is None:
+            if engine.stalled_for() > config.engine.step_timeout_s:
+                engine.fail(Unavailable("an inference rank stopped answering; retry on another replica"))
+            await asyncio.sleep(1.0)
+        await server.set_serving(False)
+        server.request_stop()
+
+    dog = asyncio.create_task(watchdog())
+    await server.wait_for_stop_request()
+    dog.cancel()
+    await server.stop()
+    await asyncio.to_thread(engine.stop, True, config.server.grace_s)
+    return 0 if engine.failure is None else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = parse_config(argv)
+    ctx = init_parallel(config.engine.device)
+    if not ctx.is_main:
+        # Followers stop when rank 0 broadcasts the end, after its drain; torchrun's SIGTERM must not cut it short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tokenizer = Tokenizer(config.tokenizer_path)
+    model = load_model(
+        config.ckpt_dir,
+        ctx=ctx,
+        dtype=getattr(torch, config.engine.dtype),
+        max_seq_len=config.engine.max_seq_len,
+        vocab_size=tokenizer.n_words,
+    )
+    runner, allocator = build_runner(model, config.engine)
+    runner.capture()
+    broadcaster = StepBroadcaster(ctx.rank) if ctx.world_size > 1 else None
+    if not ctx.is_main:
+        assert broadcaster is not None
+        run_follower(runner, broadcaster)
+        return
+    from services.inference.demo import is_demo_checkpoint
+    from services.inference.servicer import model_info
+
+    info = model_info(
+        config.model_name,
+        model.args,
+        ctx.world_size,
+        config.engine.max_batch_size,
+        is_demo_checkpoint(config.ckpt_dir),
+    )
+    engine = Engine(config.engine, runner, tokenizer, allocator, broadcaster)
+    code = asyncio.run(serve(config, engine, tokenizer, ctx, info))
+    if code:
+        os._exit(code)  # a step thread may be stuck in a collective with a dead rank
+
+
+if __name__ == "__main__":
+    main()

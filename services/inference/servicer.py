@@ -1,0 +1,160 @@
+"""The InferenceService edge: protobuf <-> engine domain types. No scheduling or model code here."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from llamagate.v1 import inference_service_pb2 as pb
+from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
+from llamagate.v1 import types_pb2
+from services.common.convert import messages_from_pb
+from services.common.errors import InvalidRequest
+from services.inference.chat_format import encode_dialog, encode_text
+from services.inference.engine import Engine
+from services.inference.model import ModelArgs
+from services.inference.request import Delta, Done, Event, Failed, FinishReason, GenerationRequest, Started
+from services.inference.sampling import SamplingParams, seed_as_int64
+from services.inference.tokenizer import Tokenizer
+
+_FINISH = {
+    FinishReason.STOP: types_pb2.FINISH_REASON_STOP,
+    FinishReason.LENGTH: types_pb2.FINISH_REASON_LENGTH,
+    FinishReason.CANCELLED: types_pb2.FINISH_REASON_CANCELLED,
+}
+
+
+def sampling_from_pb(p: types_pb2.SamplingParams) -> SamplingParams:
+    defaults = SamplingParams()
+    return SamplingParams(
+        temperature=p.temperature if p.HasField("temperature") else defaults.temperature,
+        top_p=p.top_p if p.HasField("top_p") else defaults.top_p,
+        max_gen_len=p.max_gen_len if p.HasField("max_gen_len") else None,
+        seed=p.seed if p.HasField("seed") else None,
+        logprobs=p.logprobs,
+        stop=tuple(p.stop),
+    )
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    def __init__(self, engine: Engine, tokenizer: Tokenizer, info: pb.GetModelInfoResponse) -> None:
+        self._engine = engine
+        self._tokenizer = tokenizer
+        self._info = info
+
+    def _prompt(self, start: pb.GenerateStart) -> list[int]:
+        which = start.WhichOneof("input")
+        if which == "dialog":
+            return encode_dialog(
+                self._tokenizer, messages_from_pb(start.dialog.messages, "start.dialog.messages")
+            )
+        if which == "prompt" and start.prompt:
+            return encode_text(self._tokenizer, start.prompt)
+        raise InvalidRequest("start.input is empty: set start.prompt (text) or start.dialog")
+
+    async def Generate(
+        self, request_iterator: AsyncIterator[pb.GenerateRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("action") != "start":
+            raise InvalidRequest(
+                "the first message of a Generate stream must be a GenerateStart (set `start`)"
+            )
+        start = first.start
+        if start.echo and start.WhichOneof("input") != "prompt":
+            raise InvalidRequest("start.echo applies to text prompts only, not to dialogs")
+        params = sampling_from_pb(start.sampling)
+        params.validate("start.sampling")
+        prompt = await asyncio.to_thread(self._prompt, start)
+        seed = params.seed if params.seed is not None else uuid.uuid4().int % 2**63
+        request = GenerationRequest(
+            start.request_id or uuid.uuid4().hex, tuple(prompt), params, seed_as_int64(seed), echo=start.echo
+        )
+        self._engine.validate(request)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        handle = self._engine.submit(
+            request, lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
+        )
+
+        async def watch_client() -> None:
+            # A half-close is normal (the client has nothing more to say); an aborted RPC reaches
+            # the `finally` below as CancelledError. Only an explicit GenerateCancel cancels here.
+            async for message in request_iterator:
+                if message.WhichOneof("action") == "cancel":
+                    self._engine.cancel(handle)
+                    return
+
+        watcher = asyncio.create_task(watch_client())
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, Started):
+                    yield pb.GenerateResponse(
+                        started=pb.GenerateStarted(
+                            request_id=event.request_id, prompt_tokens=event.prompt_tokens
+                        )
+                    )
+                elif isinstance(event, Delta):
+                    yield pb.GenerateResponse(
+                        delta=pb.TokenDelta(
+                            token_ids=event.token_ids,
+                            text=event.text,
+                            logprobs=event.logprobs,
+                            echo=event.echo,
+                        )
+                    )
+                elif isinstance(event, Done):
+                    usage = types_pb2.Usage(
+                        prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens
+                    )
+                    yield pb.GenerateResponse(
+                        done=pb.GenerateDone(finish_reason=_FINISH[event.finish_reason], usage=usage)
+                    )
+                    return
+                elif isinstance(event, Failed):
+                    raise event.error
+        finally:
+            watcher.cancel()
+            self._engine.cancel(handle)
+
+    async def Tokenize(
+        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TokenizeResponse:
+        which = request.WhichOneof("input")
+        if which == "dialog":
+            messages = messages_from_pb(request.dialog.messages)
+            ids = await asyncio.to_thread(encode_dialog, self._tokenizer, messages)
+        elif which == "text":
+            ids = await asyncio.to_thread(
+                self._tokenizer.encode, request.text, bos=request.add_bos, eos=False
+            )
+        else:
+            raise InvalidRequest("input is empty: set text or dialog")
+        return pb.TokenizeResponse(token_ids=ids)
+
+    async def GetModelInfo(
+        self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelInfoResponse:
+        return self._info
+
+
+def model_info(
+    name: str, args: ModelArgs, world_size: int, max_batch_size: int, demo: bool
+) -> pb.GetModelInfoResponse:
+    sizes = {4096: "7B", 5120: "13B", 8192: "70B"}
+    return pb.GetModelInfoResponse(
+        name=name,
+        size="demo" if demo else sizes.get(args.dim, f"dim{args.dim}"),
+        model_parallel_size=world_size,
+        max_seq_len=args.max_seq_len,
+        max_batch_size=max_batch_size,
+        vocab_size=args.vocab_size,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        n_kv_heads=args.kv_heads,
+        demo=demo,
+    )
