@@ -76,9 +76,11 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         self._engine.validate(request)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
-        handle = self._engine.submit(
-            request, lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
-        )
+
+        def sink(event: Event) -> None:  # runs on the engine thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        handle = self._engine.submit(request, sink)
 
         async def watch_client() -> None:
             # A half-close is normal (the client has nothing more to say); an aborted RPC reaches
