@@ -141,7 +141,12 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelInfoResponse:
-        return self._info
+        info = pb.GetModelInfoResponse()
+        info.CopyFrom(self._info)
+        stats = self._engine.stats()
+        info.kv_blocks_total = stats.total_blocks
+        info.kv_blocks_free = stats.free_blocks
+        return info
 
 
 def model_info(
