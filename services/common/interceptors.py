@@ -1,19 +1,21 @@
 """Server interceptors shared by all services.
 
 `ErrorInterceptor` is the one place where domain exceptions become gRPC statuses, and where every
-incoming message is checked for fields the contract does not know.
+incoming message is checked for fields the contract does not know and for bytes that do not parse.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
-from services.common.errors import LlamagateError
+from services.common.errors import InvalidRequest, LlamagateError
 from services.common.validation import reject_unknown_fields
 
 log = logging.getLogger(__name__)
@@ -26,9 +28,48 @@ async def _abort(context: grpc.aio.ServicerContext, error: LlamagateError) -> No
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse.
+
+    grpc calls the deserializer outside the handler, where an exception becomes UNKNOWN with a
+    traceback in the log; handing this marker to the handler lets the call end INVALID_ARGUMENT.
+    """
+
+    message_type: str
+    reason: str
+
+    def error(self) -> InvalidRequest:
+        return InvalidRequest(
+            f"the request is not a valid {self.message_type}: {self.reason} "
+            "(send a message serialized from the llamagate.v1 protos; string fields must be UTF-8)"
+        )
+
+
+def _decoding(deserialize: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
+    owner = getattr(deserialize, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    message_type = descriptor.full_name if descriptor is not None else f"request of {method}"
+
+    def wrapper(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except DecodeError as error:
+            # upb's text is "Error parsing message with type 'X': <reason>"; keep the reason.
+            return _Undecodable(message_type, str(error).rsplit(": ", 1)[-1])
+
+    return wrapper
+
+
+def _check(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise request.error()
+    reject_unknown_fields(request)
+
+
 async def _checked_requests(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
-        reject_unknown_fields(request)
+        _check(request)
         yield request
 
 
@@ -38,7 +79,7 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], streaming_requ
             if streaming_request:
                 request = _checked_requests(request)
             else:
-                reject_unknown_fields(request)
+                _check(request)
             return await behavior(request, context)
         except LlamagateError as error:
             await _abort(context, error)
@@ -52,7 +93,7 @@ def _wrap_stream_response(behavior: Callable[..., AsyncIterator[Any]], streaming
             if streaming_request:
                 request = _checked_requests(request)
             else:
-                reject_unknown_fields(request)
+                _check(request)
             async for response in behavior(request, context):
                 yield response
         except LlamagateError as error:
@@ -62,7 +103,7 @@ def _wrap_stream_response(behavior: Callable[..., AsyncIterator[Any]], streaming
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects unknown fields and maps LlamagateError subclasses to their status codes."""
+    """Rejects undecodable requests and unknown fields; maps LlamagateError subclasses to statuses."""
 
     async def intercept_service(
         self,
@@ -80,8 +121,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         }
         attr, make_handler, wrap = kinds[(handler.request_streaming, handler.response_streaming)]
         behavior = getattr(handler, attr)
+        deserializer = handler.request_deserializer
+        if deserializer is not None:
+            deserializer = _decoding(deserializer, handler_call_details.method)
         return make_handler(
             wrap(behavior, handler.request_streaming),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -38,7 +38,9 @@ async def serve(config: GatewayConfig) -> None:
     pipeline = ReplyPipeline(
         config.pipeline, GrpcInference(inference_channel), GrpcSafety(safety_channel), audit
     )
-    servicer = ChatServicer(pipeline, api_keys, RateLimiter(), GatewayMetrics.create(telemetry.meter))
+    servicer = ChatServicer(
+        pipeline, api_keys, RateLimiter(), GatewayMetrics.create(telemetry.meter), config.stream_limits
+    )
     chat_grpc.add_ChatServiceServicer_to_server(servicer, server.server)
     port = await server.start()
     server.install_signal_handlers()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
@@ -11,6 +11,7 @@ from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, 
 from services.common.tls import ClientTls
 from services.gateway.moderation import ModerationConfig, ModerationMode
 from services.gateway.pipeline import PipelineConfig
+from services.gateway.servicer import StreamLimits
 
 DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9101
@@ -26,6 +27,7 @@ class GatewayConfig:
     audit_dir: Path
     telemetry: TelemetryConfig
     audit_max_file_bytes: int = 64 * 1024 * 1024
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
     # TLS of the gateway's own calls to the backends (None = plaintext, e.g. on loopback).
     backend_tls: ClientTls | None = None
 
@@ -57,6 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="release text unchecked when the safety service is down (audited); default: fail closed",
     )
+    limits = StreamLimits()
+    group = parser.add_argument_group("Chat stream limits")
+    group.add_argument(
+        "--max-turns",
+        type=int,
+        default=limits.max_turns,
+        help="most replies (ChatStart + ChatTurns) on one Chat stream; more: RESOURCE_EXHAUSTED",
+    )
+    group.add_argument(
+        "--stream-idle-timeout-s",
+        type=float,
+        default=limits.idle_timeout_s,
+        help="longest wait for the client's next message between replies; then DEADLINE_EXCEEDED",
+    )
+    group.add_argument(
+        "--max-stream-duration-s",
+        type=float,
+        default=limits.max_duration_s,
+        help="longest time one Chat stream stays open, replies included; then DEADLINE_EXCEEDED",
+    )
     group = parser.add_argument_group("backend TLS")
     group.add_argument(
         "--backend-ca", type=Path, help="CA that signed the backends' certificates; enables TLS"
@@ -74,6 +96,10 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         raise SystemExit("--safety-timeout-s must be > 0")
     if args.chunk_tokens < 1:
         raise SystemExit("--chunk-tokens must be >= 1")
+    if args.max_turns < 1:
+        raise SystemExit("--max-turns must be >= 1")
+    if args.stream_idle_timeout_s <= 0 or args.max_stream_duration_s <= 0:
+        raise SystemExit("--stream-idle-timeout-s and --max-stream-duration-s must be > 0")
     backend_tls = None
     if args.backend_ca:
         backend_tls = ClientTls(
@@ -95,5 +121,6 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         audit_dir=args.audit_dir,
         telemetry=telemetry_config_from_args(args, "llamagate-gateway"),
         audit_max_file_bytes=int(args.audit_max_file_mb * 1024 * 1024),
+        stream_limits=StreamLimits(args.max_turns, args.stream_idle_timeout_s, args.max_stream_duration_s),
         backend_tls=backend_tls,
     )

@@ -3,6 +3,9 @@
 A Chat stream multiplexes two sources on one queue: the client's messages (read by a task, so a
 ChatCancel is seen while a reply streams) and the events of the reply in flight (produced by
 another task). The handler is the only consumer, so the conversation state needs no locks.
+
+Each stream is bounded by `StreamLimits` (turns, idle wait for the client, total duration): a
+client that forgets a stream, or never sets a deadline, cannot hold its resources forever.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
 from services.common.dialog import SPECIAL_TAGS_ERROR, Message, Role, contains_special_tags
-from services.common.errors import FailedPrecondition, FieldViolation, InvalidRequest, Overloaded, Unavailable
+from services.common.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidRequest,
+    Overloaded,
+    Unavailable,
+)
 from services.common.metrics import GatewayMetrics
 from services.gateway.auth import ApiKeys, Tenant
 from services.gateway.backends import FinishReason, GenerationRequest
@@ -70,6 +80,62 @@ def event_to_pb(event: ReplyEvent) -> chat_pb.ChatResponse:
             request_id=event.request_id,
         )
     )
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """Per-Chat-stream limits (gateway flags --max-turns, --stream-idle-timeout-s,
+    --max-stream-duration-s; docs/reliability.md)."""
+
+    max_turns: int = 256
+    idle_timeout_s: float = 300.0
+    max_duration_s: float = 3600.0
+
+    def check_turn(self, turns_so_far: int) -> None:
+        if turns_so_far >= self.max_turns:
+            raise Overloaded(
+                f"this Chat stream has had its {self.max_turns} turns (gateway --max-turns "
+                f"{self.max_turns}): open a new stream, with a ChatStart carrying the dialog so far"
+            )
+
+
+@dataclass
+class _StreamClock:
+    """When the stream opened, and since when it has waited for the client (None: a reply streams)."""
+
+    limits: StreamLimits
+    opened: float
+    waiting_since: float | None
+
+    @classmethod
+    def start(cls, limits: StreamLimits) -> _StreamClock:
+        now = time.monotonic()
+        return cls(limits, now, now)
+
+    async def next_item(self, queue: asyncio.Queue[Any]) -> Any:
+        """The handler's next queue item, or DeadlineExceeded naming the limit that ran out."""
+        now = time.monotonic()
+        duration_left = self.opened + self.limits.max_duration_s - now
+        idle_left = (
+            float("inf")
+            if self.waiting_since is None
+            else self.waiting_since + self.limits.idle_timeout_s - now
+        )
+        try:
+            async with asyncio.timeout(max(0.0, min(duration_left, idle_left))):
+                return await queue.get()
+        except TimeoutError:
+            if duration_left <= idle_left:
+                raise DeadlineExceeded(
+                    f"the Chat stream was open for its limit of {self.limits.max_duration_s:g} s "
+                    f"(gateway --max-stream-duration-s {self.limits.max_duration_s:g}): open a new "
+                    "stream, with a ChatStart carrying the dialog so far"
+                ) from None
+            raise DeadlineExceeded(
+                f"no message from the client for {self.limits.idle_timeout_s:g} s while the stream "
+                f"waited for one (gateway --stream-idle-timeout-s {self.limits.idle_timeout_s:g}): "
+                "send turns sooner, or open a new stream with the dialog so far"
+            ) from None
 
 
 # What the Chat handler's queue carries besides protobuf requests and reply events.
@@ -122,11 +188,13 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
         api_keys: ApiKeys,
         limiter: RateLimiter,
         metrics: GatewayMetrics | None = None,
+        limits: StreamLimits | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._keys = api_keys
         self._limiter = limiter
         self._metrics = metrics
+        self._limits = limits or StreamLimits()
 
     async def Chat(
         self, request_iterator: AsyncIterator[chat_pb.ChatRequest], context: grpc.aio.ServicerContext
@@ -139,9 +207,11 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
         cancel = asyncio.Event()
         meter = _TurnMeter(None, tenant.name)
         client_ended = False
+        clock = _StreamClock.start(self._limits)
+        turns = 0
         try:
             while True:
-                item = await queue.get()
+                item = await clock.next_item(queue)
                 if isinstance(item, _Failed):
                     raise item.error
                 if isinstance(item, _ClientEnded):
@@ -158,8 +228,11 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
                             f"a {action} arrived while a reply is streaming: wait for its done event, "
                             "or send ChatCancel first"
                         )
+                    self._limits.check_turn(turns)
                     conversation = self._next_turn(conversation, item, action)
                     self._admit(tenant)
+                    turns += 1
+                    clock.waiting_since = None
                     cancel = asyncio.Event()
                     meter = _TurnMeter(self._metrics, tenant.name)
                     reply = asyncio.create_task(
@@ -175,6 +248,7 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
                     if isinstance(item, Done):
                         # The turn is over: the next one may come (its task may still be unwinding).
                         reply = None
+                        clock.waiting_since = time.monotonic()
                         if client_ended:
                             return
         finally:
