@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -17,7 +18,15 @@ from pathlib import Path
 import torch
 
 from services.common.errors import Unavailable
+from services.common.logs import configure_logging
+from services.common.metrics import InferenceMetrics, SchedulerSnapshot
 from services.common.server import GrpcServer, ServerConfig, add_server_arguments, server_config_from_args
+from services.common.telemetry import (
+    TelemetryConfig,
+    add_telemetry_arguments,
+    setup_telemetry,
+    telemetry_config_from_args,
+)
 from services.inference.checkpoint import load_model
 from services.inference.config import EngineConfig
 from services.inference.engine import Engine, run_follower
@@ -28,6 +37,7 @@ from services.inference.tokenizer import Tokenizer
 
 log = logging.getLogger("services.inference")
 SERVICE = "llamagate.v1.InferenceService"
+DEFAULT_METRICS_PORT = 9102
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,8 @@ class InferenceConfig:
     model_name: str
     engine: EngineConfig
     server: ServerConfig
+    # Rank 0 only: followers parse the same flags but neither export nor bind a metrics port.
+    telemetry: TelemetryConfig
 
 
 def parse_config(argv: list[str] | None = None) -> InferenceConfig:
@@ -55,6 +67,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--no-compile", action="store_true", help="CUDA graphs of the eager decode step")
     add_server_arguments(p, default_port=50052)
+    add_telemetry_arguments(p, DEFAULT_METRICS_PORT)
     a = p.parse_args(argv)
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
@@ -75,8 +88,20 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
     except ValueError as error:
         p.error(str(error))
     return InferenceConfig(
-        a.ckpt_dir, a.tokenizer_path, a.model_name or a.ckpt_dir.name, engine, server_config_from_args(a)
+        a.ckpt_dir,
+        a.tokenizer_path,
+        a.model_name or a.ckpt_dir.name,
+        engine,
+        server_config_from_args(a),
+        telemetry_config_from_args(a, "llamagate-inference"),
     )
+
+
+def scheduler_snapshot(engine: Engine) -> SchedulerSnapshot:
+    """The scheduler gauges; called on the metrics exporter's thread (`stats()` copies under a lock)."""
+    stats = engine.stats()
+    in_use = 1.0 - stats.free_blocks / max(stats.total_blocks, 1)
+    return SchedulerSnapshot(stats.waiting, stats.prefilling + stats.decoding, in_use)
 
 
 async def serve(
@@ -85,33 +110,42 @@ async def serve(
     from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
     from services.inference.servicer import InferenceServicer
 
-    server = GrpcServer(config.server, [SERVICE])
-    pb_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(engine, tokenizer, info), server.server)  # type: ignore[arg-type]
-    port = await server.start()
-    server.install_signal_handlers()
-    engine.start()
-    await server.set_serving(True)
-    log.info("inference service SERVING on %s:%d (MP %d)", config.server.host, port, ctx.world_size)
+    telemetry = setup_telemetry(config.telemetry)
+    metrics = InferenceMetrics.create(telemetry.meter, lambda: scheduler_snapshot(engine))
+    servicer = InferenceServicer(engine, tokenizer, info, tracer=telemetry.tracer, metrics=metrics)  # type: ignore[arg-type]
+    server = GrpcServer(
+        dataclasses.replace(config.server, extra_interceptors=telemetry.server_interceptors()), [SERVICE]
+    )
+    pb_grpc.add_InferenceServiceServicer_to_server(servicer, server.server)
+    try:
+        port = await server.start()
+        server.install_signal_handlers()
+        engine.start()
+        await server.set_serving(True)
+        log.info("inference service SERVING on %s:%d (MP %d)", config.server.host, port, ctx.world_size)
 
-    async def watchdog() -> None:
-        while engine.failure is None:
-            if engine.stalled_for() > config.engine.step_timeout_s:
-                engine.fail(Unavailable("an inference rank stopped answering; retry on another replica"))
-            await asyncio.sleep(1.0)
-        await server.set_serving(False)
-        server.request_stop()
+        async def watchdog() -> None:
+            while engine.failure is None:
+                if engine.stalled_for() > config.engine.step_timeout_s:
+                    engine.fail(Unavailable("an inference rank stopped answering; retry on another replica"))
+                await asyncio.sleep(1.0)
+            await server.set_serving(False)
+            server.request_stop()
 
-    dog = asyncio.create_task(watchdog())
-    await server.wait_for_stop_request()
-    dog.cancel()
-    await server.stop()
-    await asyncio.to_thread(engine.stop, True, config.server.grace_s)
-    return 0 if engine.failure is None else 1
+        dog = asyncio.create_task(watchdog())
+        await server.wait_for_stop_request()
+        dog.cancel()
+        await server.stop()
+        await asyncio.to_thread(engine.stop, True, config.server.grace_s)
+        return 0 if engine.failure is None else 1
+    finally:
+        telemetry.shutdown()  # last: flushes spans and metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = parse_config(argv)
+    # Every rank logs in the configured format; only rank 0 (in serve) sets up traces and metrics.
+    configure_logging(config.telemetry)
     ctx = init_parallel(config.engine.device)
     if not ctx.is_main:
         # Followers stop when rank 0 broadcasts the end, after its drain; torchrun's SIGTERM must not cut it short.

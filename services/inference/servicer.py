@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
+from opentelemetry import trace
 
 from llamagate.v1 import inference_service_pb2 as pb
 from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
 from services.common.convert import messages_from_pb
-from services.common.errors import InvalidRequest
+from services.common.errors import InvalidRequest, LlamagateError
+from services.common.logs import bind_request_id
+from services.common.metrics import InferenceMetrics
+from services.common.tracing import GenerationTrace
 from services.inference.chat_format import encode_dialog, encode_text
 from services.inference.engine import Engine
 from services.inference.model import ModelArgs
@@ -40,10 +46,19 @@ def sampling_from_pb(p: types_pb2.SamplingParams) -> SamplingParams:
 
 
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
-    def __init__(self, engine: Engine, tokenizer: Tokenizer, info: pb.GetModelInfoResponse) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: Tokenizer,
+        info: pb.GetModelInfoResponse,
+        tracer: trace.Tracer | None = None,
+        metrics: InferenceMetrics | None = None,
+    ) -> None:
         self._engine = engine
         self._tokenizer = tokenizer
         self._info = info
+        self._tracer = tracer or trace.NoOpTracer()
+        self._metrics = metrics
 
     def _prompt(self, start: pb.GenerateStart) -> list[int]:
         which = start.WhichOneof("input")
@@ -75,12 +90,35 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         )
         self._engine.validate(request)
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event] = asyncio.Queue()
+        events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
 
         def sink(event: Event) -> None:  # runs on the engine thread
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            # Stamped here, not when the loop gets to it, so phase boundaries are the engine's.
+            loop.call_soon_threadsafe(events.put_nowait, (time.time_ns(), event))
 
-        handle = self._engine.submit(request, sink)
+        with bind_request_id(request.request_id):
+            timeline = GenerationTrace(self._tracer, self._metrics, request.request_id)
+            try:
+                handle = self._engine.submit(request, sink)
+            except LlamagateError as error:
+                timeline.finish("rejected", len(request.prompt_ids), 0, error=error)
+                raise
+            # aclosing: a cancelled RPC must run the inner `finally` (engine.cancel) now, not at GC.
+            async with contextlib.aclosing(
+                self._stream(request, request_iterator, events, handle, timeline)
+            ) as responses:
+                async for response in responses:
+                    yield response
+
+    async def _stream(
+        self,
+        request: GenerationRequest,
+        request_iterator: AsyncIterator[pb.GenerateRequest],
+        events: asyncio.Queue[tuple[int, Event]],
+        handle: int,
+        timeline: GenerationTrace,
+    ) -> AsyncGenerator[pb.GenerateResponse, None]:
+        generated = 0
 
         async def watch_client() -> None:
             # A half-close is normal (the client has nothing more to say); an aborted RPC reaches
@@ -93,14 +131,18 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         watcher = asyncio.create_task(watch_client())
         try:
             while True:
-                event = await events.get()
+                at_ns, event = await events.get()
                 if isinstance(event, Started):
+                    timeline.admitted(at_ns)
                     yield pb.GenerateResponse(
                         started=pb.GenerateStarted(
                             request_id=event.request_id, prompt_tokens=event.prompt_tokens
                         )
                     )
                 elif isinstance(event, Delta):
+                    if not event.echo:
+                        generated += len(event.token_ids)
+                        timeline.tokens(len(event.token_ids), at_ns)
                     yield pb.GenerateResponse(
                         delta=pb.TokenDelta(
                             token_ids=event.token_ids,
@@ -110,6 +152,9 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                         )
                     )
                 elif isinstance(event, Done):
+                    timeline.finish(
+                        event.finish_reason.value, event.prompt_tokens, event.completion_tokens, at_ns
+                    )
                     usage = types_pb2.Usage(
                         prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens
                     )
@@ -118,10 +163,13 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                     )
                     return
                 elif isinstance(event, Failed):
+                    timeline.finish("error", len(request.prompt_ids), generated, at_ns, error=event.error)
                     raise event.error
         finally:
             watcher.cancel()
             self._engine.cancel(handle)
+            # A no-op after Done/Failed; otherwise the client went away mid-generation.
+            timeline.finish(FinishReason.CANCELLED.value, len(request.prompt_ids), generated)
 
     async def Tokenize(
         self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext

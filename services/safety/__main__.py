@@ -7,6 +7,7 @@ loaded and has judged a warm-up item. A bad policy is a config error before anyt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -15,11 +16,14 @@ import torch
 
 from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
 from services.common.dialog import Message, Role
+from services.common.logs import configure_logging
+from services.common.metrics import SafetyMetrics
 from services.common.server import GrpcServer
+from services.common.telemetry import Telemetry, setup_telemetry
 from services.safety.classifiers.factory import build_classifier
 from services.safety.config import SafetyConfig, build_parser, config_from_args
 from services.safety.moderation import SafetyChecker
-from services.safety.policy import PolicyError, load_policy
+from services.safety.policy import Policy, PolicyError, load_policy
 from services.safety.servicer import SafetyServicer
 from services.safety.verdict import CheckItem, Direction
 
@@ -29,7 +33,17 @@ log = logging.getLogger("services.safety")
 
 async def serve(config: SafetyConfig) -> int:
     policy = load_policy(config.policy_path)  # fail before binding anything
-    server = GrpcServer(config.server, [SERVICE_NAME])
+    telemetry = setup_telemetry(config.telemetry)
+    try:
+        return await _serve(config, policy, telemetry)
+    finally:
+        telemetry.shutdown()  # last: flushes spans and metrics
+
+
+async def _serve(config: SafetyConfig, policy: Policy, telemetry: Telemetry) -> int:
+    server = GrpcServer(
+        dataclasses.replace(config.server, extra_interceptors=telemetry.server_interceptors()), [SERVICE_NAME]
+    )
     holder = _LateServicer()
     pb_grpc.add_SafetyServiceServicer_to_server(holder, server.server)
     port = await server.start()
@@ -46,7 +60,7 @@ async def serve(config: SafetyConfig) -> int:
         return 2
     checker.start()
     await checker.check([CheckItem([Message(Role.USER, "warm-up")], Direction.INPUT)])
-    holder.target = SafetyServicer(checker)
+    holder.target = SafetyServicer(checker, SafetyMetrics.create(telemetry.meter))
     await server.set_serving(True)
     log.info("serving policy %s with %s %s", policy.name, classifier.id, classifier.version)
     await server.wait_for_stop_request()
@@ -79,8 +93,8 @@ class _LateServicer(pb_grpc.SafetyServiceServicer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from_args(build_parser().parse_args(argv))
+    configure_logging(config.telemetry)
     # Everything the classifiers load is local; never reach for a model hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if config.threads:

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
+from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, telemetry_config_from_args
 from services.safety.batcher import BatcherConfig
 from services.safety.head import DEFAULT_HEAD
 from services.safety.policy import DEFAULT_POLICY
 
 DEFAULT_PORT = 50053
+DEFAULT_METRICS_PORT = 9103
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class SafetyConfig:
     batcher: BatcherConfig
     max_windows: int
     threads: int | None
+    telemetry: TelemetryConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-windows", type=int, default=4, help="windows judged per long text")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     add_server_arguments(parser, DEFAULT_PORT)
+    add_telemetry_arguments(parser, DEFAULT_METRICS_PORT)
     return parser
 
 
@@ -59,4 +63,5 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         batcher=BatcherConfig(max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000),
         max_windows=args.max_windows,
         threads=args.threads,
+        telemetry=telemetry_config_from_args(args, "llamagate-safety"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -11,6 +12,7 @@ from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
 from services.common.convert import messages_from_pb
 from services.common.errors import FieldViolation, InvalidRequest
+from services.common.metrics import SafetyMetrics
 from services.safety.moderation import OutputStream, SafetyChecker
 from services.safety.verdict import CheckItem, Direction, Verdict
 
@@ -47,12 +49,25 @@ def verdict_to_pb(verdict: Verdict) -> types_pb2.SafetyVerdict:
 
 
 class SafetyServicer(pb_grpc.SafetyServiceServicer):
-    def __init__(self, checker: SafetyChecker) -> None:
+    def __init__(self, checker: SafetyChecker, metrics: SafetyMetrics | None = None) -> None:
         self.checker = checker
+        self.metrics = metrics
+
+    def _record(self, verdict: Verdict, duration_s: float, mode: str) -> None:
+        if self.metrics is not None:
+            violated = [c.code for c in verdict.categories if c.violated]
+            self.metrics.record_verdict(
+                verdict.direction.value, violated, duration_s, verdict.judged_tokens, mode=mode
+            )
 
     async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
         items = [item_from_pb(item, f"items[{i}]") for i, item in enumerate(request.items)]
+        start = time.perf_counter()
         verdicts = await self.checker.check(items)
+        elapsed = time.perf_counter() - start
+        for verdict in verdicts:
+            # The items of one call are judged together; each gets an equal share of the wait.
+            self._record(verdict, elapsed / len(verdicts), "unary")
         return pb.CheckResponse(verdicts=[verdict_to_pb(v) for v in verdicts])
 
     async def CheckStream(
@@ -76,7 +91,9 @@ class SafetyServicer(pb_grpc.SafetyServiceServicer):
                         "a chunk came before the context: send the dialog as 'context' first",
                         [FieldViolation("chunk", "before context")],
                     )
+                start = time.perf_counter()
                 index, verdict = await stream.add_chunk(request.chunk)
+                self._record(verdict, time.perf_counter() - start, "stream")
                 yield pb.CheckStreamResponse(chunk_index=index, verdict=verdict_to_pb(verdict))
             else:
                 raise InvalidRequest(
