@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway, inference, safety = services[2], services[0], services[1]
         print(
             f"""
-llamagate is running (DEMO model: random weights, it produces gibberish):
+llamagate is running (DEMO model: tiny, trained for seconds; it babbles corpus-like sentences):
   gateway    {gateway.target}   llamagate.v1.ChatService   (log {gateway.log_path})
   inference  {inference.target}   llamagate.v1.InferenceService (internal)
   safety     {safety.target}   llamagate.v1.SafetyService    (internal)

@@ -1,9 +1,11 @@
-"""A tiny DEMO Llama for `make run` and tests: random seeded weights, a small trained tokenizer.
+"""A tiny DEMO Llama for `make run` and tests, trained in seconds on a small built-in corpus.
 
-Not a language model: its weights are random, so it produces fluent-looking gibberish. It exists so
-the whole stack (tensor-parallel ranks, engine, gateway, safety) runs anywhere in seconds with no
-download. The tokenizer is real sentencepiece BPE, trained deterministically on demo_corpus.txt,
-with Llama's ids (unk 0, bos 1, eos 2, no pad) and byte fallback, so any Unicode text encodes.
+Not a useful language model: 2 layers and dim 128, trained briefly on demo_corpus.txt as chat
+turns, so it answers an `[INST]` prompt with corpus-like English sentences and then EOS. It exists
+so the whole stack (tensor-parallel ranks, engine, gateway, safety) runs anywhere in seconds with
+no download, and so the output the safety classifier judges looks like text rather than bytes.
+The tokenizer is real sentencepiece BPE, trained deterministically on the same corpus, with
+Llama's ids (unk 0, bos 1, eos 2, no pad) and byte fallback, so any Unicode text encodes.
 
     python -m services.inference.demo --out .work/demo
 writes DIR/tokenizer.model and DIR/llama-demo/{params.json, consolidated.00.pth, DEMO.txt}.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -22,11 +25,12 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
+from services.inference.chat_format import B_INST, E_INST
 from services.inference.checkpoint import meta_params, save_meta_checkpoint
 from services.inference.model import ModelArgs, Transformer, init_random_weights
 
 # Bump when the recipe changes, so write_demo rebuilds stale demo directories.
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 DEMO_SEED = 20231124
 DEMO_VOCAB_SIZE = 1000
 # GQA (4 query heads sharing 2 kv heads) so MP 1 and 2 both run; vocab and FFN split by 2 and 4 too.
@@ -34,7 +38,10 @@ DEMO_ARGS = ModelArgs(
     dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=DEMO_VOCAB_SIZE, multiple_of=64, norm_eps=1e-5
 )
 CORPUS = Path(__file__).with_name("demo_corpus.txt")
-NOTICE = "DEMO MODEL: random weights for testing llamagate; it does not understand or produce language.\n"
+# Enough steps for short, sentence-like replies that end in EOS; about five seconds on two cores.
+DEMO_TRAIN_STEPS = 150
+DEMO_TRAIN_BATCH = 16
+NOTICE = "DEMO MODEL: a tiny model trained for seconds on a built-in corpus; it babbles and understands nothing.\n"
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,55 @@ def train_tokenizer(corpus: Path, vocab_size: int = DEMO_VOCAB_SIZE) -> bytes:
     return model.getvalue()
 
 
+def chat_examples(corpus: Path, tokenizer: spm.SentencePieceProcessor) -> list[list[int]]:
+    """Each corpus line as a reply to the line before it, in the Llama 2 chat format with EOS."""
+    lines = [line.strip() for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    examples = []
+    for prompt, reply in itertools.pairwise(lines):
+        ids = tokenizer.encode(f"{B_INST} {prompt} {E_INST}") + tokenizer.encode(f" {reply}")
+        examples.append([tokenizer.bos_id(), *ids, tokenizer.eos_id()])
+    return examples
+
+
+def train_demo(model: Transformer, examples: list[list[int]], steps: int = DEMO_TRAIN_STEPS) -> None:
+    """Next-token training on padded batches of chat examples; seeded and single-threaded so it is
+    reproducible (every process that builds the demo writes the same weights)."""
+    generator = torch.Generator().manual_seed(DEMO_SEED)
+    width = max(len(e) for e in examples)
+    batch = torch.full((len(examples), width), -100, dtype=torch.long)
+    for row, example in enumerate(examples):
+        batch[row, : len(example)] = torch.tensor(example)
+    lengths = torch.tensor([len(e) for e in examples])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+        with torch.enable_grad():
+            for _ in range(steps):
+                picked = torch.randint(len(examples), (DEMO_TRAIN_BATCH,), generator=generator)
+                rows = batch[picked, : int(lengths[picked].max())]
+                tokens, targets = rows[:, :-1].clamp(min=0), rows[:, 1:]
+                logits = model(tokens)
+                loss = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _fingerprint() -> str:
     recipe = json.dumps(
-        {"version": DEMO_VERSION, "seed": DEMO_SEED, "args": asdict(DEMO_ARGS)}, sort_keys=True
+        {
+            "version": DEMO_VERSION,
+            "seed": DEMO_SEED,
+            "steps": DEMO_TRAIN_STEPS,
+            "batch": DEMO_TRAIN_BATCH,
+            "args": asdict(DEMO_ARGS),
+        },
+        sort_keys=True,
     )
     return hashlib.sha256(recipe.encode() + CORPUS.read_bytes()).hexdigest()
 
@@ -92,9 +145,11 @@ def write_demo(out_dir: Path) -> DemoPaths:
     if stamp.is_file() and paths.tokenizer.is_file() and fingerprint in stamp.read_text():
         return paths
     paths.ckpt_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(paths.tokenizer, train_tokenizer(CORPUS))
+    tokenizer_bytes = train_tokenizer(CORPUS)
+    _write_atomic(paths.tokenizer, tokenizer_bytes)
     model = Transformer(DEMO_ARGS)
     init_random_weights(model, DEMO_SEED)
+    train_demo(model, chat_examples(CORPUS, spm.SentencePieceProcessor(model_proto=tokenizer_bytes)))
     params = {**meta_params(DEMO_ARGS), "demo": True}
     save_meta_checkpoint(model.state_dict(), params, paths.ckpt_dir, num_shards=1)
     _write_atomic(stamp, f"{NOTICE}fingerprint {fingerprint}\n".encode())
