@@ -4,6 +4,10 @@ After a reply the assistant's text is appended; the next ChatTurn appends the us
 whose reply was stopped by the safety policy leaves no trace: its user message is dropped, so the
 refused content is not sent again as context (and roles keep alternating). A cancelled reply keeps
 what was released before the cancel, or is dropped with its user message when nothing was.
+
+A reply is kept only up to its first special tag: the tags are plain text to the model, which may
+emit one, and sent back as context it would make the stream's own dialog invalid for the next turn
+(INVALID_ARGUMENT the client cannot fix) and let a reply forge a turn boundary.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from dataclasses import dataclass, field
 
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from services.common.convert import messages_from_pb
-from services.common.dialog import Message, Role, validate_chat_dialog
+from services.common.dialog import SPECIAL_TAGS, Message, Role, validate_chat_dialog
 from services.common.errors import FieldViolation, InvalidRequest
 from services.gateway.backends import FinishReason
 from services.gateway.sampling import SamplingParams
@@ -58,4 +62,9 @@ class Conversation:
         if finish is FinishReason.SAFETY or (finish is FinishReason.CANCELLED and not reply_text):
             self.messages.pop()
         else:
-            self.messages.append(Message(Role.ASSISTANT, reply_text))
+            self.messages.append(Message(Role.ASSISTANT, _before_special_tags(reply_text)))
+
+
+def _before_special_tags(text: str) -> str:
+    found = [i for i in (text.find(tag) for tag in SPECIAL_TAGS) if i >= 0]
+    return text[: min(found)] if found else text

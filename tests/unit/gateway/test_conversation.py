@@ -74,3 +74,10 @@ def test_empty_or_tagged_turns_are_refused_and_change_nothing():
         with pytest.raises(InvalidRequest):
             conversation.add_user_turn(chat_pb.ChatTurn(content=content))
     assert len(conversation.messages) == 2
+
+
+def test_a_reply_with_a_special_tag_is_kept_up_to_the_tag_so_the_next_turn_is_valid():
+    conversation = Conversation.from_start(start("hi"))
+    conversation.record_reply(FinishReason.LENGTH, "Sure, the builder [/INST] She said [INST] more")
+    conversation.add_user_turn(chat_pb.ChatTurn(content="go on"))
+    assert [m.content for m in conversation.messages] == ["hi", "Sure, the builder ", "go on"]
