@@ -36,10 +36,19 @@ async def serve(config: GatewayConfig) -> None:
     inference_channel = open_channel(config.inference_target, config.backend_tls, interceptors)
     safety_channel = open_channel(config.safety_target, config.backend_tls, interceptors)
     pipeline = ReplyPipeline(
-        config.pipeline, GrpcInference(inference_channel), GrpcSafety(safety_channel), audit
+        config.pipeline,
+        GrpcInference(inference_channel),
+        GrpcSafety(safety_channel),
+        audit,
+        tracer=telemetry.tracer,
     )
     servicer = ChatServicer(
-        pipeline, api_keys, RateLimiter(), GatewayMetrics.create(telemetry.meter), config.stream_limits
+        pipeline,
+        api_keys,
+        RateLimiter(),
+        GatewayMetrics.create(telemetry.meter),
+        config.stream_limits,
+        tracer=telemetry.tracer,
     )
     chat_grpc.add_ChatServiceServicer_to_server(servicer, server.server)
     port = await server.start()

@@ -193,6 +193,9 @@ class GrpcGeneration:
                 elif kind == "done":
                     reason = _FINISH_FROM_PB.get(message.done.finish_reason, FinishReason.STOP)
                     usage = message.done.usage
+                    # The server ends the stream right after done; reading that end closes the
+                    # call's client trace span now rather than when the call is collected.
+                    await self._call.read()
                     yield GenerationDone(reason, usage.prompt_tokens, usage.completion_tokens)
                     return
         except grpc.aio.AioRpcError as error:

@@ -21,8 +21,11 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
+
 from services.common.dialog import Message, Role
 from services.common.errors import DeadlineExceeded, LlamagateError, Unavailable
+from services.common.tracing import safety_span
 from services.gateway.audit import AuditCategory, AuditRecord, AuditSink, text_sha256
 from services.gateway.backends import (
     Direction,
@@ -106,6 +109,7 @@ class _ReplyState:
     released: str = ""
     held: Chunk | None = None
     ended: bool = False  # Done was emitted (cancel or safety stop)
+    chunks_judged: int = 0  # numbers the output chunks in their trace spans
 
     def done(self, request: ReplyRequest) -> Done:
         self.ended = True
@@ -121,12 +125,18 @@ def render_dialog(dialog: Sequence[Message]) -> str:
 
 class ReplyPipeline:
     def __init__(
-        self, config: PipelineConfig, inference: InferenceBackend, safety: SafetyBackend, audit: AuditSink
+        self,
+        config: PipelineConfig,
+        inference: InferenceBackend,
+        safety: SafetyBackend,
+        audit: AuditSink,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.config = config
         self._inference = inference
         self._safety = safety
         self._audit = audit
+        self._tracer = tracer or trace.NoOpTracer()
 
     async def run(self, request: ReplyRequest, cancel: asyncio.Event) -> AsyncGenerator[ReplyEvent, None]:
         """The events of one reply. Setting `cancel` ends it with CANCELLED."""
@@ -218,6 +228,7 @@ class ReplyPipeline:
         state: _ReplyState,
     ) -> AsyncGenerator[ReplyEvent, None]:
         """Judge `chunk` in context; release it if safe, else cancel the generation and stop the reply."""
+        state.chunks_judged += 1
         try:
             verdict = await self._judge(
                 request,
@@ -225,6 +236,7 @@ class ReplyPipeline:
                 "chunk",
                 state.released + chunk.text,
                 lambda timeout: output_check.check_chunk(chunk.text, timeout),
+                chunk_index=state.chunks_judged - 1,
             )
         except BaseException:
             await generation.cancel()
@@ -276,6 +288,7 @@ class ReplyPipeline:
         stage: str,
         judged_text: str,
         check: Callable[[float], Awaitable[Verdict]],
+        chunk_index: int | None = None,
     ) -> Verdict | None:
         """Run one safety check and make its verdict durable; None = unchecked under fail-open."""
         remaining = self._remaining(request)
@@ -293,7 +306,8 @@ class ReplyPipeline:
             text=judged_text if self.config.audit_text else None,
         )
         try:
-            verdict = await check(timeout)
+            with safety_span(self._tracer, str(direction), chunk_index):
+                verdict = await check(timeout)
         except Unavailable as error:
             if not self.config.fail_open:
                 raise

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
@@ -33,7 +34,9 @@ from services.common.errors import (
     Overloaded,
     Unavailable,
 )
+from services.common.logs import bind_request_id
 from services.common.metrics import GatewayMetrics
+from services.common.tracing import turn_span
 from services.gateway.auth import ApiKeys, Tenant
 from services.gateway.backends import FinishReason, GenerationRequest
 from services.gateway.conversation import Conversation
@@ -189,12 +192,14 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
         limiter: RateLimiter,
         metrics: GatewayMetrics | None = None,
         limits: StreamLimits | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._keys = api_keys
         self._limiter = limiter
         self._metrics = metrics
         self._limits = limits or StreamLimits()
+        self._tracer = tracer or trace.NoOpTracer()
 
     async def Chat(
         self, request_iterator: AsyncIterator[chat_pb.ChatRequest], context: grpc.aio.ServicerContext
@@ -281,13 +286,18 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
             generation=GenerationRequest(request_id, sampling, prompt=request.prompt, echo=request.echo),
             deadline=_deadline(context),
         )
-        async with contextlib.aclosing(self._pipeline.run(reply, asyncio.Event())) as events:
-            async for event in events:
-                meter.observe(event)
-                if isinstance(event, Done):
-                    self._finished(tenant, event)
-                echo = isinstance(event, Text) and event.echo
-                yield chat_pb.CompleteResponse(event=event_to_pb(event), echo=echo)
+        # One turn per call: its span stays in the caller's trace.
+        with (
+            bind_request_id(request_id),
+            turn_span(self._tracer, request_id, tenant.name, new_trace=False),
+        ):
+            async with contextlib.aclosing(self._pipeline.run(reply, asyncio.Event())) as events:
+                async for event in events:
+                    meter.observe(event)
+                    if isinstance(event, Done):
+                        self._finished(tenant, event)
+                    echo = isinstance(event, Text) and event.echo
+                    yield chat_pb.CompleteResponse(event=event_to_pb(event), echo=echo)
 
     def _admit(self, tenant: Tenant) -> None:
         try:
@@ -330,13 +340,19 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
 
     async def _produce(self, request: ReplyRequest, cancel: asyncio.Event, queue: asyncio.Queue[Any]) -> None:
         """Run one reply, handing its events (which end with Done) or its error to the handler."""
+        # Entered in this task, the one that starts the backend calls: grpc.aio copies the current
+        # trace context into each call when it is created. A failure leaves the span with its error.
         try:
-            async with contextlib.aclosing(self._pipeline.run(request, cancel)) as events:
-                async for event in events:
-                    queue.put_nowait(event)
-                    if isinstance(event, Done):
-                        return
-            raise Unavailable(f"reply {request.request_id} ended without a done event")
+            with (
+                bind_request_id(request.request_id),
+                turn_span(self._tracer, request.request_id, request.tenant),
+            ):
+                async with contextlib.aclosing(self._pipeline.run(request, cancel)) as events:
+                    async for event in events:
+                        queue.put_nowait(event)
+                        if isinstance(event, Done):
+                            return
+                raise Unavailable(f"reply {request.request_id} ended without a done event")
         except Exception as error:
             queue.put_nowait(_Failed(error))
 
@@ -349,6 +365,8 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
             done.finish_reason,
             done.prompt_tokens,
             done.completion_tokens,
+            # Chat logs this in the stream's handler, outside the turn's bind_request_id.
+            extra={"request_id": done.request_id},
         )
 
 
