@@ -46,6 +46,8 @@ class Sampling:
     seed: int | None = None
     logprobs: bool = False
     stop: tuple[str, ...] = ()
+    # Generate past end-of-sequence up to max_gen_len (benchmarks, fixed-length tests).
+    ignore_eos: bool = False
 
     def merged(self, override: Sampling | None) -> Sampling:
         """These parameters with every field that `override` sets taking its value."""
@@ -59,7 +61,9 @@ class Sampling:
         return replace(self, **changes)
 
     def to_pb(self) -> types_pb2.SamplingParams:
-        params = types_pb2.SamplingParams(logprobs=self.logprobs, stop=list(self.stop))
+        params = types_pb2.SamplingParams(
+            logprobs=self.logprobs, stop=list(self.stop), ignore_eos=self.ignore_eos
+        )
         if self.temperature is not None:
             params.temperature = self.temperature
         if self.top_p is not None:

@@ -25,6 +25,7 @@ class SamplingParams:
     seed: int | None = None
     logprobs: bool = False
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
 
     @classmethod
     def from_pb(cls, pb: types_pb2.SamplingParams) -> SamplingParams:
@@ -35,10 +36,13 @@ class SamplingParams:
             seed=pb.seed if pb.HasField("seed") else None,
             logprobs=pb.logprobs,
             stop=tuple(pb.stop),
+            ignore_eos=pb.ignore_eos,
         )
 
     def to_pb(self) -> types_pb2.SamplingParams:
-        pb = types_pb2.SamplingParams(logprobs=self.logprobs, stop=list(self.stop))
+        pb = types_pb2.SamplingParams(
+            logprobs=self.logprobs, stop=list(self.stop), ignore_eos=self.ignore_eos
+        )
         if self.temperature is not None:
             pb.temperature = self.temperature
         if self.top_p is not None:
@@ -50,7 +54,7 @@ class SamplingParams:
         return pb
 
     def overridden_by(self, override: SamplingParams) -> SamplingParams:
-        """A ChatTurn's sampling: its set fields win; logprobs and stop (no presence) come from it."""
+        """A ChatTurn's sampling: its set fields win; logprobs, stop and ignore_eos (no presence) come from it."""
         return SamplingParams(
             temperature=override.temperature if override.temperature is not None else self.temperature,
             top_p=override.top_p if override.top_p is not None else self.top_p,
@@ -58,6 +62,7 @@ class SamplingParams:
             seed=override.seed if override.seed is not None else self.seed,
             logprobs=override.logprobs,
             stop=override.stop,
+            ignore_eos=override.ignore_eos,
         )
 
     def validate(self, field: str = "sampling") -> None:

@@ -41,7 +41,9 @@ CORPUS = Path(__file__).with_name("demo_corpus.txt")
 # Enough steps for short, sentence-like replies that end in EOS; about five seconds on two cores.
 DEMO_TRAIN_STEPS = 150
 DEMO_TRAIN_BATCH = 16
-NOTICE = "DEMO MODEL: a tiny model trained for seconds on a built-in corpus; it babbles and understands nothing.\n"
+NOTICE = (
+    "DEMO MODEL: a tiny model trained for seconds on a built-in corpus; it babbles and understands nothing.\n"
+)
 
 
 @dataclass(frozen=True)

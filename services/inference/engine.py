@@ -284,7 +284,7 @@ class Engine:
             self._active.pop(item.handle, None)
             self._by_sequence.pop(sequence, None)
         generated = max(sequence.num_generated, 0)
-        ended_on_eos = generated > 0 and sequence.tokens[-1] == self._tokenizer.eos_id
+        ended_on_eos = reason is FinishReason.STOP and sequence.tokens[-1] == self._tokenizer.eos_id
         completion = generated - 1 if ended_on_eos else generated
         done = Done(reason, sequence.prompt_len, completion)
         item.sink(done)

@@ -32,6 +32,7 @@ class SamplingParams:
     seed: int | None = None
     logprobs: bool = False
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
 
     def validate(self, field: str = "sampling") -> None:
         """Raise InvalidRequest naming the field and its allowed range."""

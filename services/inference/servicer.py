@@ -42,6 +42,7 @@ def sampling_from_pb(p: types_pb2.SamplingParams) -> SamplingParams:
         seed=p.seed if p.HasField("seed") else None,
         logprobs=p.logprobs,
         stop=tuple(p.stop),
+        ignore_eos=p.ignore_eos,
     )
 
 
