@@ -30,9 +30,11 @@ from services.common.telemetry import (
 from services.inference.checkpoint import load_model
 from services.inference.config import EngineConfig
 from services.inference.engine import Engine, run_follower
+from services.inference.kv_cache import BlockAllocator
+from services.inference.model import ModelArgs
 from services.inference.parallel import ParallelContext, init_parallel
 from services.inference.ranks import StepBroadcaster
-from services.inference.runner import build_runner
+from services.inference.runner import ModelRunner, build_runner
 from services.inference.tokenizer import Tokenizer
 
 log = logging.getLogger("services.inference")
@@ -97,29 +99,55 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
     )
 
 
-def scheduler_snapshot(engine: Engine) -> SchedulerSnapshot:
+def scheduler_snapshot(engine: Engine | None) -> SchedulerSnapshot:
     """The scheduler gauges; called on the metrics exporter's thread (`stats()` copies under a lock)."""
+    if engine is None:
+        return SchedulerSnapshot(0, 0, 0.0)  # still loading
     stats = engine.stats()
     in_use = 1.0 - stats.free_blocks / max(stats.total_blocks, 1)
     return SchedulerSnapshot(stats.waiting, stats.prefilling + stats.decoding, in_use)
 
 
-async def serve(
-    config: InferenceConfig, engine: Engine, tokenizer: Tokenizer, ctx: ParallelContext, info: object
-) -> int:
+def load_engine(
+    config: InferenceConfig, ctx: ParallelContext, tokenizer: Tokenizer
+) -> tuple[ModelRunner, BlockAllocator, ModelArgs]:
+    """This rank's shard and a runner over a KV cache of as many blocks as every rank can hold."""
+    model = load_model(
+        config.ckpt_dir,
+        ctx=ctx,
+        dtype=getattr(torch, config.engine.dtype),
+        max_seq_len=config.engine.max_seq_len,
+        vocab_size=tokenizer.n_words,
+    )
+    runner, allocator = build_runner(model, config.engine)
+    runner.capture()
+    return runner, allocator, model.args
+
+
+async def serve(config: InferenceConfig, tokenizer: Tokenizer, ctx: ParallelContext) -> int:
     from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
-    from services.inference.servicer import InferenceServicer
+    from services.inference.demo import is_demo_checkpoint
+    from services.inference.servicer import InferenceServicer, model_info
 
     telemetry = setup_telemetry(config.telemetry)
-    metrics = InferenceMetrics.create(telemetry.meter, lambda: scheduler_snapshot(engine))
-    servicer = InferenceServicer(engine, tokenizer, info, tracer=telemetry.tracer, metrics=metrics)  # type: ignore[arg-type]
+    # The gauges' callback reads `servicer`, assigned next, only when metrics are collected.
+    metrics = InferenceMetrics.create(telemetry.meter, lambda: scheduler_snapshot(servicer.engine))
+    servicer = InferenceServicer(None, tokenizer, None, tracer=telemetry.tracer, metrics=metrics)
     server = GrpcServer(
         dataclasses.replace(config.server, extra_interceptors=telemetry.server_interceptors()), [SERVICE]
     )
     pb_grpc.add_InferenceServiceServicer_to_server(servicer, server.server)
     try:
+        # Listening before the model loads, so health says NOT_SERVING (not "connection refused")
+        # for the minutes a large checkpoint takes.
         port = await server.start()
         server.install_signal_handlers()
+        runner, allocator, args = await asyncio.to_thread(load_engine, config, ctx, tokenizer)
+        broadcaster = StepBroadcaster(ctx.rank) if ctx.world_size > 1 else None
+        engine = Engine(config.engine, runner, tokenizer, allocator, broadcaster)
+        demo = is_demo_checkpoint(config.ckpt_dir)
+        info = model_info(config.model_name, args, ctx.world_size, config.engine.max_batch_size, demo)
+        servicer.attach(engine, info)
         engine.start()
         await server.set_serving(True)
         log.info("inference service SERVING on %s:%d (MP %d)", config.server.host, port, ctx.world_size)
@@ -151,32 +179,11 @@ def main(argv: list[str] | None = None) -> None:
         # Followers stop when rank 0 broadcasts the end, after its drain; torchrun's SIGTERM must not cut it short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     tokenizer = Tokenizer(config.tokenizer_path)
-    model = load_model(
-        config.ckpt_dir,
-        ctx=ctx,
-        dtype=getattr(torch, config.engine.dtype),
-        max_seq_len=config.engine.max_seq_len,
-        vocab_size=tokenizer.n_words,
-    )
-    runner, allocator = build_runner(model, config.engine)
-    runner.capture()
-    broadcaster = StepBroadcaster(ctx.rank) if ctx.world_size > 1 else None
     if not ctx.is_main:
-        assert broadcaster is not None
-        run_follower(runner, broadcaster)
+        runner, _, _ = load_engine(config, ctx, tokenizer)
+        run_follower(runner, StepBroadcaster(ctx.rank))
         return
-    from services.inference.demo import is_demo_checkpoint
-    from services.inference.servicer import model_info
-
-    info = model_info(
-        config.model_name,
-        model.args,
-        ctx.world_size,
-        config.engine.max_batch_size,
-        is_demo_checkpoint(config.ckpt_dir),
-    )
-    engine = Engine(config.engine, runner, tokenizer, allocator, broadcaster)
-    code = asyncio.run(serve(config, engine, tokenizer, ctx, info))
+    code = asyncio.run(serve(config, tokenizer, ctx))
     if code:
         os._exit(code)  # a step thread may be stuck in a collective with a dead rank
 

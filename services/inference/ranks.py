@@ -7,6 +7,7 @@ small lists, so broadcast_object_list (one pickle, two collectives) costs far le
 
 from __future__ import annotations
 
+import torch
 import torch.distributed as dist
 
 from services.inference.scheduler import StepPlan
@@ -24,3 +25,14 @@ class StepBroadcaster:
         box: list[StepPlan | None] = [None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def min_over_ranks(value: int) -> int:
+    """The smallest `value` of all ranks (every rank must call it); `value` itself without torchrun."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    # NCCL reduces only device tensors; init_parallel has set this rank's device.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    box = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(box, op=dist.ReduceOp.MIN)
+    return int(box.item())

@@ -27,6 +27,7 @@ from services.inference.kv_cache import (
     plan_num_blocks,
 )
 from services.inference.model import Transformer
+from services.inference.ranks import min_over_ranks
 from services.inference.sampling import sample
 from services.inference.scheduler import StepPlan
 
@@ -189,7 +190,7 @@ def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner,
     block_bytes = bytes_per_block(args.n_layers, kv_heads, args.head_dim, config.kv_block_size, dtype)
     # Activations of the largest prefill chunk (fp32 logits dominate) plus graph pools.
     reserve = 4 * config.prefill_chunk * (args.vocab_size * 4 + args.hidden_dim * 8) + 2**30
-    num_blocks = plan_num_blocks(
+    planned = plan_num_blocks(
         explicit=config.num_kv_blocks,
         block_bytes=block_bytes,
         device=device,
@@ -197,6 +198,11 @@ def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner,
         cpu_budget_bytes=config.kv_cache_bytes,
         reserve_bytes=reserve,
     )
+    # Every rank sizes from its own free memory, but they all write the same block ids (rank 0
+    # plans for everyone), so the cache may only be as large as the smallest rank's.
+    num_blocks = min_over_ranks(planned)
+    if num_blocks < planned:
+        log.info("KV cache: %d blocks fit here, another rank fits only %d", planned, num_blocks)
     storage = KVStorage(
         n_layers=args.n_layers,
         num_blocks=num_blocks,

@@ -15,7 +15,7 @@ from llamagate.v1 import inference_service_pb2 as pb
 from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
 from services.common.convert import messages_from_pb
-from services.common.errors import InvalidRequest, LlamagateError
+from services.common.errors import InvalidRequest, LlamagateError, Unavailable
 from services.common.logs import bind_request_id
 from services.common.metrics import InferenceMetrics
 from services.common.tracing import GenerationTrace
@@ -49,17 +49,34 @@ def sampling_from_pb(p: types_pb2.SamplingParams) -> SamplingParams:
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | None,
         tokenizer: Tokenizer,
-        info: pb.GetModelInfoResponse,
+        info: pb.GetModelInfoResponse | None,
         tracer: trace.Tracer | None = None,
         metrics: InferenceMetrics | None = None,
     ) -> None:
-        self._engine = engine
+        """engine and info may come later, through `attach`, so the server can answer health
+        (NOT_SERVING) while the model loads; until then model calls are UNAVAILABLE."""
+        self._loaded = (engine, info) if engine is not None and info is not None else None
         self._tokenizer = tokenizer
-        self._info = info
         self._tracer = tracer or trace.NoOpTracer()
         self._metrics = metrics
+
+    def attach(self, engine: Engine, info: pb.GetModelInfoResponse) -> None:
+        self._loaded = (engine, info)
+
+    @property
+    def engine(self) -> Engine | None:
+        return None if self._loaded is None else self._loaded[0]
+
+    @property
+    def _engine(self) -> Engine:
+        return self._model()[0]
+
+    def _model(self) -> tuple[Engine, pb.GetModelInfoResponse]:
+        if self._loaded is None:
+            raise Unavailable("the model is still loading: retry when health reports SERVING")
+        return self._loaded
 
     def _prompt(self, start: pb.GenerateStart) -> list[int]:
         which = start.WhichOneof("input")
@@ -190,9 +207,10 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelInfoResponse:
+        engine, loaded_info = self._model()
         info = pb.GetModelInfoResponse()
-        info.CopyFrom(self._info)
-        stats = self._engine.stats()
+        info.CopyFrom(loaded_info)
+        stats = engine.stats()
         info.kv_blocks_total = stats.total_blocks
         info.kv_blocks_free = stats.free_blocks
         return info
