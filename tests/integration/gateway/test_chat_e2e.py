@@ -91,7 +91,8 @@ def test_unsafe_request_is_refused_before_any_token(stack: Stack):
     [notice] = reply.safety
     assert not notice.verdict.safe and notice.refusal
     assert notice.verdict.direction == types_pb2.DIRECTION_INPUT
-    assert [c.code for c in notice.verdict.categories if c.violated] == ["O4"]
+    # "build a pipe bomb" is O4; "to kill my neighbours" may also be O1: both are right.
+    assert "O4" in [c.code for c in notice.verdict.categories if c.violated]
     assert after.finish_reason != "FINISH_REASON_SAFETY"
     finished_line(stack, after.request_id)  # the log is written by now: the refused one never reached it
     assert reply.request_id not in stack.inference_log()
@@ -101,7 +102,7 @@ def test_unsafe_request_is_refused_before_any_token(stack: Stack):
 
 def test_cancel_ends_the_reply_and_its_generation(stack: Stack):
     with ChatSession(stack) as chat:
-        chat.send(start("Tell me a very long story.", temperature=0.0, max_gen_len=400))
+        chat.send(start("Tell me a very long story.", temperature=0.0, max_gen_len=400, ignore_eos=True))
         events = []
         while not (event := chat.next_event()).HasField("delta"):
             events.append(event)
@@ -115,7 +116,7 @@ def test_cancel_ends_the_reply_and_its_generation(stack: Stack):
 
 def test_client_that_disconnects_cancels_its_generation(stack: Stack):
     chat = ChatSession(stack)
-    chat.send(start("Tell me a very long story.", temperature=0.0, max_gen_len=400))
+    chat.send(start("Tell me a very long story.", temperature=0.0, max_gen_len=400, ignore_eos=True))
     request_id = chat.next_event().accepted.request_id
     while not chat.next_event().HasField("delta"):
         pass
@@ -127,7 +128,8 @@ def test_deadline_reaches_the_backends(stack: Stack):
     with stack.gateway_channel() as channel:
         call = chat_grpc.ChatServiceStub(channel).Complete(
             chat_pb.CompleteRequest(
-                prompt="Once upon a time", sampling=types_pb2.SamplingParams(temperature=0.0, max_gen_len=400)
+                prompt="Once upon a time",
+                sampling=types_pb2.SamplingParams(temperature=0.0, max_gen_len=400, ignore_eos=True),
             ),
             metadata=stack.metadata,
             timeout=1.0,
@@ -260,7 +262,7 @@ def test_missing_or_invalid_api_key_is_unauthenticated(stack: Stack, metadata, m
 def test_turn_or_start_while_a_reply_streams_is_a_failed_precondition(stack: Stack):
     for second in (turn("and now?"), start("again")):
         with ChatSession(stack) as chat:
-            chat.send(start("Tell me a very long story.", temperature=0.0, max_gen_len=400))
+            chat.send(start("Tell me a very long story.", temperature=0.0, max_gen_len=400, ignore_eos=True))
             while not chat.next_event().HasField("delta"):
                 pass
             chat.send(second)
