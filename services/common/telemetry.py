@@ -18,18 +18,24 @@ SDK themselves from their documented variables; we do not re-implement them.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
+from opentelemetry.instrumentation.grpc import (
+    _aio_client,
+    aio_client_interceptors,
+    aio_server_interceptor,
+    filters,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -139,6 +145,45 @@ def _not_health_or_reflection() -> Any:
     return filters.negate(filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection")))
 
 
+def _end_if_cancelled(span: trace.Span, call: grpc.aio.Call) -> None:
+    if call.cancelled() and span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.CANCELLED.value[0])
+        span.end()
+
+
+class _EndsWhenCancelled:
+    """Ends a streaming call's client span when the caller cancels the call.
+
+    The stock interceptor ends it only once the response stream has been read to its end. A caller
+    that cancels after its last expected message (the gateway closing an output CheckStream when
+    the turn is over) would leave the span open until the call object is garbage-collected, and the
+    exported trace would lack the parent of the server's span until then.
+    """
+
+    add_error_details_to_span: Any
+
+    async def _wrap_stream_response(self, span: trace.Span, call: grpc.aio.Call) -> AsyncIterator[Any]:
+        call.add_done_callback(functools.partial(_end_if_cancelled, span))
+        try:
+            async for response in call:
+                yield response
+        except Exception as error:
+            if span.is_recording():
+                self.add_error_details_to_span(span, error)
+            raise
+        finally:
+            if span.is_recording():
+                span.end()
+
+
+class _UnaryStreamClientInterceptor(_EndsWhenCancelled, _aio_client.UnaryStreamAioClientInterceptor):
+    pass
+
+
+class _StreamStreamClientInterceptor(_EndsWhenCancelled, _aio_client.StreamStreamAioClientInterceptor):
+    pass
+
+
 def _span_exporter(name: str) -> SpanExporter:
     if name == "console":
         # stdout as of now, not as of import time (the library's default binds it at import).
@@ -185,9 +230,17 @@ class Telemetry:
 
     def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
         """For `grpc.aio.*_channel(..., interceptors=...)`: sends the current trace context along."""
-        return list(
-            aio_client_interceptors(tracer_provider=self.tracer_provider, filter_=_not_health_or_reflection())
+        unary_unary, _, stream_unary, _ = aio_client_interceptors(
+            tracer_provider=self.tracer_provider, filter_=_not_health_or_reflection()
         )
+        # The same tracer the stock interceptors use, so every client span has one scope.
+        tracer = unary_unary._tracer
+        return [
+            unary_unary,
+            _UnaryStreamClientInterceptor(tracer, filter_=_not_health_or_reflection()),
+            stream_unary,
+            _StreamStreamClientInterceptor(tracer, filter_=_not_health_or_reflection()),
+        ]
 
     def start_metrics_server(self) -> int:
         """Serve /metrics on the configured port; returns the bound port (0 when off)."""

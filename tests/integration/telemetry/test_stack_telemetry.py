@@ -149,8 +149,11 @@ def test_each_turn_is_one_trace_across_the_three_services(traced: TracedStack) -
         # The CheckStream spans end last: when the gateway closes the stream after the turn's Done.
         turns = [s for s in c.spans if s.name == TURN_SPAN]
         generates = {s.trace_id for s in c.spans if s.name == GENERATE_SPAN}
-        streams = {s.trace_id for s in c.spans if s.name == CHECK_STREAM and s.service == SAFETY}
-        return len(turns) >= TURNS and all(t.trace_id in generates and t.trace_id in streams for t in turns)
+        streams = [{s.trace_id for s in c.spans if s.name == CHECK_STREAM and s.service == service}
+                   for service in (GATEWAY, SAFETY)]  # fmt: skip
+        return len(turns) >= TURNS and all(
+            t.trace_id in generates and all(t.trace_id in ids for ids in streams) for t in turns
+        )
 
     assert collector.wait_for(complete, timeout_s=60), [(s.service, s.name) for s in collector.spans]
     turns = [s for s in collector.spans if s.name == TURN_SPAN]
@@ -176,7 +179,9 @@ def test_each_turn_is_one_trace_across_the_three_services(traced: TracedStack) -
         # Output checks: chunk by chunk over CheckStream while generating, then the whole reply.
         outputs = [s for s in spans if s.name == SAFETY_OUTPUT_SPAN]
         assert outputs and all(o.service == GATEWAY and o.parent_span_id == turn.span_id for o in outputs)
-        assert any(s.service == SAFETY and s.name == CHECK_STREAM for s in spans)
+        stream_client = _one(spans, CHECK_STREAM, GATEWAY)
+        assert stream_client.parent_span_id in {o.span_id for o in outputs}, "CheckStream not under a chunk"
+        assert _child_named(spans, stream_client, CHECK_STREAM).service == SAFETY
 
 
 def _scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -156,3 +159,33 @@ async def test_an_unknown_method_is_still_unimplemented(topology: Topology) -> N
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await call(b"")
     assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_a_stream_cancelled_after_its_last_reply_ends_its_client_span_at_once(
+    topology: Topology, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with grpc.aio.insecure_channel(
+        topology.back.target, interceptors=topology.client.telemetry.client_interceptors()
+    ) as channel:
+        call = safety_grpc.SafetyServiceStub(channel).CheckStream()
+        await call.write(safety_pb.CheckStreamRequest(chunk="a harmless chunk"))
+        reply = await call.read()
+        assert reply != grpc.aio.EOF and reply.chunk_index == 0
+        # What the gateway does when a turn is over: cancel, without reading the stream to its end.
+        call.cancel()
+        for _ in range(200):  # bounded: at most ~2 s
+            if spans_named(topology.client, CHECK_STREAM, SpanKind.CLIENT):
+                break
+            await asyncio.sleep(0.01)
+        client = one(topology.client, CHECK_STREAM, SpanKind.CLIENT)
+        assert client.attributes is not None
+        assert client.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+        # The caller chose to stop: not an error of the call.
+        assert client.status.status_code == StatusCode.UNSET
+        # Still referenced here, so the span ended because the call ended, not because it was collected.
+        assert not call.done() or call.cancelled()
+        del call
+        gc.collect()
+        for _ in range(10):  # let the loop finalize the dropped response stream
+            await asyncio.sleep(0)
+    assert not [r for r in caplog.records if "ended span" in r.getMessage()], "the span was ended twice"
