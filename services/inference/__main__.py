@@ -156,7 +156,8 @@ async def serve(config: InferenceConfig, tokenizer: Tokenizer, ctx: ParallelCont
             while engine.failure is None:
                 if engine.stalled_for() > config.engine.step_timeout_s:
                     engine.fail(Unavailable("an inference rank stopped answering; retry on another replica"))
-                await asyncio.sleep(1.0)
+                # Often: streams already got UNAVAILABLE, health must follow before clients retry here.
+                await asyncio.sleep(0.1)
             await server.set_serving(False)
             server.request_stop()
 

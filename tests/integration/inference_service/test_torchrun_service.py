@@ -1,0 +1,170 @@
+"""Issue 4 on CPU: the service under `torchrun --nproc_per_node 2` (gloo) streams what the MP-1 service
+streams; SIGTERM drains and stops every rank; a follower killed with SIGKILL fails in-flight streams
+UNAVAILABLE and takes the service down instead of hanging it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
+from llamagate.v1 import types_pb2
+from tests.integration.inference_service.conftest import (
+    DemoModel,
+    Outbox,
+    alive,
+    channel,
+    child_pids,
+    generate,
+    inference_process,
+    model_info,
+    rank_of,
+    start_request,
+    unfinished_run,
+)
+from tests.support.processes import ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "the weather today",
+    "a story about a dragon",
+    "how do rivers form",
+    "x",
+    "1 2 3 4",
+    "hello, how are you?",
+]
+HELD = 120  # tokens of a stream that is still running when the test acts on it (MP 2 is slower)
+
+
+@pytest.fixture(scope="module")
+def mp2(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    process = inference_process(demo, tmp_path_factory.mktemp("mp2"), ranks=2, name="mp2").start(
+        timeout_s=180
+    )
+    yield process
+    process.terminate(timeout_s=40)
+
+
+def ranks(process: ServiceProcess) -> dict[int, int]:
+    """rank -> pid of torchrun's worker processes."""
+    assert process.proc is not None
+    pids = child_pids(process.proc.pid)
+    found = {rank: pid for pid in pids if (rank := rank_of(pid)) is not None}
+    assert sorted(found) == [0, 1], f"torchrun children {pids}"
+    return found
+
+
+async def test_two_ranks_stream_the_same_tokens_as_one(mp1: ServiceProcess, mp2: ServiceProcess) -> None:
+    async with channel(mp1) as one, channel(mp2) as two:
+        stub1, stub2 = pb_grpc.InferenceServiceStub(one), pb_grpc.InferenceServiceStub(two)
+        info1, info2 = await model_info(stub1), await model_info(stub2)
+        assert info2.model_parallel_size == 2 and info1.model_parallel_size == 1
+        assert info2.kv_blocks_total == info1.kv_blocks_total
+        for prompt in PROMPTS:
+            reference = await generate(stub1, start_request(prompt, n=16))
+            reply = await generate(stub2, start_request(prompt, n=16))
+            assert reply.tokens == reference.tokens, prompt
+            assert reply.text == reference.text
+            assert reply.done == reference.done
+        # A seeded sampled run too: sampling draws from the same logits with the same seed.
+        seed, reference = await unfinished_run(stub1, "sampled on two ranks", 24, temperature=1.0)
+        reply = await generate(stub2, start_request("sampled on two ranks", 24, temperature=1.0, seed=seed))
+        assert reply.tokens == reference.tokens
+
+
+async def test_two_ranks_with_concurrent_streams(mp1: ServiceProcess, mp2: ServiceProcess) -> None:
+    prompts = [f"{p} ({i})" for i, p in enumerate(PROMPTS * 2)]
+    async with channel(mp1) as one, channel(mp2) as two:
+        stub1, stub2 = pb_grpc.InferenceServiceStub(one), pb_grpc.InferenceServiceStub(two)
+        reference = [await generate(stub1, start_request(p, n=12)) for p in prompts]
+        replies = await asyncio.gather(*(generate(stub2, start_request(p, n=12)) for p in prompts))
+    assert [r.tokens for r in replies] == [r.tokens for r in reference]
+    assert [r.done for r in replies] == [r.done for r in reference]
+
+
+async def _held_stream(
+    stub: pb_grpc.InferenceServiceStub,
+) -> tuple[list[int], Outbox, grpc.aio.StreamStreamCall]:
+    """(tokens it will produce, outbox, call) of a stream that has streamed its first token."""
+    seed, alone = await unfinished_run(stub, "keep going", HELD)
+    outbox = Outbox()
+    outbox.send(start_request("keep going", HELD, temperature=100.0, seed=seed))
+    call = stub.Generate(outbox.__aiter__(), timeout=120)
+    assert (await call.read()).HasField("started")
+    assert (await call.read()).HasField("delta")
+    return alone.tokens, outbox, call
+
+
+async def test_sigterm_drains_and_stops_every_rank(demo: DemoModel, tmp_path: Path) -> None:
+    process = inference_process(demo, tmp_path, ranks=2, name="mp2-sigterm").start(timeout_s=180)
+    try:
+        pids = ranks(process)
+        assert process.proc is not None
+        async with channel(process) as ch:
+            stub = pb_grpc.InferenceServiceStub(ch)
+            expected, outbox, call = await _held_stream(stub)
+            os.killpg(process.proc.pid, signal.SIGTERM)
+            tokens = expected[:1]
+            done = None
+            while (message := await call.read()) != grpc.aio.EOF:
+                if message.HasField("delta"):
+                    tokens += message.delta.token_ids
+                elif message.HasField("done"):
+                    done = message.done
+            outbox.close()
+        assert done is not None and done.finish_reason == types_pb2.FINISH_REASON_LENGTH
+        assert tokens == expected
+        # torchrun itself exits 1 after forwarding a SIGTERM; what matters is that every rank is gone.
+        await asyncio.to_thread(process.proc.wait, 60)
+        assert not any(alive(pid) for pid in pids.values())
+        assert " ERROR " not in process.log_path.read_text(errors="replace"), process.log_tail()
+    finally:
+        process.kill()
+
+
+async def test_killed_follower_fails_streams_unavailable_and_stops_the_service(
+    demo: DemoModel, tmp_path: Path
+) -> None:
+    process = inference_process(demo, tmp_path, ranks=2, name="mp2-sigkill").start(timeout_s=180)
+    try:
+        pids = ranks(process)
+        assert process.proc is not None
+        async with channel(process) as ch:
+            stub = pb_grpc.InferenceServiceStub(ch)
+            _, outbox, call = await _held_stream(stub)
+            os.kill(pids[1], signal.SIGKILL)
+            killed = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                while await call.read() != grpc.aio.EOF:
+                    pass
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value
+            assert "retry" in (raised.value.details() or "")
+            assert time.monotonic() - killed < 30
+            outbox.close()
+            # The watchdog turns health NOT_SERVING at once; then the service goes away.
+            failed = time.monotonic()
+            health = health_pb2_grpc.HealthStub(ch)
+            seen = []
+            while process.proc.poll() is None:
+                assert time.monotonic() - killed < 60, "the service did not stop after a rank died"
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    seen.append((time.monotonic() - failed, reply.status))
+                except grpc.aio.AioRpcError:
+                    pass  # already shutting down
+                await asyncio.sleep(0.05)
+        serving_after = [t for t, status in seen if status == health_pb2.HealthCheckResponse.SERVING]
+        assert not serving_after or max(serving_after) < 1.0, seen
+        assert process.proc.returncode != 0
+        assert not alive(pids[0])
+    finally:
+        process.kill()
