@@ -30,7 +30,7 @@ from services.inference.checkpoint import meta_params, save_meta_checkpoint
 from services.inference.model import ModelArgs, Transformer, init_random_weights
 
 # Bump when the recipe changes, so write_demo rebuilds stale demo directories.
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 DEMO_SEED = 20231124
 DEMO_VOCAB_SIZE = 1000
 # GQA (4 query heads sharing 2 kv heads) so MP 1 and 2 both run; vocab and FFN split by 2 and 4 too.
@@ -79,13 +79,16 @@ def train_tokenizer(corpus: Path, vocab_size: int = DEMO_VOCAB_SIZE) -> bytes:
     return model.getvalue()
 
 
-def chat_examples(corpus: Path, tokenizer: spm.SentencePieceProcessor) -> list[list[int]]:
-    """Each corpus line as a reply to the line before it, in the Llama 2 chat format with EOS."""
+def training_examples(corpus: Path, tokenizer: spm.SentencePieceProcessor) -> list[list[int]]:
+    """Each corpus line as the chat reply to the line before it (`[INST] a [/INST] b</s>`), and the
+    two lines as plain text (`a b</s>`), so both chat turns and text completion get text back."""
     lines = [line.strip() for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    bos, eos = tokenizer.bos_id(), tokenizer.eos_id()
     examples = []
     for prompt, reply in itertools.pairwise(lines):
-        ids = tokenizer.encode(f"{B_INST} {prompt} {E_INST}") + tokenizer.encode(f" {reply}")
-        examples.append([tokenizer.bos_id(), *ids, tokenizer.eos_id()])
+        chat = tokenizer.encode(f"{B_INST} {prompt} {E_INST}") + tokenizer.encode(f" {reply}")
+        examples.append([bos, *chat, eos])
+        examples.append([bos, *tokenizer.encode(f"{prompt} {reply}"), eos])
     return examples
 
 
@@ -151,7 +154,7 @@ def write_demo(out_dir: Path) -> DemoPaths:
     _write_atomic(paths.tokenizer, tokenizer_bytes)
     model = Transformer(DEMO_ARGS)
     init_random_weights(model, DEMO_SEED)
-    train_demo(model, chat_examples(CORPUS, spm.SentencePieceProcessor(model_proto=tokenizer_bytes)))
+    train_demo(model, training_examples(CORPUS, spm.SentencePieceProcessor(model_proto=tokenizer_bytes)))
     params = {**meta_params(DEMO_ARGS), "demo": True}
     save_meta_checkpoint(model.state_dict(), params, paths.ckpt_dir, num_shards=1)
     _write_atomic(stamp, f"{NOTICE}fingerprint {fingerprint}\n".encode())
