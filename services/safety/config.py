@@ -6,9 +6,12 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
 from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, telemetry_config_from_args
 from services.safety.batcher import BatcherConfig
+from services.safety.device import DEVICES, DTYPES, parse_device, resolve_dtype
 from services.safety.head import DEFAULT_HEAD
 from services.safety.policy import DEFAULT_POLICY
 
@@ -27,6 +30,8 @@ class SafetyConfig:
     batcher: BatcherConfig
     max_windows: int
     threads: int | None
+    device: torch.device  # resolved: cpu or cuda, never auto
+    dtype: torch.dtype | None  # None: each backend's own CPU choice (services/safety/device.py)
     telemetry: TelemetryConfig
 
 
@@ -41,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
     parser.add_argument("--max-windows", type=int, default=4, help="windows judged per long text")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument(
+        "--device",
+        type=parse_device,
+        default="auto",
+        metavar="{" + ",".join(DEVICES) + "}",
+        help="where the classifier runs; auto: cuda when available (default: auto)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="weights dtype; auto: bfloat16 on cuda, each backend's own choice on cpu (default: auto)",
+    )
     add_server_arguments(parser, DEFAULT_PORT)
     add_telemetry_arguments(parser, DEFAULT_METRICS_PORT)
     return parser
@@ -63,5 +81,7 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         batcher=BatcherConfig(max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000),
         max_windows=args.max_windows,
         threads=args.threads,
+        device=args.device,
+        dtype=resolve_dtype(args.dtype, args.device),
         telemetry=telemetry_config_from_args(args, "llamagate-safety"),
     )

