@@ -11,15 +11,30 @@ def build_classifier(config: SafetyConfig, policy: Policy) -> Classifier:
     if config.classifier == "embedded":
         from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig
 
-        return EmbeddedClassifier(EmbeddedConfig(head_path=config.head_path, max_windows=config.max_windows))
+        return EmbeddedClassifier(
+            EmbeddedConfig(
+                head_path=config.head_path,
+                max_windows=config.max_windows,
+                device=config.device,
+                dtype=config.dtype,
+            )
+        )
     assert config.model_dir is not None
     if config.classifier == "llama-guard":
         from services.safety.classifiers.llama_guard import LlamaGuardClassifier, LlamaGuardConfig
 
-        return LlamaGuardClassifier(LlamaGuardConfig(model_dir=config.model_dir), policy)
+        return LlamaGuardClassifier(
+            LlamaGuardConfig(model_dir=config.model_dir, device=config.device, dtype=config.dtype), policy
+        )
     from services.safety.classifiers.sequence import SequenceClassifier, SequenceConfig, load_label_map
 
     assert config.label_map is not None
     return SequenceClassifier(
-        SequenceConfig(config.model_dir, load_label_map(config.label_map), max_windows=config.max_windows)
+        SequenceConfig(
+            config.model_dir,
+            load_label_map(config.label_map),
+            max_windows=config.max_windows,
+            device=config.device,
+            dtype=config.dtype,
+        )
     )

@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from services.common.dialog import Message, Role
 from services.safety.classifiers.base import Classifier
 from services.safety.classifiers.llama_guard_prompt import build_prompt, parse_assessment
+from services.safety.device import CPU
 from services.safety.head import file_version
 from services.safety.policy import Policy
 from services.safety.verdict import CheckItem, Judgement
@@ -30,6 +31,8 @@ class LlamaGuardConfig:
     max_new_tokens: int = 20
     # Prompt budget; None: the model's max_position_embeddings less max_new_tokens.
     window: int | None = None
+    device: torch.device = CPU
+    dtype: torch.dtype | None = None  # None: the checkpoint's saved dtype
 
 
 class LlamaGuardClassifier(Classifier):
@@ -43,7 +46,12 @@ class LlamaGuardClassifier(Classifier):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(config.model_dir, local_files_only=True).eval()
+        dtype = {"dtype": config.dtype} if config.dtype else {}
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(config.model_dir, local_files_only=True, **dtype)
+            .eval()
+            .to(config.device)
+        )
         limit = int(getattr(self.model.config, "max_position_embeddings", 4096))
         self.window = config.window or limit - config.max_new_tokens
         self.unsafe_id = self.tokenizer.encode("unsafe", add_special_tokens=False)[0]
@@ -78,6 +86,7 @@ class LlamaGuardClassifier(Classifier):
     def judge(self, items: Sequence[CheckItem]) -> list[Judgement]:
         fitted = [self._fit(item.dialog) for item in items]
         batch = self.tokenizer.pad({"input_ids": [ids for ids, _ in fitted]}, return_tensors="pt")
+        batch = batch.to(self.config.device)
         out = self.model.generate(
             **batch,
             max_new_tokens=self.config.max_new_tokens,
@@ -86,8 +95,8 @@ class LlamaGuardClassifier(Classifier):
             return_dict_in_generate=True,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        first = torch.softmax(out.scores[0].float(), dim=-1)[:, self.unsafe_id].tolist()
-        generated = out.sequences[:, batch["input_ids"].shape[1] :]
+        first = torch.softmax(out.scores[0].float(), dim=-1)[:, self.unsafe_id].cpu().tolist()
+        generated = out.sequences[:, batch["input_ids"].shape[1] :].cpu()
         codes = [c.code for c in self.categories]
         results = []
         for row, p_unsafe, (ids, truncated) in zip(generated, first, fitted, strict=True):

@@ -16,6 +16,7 @@ import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from services.safety.classifiers.base import Classifier, recent_windows
+from services.safety.device import CPU
 from services.safety.head import file_version
 from services.safety.policy import PolicyError
 from services.safety.verdict import CheckItem, Judgement
@@ -26,6 +27,8 @@ class SequenceConfig:
     model_dir: Path
     label_map: Mapping[str, str | None]
     max_windows: int = 4
+    device: torch.device = CPU
+    dtype: torch.dtype | None = None  # None: the checkpoint's saved dtype
 
 
 def load_label_map(path: Path) -> dict[str, str | None]:
@@ -44,9 +47,14 @@ class SequenceClassifier(Classifier):
     def __init__(self, config: SequenceConfig) -> None:
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(config.model_dir, local_files_only=True)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            config.model_dir, local_files_only=True
-        ).eval()
+        dtype = {"dtype": config.dtype} if config.dtype else {}
+        self.model = (
+            AutoModelForSequenceClassification.from_pretrained(
+                config.model_dir, local_files_only=True, **dtype
+            )
+            .eval()
+            .to(config.device)
+        )
         id2label = {int(i): str(label) for i, label in self.model.config.id2label.items()}
         unknown = set(config.label_map) - set(id2label.values())
         if unknown:
@@ -82,8 +90,8 @@ class SequenceClassifier(Classifier):
             spans.append((len(rows), len(rows) + len(windows.windows)))
             rows.extend([*self.prefix, *w, *self.suffix] for w in windows.windows)
             tallies.append(windows)
-        batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt")
-        logits = self.model(**batch).logits.float()
+        batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.config.device)
+        logits = self.model(**batch).logits.float().cpu()
         probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
         results = []
         for (start, end), windows in zip(spans, tallies, strict=True):
