@@ -24,7 +24,6 @@ from tests.integration.inference_service.conftest import (
     generate,
     inference_process,
     start_request,
-    unfinished_run,
     wait_all_blocks_free,
 )
 from tests.support.processes import ServiceProcess
@@ -32,7 +31,7 @@ from tests.support.processes import ServiceProcess
 pytestmark = pytest.mark.slow
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-LONG = 400
+LONG = 300  # fits the narrow cache (368 tokens) with its prompt
 
 
 def test_health_is_serving_only_once_the_model_answers(demo: DemoModel, tmp_path: Path) -> None:
@@ -70,9 +69,10 @@ def test_health_is_serving_only_once_the_model_answers(demo: DemoModel, tmp_path
 
 @pytest.fixture(scope="module")
 def narrow(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """One sequence at a time and a queue of two, so three requests fill it."""
+    """One sequence at a time, a queue of two (three requests fill it), 23 usable KV blocks (368 tokens)."""
     workdir = tmp_path_factory.mktemp("narrow")
-    process = inference_process(demo, workdir, "--max-batch-size", "1", "--max-queue", "2", name="narrow")
+    args = ("--max-batch-size", "1", "--max-queue", "2", "--num-kv-blocks", "24")
+    process = inference_process(demo, workdir, *args, name="narrow")
     process.start(timeout_s=120)
     yield process
     process.kill()
@@ -103,10 +103,7 @@ async def _finish(call: grpc.aio.StreamStreamCall) -> tuple[list[int], pb.Genera
 async def test_queue_beyond_its_bound_is_resource_exhausted(narrow: ServiceProcess) -> None:
     async with channel(narrow) as ch:
         stub = pb_grpc.InferenceServiceStub(ch)
-        seed, _ = await unfinished_run(stub, "hold the batch", LONG)
-        running, running_call = await _open(
-            stub, start_request("hold the batch", LONG, temperature=100.0, seed=seed)
-        )
+        running, running_call = await _open(stub, start_request("hold the batch", LONG, ignore_eos=True))
         queued = [await _open(stub, start_request(f"wait {i}", 4)) for i in range(2)]
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await generate(stub, start_request("one too many", 4))
@@ -124,6 +121,14 @@ async def test_queue_beyond_its_bound_is_resource_exhausted(narrow: ServiceProce
         await wait_all_blocks_free(stub)
 
 
+async def test_a_request_larger_than_the_whole_cache_is_resource_exhausted(narrow: ServiceProcess) -> None:
+    async with channel(narrow) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await generate(pb_grpc.InferenceServiceStub(ch), start_request("x", 500))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_gen_len" in (raised.value.details() or ""), raised.value.details()
+
+
 async def _serving(health: health_pb2_grpc.HealthStub) -> bool:
     try:
         return (await health.Check(health_pb2.HealthCheckRequest(), timeout=2)).status == SERVING
@@ -135,8 +140,9 @@ async def test_sigterm_drains_the_stream_in_flight_and_refuses_new_ones(narrow: 
     assert narrow.proc is not None
     async with channel(narrow) as ch:
         stub = pb_grpc.InferenceServiceStub(ch)
-        seed, alone = await unfinished_run(stub, "drain me", LONG)
-        outbox, call = await _open(stub, start_request("drain me", LONG, temperature=100.0, seed=seed))
+        request = start_request("drain me", LONG, ignore_eos=True)
+        alone = await generate(stub, request)
+        outbox, call = await _open(stub, request)
         assert (await call.read()).HasField("delta")
         os.killpg(narrow.proc.pid, signal.SIGTERM)
         # Health turns NOT_SERVING first, so balancers stop sending; then new calls are refused.

@@ -26,7 +26,6 @@ from tests.integration.inference_service.conftest import (
     generate,
     model_info,
     start_request,
-    unfinished_run,
     wait_all_blocks_free,
 )
 from tests.support.processes import ServiceProcess
@@ -71,15 +70,28 @@ async def test_32_concurrent_streams_equal_sequential_greedy_runs(mp1: ServicePr
         await wait_all_blocks_free(stub)
 
 
+async def test_a_full_kv_cache_preempts_and_recomputes_without_changing_tokens(mp1: ServiceProcess) -> None:
+    requests = [
+        start_request(f"stream {i} of eight", 250, temperature=1.0, seed=i, ignore_eos=True) for i in range(8)
+    ]
+    async with channel(mp1) as ch:
+        stub = pb_grpc.InferenceServiceStub(ch)
+        info = await model_info(stub)
+        alone = [await generate(stub, r) for r in requests]
+        together = await asyncio.gather(*(generate(stub, r) for r in requests))
+        await wait_all_blocks_free(stub)
+    # Together they need more blocks than the cache has: some were preempted and recomputed.
+    assert sum(len(r.tokens) + 16 for r in alone) > info.kv_blocks_total * 16
+    assert [r.tokens for r in together] == [r.tokens for r in alone]
+    assert [r.done for r in together] == [r.done for r in alone]
+
+
 async def _hold_stream(
     stub: pb_grpc.InferenceServiceStub, request_id: str
 ) -> tuple[Outbox, grpc.aio.StreamStreamCall]:
     """A long stream that has produced its first token and still holds KV blocks."""
-    seed, _ = await unfinished_run(stub, "tell me a long story", LONG)
     outbox = Outbox()
-    outbox.send(
-        start_request("tell me a long story", LONG, request_id=request_id, temperature=100.0, seed=seed)
-    )
+    outbox.send(start_request("tell me a long story", LONG, request_id=request_id, ignore_eos=True))
     call = stub.Generate(outbox.__aiter__(), timeout=60)
     first = await call.read()
     assert first.HasField("started") and first.started.request_id == request_id
@@ -229,12 +241,14 @@ async def test_echo_returns_the_prompt_with_logprobs_then_the_same_generation(
 async def test_logprobs_are_returned_per_token_only_when_asked(mp1: ServiceProcess) -> None:
     async with channel(mp1) as ch:
         stub = pb_grpc.InferenceServiceStub(ch)
-        seed, without = await unfinished_run(stub, "logprob check", 8, temperature=1.5)
+        without = await generate(
+            stub, start_request("logprob check", 8, temperature=1.5, seed=7, ignore_eos=True)
+        )
         sampled = await generate(
-            stub, start_request("logprob check", 8, logprobs=True, temperature=1.5, seed=seed)
+            stub, start_request("logprob check", 8, logprobs=True, temperature=1.5, seed=7, ignore_eos=True)
         )
         again = await generate(
-            stub, start_request("logprob check", 8, logprobs=True, temperature=1.5, seed=seed)
+            stub, start_request("logprob check", 8, logprobs=True, temperature=1.5, seed=7, ignore_eos=True)
         )
         plain = await generate(stub, start_request("logprob check", n=8))
         greedy = await generate(stub, start_request("logprob check", n=8, logprobs=True))
@@ -253,7 +267,7 @@ async def test_stop_sequence_ends_with_stop_and_is_not_returned(mp1: ServiceProc
     prompt = "stop sequences are checked on the text"
     async with channel(mp1) as ch:
         stub = pb_grpc.InferenceServiceStub(ch)
-        seed, full = await unfinished_run(stub, prompt, 24)
+        full = await generate(stub, start_request(prompt, 24, temperature=1.0, seed=11, ignore_eos=True))
         text = full.text
         assert len(text) > 6, text
         # A stop string that first appears in the middle of the text, possibly across tokens.
@@ -261,7 +275,7 @@ async def test_stop_sequence_ends_with_stop_and_is_not_returned(mp1: ServiceProc
         stop = text[begin : begin + 3]
         cut = text.find(stop)
         stopped = await generate(
-            stub, start_request(prompt, 24, temperature=100.0, seed=seed, stop=[stop, "zq!"])
+            stub, start_request(prompt, 24, temperature=1.0, seed=11, ignore_eos=True, stop=[stop, "zq!"])
         )
         await wait_all_blocks_free(stub)
     assert stopped.done is not None and stopped.done.finish_reason == types_pb2.FINISH_REASON_STOP

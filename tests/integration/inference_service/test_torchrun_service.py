@@ -28,7 +28,6 @@ from tests.integration.inference_service.conftest import (
     model_info,
     rank_of,
     start_request,
-    unfinished_run,
 )
 from tests.support.processes import ServiceProcess
 
@@ -76,8 +75,9 @@ async def test_two_ranks_stream_the_same_tokens_as_one(mp1: ServiceProcess, mp2:
             assert reply.text == reference.text
             assert reply.done == reference.done
         # A seeded sampled run too: sampling draws from the same logits with the same seed.
-        seed, reference = await unfinished_run(stub1, "sampled on two ranks", 24, temperature=1.0)
-        reply = await generate(stub2, start_request("sampled on two ranks", 24, temperature=1.0, seed=seed))
+        sampled = start_request("sampled on two ranks", 24, temperature=1.0, seed=5, ignore_eos=True)
+        reference = await generate(stub1, sampled)
+        reply = await generate(stub2, sampled)
         assert reply.tokens == reference.tokens
 
 
@@ -91,17 +91,14 @@ async def test_two_ranks_with_concurrent_streams(mp1: ServiceProcess, mp2: Servi
     assert [r.done for r in replies] == [r.done for r in reference]
 
 
-async def _held_stream(
-    stub: pb_grpc.InferenceServiceStub,
-) -> tuple[list[int], Outbox, grpc.aio.StreamStreamCall]:
-    """(tokens it will produce, outbox, call) of a stream that has streamed its first token."""
-    seed, alone = await unfinished_run(stub, "keep going", HELD)
+async def _held_stream(stub: pb_grpc.InferenceServiceStub) -> tuple[Outbox, grpc.aio.StreamStreamCall]:
+    """A stream of HELD tokens that has streamed its first one."""
     outbox = Outbox()
-    outbox.send(start_request("keep going", HELD, temperature=100.0, seed=seed))
+    outbox.send(start_request("keep going", HELD, ignore_eos=True))
     call = stub.Generate(outbox.__aiter__(), timeout=120)
     assert (await call.read()).HasField("started")
     assert (await call.read()).HasField("delta")
-    return alone.tokens, outbox, call
+    return outbox, call
 
 
 async def test_sigterm_drains_and_stops_every_rank(demo: DemoModel, tmp_path: Path) -> None:
@@ -111,18 +108,18 @@ async def test_sigterm_drains_and_stops_every_rank(demo: DemoModel, tmp_path: Pa
         assert process.proc is not None
         async with channel(process) as ch:
             stub = pb_grpc.InferenceServiceStub(ch)
-            expected, outbox, call = await _held_stream(stub)
+            outbox, call = await _held_stream(stub)
             os.killpg(process.proc.pid, signal.SIGTERM)
-            tokens = expected[:1]
+            tokens = 1  # read by _held_stream
             done = None
             while (message := await call.read()) != grpc.aio.EOF:
                 if message.HasField("delta"):
-                    tokens += message.delta.token_ids
+                    tokens += len(message.delta.token_ids)
                 elif message.HasField("done"):
                     done = message.done
             outbox.close()
         assert done is not None and done.finish_reason == types_pb2.FINISH_REASON_LENGTH
-        assert tokens == expected
+        assert tokens == done.usage.completion_tokens == HELD
         # torchrun itself exits 1 after forwarding a SIGTERM; what matters is that every rank is gone.
         await asyncio.to_thread(process.proc.wait, 60)
         assert not any(alive(pid) for pid in pids.values())
@@ -140,7 +137,7 @@ async def test_killed_follower_fails_streams_unavailable_and_stops_the_service(
         assert process.proc is not None
         async with channel(process) as ch:
             stub = pb_grpc.InferenceServiceStub(ch)
-            _, outbox, call = await _held_stream(stub)
+            outbox, call = await _held_stream(stub)
             os.kill(pids[1], signal.SIGKILL)
             killed = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as raised:
