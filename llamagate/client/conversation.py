@@ -60,10 +60,19 @@ class Conversation:
         if done.finish_reason is FinishReason.CANCELLED and not reply.text:
             return
         self.history.append(Message(Role.USER, content))
-        self.history.append(Message(Role.ASSISTANT, reply.text))
+        self.history.append(Message(Role.ASSISTANT, _before_special_tags(reply.text)))
 
     def reset(self) -> None:
         self.history.clear()
 
 
 CANCEL_REQUEST = chat_pb.ChatRequest(cancel=chat_pb.ChatCancel())
+
+# Llama 2's chat-format tags. A model may emit one (imagining the next turn); the gateway keeps a
+# reply in the conversation only up to its first tag, since a dialog containing one is refused.
+SPECIAL_TAGS = ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
+
+
+def _before_special_tags(text: str) -> str:
+    found = [i for i in (text.find(tag) for tag in SPECIAL_TAGS) if i >= 0]
+    return text[: min(found)] if found else text

@@ -76,6 +76,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-gen-len", type=int, help="most tokens per reply")
     group.add_argument("--seed", type=int, help="seed for reproducible sampling")
     group.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    group.add_argument(
+        "--ignore-eos", action="store_true", help="generate past end-of-sequence up to --max-gen-len"
+    )
 
 
 def sampling_from_args(args: argparse.Namespace) -> Sampling:
@@ -85,6 +88,7 @@ def sampling_from_args(args: argparse.Namespace) -> Sampling:
         max_gen_len=args.max_gen_len,
         seed=args.seed,
         stop=tuple(args.stop),
+        ignore_eos=args.ignore_eos,
     )
 
 
