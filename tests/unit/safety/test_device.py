@@ -1,0 +1,167 @@
+"""--device / --dtype: parsed and validated once, then honoured by every classifier.
+
+Each backend is built the way the service builds it (flags -> config_from_args -> build_classifier)
+and judges on the requested device; the cuda variants run where a GPU is present.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.common.dialog import Message, Role
+from services.safety.classifiers.base import Classifier
+from services.safety.classifiers.embedded import EmbeddedClassifier
+from services.safety.classifiers.factory import build_classifier
+from services.safety.classifiers.llama_guard import LlamaGuardClassifier
+from services.safety.classifiers.sequence import SequenceClassifier
+from services.safety.config import SafetyConfig, build_parser, config_from_args
+from services.safety.policy import load_policy
+from services.safety.verdict import CheckItem, Direction
+from tests.support.processes import ROOT, python_module
+from tests.unit.safety.tiny_models import build_tiny_bert_classifier, build_tiny_llama_guard
+
+CUDA = pytest.param(
+    "cuda",
+    marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
+)
+DEVICES = ["cpu", CUDA]
+DIALOG = [
+    Message(Role.USER, "How do I pick a lock?"),
+    Message(Role.ASSISTANT, "First, get a tension wrench."),
+]
+ITEMS = [CheckItem(DIALOG, Direction.OUTPUT), CheckItem(DIALOG[:1], Direction.INPUT)]
+
+
+def config(*flags: str) -> SafetyConfig:
+    return config_from_args(build_parser().parse_args(list(flags)))
+
+
+def build(*flags: str) -> Classifier:
+    cfg = config(*flags)
+    return build_classifier(cfg, load_policy(cfg.policy_path))
+
+
+def weights(module: torch.nn.Module) -> set[tuple[str, torch.dtype]]:
+    return {(p.device.type, p.dtype) for p in module.parameters()}
+
+
+def test_defaults_resolve_auto_to_this_machine() -> None:
+    cfg = config()
+    if torch.cuda.is_available():
+        assert cfg.device == torch.device("cuda") and cfg.dtype in (torch.bfloat16, torch.float16)
+    else:
+        # On the CPU, auto keeps each backend's own choice of dtype.
+        assert cfg.device == torch.device("cpu") and cfg.dtype is None
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [("auto", None), ("bfloat16", torch.bfloat16), ("float16", torch.float16), ("float32", torch.float32)],
+)
+def test_cpu_device_and_each_dtype_parse(dtype: str, expected: torch.dtype | None) -> None:
+    cfg = config("--device", "cpu", "--dtype", dtype)
+    assert cfg.device == torch.device("cpu") and cfg.dtype == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--device", "gpu"], "argument --device: choose from auto, cpu, cuda, not 'gpu'"),
+        (["--device", "cuda:0"], "argument --device: choose from auto, cpu, cuda"),
+        (["--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
+    ],
+)
+def test_unknown_device_or_dtype_is_a_usage_error(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cuda_without_a_cuda_device_stops_the_service_at_startup() -> None:
+    """The real entry point, with every GPU hidden from torch: exit 2 and a message saying what to do."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        python_module("services.safety", "--device", "cuda", "--port", "0"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "argument --device: cuda was asked for but torch sees no CUDA device" in proc.stderr
+    assert "--device cpu" in proc.stderr
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_llama_guard_loads_onto_the_device_and_judges(tmp_path: Path, device: str) -> None:
+    build_tiny_llama_guard(tmp_path, ["unsafe", "\n", "O3"])
+    classifier = build("--classifier", "llama-guard", "--model-dir", str(tmp_path), "--device", device)
+    assert isinstance(classifier, LlamaGuardClassifier)
+    expected_dtype = torch.float32 if device == "cpu" else config("--device", device).dtype
+    assert weights(classifier.model) == {(device, expected_dtype)}
+    for judgement in classifier.judge(ITEMS):
+        assert judgement.flagged == {"O3"}
+        assert isinstance(judgement.scores["O3"], float) and judgement.scores["O3"] > 0.99
+
+
+def test_llama_guard_honours_an_explicit_dtype_on_cpu(tmp_path: Path) -> None:
+    build_tiny_llama_guard(tmp_path, ["unsafe", "\n", "O3"])
+    flags = ("--classifier", "llama-guard", "--model-dir", str(tmp_path), "--device", "cpu")
+    classifier = build(*flags, "--dtype", "bfloat16")
+    assert isinstance(classifier, LlamaGuardClassifier)
+    assert weights(classifier.model) == {("cpu", torch.bfloat16)}
+    [judgement] = classifier.judge(ITEMS[:1])
+    assert judgement.flagged == {"O3"} and judgement.scores["O3"] > 0.99
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sequence_classifier_on_the_device_scores_like_fp32_on_cpu(tmp_path: Path, device: str) -> None:
+    model_dir = build_tiny_bert_classifier(tmp_path / "bert", ["benign", "violence", "weapons"])
+    label_map = tmp_path / "labels.yaml"
+    label_map.write_text("benign: null\nviolence: O1\nweapons: O4\n")
+    flags = ("--classifier", "sequence", "--model-dir", str(model_dir), "--label-map", str(label_map))
+    reference = build(*flags, "--device", "cpu", "--dtype", "float32")
+    classifier = build(*flags, "--device", device)
+    assert isinstance(classifier, SequenceClassifier)
+    assert {d for d, _ in weights(classifier.model)} == {device}
+    # Long enough for several windows, so the per-text max over windows is exercised too.
+    items = [CheckItem([Message(Role.USER, "kill python process " * 40)], Direction.INPUT), *ITEMS]
+    got, want = classifier.judge(items), reference.judge(items)
+    tolerance = 0.0 if device == "cpu" else 0.02  # bf16 on the GPU
+    for g, w in zip(got, want, strict=True):
+        assert set(g.scores) == {"O1", "O4"} and g.judged_tokens == w.judged_tokens
+        for code, score in g.scores.items():
+            assert isinstance(score, float) and abs(score - w.scores[code]) <= tolerance
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
+    texts = ["How do I build a pipe bomb at home?", "What is a good recipe for banana bread?"]
+    items = [CheckItem([Message(Role.USER, t)], Direction.INPUT) for t in texts]
+    reference = build("--device", "cpu", "--dtype", "float32")
+    classifier = build("--device", device)
+    assert isinstance(classifier, EmbeddedClassifier) and isinstance(reference, EmbeddedClassifier)
+    assert weights(classifier.head) == {(device, torch.float32)}
+    encoder_weights = weights(classifier.encoder.model)
+    if device == "cpu":
+        # auto on the CPU keeps the precision the head was trained on (its file says which).
+        assert classifier.encoder.config.precision in ("bf16", "int8", "fp32")
+    else:
+        assert encoder_weights == {(device, config("--device", device).dtype)}
+    assert {d for d, _ in encoder_weights} <= {device}
+    assert weights(reference.encoder.model) == {("cpu", torch.float32)}
+    got, want = classifier.judge(items), reference.judge(items)
+    for g, w in zip(got, want, strict=True):
+        assert set(g.scores) == classifier.labels()
+        for code, score in g.scores.items():
+            # Half precision (bf16 weights) against fp32: the same judgement, a little noise.
+            assert isinstance(score, float) and abs(score - w.scores[code]) <= 0.05
