@@ -30,6 +30,9 @@ class EngineConfig:
     # GPU only: capture the decode step in CUDA graphs, optionally after torch.compile.
     cuda_graphs: bool = True
     compile: bool = True
+    # Launch step N+1 before reading back step N's tokens, so the host's per-step work overlaps
+    # the device's (off: one step at a time, for measuring what the overlap buys).
+    overlap_steps: bool = True
     # A step (one collective round over all ranks) taking longer than this means a rank is gone.
     step_timeout_s: float = 120.0
 

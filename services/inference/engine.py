@@ -3,6 +3,10 @@
 The asyncio side calls `submit`/`cancel` (thread-safe: they post to an inbox) and receives events
 through the sink it passed in, which hands them to its event loop. Rank 0 broadcasts each step's
 plan so every other rank runs the same forward (see ranks.py).
+
+The loop keeps one step in flight: it plans and launches step N+1, and only then waits for step N's
+tokens and does that step's host work (scheduler bookkeeping, detokenizing, stop strings, sinks),
+so the host's per-step work runs while the device computes instead of between device steps.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from services.inference.request import (
     GenerationRequest,
     Started,
 )
-from services.inference.runner import ModelRunner
-from services.inference.scheduler import Scheduler, SchedulerStats, Sequence, SequenceUpdate
+from services.inference.runner import ModelRunner, PendingStep
+from services.inference.scheduler import Scheduler, SchedulerStats, Sequence, SequenceUpdate, StepPlan
 from services.inference.text_stream import TextStream
 from services.inference.tokenizer import Tokenizer
 
@@ -43,6 +47,14 @@ class _Active:
     text: TextStream
     started_at: float
     echo_logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    plan: StepPlan
+    rows: list[Sequence]
+    pending: PendingStep
+    launched_at: float
 
 
 @dataclass(frozen=True)
@@ -173,28 +185,22 @@ class Engine:
 
     def _loop(self) -> None:
         stopping: _Stop | None = None
+        in_flight: _InFlight | None = None
         try:
             while self._failure is None:
-                idle = not self._scheduler.has_work()
+                idle = in_flight is None and not self._scheduler.has_work()
                 if stopping is not None and idle:
                     break
                 stopping = self._drain_inbox(block=idle, stopping=stopping)
-                plan = self._scheduler.schedule()
-                if plan is None:
-                    self._publish_stats()
-                    continue
-                rows = self._scheduler.rows_of(plan)
-                self._step_started = time.monotonic()
-                if self._broadcaster is not None:
-                    self._broadcaster.send(plan)
-                result = self._runner.run(plan)
-                self._step_started = None
-                self._steps += 1
-                updates = self._scheduler.apply(
-                    plan, rows, result.tokens, result.logprobs, result.echo_logprobs
-                )
-                for update in updates:
-                    self._emit(update)
+                launched = self._launch_next()
+                if in_flight is not None:
+                    self._step_started = in_flight.launched_at
+                    self._complete(in_flight)
+                if launched is not None and not self.config.overlap_steps:
+                    self._complete(launched)
+                    launched = None
+                self._step_started = None if launched is None else launched.launched_at
+                in_flight = launched
                 self._publish_stats()
         except Exception as error:
             log.exception("engine step failed")
@@ -207,6 +213,25 @@ class Engine:
                 self._broadcaster.send(None)
             with self._lock:
                 self._stats = EngineStats(**{**vars(self._stats), "running": False})
+
+    def _launch_next(self) -> _InFlight | None:
+        plan = self._scheduler.schedule()
+        if plan is None:
+            return None
+        rows = self._scheduler.rows_of(plan)
+        launched_at = time.monotonic()
+        if self._broadcaster is not None:
+            self._broadcaster.send(plan)
+        return _InFlight(plan, rows, self._runner.launch(plan), launched_at)
+
+    def _complete(self, step: _InFlight) -> None:
+        result = step.pending.result()
+        self._steps += 1
+        updates = self._scheduler.apply(
+            step.plan, step.rows, result.tokens, result.logprobs, result.echo_logprobs
+        )
+        for update in updates:
+            self._emit(update)
 
     def _drain_inbox(self, block: bool, stopping: _Stop | None) -> _Stop | None:
         while True:
@@ -304,6 +329,16 @@ class Engine:
 
 
 def run_follower(runner: ModelRunner, broadcaster: StepBroadcaster) -> None:
-    """Ranks > 0: run every plan rank 0 broadcasts, until it sends the end (None)."""
+    """Ranks > 0: run every plan rank 0 broadcasts, until it sends the end (None).
+
+    Like rank 0, a follower keeps one step in flight (its token buffer feeds the next step's
+    inputs exactly as rank 0's does, since every rank samples the same tokens).
+    """
+    in_flight: PendingStep | None = None
     while (plan := broadcaster.recv()) is not None:
-        runner.run(plan)
+        launched = runner.launch(plan)
+        if in_flight is not None:
+            in_flight.result()
+        in_flight = launched
+    if in_flight is not None:
+        in_flight.result()

@@ -2,8 +2,13 @@
 
 Prefill steps run eagerly (SDPA/flash for fresh prompts). Decode steps on CUDA replay a CUDA graph
 captured for the smallest padded batch size that fits, optionally of a torch.compile'd step; the
-whole step (forward + sampling) is one replay fed by two host-to-device copies, and its only host
-sync is reading the sampled tokens back, which streaming needs anyway.
+whole step (token lookup + forward + sampling) is one replay fed by two host-to-device copies.
+
+`launch` only queues work on the device and returns a `PendingStep`; the sampled tokens come back
+through one asynchronous copy into pinned memory, and `PendingStep.result` is the step's only host
+sync. Every step also leaves each row's sampled token on the device (in the row's batch slot of
+`slot_tokens`), so the engine can launch step N+1 before reading step N's tokens: a decode input of
+-1 means "the token in my batch slot".
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from services.inference.scheduler import StepPlan
 log = logging.getLogger(__name__)
 
 # Columns of the packed integer input of a captured decode step; block table columns follow.
-_TOKEN, _POSITION, _SLOT, _LENGTH, _SEED, _STEP, _TABLE = range(7)
+_TOKEN, _POSITION, _SLOT, _LENGTH, _SEED, _STEP, _BATCH_SLOT, _TABLE = range(8)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,27 @@ class StepResult:
     tokens: list[int]
     logprobs: list[float]
     echo_logprobs: dict[int, list[float]]
+
+
+class PendingStep:
+    """A launched step whose sampled tokens may still be on their way to the host."""
+
+    def __init__(self, out: Tensor, echo: dict[int, list[float]]) -> None:
+        # out: [2, rows] float64 (tokens, logprobs) on the device.
+        self._event: torch.cuda.Event | None = None
+        if out.is_cuda:
+            self._host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            self._host.copy_(out, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = out
+        self._echo = echo
+
+    def result(self) -> StepResult:
+        if self._event is not None:
+            self._event.synchronize()
+        return StepResult(self._host[0].long().tolist(), self._host[1].tolist(), self._echo)
 
 
 def graph_batch_sizes(max_batch_size: int) -> list[int]:
@@ -58,22 +84,39 @@ class ModelRunner:
         self.config = config
         self.device = storage.k.device
         self.max_blocks = max_blocks_per_seq
+        # Each admitted sequence's latest sampled token, by batch slot; the extra last slot takes
+        # the padded rows of a captured step.
+        self.slot_tokens = torch.zeros(config.max_batch_size + 1, dtype=torch.long, device=self.device)
+        self._pad_batch_slot = config.max_batch_size
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
         self._ints: Tensor | None = None
         self._floats: Tensor | None = None
-        self._forward: Callable[[Tensor], Tensor] = self._decode_logits
+        self._forward: Callable[[Tensor, Tensor], Tensor] = self._decode_logits
 
     @torch.inference_mode()
     def run(self, plan: StepPlan) -> StepResult:
-        if plan.decode and self._graphs:
-            return self._run_graph(plan)
-        return self._run_eager(plan)
+        """Launch and wait: for callers that do not overlap steps."""
+        return self.launch(plan).result()
 
-    def _run_eager(self, plan: StepPlan) -> StepResult:
+    @torch.inference_mode()
+    def launch(self, plan: StepPlan) -> PendingStep:
+        """Queue `plan` on the device; steps run in launch order on one stream."""
+        if plan.decode and self._graphs:
+            return self._launch_graph(plan)
+        return self._launch_eager(plan)
+
+    def _tokens_in(self, tokens: Tensor, batch_slots: Tensor) -> Tensor:
+        """[b, t] input tokens with each -1 (a token still in flight) read from the row's batch slot."""
+        return torch.where(tokens >= 0, tokens, self.slot_tokens[batch_slots][:, None])
+
+    def _launch_eager(self, plan: StepPlan) -> PendingStep:
         def tensor(values: object, dtype: torch.dtype) -> Tensor:
             return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
 
+        batch_slots = tensor(plan.batch_slots, torch.long)
         tokens = tensor(plan.tokens, torch.long)
+        if plan.decode:
+            tokens = self._tokens_in(tokens, batch_slots)
         positions = tensor(plan.positions, torch.long)
         cache = StepCache(
             self.storage,
@@ -93,15 +136,17 @@ class ModelRunner:
             tensor(plan.seeds, torch.long),
             tensor(plan.steps, torch.long),
         )
+        # Mid-prefill rows store a meaningless token too; their slot is read only once a real one is there.
+        self.slot_tokens.index_copy_(0, batch_slots, sampled)
         echo: dict[int, list[float]] = {}
         for row, targets in zip(plan.echo_rows, plan.echo_targets, strict=True):
             scores = F.log_softmax(logits[row, : len(targets)], dim=-1)
             echo[row] = scores.gather(-1, tensor(targets, torch.long)[:, None]).squeeze(-1).tolist()
-        return StepResult(sampled.tolist(), logprobs.tolist(), echo)
+        return PendingStep(torch.stack((sampled.double(), logprobs.double())), echo)
 
     # -- CUDA graphs -----------------------------------------------------------------------
 
-    def _decode_logits(self, ints: Tensor) -> Tensor:
+    def _decode_logits(self, tokens: Tensor, ints: Tensor) -> Tensor:
         """The decode forward on packed inputs -> last-token logits [b, V] (the part we compile)."""
         positions = ints[:, _POSITION : _POSITION + 1]
         cache = StepCache(
@@ -112,13 +157,16 @@ class ModelRunner:
             positions=positions,
             fresh=False,
         )
-        return self.model(ints[:, _TOKEN : _TOKEN + 1], positions, cache)[:, -1]
+        return self.model(tokens, positions, cache)[:, -1]
 
     def _decode_step(self, ints: Tensor, floats: Tensor) -> Tensor:
         """The captured decode step: packed inputs -> [2, b] (tokens, logprobs) as float64."""
-        logits = self._forward(ints)
-        tokens, logprobs = sample(logits, floats[:, 0], floats[:, 1], ints[:, _SEED], ints[:, _STEP])
-        return torch.stack((tokens.double(), logprobs.double()))
+        batch_slots = ints[:, _BATCH_SLOT]
+        tokens = self._tokens_in(ints[:, _TOKEN : _TOKEN + 1], batch_slots)
+        logits = self._forward(tokens, ints)
+        sampled, logprobs = sample(logits, floats[:, 0], floats[:, 1], ints[:, _SEED], ints[:, _STEP])
+        self.slot_tokens.index_copy_(0, batch_slots, sampled)
+        return torch.stack((sampled.double(), logprobs.double()))
 
     @torch.inference_mode()
     def capture(self) -> None:
@@ -130,6 +178,7 @@ class ModelRunner:
         self._ints = torch.zeros(biggest, _TABLE + self.max_blocks, dtype=torch.long, device=self.device)
         self._ints[:, _SLOT] = PAD_SLOT
         self._ints[:, _LENGTH] = 1
+        self._ints[:, _BATCH_SLOT] = self._pad_batch_slot
         self._floats = torch.zeros(biggest, 2, dtype=torch.float32, device=self.device)
         self._floats[:, 1] = 1.0
         # Only the forward is compiled: it is where fusion pays (norms, rotary, SwiGLU), and
@@ -150,35 +199,42 @@ class ModelRunner:
             with torch.cuda.graph(graph, pool=pool):
                 out = step(self._ints[:size], self._floats[:size])
             self._graphs[size] = (graph, out)
+        self.slot_tokens.zero_()
         torch.cuda.synchronize()
         log.info("captured decode CUDA graphs for batch sizes %s (compiled: %s)", sizes, self.config.compile)
 
-    def _run_graph(self, plan: StepPlan) -> StepResult:
+    def _launch_graph(self, plan: StepPlan) -> PendingStep:
         assert self._ints is not None and self._floats is not None
         b = plan.rows
         size = next(s for s in sorted(self._graphs) if s >= b)
-        width = _TABLE + self.max_blocks
-        ints = torch.zeros(size, width, dtype=torch.long)
-        ints[:, _SLOT] = PAD_SLOT
-        ints[:, _LENGTH] = 1
-        ints[:b, _TOKEN] = torch.tensor([t[0] for t in plan.tokens])
-        ints[:b, _POSITION] = torch.tensor([p[0] for p in plan.positions])
-        ints[:b, _SLOT] = torch.tensor([s[0] for s in plan.slots])
-        ints[:b, _LENGTH] = torch.tensor(plan.context_lens)
-        ints[:b, _SEED] = torch.tensor(plan.seeds)
-        ints[:b, _STEP] = torch.tensor(plan.steps)
-        table = torch.tensor(plan.block_tables)
-        ints[:b, _TABLE : _TABLE + table.shape[1]] = table
-        floats = torch.zeros(size, 2, dtype=torch.float32)
-        floats[:, 1] = 1.0
-        floats[:b, 0] = torch.tensor(plan.temperature)
-        floats[:b, 1] = torch.tensor(plan.top_p)
-        self._ints[:size].copy_(ints.pin_memory(), non_blocking=True)
-        self._floats[:size].copy_(floats.pin_memory(), non_blocking=True)
+        width = len(plan.block_tables[0])
+        # Only the table columns this step uses are sent: a row reads no block past its length.
+        rows = [
+            [t[0], p[0], s[0], n, seed, step, slot, *table]
+            for t, p, s, n, seed, step, slot, table in zip(
+                plan.tokens,
+                plan.positions,
+                plan.slots,
+                plan.context_lens,
+                plan.seeds,
+                plan.steps,
+                plan.batch_slots,
+                plan.block_tables,
+                strict=True,
+            )
+        ]
+        pad_row = [0, 0, PAD_SLOT, 1, 0, 0, self._pad_batch_slot, *[0] * width]
+        rows += [pad_row] * (size - b)
+        floats = [[t, p] for t, p in zip(plan.temperature, plan.top_p, strict=True)]
+        floats += [[0.0, 1.0]] * (size - b)
+        # Pinned staging from PyTorch's host allocator: it is not reused before the copy has run.
+        ints_host = torch.tensor(rows, dtype=torch.long).pin_memory()
+        floats_host = torch.tensor(floats, dtype=torch.float32).pin_memory()
+        self._ints[:size, : _TABLE + width].copy_(ints_host, non_blocking=True)
+        self._floats[:size].copy_(floats_host, non_blocking=True)
         graph, out = self._graphs[size]
         graph.replay()
-        result = out[:, :b].cpu()
-        return StepResult(result[0].long().tolist(), result[1].tolist(), {})
+        return PendingStep(out[:, :b], {})
 
 
 def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner, BlockAllocator]:

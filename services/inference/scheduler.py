@@ -7,6 +7,12 @@ so a long prompt delays running streams by one chunk at a time, never by its who
 decode needs a block and none is free, the most recently admitted sequence is preempted: its blocks
 are freed and it is recomputed later from its tokens (sampling is a pure function of seed and step,
 so it continues exactly where it stopped). Pure Python on one thread: no torch, no gRPC.
+
+Bookkeeping advances when a step is *planned*, not when its tokens come back: a row that samples
+leaves a token in flight (`Sequence.pending`), and the next decode step can be planned and started
+before that token is known. Such a row's input token is -1 and the runner reads it from the device,
+where the previous step left it in the row's batch slot. So the host plans step N+1 while the GPU
+still runs step N; a sequence that turns out to have ended (EOS, stop string) wastes one row.
 """
 
 from __future__ import annotations
@@ -39,6 +45,15 @@ class Sequence:
     blocks: list[int] = field(default_factory=list)
     phase: Phase = Phase.WAITING
     echo_pending: bool = False
+    # Tokens planned (sampled or about to be) but not yet read back: they follow `tokens`.
+    pending: int = 0
+    # Row of the runner's on-device token buffer that holds this sequence's latest sampled token.
+    batch_slot: int = -1
+
+    @property
+    def scheduled_len(self) -> int:
+        """Length once every planned token is known: what the next step's positions follow."""
+        return len(self.tokens) + self.pending
 
     @property
     def prompt_len(self) -> int:
@@ -54,7 +69,10 @@ class StepPlan:
     """One engine step, as plain lists: what every rank feeds its model (rows padded alike).
 
     Rows are sequences; `tokens`/`positions`/`slots` are [rows][t]. Row i samples from the logits
-    of its token `sample_index[i]`. `echo_rows` want the logprob of every prompt token.
+    of its token `sample_index[i]`. A decode token of -1 is still in flight: the runner takes it from
+    its device buffer at row `batch_slots[i]`, where every step stores each row's sampled token.
+    `samples[i]` says whether row i's token is a real next token (false mid-prefill).
+    `echo_rows` want the logprob of every prompt token.
     """
 
     decode: bool
@@ -69,6 +87,8 @@ class StepPlan:
     top_p: list[float]
     seeds: list[int]
     steps: list[int]
+    batch_slots: list[int] = field(default_factory=list)
+    samples: list[bool] = field(default_factory=list)
     echo_rows: list[int] = field(default_factory=list)
     # For each echo row: the prompt tokens its positions predict (to score the prompt).
     echo_targets: list[list[int]] = field(default_factory=list)
@@ -109,6 +129,9 @@ class Scheduler:
         self.decoding: list[Sequence] = []
         self._last_was_decode = False
         self.preemptions = 0
+        # Batch slots of the runner's token buffer not held by an admitted sequence.
+        self._free_batch_slots = list(range(config.max_batch_size - 1, -1, -1))
+        self._rows: list[Sequence] = []
 
     # -- admission -------------------------------------------------------------------------
 
@@ -138,6 +161,8 @@ class Scheduler:
     def _admit(self) -> None:
         while self.waiting and len(self.prefilling) + len(self.decoding) < self.config.max_batch_size:
             sequence = self.waiting[0]
+            if sequence.pending:  # preempted with a token in flight: its prompt is not complete yet
+                return
             # One block of headroom so the first decode step of what runs does not preempt at once.
             needed = blocks_for(len(sequence.tokens), self.block_size)
             if self.allocator.num_free < needed + 1 and (self.prefilling or self.decoding):
@@ -146,6 +171,7 @@ class Scheduler:
                 return
             self.waiting.popleft()
             sequence.blocks = self.allocator.allocate(needed)
+            sequence.batch_slot = self._free_batch_slots.pop()
             sequence.num_computed = 0
             sequence.phase = Phase.PREFILL
             self.prefilling.append(sequence)
@@ -160,17 +186,24 @@ class Scheduler:
             self.prefilling.remove(sequence)
         elif sequence in self.decoding:
             self.decoding.remove(sequence)
+        self._free_blocks_and_slot(sequence)
+        sequence.phase = Phase.FINISHED
+
+    def _free_blocks_and_slot(self, sequence: Sequence) -> None:
+        # A step in flight may still write these blocks and this slot; any later owner's step runs
+        # after it on the same device stream, so the reuse is safe.
         self.allocator.free(sequence.blocks)
         sequence.blocks = []
-        sequence.phase = Phase.FINISHED
+        if sequence.batch_slot >= 0:
+            self._free_batch_slots.append(sequence.batch_slot)
+            sequence.batch_slot = -1
 
     def _preempt(self, sequence: Sequence) -> None:
         if sequence in self.decoding:
             self.decoding.remove(sequence)
         else:
             self.prefilling.remove(sequence)
-        self.allocator.free(sequence.blocks)
-        sequence.blocks = []
+        self._free_blocks_and_slot(sequence)
         sequence.num_computed = 0
         sequence.phase = Phase.WAITING
         self.waiting.appendleft(sequence)
@@ -182,6 +215,7 @@ class Scheduler:
         return bool(self.waiting or self.prefilling or self.decoding)
 
     def schedule(self) -> StepPlan | None:
+        """Plan the next step and advance the bookkeeping as if it ran (see the module doc)."""
         self._admit()
         if self.prefilling and (not self.decoding or self._last_was_decode):
             self._last_was_decode = False
@@ -191,7 +225,11 @@ class Scheduler:
             if plan is not None:
                 self._last_was_decode = True
                 return plan
-            return self.schedule() if self.prefilling else None
+        # Nothing to decode (all preempted, or only waiting for tokens in flight): prefill if any.
+        self._admit()
+        if self.prefilling:
+            self._last_was_decode = False
+            return self._prefill_plan()
         return None
 
     def _slot(self, sequence: Sequence, position: int) -> int:
@@ -224,8 +262,14 @@ class Scheduler:
                 plan.echo_targets.append(
                     sequence.tokens[start + 1 : min(start + chunk + 1, sequence.prompt_len)]
                 )
-            self._add_sampling(plan, sequence)
+            self._add_sampling(plan, sequence, samples=start + chunk == len(sequence.tokens))
         self._add_block_tables(plan, [s for s, _ in rows])
+        self._rows = []
+        for sequence, chunk in rows:
+            sequence.num_computed += chunk
+            if sequence.num_computed == len(sequence.tokens):
+                self._sampled(sequence)
+            self._rows.append(sequence)
         return plan
 
     def _decode_plan(self) -> StepPlan | None:
@@ -233,7 +277,7 @@ class Scheduler:
         for sequence in list(self.decoding):
             if sequence not in self.decoding:
                 continue
-            while len(sequence.blocks) < blocks_for(len(sequence.tokens), self.block_size):
+            while len(sequence.blocks) < blocks_for(sequence.scheduled_len, self.block_size):
                 if self.allocator.num_free > 0:
                     sequence.blocks += self.allocator.allocate(1)
                     continue
@@ -241,31 +285,47 @@ class Scheduler:
                 self._preempt(victim)
                 if victim is sequence:
                     break
-        if not self.decoding:
+        # A sequence whose planned tokens already reach its limit only waits for them to come back.
+        rows = [s for s in self.decoding if s.scheduled_len < s.max_len]
+        if not rows:
             return None
         plan = self._empty_plan(decode=True, fresh=False)
-        for sequence in self.decoding:
-            position = len(sequence.tokens) - 1
-            plan.tokens.append([sequence.tokens[-1]])
+        for sequence in rows:
+            position = sequence.scheduled_len - 1
+            plan.tokens.append([-1 if sequence.pending else sequence.tokens[-1]])
             plan.positions.append([position])
             plan.slots.append([self._slot(sequence, position)])
             plan.context_lens.append(position + 1)
             plan.sample_index.append(0)
-            self._add_sampling(plan, sequence)
-        self._add_block_tables(plan, self.decoding)
+            self._add_sampling(plan, sequence, samples=True)
+        self._add_block_tables(plan, rows)
+        for sequence in rows:
+            sequence.num_computed += 1
+            self._sampled(sequence)
+        self._rows = rows
         return plan
+
+    def _sampled(self, sequence: Sequence) -> None:
+        """The planned step samples `sequence`'s next token: it is in flight until `apply`."""
+        sequence.pending += 1
+        if sequence.phase is Phase.PREFILL:
+            self.prefilling.remove(sequence)
+            self.decoding.append(sequence)
+            sequence.phase = Phase.DECODE
 
     @staticmethod
     def _empty_plan(decode: bool, fresh: bool) -> StepPlan:
         return StepPlan(decode, fresh, [], [], [], [], [], [], [], [], [], [])
 
     @staticmethod
-    def _add_sampling(plan: StepPlan, sequence: Sequence) -> None:
+    def _add_sampling(plan: StepPlan, sequence: Sequence, samples: bool) -> None:
         params = sequence.request.params
         plan.temperature.append(params.temperature)
         plan.top_p.append(params.top_p)
         plan.seeds.append(sequence.request.seed)
-        plan.steps.append(sequence.num_generated)
+        plan.steps.append(sequence.scheduled_len - sequence.prompt_len)
+        plan.batch_slots.append(sequence.batch_slot)
+        plan.samples.append(samples)
 
     @staticmethod
     def _add_block_tables(plan: StepPlan, sequences: list[Sequence]) -> None:
@@ -275,10 +335,8 @@ class Scheduler:
     # -- results ---------------------------------------------------------------------------
 
     def rows_of(self, plan: StepPlan) -> list[Sequence]:
-        """The sequences of `plan`'s rows, in order (valid until the next schedule())."""
-        if plan.decode:
-            return list(self.decoding)
-        return self.prefilling[: plan.rows]
+        """The sequences of the plan `schedule()` just returned, in row order."""
+        return list(self._rows)
 
     def apply(
         self,
@@ -288,25 +346,28 @@ class Scheduler:
         logprobs: list[float],
         echo_logprobs: dict[int, list[float]],
     ) -> list[SequenceUpdate]:
-        """Advance every row's sequence by the step's result."""
+        """Record a step's sampled tokens. Rows of sequences released since it was planned are dropped."""
         updates = []
         for i, sequence in enumerate(rows):
-            sequence.num_computed += plan.sample_index[i] + 1
+            if sequence.phase is Phase.FINISHED:
+                continue
             echo = echo_logprobs.get(i)
-            if sequence.num_computed < len(sequence.tokens):
+            if not plan.samples[i]:
                 updates.append(SequenceUpdate(sequence, None, 0.0, echo))
                 continue
-            if sequence.phase is Phase.PREFILL:
-                self.prefilling.remove(sequence)
-                self.decoding.append(sequence)
-                sequence.phase = Phase.DECODE
+            # A preempted sequence (WAITING) keeps its token: it was drawn at the right step.
+            sequence.pending -= 1
             sequence.tokens.append(tokens[i])
             updates.append(SequenceUpdate(sequence, tokens[i], logprobs[i], echo))
         return updates
 
     def finish_reason(self, sequence: Sequence) -> FinishReason | None:
         """EOS -> STOP; max_gen_len or max_seq_len -> LENGTH (stop strings are the engine's)."""
-        if sequence.num_generated > 0 and sequence.tokens[-1] == self.eos_id:
+        if (
+            sequence.num_generated > 0
+            and sequence.tokens[-1] == self.eos_id
+            and not sequence.request.params.ignore_eos
+        ):
             return FinishReason.STOP
         if len(sequence.tokens) >= sequence.max_len:
             return FinishReason.LENGTH
