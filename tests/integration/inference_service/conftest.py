@@ -74,9 +74,11 @@ def inference_process(
 @pytest.fixture(scope="session")
 def mp1(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """One MP-1 service shared by every module that only talks to it (no signals, no kills)."""
-    process = inference_process(demo, tmp_path_factory.mktemp("mp1"), name="mp1").start(timeout_s=120)
+    # Prompts prefill in chunks of 64 here (512 in the MP-2 service): comparing the two covers chunking.
+    workdir = tmp_path_factory.mktemp("mp1")
+    process = inference_process(demo, workdir, "--prefill-chunk", "64", name="mp1").start(timeout_s=120)
     yield process
-    process.terminate(timeout_s=30)
+    process.kill()  # the SIGTERM path has its own tests
 
 
 def start_request(

@@ -41,7 +41,7 @@ PROMPTS = [
     "1 2 3 4",
     "hello, how are you?",
 ]
-HELD = 120  # tokens of a stream that is still running when the test acts on it (MP 2 is slower)
+HELD = 60  # tokens of a stream that is still running when the test acts on it (MP 2 is slower)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def mp2(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         timeout_s=180
     )
     yield process
-    process.terminate(timeout_s=40)
+    process.kill()  # the SIGTERM path has its own test
 
 
 def ranks(process: ServiceProcess) -> dict[int, int]:
@@ -79,6 +79,22 @@ async def test_two_ranks_stream_the_same_tokens_as_one(mp1: ServiceProcess, mp2:
         reference = await generate(stub1, sampled)
         reply = await generate(stub2, sampled)
         assert reply.tokens == reference.tokens
+
+
+async def test_a_long_prompt_in_chunks_on_one_rank_matches_one_chunk_on_two(
+    mp1: ServiceProcess, mp2: ServiceProcess
+) -> None:
+    prompt = " ".join(f"item {i} is a word;" for i in range(40))
+    request = start_request(prompt, 10, echo=True, logprobs=True)
+    async with channel(mp1) as one, channel(mp2) as two:
+        chunked = await generate(pb_grpc.InferenceServiceStub(one), request)
+        whole = await generate(pb_grpc.InferenceServiceStub(two), request)
+    echo_chunked, echo_whole = chunked.deltas[0], whole.deltas[0]
+    assert echo_chunked.echo and len(echo_chunked.token_ids) > 3 * 64
+    assert echo_chunked.token_ids == echo_whole.token_ids
+    assert echo_chunked.logprobs == pytest.approx(echo_whole.logprobs, abs=1e-3)
+    assert chunked.tokens == whole.tokens
+    assert chunked.logprobs == pytest.approx(whole.logprobs, abs=1e-3)
 
 
 async def test_two_ranks_with_concurrent_streams(mp1: ServiceProcess, mp2: ServiceProcess) -> None:
