@@ -12,6 +12,7 @@ from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2 as t
 from services.safety.policy import POLICIES_DIR
 from tests.support.processes import ServiceProcess, free_port, python_module
+from tests.support.stack import telemetry_flags
 from tests.unit.safety.tiny_models import build_tiny_bert_classifier, build_tiny_llama_guard
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,10 @@ pytestmark = pytest.mark.slow
 def serve_and_check(tmp_path: Path, *args: str) -> pb.CheckResponse:
     port = free_port()
     proc = ServiceProcess(
-        "safety", python_module("services.safety", "--port", str(port), *args), port, tmp_path / "safety.log"
+        "safety",
+        python_module("services.safety", "--port", str(port), *telemetry_flags("safety"), *args),
+        port,
+        tmp_path / "safety.log",
     ).start()
     try:
         with grpc.insecure_channel(proc.target) as channel:

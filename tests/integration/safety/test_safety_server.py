@@ -15,6 +15,7 @@ from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2 as t
 from services.safety.policy import POLICIES_DIR
 from tests.support.processes import ServiceProcess, free_port, python_module
+from tests.support.stack import telemetry_flags
 
 pytestmark = pytest.mark.slow
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -23,8 +24,12 @@ MAX_MESSAGE_BYTES = 256 * 1024
 def start_safety(tmp: Path, *args: str) -> ServiceProcess:
     port = free_port()
     argv = python_module(
-        "services.safety", "--port", str(port), "--max-message-bytes", str(MAX_MESSAGE_BYTES), *args
-    )
+        "services.safety",
+        "--port", str(port),
+        "--max-message-bytes", str(MAX_MESSAGE_BYTES),
+        *telemetry_flags("safety"),
+        *args,
+    )  # fmt: skip
     return ServiceProcess(
         "safety", argv, port, tmp / f"safety-{port}.log", env={"HF_HUB_OFFLINE": "1"}
     ).start()
@@ -214,7 +219,9 @@ def test_unknown_category_in_policy_is_a_config_error_at_start(tmp_path: Path) -
     port = free_port()
     proc = ServiceProcess(
         "safety",
-        python_module("services.safety", "--port", str(port), "--policy", str(bad)),
+        python_module(
+            "services.safety", "--port", str(port), "--policy", str(bad), *telemetry_flags("safety")
+        ),
         port,
         tmp_path / "s.log",
     ).start(wait=False)
