@@ -95,6 +95,8 @@ class GrpcServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", ms(config.min_client_ping_interval_s)),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+                # A second server on a taken port must fail to start, not silently share the port.
+                ("grpc.so_reuseport", 0),
             ],
         )
         self.health = health.aio.HealthServicer()

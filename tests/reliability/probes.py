@@ -16,8 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.gateway.audit import read_records
 
 
-def process_tree_rss_bytes(pid: int) -> int:
-    """Resident memory of `pid` and all its descendants (a torchrun group counts every rank)."""
+def descendants(pid: int) -> list[int]:
+    """Pids of every process below `pid` (children, grandchildren, ...), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -28,10 +28,18 @@ def process_tree_rss_bytes(pid: int) -> int:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [pid]
+    found, todo = [], list(children.get(pid, []))
     while todo:
         current = todo.pop()
+        found.append(current)
         todo.extend(children.get(current, []))
+    return found
+
+
+def process_tree_rss_bytes(pid: int) -> int:
+    """Resident memory of `pid` and all its descendants (a torchrun group counts every rank)."""
+    total = 0
+    for current in [pid, *descendants(pid)]:
         try:
             status = Path(f"/proc/{current}/status").read_text()
         except OSError:
@@ -40,6 +48,15 @@ def process_tree_rss_bytes(pid: int) -> int:
         if match:
             total += int(match.group(1)) * 1024
     return total
+
+
+def running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a zombie holds no port or memory)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -19,7 +19,7 @@ from tests.reliability.conftest import ReliabilityStack
 from tests.reliability.faults import BackgroundLoad, check_fault_report
 from tests.reliability.loadgen import OK_FINISHES, LoadConfig, ReplyOutcome
 from tests.reliability.probes import health_status, wait_health
-from tests.reliability.ranks import as_torchrun_group, rank_pids
+from tests.reliability.ranks import as_torchrun_group, kill_group, rank_pids
 from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -111,7 +111,7 @@ def test_kill_9_of_one_rank_of_a_2_rank_inference_group(rstack: ReliabilityStack
             # Rank 0 cannot serve without its peer: the group goes down (or reports NOT_SERVING).
             wait_health(stack.gateway_target, "llamagate.v1.InferenceService", {"NOT_SERVING"}, timeout_s=60)
             load.wait_for("UNAVAILABLE while a rank is gone", _failed_with("UNAVAILABLE", killed_at), 60)
-            stack.inference.kill()  # what is left of the group (torchrun ends it; this makes sure)
+            kill_group(stack.inference, ranks.values())  # what is left (torchrun ends it; this makes sure)
             stack.inference.start(timeout_s=180)
             wait_health(stack.gateway_target, "llamagate.v1.InferenceService", {"SERVING"}, timeout_s=15)
             recovered_at = time.monotonic()
@@ -122,6 +122,6 @@ def test_kill_9_of_one_rank_of_a_2_rank_inference_group(rstack: ReliabilityStack
         # Later modules get the single-process inference service back (same port).
         argv = list(stack.inference.argv)
         if "torch.distributed.run" in argv:
-            stack.inference.kill()
+            kill_group(stack.inference)
             stack.inference.argv = [sys.executable, *argv[argv.index("-m", 3) :]]
             stack.inference.start(timeout_s=120)

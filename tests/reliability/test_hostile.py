@@ -224,7 +224,8 @@ def test_services_are_healthy_after_the_fuzzing(rstack: ReliabilityStack) -> Non
     check = safety_pb.CheckRequest(
         items=[
             safety_pb.CheckItem(
-                dialog=types_pb2.Dialog(messages=[types_pb2.Message(role=types_pb2.ROLE_USER, content="hi")])
+                dialog=types_pb2.Dialog(messages=[types_pb2.Message(role=types_pb2.ROLE_USER, content="hi")]),
+                direction=types_pb2.DIRECTION_INPUT,
             )
         ]
     )

@@ -18,10 +18,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Ports this process has handed out. A probe socket is closed before the service binds the port,
+# so bind(0) may return the same port twice; two services given one port would then share it
+# (grpc servers set SO_REUSEPORT by default) and calls would reach the wrong service.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no loopback port that was not handed out already after 100 tries")
 
 
 def wait_serving(
