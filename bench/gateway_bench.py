@@ -11,13 +11,18 @@ By default the gateway runs with --chunk-tokens 1, so the first chunk is the fir
 difference is the gateway + checks overhead alone; --chunk-tokens N adds the hold-back of N tokens
 (the time to generate them) to the gateway's TTFT, as a deployment with that setting sees it.
 
+Both services run on the CPU unless --inference-device / --safety-device say otherwise (cuda on
+a GPU host; auto: cuda when present).
+
     python bench/gateway_bench.py [--requests 64] [--chunk-tokens 1] [--markdown]
+        [--inference-device cpu|cuda|auto] [--safety-device cpu|cuda|auto]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import sys
 import tempfile
@@ -36,6 +41,7 @@ from llamagate.v1 import types_pb2
 from tests.support.stack import Stack, StackConfig, running_stack
 
 PROMPT = "Tell me a short story about a garden."
+DEVICES = ["cpu", "cuda", "auto"]
 SAMPLING = types_pb2.SamplingParams(temperature=0.0, max_gen_len=32)
 
 
@@ -134,14 +140,20 @@ def main() -> int:
     parser.add_argument("--chunk-tokens", type=int, default=1)
     parser.add_argument("--moderation", choices=["sentence", "buffer"], default="sentence")
     parser.add_argument("--markdown", action="store_true", help="print a bench/RESULTS.md section")
+    parser.add_argument("--inference-device", choices=DEVICES, default="cpu", help="the model's device")
+    parser.add_argument("--safety-device", choices=DEVICES, default="cpu", help="the classifier's device")
     args = parser.parse_args()
     config = StackConfig(
-        inference_args=("--device", "cpu", "--max-seq-len", "512", "--max-batch-size", "32"),
+        inference_args=("--device", args.inference_device, "--max-seq-len", "512", "--max-batch-size", "32"),
+        safety_args=("--device", args.safety_device),
         gateway_args=("--chunk-tokens", str(args.chunk_tokens), "--moderation", args.moderation),
         tenants={},
     )
+    # Other work on the machine moves CPU numbers a lot; the load average says how much there was.
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as workdir, running_stack(Path(workdir), config) as stack:
         rows = asyncio.run(run(stack, args.requests, args.concurrency))
+    load_after = os.getloadavg()[0]
     header = (
         "| streams | n | direct TTFT p50 / p99 (ms) | gateway TTFT p50 / p99 (ms) | overhead p50 / p99 (ms) |"
     )
@@ -153,11 +165,14 @@ def main() -> int:
         )
     if args.markdown:
         print(
-            f"\n## Gateway TTFT overhead ({time.strftime('%Y-%m-%d', time.gmtime())}, helper F)\n\n"
-            f"Hardware: {platform.processor() or platform.machine()}, CPU only "
-            f"({len(__import__('os').sched_getaffinity(0))} cores), demo model, embedded classifier (MiniLM).\n"
+            f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: inference on {args.inference_device}, "
+            f"safety on {args.safety_device}\n\n"
+            f"Machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores; "
+            "demo model, embedded classifier (MiniLM).\n"
+            f"Load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}.\n"
             f"Command: `python bench/gateway_bench.py --requests {args.requests} --chunk-tokens {args.chunk_tokens}"
-            f" --moderation {args.moderation} --markdown`\n"
+            f" --moderation {args.moderation} --inference-device {args.inference_device}"
+            f" --safety-device {args.safety_device} --markdown`\n"
         )
     print("\n".join(lines))
     return 0

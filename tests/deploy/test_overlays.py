@@ -181,6 +181,7 @@ def test_probes_are_grpc_health_on_the_serving_port(rendered: dict[str, list[Doc
 def test_safety_defaults_to_cpu_and_llama_guard_is_a_gpu_component(rendered: dict[str, list[Doc]]) -> None:
     (cpu,) = containers([find(rendered["llama-2-7b-chat"], "Deployment", "llamagate-safety")])
     assert flag(cpu.spec["args"], "--classifier") == "embedded"
+    assert not [a for a in cpu.spec["args"] if a.startswith("--device=cuda")]
     assert GPU not in cpu.spec["resources"]["limits"]
     assert "nodeSelector" not in cpu.pod
 
@@ -188,6 +189,7 @@ def test_safety_defaults_to_cpu_and_llama_guard_is_a_gpu_component(rendered: dic
     (gpu,) = containers([find(docs, "Deployment", "llamagate-safety")])
     assert flag(gpu.spec["args"], "--classifier") == "llama-guard"
     assert flag(gpu.spec["args"], "--model-dir") == "/models/llama-guard"
+    assert (flag(gpu.spec["args"], "--device"), flag(gpu.spec["args"], "--dtype")) == ("cuda", "bfloat16")
     assert int(gpu.spec["resources"]["limits"][GPU]) == 1
     assert gpu.spec["image"] == "llamagate-inference:0.1.0"  # the image with CUDA torch
     claims = [v["persistentVolumeClaim"] for v in gpu.pod["volumes"] if "persistentVolumeClaim" in v]
