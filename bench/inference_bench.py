@@ -21,6 +21,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from services.inference.engine import Engine  # noqa: E402
 from services.inference.kv_cache import blocks_for  # noqa: E402
 from services.inference.model import CONFIGS, ModelArgs, Transformer  # noqa: E402
 from services.inference.request import Delta, Done, Event, Failed, GenerationRequest, Started  # noqa: E402
-from services.inference.runner import build_runner  # noqa: E402
+from services.inference.runner import ModelRunner, build_runner  # noqa: E402
 from services.inference.sampling import SamplingParams  # noqa: E402
 
 SHAPES = {**CONFIGS, "tiny": ModelArgs(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=64)}
@@ -180,8 +181,105 @@ def check_correctness(engine: Engine, model: Transformer, vocab: int, n_tokens: 
     return {"ok": all(r["ok"] for r in results), "prompts": results}
 
 
+def replay_ms(runner: ModelRunner, size: int) -> float | None:
+    """Device time of one captured decode step of `size` rows (CUDA events, median of 30 replays),
+    on the inputs the engine's last step of that size left in the graph's buffers."""
+    graphs = getattr(runner, "_graphs", {})
+    if size not in graphs:
+        return None
+    graph, _ = graphs[size]
+    for _ in range(3):
+        graph.replay()
+    times = []
+    for _ in range(30):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _device_us(event: object) -> float:
+    value = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0.0)
+    return float(value or 0.0)
+
+
+def kernel_profile(runner: ModelRunner, size: int, label: str) -> dict[str, float] | None:
+    """Where one captured decode step's device time goes: kernel time per step by kind (µs).
+
+    The full per-kernel table goes to $OUT/kernels_<label>_b<size>.txt.
+    """
+    graphs = getattr(runner, "_graphs", {})
+    if size not in graphs:
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    graph, _ = graphs[size]
+    replays = 5
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if _device_us(e) > 0]
+    if not events:
+        # Kernels inside graph replays were not traced: profile the same step run without the graph.
+        ints, floats = runner._ints, runner._floats
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(replays):
+                runner._decode_step(ints[:size], floats[:size])
+            torch.cuda.synchronize()
+        events = [e for e in prof.key_averages() if _device_us(e) > 0]
+        label += "_nograph"
+    kinds: dict[str, float] = {}
+    rows = []
+    for event in events:
+        total = _device_us(event)
+        name = event.key
+        lowered = name.lower()
+        if any(k in lowered for k in ("gemv", "gemm", "cutlass", "nvjet", "sm90_", "cublas", "splitk")):
+            kind = "matmul"
+        elif "decode_kernel" in lowered:
+            kind = "paged_attention"
+        elif lowered.startswith("triton_"):
+            kind = "fused_elementwise"
+        elif any(k in lowered for k in ("sort", "radix", "scan", "cumsum")):
+            kind = "sampler_sort_scan"
+        elif "memcpy" in lowered or "memset" in lowered:
+            kind = "copies"
+        else:
+            kind = "other_eager"
+        kinds[kind] = kinds.get(kind, 0.0) + total / replays
+        rows.append((total / replays, event.count // replays, kind, name))
+    rows.sort(reverse=True)
+    out_dir = Path(os.environ.get("OUT", "."))
+    lines = [f"{us:10.1f} us/step  x{count:<4d} {kind:18s} {name[:150]}" for us, count, kind, name in rows]
+    (out_dir / f"kernels_{label}_b{size}.txt").write_text("\n".join(lines) + "\n")
+    print(f"kernel profile {label} b{size} (top 12 of {len(rows)}):\n" + "\n".join(lines[:12]), flush=True)
+    kinds["kernels_total"] = sum(v for k, v in kinds.items())
+    return {k: round(v, 1) for k, v in kinds.items()}
+
+
+def guarded(fn: Callable[..., object], *args: object) -> object:
+    """A diagnostic that must not cost the run its other numbers."""
+    try:
+        return fn(*args)
+    except Exception as error:
+        print(f"{getattr(fn, '__name__', fn)} failed: {type(error).__name__}: {error}", flush=True)
+        return None
+
+
 def measure_engine(
-    engine: Engine, vocab: int, args: argparse.Namespace, streams: list[int]
+    engine: Engine,
+    runner: ModelRunner,
+    vocab: int,
+    args: argparse.Namespace,
+    streams: list[int],
+    label: str,
+    ttft_lens: list[int],
+    profile_kernels: bool = True,
 ) -> dict[str, object]:
     out: dict[str, object] = {}
     n = args.new_tokens
@@ -189,6 +287,11 @@ def measure_engine(
     (one,) = run_requests(engine, random_prompts(1, args.prompt_len, vocab, 1), n)
     assert one.first is not None and one.last is not None
     out["batch1_decode_tok_s"] = (len(one.tokens) - 1) / (one.last - one.first)
+    out["batch1_step_ms"] = 1000 * (one.last - one.first) / (len(one.tokens) - 1)
+    if torch.cuda.is_available() and runner.device.type == "cuda":
+        out["batch1_gpu_step_ms"] = replay_ms(runner, 1)
+        if profile_kernels:
+            out["batch1_kernels_us"] = guarded(kernel_profile, runner, 1, label)
     for count in streams:
         records = run_requests(
             engine, random_prompts(count, args.prompt_len, vocab, count), n, temperature=0.8
@@ -200,11 +303,23 @@ def measure_engine(
         out[f"streams{count}_p50_ttft_ms"] = 1000 * statistics.median(
             (r.first or 0) - r.submitted for r in records
         )
-    ttfts = []
-    for seed in range(5):
-        (record,) = run_requests(engine, random_prompts(1, 512, vocab, 1000 + seed), 1)
-        ttfts.append((record.first or 0) - record.submitted)
-    out["ttft_512_ms"] = 1000 * statistics.median(ttfts)
+        # Step time once every stream decodes: the last stream to start, from its first token.
+        last_started = max(records, key=lambda r: r.first or 0.0)
+        if last_started.first is not None and last_started.last is not None and len(last_started.tokens) > 1:
+            span = last_started.last - last_started.first
+            out[f"streams{count}_decode_step_ms"] = 1000 * span / (len(last_started.tokens) - 1)
+        if runner.device.type == "cuda":
+            size = next((s for s in sorted(getattr(runner, "_graphs", {})) if s >= count), None)
+            if size is not None:
+                out[f"streams{count}_gpu_step_ms"] = replay_ms(runner, size)
+                if profile_kernels and count == max(streams):
+                    out[f"streams{count}_kernels_us"] = guarded(kernel_profile, runner, size, label)
+    for length in ttft_lens:
+        ttfts = []
+        for seed in range(5):
+            (record,) = run_requests(engine, random_prompts(1, length, vocab, 1000 + seed), 1)
+            ttfts.append((record.first or 0) - record.submitted)
+        out[f"ttft_{length}_ms"] = 1000 * statistics.median(ttfts)
     return out
 
 
@@ -351,14 +466,30 @@ def bench_shape(
         if not args.quick:
             result["correctness"] = check_correctness(engine, model, model_args.vocab_size, args.check_tokens)
             print("correctness:", json.dumps(result["correctness"]), flush=True)
-        streams = [32] if args.quick else [8, 32, 64]
+        streams = args.streams or ([32] if args.quick else [8, 32, 64])
         streams = [s for s in streams if s <= args.max_batch_size]
-        result |= measure_engine(engine, model_args.vocab_size, args, streams)
+        result |= measure_engine(engine, runner, model_args.vocab_size, args, streams, label, args.ttft_lens)
         stats = engine.stats()
         result["free_blocks_after"] = stats.free_blocks
         result["preemptions"] = stats.preemptions
     finally:
         engine.stop(drain=False, timeout_s=60)
+    if args.compare_no_overlap:
+        # The same runner, one step at a time: what overlapping host work with the device buys.
+        serial = Engine(
+            replace(config, overlap_steps=False),
+            runner,
+            IdTokenizer(model_args.vocab_size),  # type: ignore[arg-type]
+            allocator,
+        )
+        serial.start()
+        try:
+            measured = measure_engine(
+                serial, runner, model_args.vocab_size, args, [max(streams)], label, [], profile_kernels=False
+            )
+            result |= {f"no_overlap_{k}": v for k, v in measured.items()}
+        finally:
+            serial.stop(drain=False, timeout_s=60)
     if device.type == "cuda":
         result["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print(json.dumps(result), flush=True)
@@ -366,7 +497,7 @@ def bench_shape(
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    if config.compile and not args.quick:
+    if config.compile and not args.quick and not args.skip_no_compile:
         # The same engine with CUDA graphs of the eager step: what compiling buys.
         plain = replace(
             config, compile=False, num_kv_blocks=2 * blocks_for(args.max_seq_len, config.kv_block_size)
@@ -426,11 +557,24 @@ def table(results: list[dict[str, object]]) -> str:
         "weight_gib",
         "roofline_tok_s",
         "batch1_decode_tok_s",
+        "batch1_step_ms",
+        "batch1_gpu_step_ms",
+        "no_overlap_batch1_decode_tok_s",
+        "no_overlap_batch1_step_ms",
         "streams8_total_tok_s",
         "streams32_total_tok_s",
         "streams64_total_tok_s",
+        "no_overlap_streams64_total_tok_s",
+        "no_overlap_streams32_total_tok_s",
+        "streams32_decode_step_ms",
+        "streams32_gpu_step_ms",
+        "streams64_decode_step_ms",
+        "streams64_gpu_step_ms",
+        "no_overlap_streams64_decode_step_ms",
         "streams32_p50_ttft_ms",
+        "streams64_p50_ttft_ms",
         "ttft_512_ms",
+        "ttft_2048_ms",
         "peak_gpu_gib",
         "kv_blocks",
         "capture_s",
@@ -459,6 +603,9 @@ def table(results: list[dict[str, object]]) -> str:
             lines.append(f"\ncompile error {r['shape']}: {r['compile_error']}")
         if "hf_error" in r:
             lines.append(f"\nHF error {r['shape']}: {r['hf_error']}")
+        for key in ("batch1_kernels_us", "streams32_kernels_us", "streams64_kernels_us"):
+            if r.get(key):
+                lines.append(f"\n{key} {r['shape']}: {json.dumps(r[key])}")
         if "hf_same_tokens_as_eager" in r:
             lines.append(f"\nHF greedy == our eager model ({r['shape']}): {r['hf_same_tokens_as_eager']}")
     return "\n".join(lines)
@@ -488,6 +635,14 @@ def main() -> None:
     parser.add_argument("--num-kv-blocks", type=int)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument(
+        "--skip-no-compile", action="store_true", help="skip the graphs-without-compile engine"
+    )
+    parser.add_argument("--compare-no-overlap", action="store_true", help="also run steps one at a time")
+    parser.add_argument("--streams", type=lambda t: [int(x) for x in t.split(",")], help="e.g. 32,64")
+    parser.add_argument(
+        "--ttft-lens", type=lambda t: [int(x) for x in t.split(",")], default=[512], help="e.g. 512,2048"
+    )
     parser.add_argument(
         "--hf-static-b8", action="store_true", help="also HF static cache at batch 8 (one more compile)"
     )
