@@ -218,3 +218,32 @@ async def test_a_refused_submission_is_counted_as_rejected(not_running: Served) 
     metrics = collect(not_running.hop.metrics)
     assert metrics["llamagate_generate_requests_total"][labels(finish_reason="rejected")].value == 1
     assert "llamagate_ttft_seconds" not in metrics or not metrics["llamagate_ttft_seconds"]
+
+
+async def test_a_client_that_goes_away_ends_the_spans_as_cancelled(served: Served) -> None:
+    requests: asyncio.Queue[pb.GenerateRequest | None] = asyncio.Queue()
+    await requests.put(_start(200))
+
+    async def outgoing() -> AsyncIterator[pb.GenerateRequest]:
+        while (item := await requests.get()) is not None:
+            yield item
+
+    call = served.stub.Generate(outgoing())
+    received = 0
+    async for reply in call:
+        if reply.HasField("delta"):
+            received += len(reply.delta.token_ids)
+            if received >= 2:
+                break
+    call.cancel()  # the RPC is aborted: no GenerateCancel, no done event
+    for _ in range(500):  # bounded: at most ~5 s for the server to see the abort
+        if any(s.name == GENERATE_SPAN for s in served.hop.spans.get_finished_spans()):
+            break
+        await asyncio.sleep(0.01)
+    generate = _spans(served.hop)[GENERATE_SPAN]
+    assert generate.attributes is not None
+    assert generate.attributes["llamagate.finish_reason"] == "cancelled"
+    generated = generate.attributes["llamagate.generated_tokens"]
+    assert isinstance(generated, int) and generated >= received
+    metrics = collect(served.hop.metrics)
+    assert metrics["llamagate_generate_requests_total"][labels(finish_reason="cancelled")].value == 1
