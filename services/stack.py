@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     api_key = write_dev_keys(config.workdir / "api_keys.yaml")
     services = build_services(config)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: closing the terminal must stop the services, not orphan them.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     try:
         for service in services[:2]:
