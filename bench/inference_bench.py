@@ -490,6 +490,7 @@ def bench_shape(
             result |= {f"no_overlap_{k}": v for k, v in measured.items()}
         finally:
             serial.stop(drain=False, timeout_s=60)
+        del serial  # it holds the runner, hence the KV cache
     if device.type == "cuda":
         result["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print(json.dumps(result), flush=True)
