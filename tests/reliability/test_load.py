@@ -62,6 +62,9 @@ def test_concurrent_streams_complete_and_resources_return(rstack: ReliabilitySta
     idle = wait_scheduler_idle(rstack.inference_metrics_port)
     assert idle["kv"] == 0.0
     after = _rss(rstack)
+    print(
+        "RSS MiB before -> after:", {n: f"{baseline[n] / 2**20:.0f} -> {after[n] / 2**20:.0f}" for n in after}
+    )
     for name, before in baseline.items():
         limit = max(before * RSS_SLACK, before + RSS_SLACK_BYTES)
         assert after[name] <= limit, f"{name} RSS {before / 2**20:.0f} -> {after[name] / 2**20:.0f} MiB"
