@@ -144,3 +144,21 @@ def test_limits_come_from_the_command_line() -> None:
     assert config_from_args(build_parser().parse_args(required)).stream_limits == StreamLimits()
     with pytest.raises(SystemExit, match="--max-turns"):
         config_from_args(build_parser().parse_args([*required, "--max-turns", "0"]))
+
+
+@pytest.mark.parametrize("limited", [StreamLimits(max_duration_s=0.5)], indirect=True)
+async def test_a_client_that_stops_reading_is_cut_at_the_max_duration(limited: Gateway) -> None:
+    channel, inference = limited
+    # Megabytes of reply, far past the HTTP/2 flow-control window, and a client that never reads.
+    inference.generation.deltas = ["x" * 2000 + ". "] * 3000
+    call = chat_grpc.ChatServiceStub(channel).Chat(metadata=KEY)
+    await call.write(start())
+    for _ in range(100):  # bounded poll (10 s) of the scripted generation's state
+        if inference.generation.closed:
+            break
+        await asyncio.sleep(0.1)
+    assert inference.generation.closed, "the generation of an unread stream outlived the stream limit"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        while True:
+            await call.read()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
