@@ -5,6 +5,11 @@ On CUDA a Triton kernel reads the blocks in place (no gather copy, no host sync,
 step can be captured in a CUDA graph and compiled: it is registered as an opaque custom op). On
 CPU, and as the reference the kernel is tested against, the blocks are gathered and SDPA runs
 with a length mask.
+
+One program per (row, kv head) leaves most of the GPU idle at small batch (batch 1 of a 7B model
+is 32 programs on 132 SMs), so there each row's context is also split into chunks run by separate
+programs (flash-decoding); a second small kernel merges the chunks' partial softmax results. The
+split count depends only on the batch shape, so a captured graph keeps it fixed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,17 @@ try:
     import triton.language as tl
 except ImportError:  # CPU-only installs have no Triton; the reference path serves them.
     triton = None
+
+# Enough programs to cover the GPU's SMs about twice; at most this many chunks per row.
+TARGET_PROGRAMS = 264
+MAX_SPLITS = 16
+
+
+def num_splits(rows: int, kv_heads: int) -> int:
+    programs = rows * kv_heads
+    if programs >= TARGET_PROGRAMS // 2:
+        return 1
+    return max(1, min(MAX_SPLITS, -(-TARGET_PROGRAMS // programs)))
 
 
 def decode_reference(
@@ -53,6 +69,9 @@ if triton is not None:
         BT,
         LENS,
         O,  # noqa: E741
+        M_PART,
+        L_PART,
+        ACC_PART,
         scale,
         stride_qb,
         stride_qh,
@@ -68,12 +87,22 @@ if triton is not None:
         BLOCK_SIZE: tl.constexpr,
         BLOCK_N: tl.constexpr,
         IEEE: tl.constexpr,
+        NUM_HEADS: tl.constexpr,
+        SPLITS: tl.constexpr,
     ):
         # One program per (row, kv head): the GROUP query heads sharing that kv head are one
         # small matrix, so each key/value is read once for all of them (grouped-query attention).
         row = tl.program_id(0)
         kv_head = tl.program_id(1)
+        split = tl.program_id(2)
         length = tl.load(LENS + row)
+        if SPLITS == 1:
+            lo = 0
+            hi = length
+        else:
+            chunk = tl.cdiv(tl.cdiv(length, SPLITS), BLOCK_N) * BLOCK_N
+            lo = split * chunk
+            hi = tl.minimum(lo + chunk, length)
         g = tl.arange(0, GROUP_PAD)
         d = tl.arange(0, HEAD_DIM)
         heads = kv_head * GROUP + g
@@ -85,9 +114,9 @@ if triton is not None:
         m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
         l_sum = tl.zeros([GROUP_PAD], tl.float32)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-        for start in range(0, length, BLOCK_N):
+        for start in range(lo, hi, BLOCK_N):
             n = start + tl.arange(0, BLOCK_N)
-            valid = n < length
+            valid = n < hi
             block = tl.load(BT + row * stride_btb + n // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
             offsets = block * stride_kb + (n % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
             k = tl.load(K + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
@@ -107,12 +136,46 @@ if triton is not None:
             else:
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m = m_new
-        out = acc / l_sum[:, None]
-        tl.store(
-            O + row * stride_ob + heads[:, None] * stride_oh + d[None, :],
-            out.to(O.dtype.element_ty),
-            mask=(g < GROUP)[:, None],
-        )
+        if SPLITS == 1:
+            out = acc / l_sum[:, None]
+            tl.store(
+                O + row * stride_ob + heads[:, None] * stride_oh + d[None, :],
+                out.to(O.dtype.element_ty),
+                mask=(g < GROUP)[:, None],
+            )
+        else:
+            # Unnormalised partials of this chunk; an empty chunk leaves m = -inf, l = 0, acc = 0.
+            part = (row * NUM_HEADS + heads) * SPLITS + split
+            tl.store(M_PART + part, m, mask=g < GROUP)
+            tl.store(L_PART + part, l_sum, mask=g < GROUP)
+            tl.store(ACC_PART + part[:, None] * HEAD_DIM + d[None, :], acc, mask=(g < GROUP)[:, None])
+
+    @triton.jit
+    def _merge_kernel(  # type: ignore[no-untyped-def]
+        M_PART,
+        L_PART,
+        ACC_PART,
+        O,  # noqa: E741
+        stride_ob,
+        stride_oh,
+        NUM_HEADS: tl.constexpr,
+        HEAD_DIM: tl.constexpr,
+        SPLITS: tl.constexpr,
+        SPLITS_PAD: tl.constexpr,
+    ):
+        # One program per (row, head): rescale each chunk to the common max and normalise once.
+        row = tl.program_id(0)
+        head = tl.program_id(1)
+        s = tl.arange(0, SPLITS_PAD)
+        d = tl.arange(0, HEAD_DIM)
+        part = (row * NUM_HEADS + head) * SPLITS + s
+        used = s < SPLITS
+        m = tl.load(M_PART + part, mask=used, other=float("-inf"))
+        l_sum = tl.load(L_PART + part, mask=used, other=0.0)
+        acc = tl.load(ACC_PART + part[:, None] * HEAD_DIM + d[None, :], mask=used[:, None], other=0.0)
+        weight = tl.exp(m - tl.max(m, 0))  # chunk 0 is never empty, so the max is finite
+        out = tl.sum(acc * weight[:, None], 0) / tl.sum(l_sum * weight, 0)
+        tl.store(O + row * stride_ob + head * stride_oh + d, out.to(O.dtype.element_ty))
 
     @torch.library.custom_op("llamagate::paged_decode", mutates_args=())
     def _paged_decode(
@@ -125,13 +188,23 @@ if triton is not None:
         group = heads // kv_heads
         q = q.contiguous()
         out = torch.empty_like(q)
-        _decode_kernel[(b, kv_heads)](
+        splits = num_splits(b, kv_heads)
+        if splits > 1:
+            m_part = torch.empty(b, heads, splits, dtype=torch.float32, device=q.device)
+            l_part = torch.empty_like(m_part)
+            acc_part = torch.empty(b, heads, splits, head_dim, dtype=torch.float32, device=q.device)
+        else:
+            m_part = l_part = acc_part = out  # unused by the single-pass kernel
+        _decode_kernel[(b, kv_heads, splits)](
             q,
             k_cache,
             v_cache,
             block_tables,
             context_lens,
             out,
+            m_part,
+            l_part,
+            acc_part,
             1.0 / math.sqrt(head_dim),
             q.stride(0),
             q.stride(1),
@@ -147,8 +220,23 @@ if triton is not None:
             BLOCK_SIZE=k_cache.shape[1],
             BLOCK_N=64,
             IEEE=q.dtype == torch.float32,
+            NUM_HEADS=heads,
+            SPLITS=splits,
             num_warps=4,
         )
+        if splits > 1:
+            _merge_kernel[(b, heads)](
+                m_part,
+                l_part,
+                acc_part,
+                out,
+                out.stride(0),
+                out.stride(1),
+                NUM_HEADS=heads,
+                HEAD_DIM=head_dim,
+                SPLITS=splits,
+                SPLITS_PAD=triton.next_power_of_2(splits),
+            )
         return out
 
     @_paged_decode.register_fake

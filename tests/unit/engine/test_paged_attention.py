@@ -71,3 +71,22 @@ def test_triton_kernel_matches_dense_attention(heads: int, kv_heads: int, head_d
     expected = dense_attention(q, dense)
     error = (out.double() - expected).norm() / expected.norm()
     assert error < 1e-2, f"relative error {error:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or paged_attention.triton is None, reason="needs CUDA and Triton"
+)
+@pytest.mark.parametrize(("heads", "kv_heads"), [(32, 32), (64, 8)])
+@pytest.mark.parametrize("lengths", [[2000], [5], [130, 1]])
+def test_split_context_kernel_matches_dense_attention(heads: int, kv_heads: int, lengths: list[int]) -> None:
+    """Few rows: the context is split across programs and merged (flash-decoding)."""
+    assert paged_attention.num_splits(len(lengths), kv_heads) > 1
+    torch.manual_seed(len(lengths) + kv_heads)
+    k_cache, v_cache, tables, dense = scattered_cache(lengths, kv_heads, 128, 16, torch.bfloat16, "cuda")
+    q = torch.randn(len(lengths), heads, 128, dtype=torch.bfloat16, device="cuda")
+    lens = torch.tensor(lengths, dtype=torch.int32, device="cuda")
+    out = paged_attention.decode(q, k_cache[None], v_cache[None], 0, tables, lens)
+    expected = dense_attention(q, dense)
+    error = (out.double() - expected).norm() / expected.norm()
+    assert error < 1e-2, f"relative error {error:.2e}"
