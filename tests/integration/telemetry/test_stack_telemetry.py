@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import grpc
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,6 +41,9 @@ PROMPT_MARKER = "zebra-quartz-lantern"
 TURNS = 2
 CHECK_STREAM = "/llamagate.v1.SafetyService/CheckStream"
 SAMPLING = types_pb.SamplingParams(temperature=0.0, max_gen_len=12)
+# A tenant whose limit (half a request per minute) refuses its first request.
+TIGHT_KEY = "tight-tenant-key"
+TIGHT_TENANT = {"tight": {"requests_per_minute": 0.5, "keys": [{"plain": TIGHT_KEY}]}}
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +55,7 @@ class TracedStack:
     metrics_ports: dict[str, int]
     dones: list[chat_pb.Done]
     request_ids: list[str]
+    rate_limited: grpc.StatusCode
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +76,11 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedStack]:
             ),
             safety_args=("--metrics-port", str(ports["safety"]), "--log-format", "json"),
             gateway_args=("--metrics-port", str(ports["gateway"]), "--log-format", "json"),
+            tenants=TIGHT_TENANT,
         )
         with running_stack(tmp_path_factory.mktemp("traced-stack"), config) as stack:
             dones, request_ids = _chat(stack)
-            yield TracedStack(stack, collector, ports, dones, request_ids)
+            yield TracedStack(stack, collector, ports, dones, request_ids, _over_the_limit(stack))
     collector.stop()
 
 
@@ -104,6 +110,20 @@ def _chat(stack: Stack) -> tuple[list[chat_pb.Done], list[str]]:
                     break
     assert len(dones) == TURNS, f"got {len(dones)} done events"
     return dones, request_ids
+
+
+def _over_the_limit(stack: Stack) -> grpc.StatusCode:
+    """The status of a Complete call by the tight tenant (refused before any turn starts)."""
+    with stack.gateway_channel() as channel:
+        stub = chat_grpc.ChatServiceStub(channel)
+        try:
+            for _ in stub.Complete(
+                chat_pb.CompleteRequest(prompt="hello"), metadata=(("authorization", f"Bearer {TIGHT_KEY}"),)
+            ):
+                pass
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
 
 
 def _paced(
@@ -221,6 +241,10 @@ def test_each_service_serves_metrics_matching_the_traffic(traced: TracedStack) -
         _total(gateway, "llamagate_tenant_tokens_total", tenant="dev", kind="generated") == completion_tokens
     )
     assert _total(gateway, "llamagate_gateway_request_duration_seconds_count") == TURNS
+    assert traced.rate_limited == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _total(gateway, "llamagate_rate_limited_total", tenant="tight") == 1
+    assert _total(gateway, "llamagate_rate_limited_total", tenant="dev") == 0
+    assert _total(gateway, "llamagate_requests_total", tenant="tight") == 0
 
 
 def test_json_logs_carry_trace_and_request_ids_and_no_prompt(traced: TracedStack) -> None:
