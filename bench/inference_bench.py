@@ -181,10 +181,10 @@ def check_correctness(engine: Engine, model: Transformer, vocab: int, n_tokens: 
     return {"ok": all(r["ok"] for r in results), "prompts": results}
 
 
-def replay_ms(runner: ModelRunner, size: int) -> float | None:
+def replay_ms(runner: ModelRunner, size: int, greedy: bool = False) -> float | None:
     """Device time of one captured decode step of `size` rows (CUDA events, median of 30 replays),
     on the inputs the engine's last step of that size left in the graph's buffers."""
-    graphs = getattr(runner, "_graphs", {})
+    graphs = getattr(runner, "_greedy_graphs" if greedy else "_graphs", {})
     if size not in graphs:
         return None
     graph, _ = graphs[size]
@@ -206,12 +206,14 @@ def _device_us(event: object) -> float:
     return float(value or 0.0)
 
 
-def kernel_profile(runner: ModelRunner, size: int, label: str) -> dict[str, float] | None:
+def kernel_profile(
+    runner: ModelRunner, size: int, label: str, greedy: bool = False
+) -> dict[str, float] | None:
     """Where one captured decode step's device time goes: kernel time per step by kind (µs).
 
     The full per-kernel table goes to $OUT/kernels_<label>_b<size>.txt.
     """
-    graphs = getattr(runner, "_graphs", {})
+    graphs = getattr(runner, "_greedy_graphs" if greedy else "_graphs", {})
     if size not in graphs:
         return None
     from torch.profiler import ProfilerActivity, profile
@@ -229,7 +231,7 @@ def kernel_profile(runner: ModelRunner, size: int, label: str) -> dict[str, floa
         ints, floats = runner._ints, runner._floats
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(replays):
-                runner._decode_step(ints[:size], floats[:size])
+                runner._decode_step(ints[:size], floats[:size], greedy=greedy)
             torch.cuda.synchronize()
         events = [e for e in prof.key_averages() if _device_us(e) > 0]
         label += "_nograph"
@@ -289,9 +291,11 @@ def measure_engine(
     out["batch1_decode_tok_s"] = (len(one.tokens) - 1) / (one.last - one.first)
     out["batch1_step_ms"] = 1000 * (one.last - one.first) / (len(one.tokens) - 1)
     if torch.cuda.is_available() and runner.device.type == "cuda":
-        out["batch1_gpu_step_ms"] = replay_ms(runner, 1)
+        # Batch 1 is greedy, so the engine replays the greedy graph; the sampling one for comparison.
+        out["batch1_gpu_step_ms"] = replay_ms(runner, 1, greedy=True)
+        out["batch1_gpu_step_sampling_ms"] = replay_ms(runner, 1)
         if profile_kernels:
-            out["batch1_kernels_us"] = guarded(kernel_profile, runner, 1, label)
+            out["batch1_kernels_us"] = guarded(kernel_profile, runner, 1, label, True)
     for count in streams:
         records = run_requests(
             engine, random_prompts(count, args.prompt_len, vocab, count), n, temperature=0.8
@@ -523,8 +527,12 @@ def bench_shape(
         try:
             hf = hf_model(model, dtype, device)
             prompt = random_prompts(1, 33, model_args.vocab_size, 1)[0]
-            ours, _ = eager_greedy(model, prompt, 16)
-            result["hf_same_tokens_as_eager"] = hf_first_tokens(hf, prompt, 16) == ours
+            ours, gaps = eager_greedy(model, prompt, 16)
+            theirs = hf_first_tokens(hf, prompt, 16)
+            result["hf_same_tokens_as_eager"] = theirs == ours
+            differ = next((i for i, (a, b) in enumerate(zip(theirs, ours, strict=True)) if a != b), None)
+            if differ is not None:
+                result["hf_first_difference"] = {"index": differ, "our_top2_gap_there": gaps[differ]}
             n = args.hf_new_tokens
             result["hf_eager_b1_tok_s"] = hf_tok_s(hf, 1, args.prompt_len, n, model_args.vocab_size)
             result["hf_eager_b64_tok_s"] = hf_tok_s(
@@ -560,6 +568,7 @@ def table(results: list[dict[str, object]]) -> str:
         "batch1_decode_tok_s",
         "batch1_step_ms",
         "batch1_gpu_step_ms",
+        "batch1_gpu_step_sampling_ms",
         "no_overlap_batch1_decode_tok_s",
         "no_overlap_batch1_step_ms",
         "streams8_total_tok_s",
@@ -608,7 +617,10 @@ def table(results: list[dict[str, object]]) -> str:
             if r.get(key):
                 lines.append(f"\n{key} {r['shape']}: {json.dumps(r[key])}")
         if "hf_same_tokens_as_eager" in r:
-            lines.append(f"\nHF greedy == our eager model ({r['shape']}): {r['hf_same_tokens_as_eager']}")
+            lines.append(
+                f"\nHF greedy == our eager model ({r['shape']}): {r['hf_same_tokens_as_eager']} "
+                f"{json.dumps(r.get('hf_first_difference'))}"
+            )
     return "\n".join(lines)
 
 

@@ -85,6 +85,14 @@ def uniform_noise(seeds: Tensor, steps: Tensor, vocab_size: int) -> Tensor:
     return (bits.float() + 0.5) * (1.0 / (1 << 24))
 
 
+def greedy_sample(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """What `sample` returns when every row has temperature 0, without the top-p machinery."""
+    logits = logits.float()
+    tokens = logits.argmax(dim=-1)
+    logprobs = F.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, logprobs
+
+
 def sample(
     logits: Tensor, temperature: Tensor, top_p: Tensor, seeds: Tensor, steps: Tensor
 ) -> tuple[Tensor, Tensor]:
