@@ -141,10 +141,20 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         async def watch_client() -> None:
             # A half-close is normal (the client has nothing more to say); an aborted RPC reaches
             # the `finally` below as CancelledError. Only an explicit GenerateCancel cancels here.
-            async for message in request_iterator:
-                if message.WhichOneof("action") == "cancel":
-                    self._engine.cancel(handle)
-                    return
+            # A bad later message fails the stream through the event queue: raised in this task,
+            # it would be lost and the generation would go on as if nothing had been sent.
+            try:
+                async for message in request_iterator:
+                    action = message.WhichOneof("action")
+                    if action == "cancel":
+                        self._engine.cancel(handle)
+                        return
+                    raise InvalidRequest(
+                        "after its GenerateStart a Generate stream accepts only a GenerateCancel (set "
+                        f"`cancel`), got {f'a second `{action}`' if action else 'an empty GenerateRequest'}"
+                    )
+            except LlamagateError as error:
+                events.put_nowait((time.time_ns(), Failed(error)))
 
         watcher = asyncio.create_task(watch_client())
         try:

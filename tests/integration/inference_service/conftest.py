@@ -27,7 +27,7 @@ SERVICE = "llamagate.v1.InferenceService"
 # Small enough to start in seconds on two cores; 119 usable KV blocks (1904 tokens) hold 32 short
 # streams at once, but not 8 streams of 250 tokens (which must then preempt).
 MAX_SEQ_LEN = 512
-BASE_ARGS = ("--device", "cpu", "--max-seq-len", str(MAX_SEQ_LEN), "--max-batch-size", "32")
+BASE_ARGS: tuple[str, ...] = ("--device", "cpu", "--max-seq-len", str(MAX_SEQ_LEN), "--max-batch-size", "32")
 BASE_ARGS += ("--num-kv-blocks", "120")
 
 

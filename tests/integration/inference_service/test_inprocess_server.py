@@ -4,7 +4,6 @@ sequential runs, cancel ends CANCELLED and returns every KV block, bad requests 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,21 +15,21 @@ from llamagate.v1 import types_pb2
 from services.common.server import GrpcServer, ServerConfig
 from services.inference.checkpoint import load_model
 from services.inference.config import EngineConfig
-from services.inference.demo import write_demo
 from services.inference.engine import Engine
 from services.inference.parallel import init_parallel
 from services.inference.runner import build_runner
 from services.inference.servicer import InferenceServicer, model_info
 from services.inference.tokenizer import Tokenizer
+from tests.integration.inference_service.conftest import DemoModel
 
 
 @pytest.fixture
-async def served(tmp_path: Path):  # type: ignore[no-untyped-def]
-    paths = write_demo(tmp_path / "demo")
+async def served(demo: DemoModel):  # type: ignore[no-untyped-def]
+    # The session's demo model (conftest.py): building one per test means training it each time.
     ctx = init_parallel("cpu")
     config = EngineConfig(max_seq_len=256, max_batch_size=32, num_kv_blocks=400, prefill_chunk=64)
-    model = load_model(paths.ckpt_dir, ctx=ctx, dtype=torch.float32, max_seq_len=config.max_seq_len)
-    tokenizer = Tokenizer(paths.tokenizer)
+    model = load_model(demo.ckpt_dir, ctx=ctx, dtype=torch.float32, max_seq_len=config.max_seq_len)
+    tokenizer = Tokenizer(demo.tokenizer)
     runner, allocator = build_runner(model, config)
     engine = Engine(config, runner, tokenizer, allocator)
     engine.start()
@@ -74,7 +73,7 @@ async def test_32_concurrent_streams_equal_sequential_runs(served) -> None:  # t
 async def test_cancel_ends_cancelled_and_frees_blocks(served) -> None:  # type: ignore[no-untyped-def]
     stub, engine = served
     queue: asyncio.Queue[pb.GenerateRequest | None] = asyncio.Queue()
-    await queue.put(start("a long story", n=200))
+    await queue.put(start("a long story", n=200, ignore_eos=True))  # the demo model ends replies early
 
     async def requests():  # type: ignore[no-untyped-def]
         while (item := await queue.get()) is not None:

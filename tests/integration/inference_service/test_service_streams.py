@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -296,3 +297,41 @@ async def test_dialog_input_streams_and_counts_prompt_tokens(mp1: ServiceProcess
     assert reply.started is not None and reply.started.prompt_tokens == len(ids.token_ids)
     assert reply.done is not None and reply.done.usage.prompt_tokens == len(ids.token_ids)
     assert 0 < len(reply.tokens) <= 5
+
+
+@pytest.mark.parametrize(
+    ("second", "fragment"),
+    [
+        (start_request("again", 4).SerializeToString(), "a second `start`"),
+        (b"", "an empty GenerateRequest"),
+        (bytes([2 << 3 | 2, 2, 15 << 3 | 0, 1]), "cancel.#15"),  # a cancel carrying field 15
+    ],
+    ids=["second-start", "empty", "cancel-with-unknown-field"],
+)
+async def test_a_bad_message_after_the_start_fails_the_stream_and_frees_blocks(
+    mp1: ServiceProcess, second: bytes, fragment: str
+) -> None:
+    async with channel(mp1) as ch:
+        generate_raw = ch.stream_stream(
+            f"/{SERVICE}/Generate",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.GenerateResponse.FromString,
+        )
+        outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        outbox.put_nowait(start_request("a long reply", LONG, ignore_eos=True).SerializeToString())
+
+        async def requests() -> AsyncIterator[bytes]:
+            while (item := await outbox.get()) is not None:
+                yield item
+
+        call = generate_raw(requests(), timeout=60)
+        assert (await call.read()).HasField("started")
+        assert (await call.read()).HasField("delta")
+        outbox.put_nowait(second)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            while await call.read() != grpc.aio.EOF:
+                pass
+        outbox.put_nowait(None)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert fragment in (raised.value.details() or ""), raised.value.details()
+        assert await wait_all_blocks_free(pb_grpc.InferenceServiceStub(ch)) < 5.0
