@@ -139,6 +139,25 @@ async def generate(
     return reply
 
 
+async def generate_open(
+    stub: pb_grpc.InferenceServiceStub, request: pb.GenerateRequest, timeout_s: float = 60
+) -> Reply:
+    """As `generate`, but the request side stays open until GenerateDone (as the gateway uses it)."""
+    reply = Reply()
+    outbox = Outbox()
+    outbox.send(request)
+    call = stub.Generate(outbox.__aiter__(), timeout=timeout_s)
+    while (message := await call.read()) != grpc.aio.EOF:
+        if message.HasField("started"):
+            reply.started = message.started
+        elif message.HasField("delta"):
+            reply.deltas.append(message.delta)
+        else:
+            reply.done = message.done
+            outbox.close()
+    return reply
+
+
 class Outbox:
     """The client half of a bidirectional stream that stays open until `close()`."""
 

@@ -25,6 +25,7 @@ from tests.integration.inference_service.conftest import (
     Outbox,
     channel,
     generate,
+    generate_open,
     model_info,
     start_request,
     wait_all_blocks_free,
@@ -59,7 +60,7 @@ async def test_32_concurrent_streams_equal_sequential_greedy_runs(mp1: ServicePr
     async with channel(mp1) as ch:
         stub = pb_grpc.InferenceServiceStub(ch)
         sequential = [await generate(stub, start_request(p, n=10)) for p in PROMPTS]
-        concurrent = await asyncio.gather(*(generate(stub, start_request(p, n=10)) for p in PROMPTS))
+        concurrent = await asyncio.gather(*(generate_open(stub, start_request(p, n=10)) for p in PROMPTS))
         for alone, together in zip(sequential, concurrent, strict=True):
             assert alone.done is not None and together.done is not None
             assert together.tokens == alone.tokens
