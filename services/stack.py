@@ -106,14 +106,6 @@ def write_dev_keys(path: Path) -> str:
     return key
 
 
-def _telemetry_flags(service: str) -> list[str]:
-    """--metrics-port 0 for services that have the flag (the dev stack serves no metrics ports)."""
-    wired = any(
-        "add_telemetry_arguments(" in p.read_text() for p in (ROOT / "services" / service).glob("*.py")
-    )
-    return ["--metrics-port", "0"] if wired else []
-
-
 def build_services(config: StackConfig) -> list[Service]:
     py = sys.executable
     logs = config.workdir
@@ -123,13 +115,13 @@ def build_services(config: StackConfig) -> list[Service]:
             "inference",
             [py, "-m", "services.inference", "--ckpt-dir", str(config.demo_dir / "llama-demo"),
              "--tokenizer-path", str(config.demo_dir / "tokenizer.model"), "--device", "cpu",
-             "--port", str(config.inference_port), *_telemetry_flags("inference"), *common],
+             "--port", str(config.inference_port), "--metrics-port", "0", *common],
             config.inference_port, logs / "inference.log", config.host,
         ),
         Service(
             "safety",
             [py, "-m", "services.safety", "--policy", str(config.policy), "--classifier", "embedded",
-             "--port", str(config.safety_port), *_telemetry_flags("safety"), *common],
+             "--port", str(config.safety_port), "--metrics-port", "0", *common],
             config.safety_port, logs / "safety.log", config.host,
         ),
         Service(
