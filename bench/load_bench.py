@@ -4,8 +4,9 @@ Starts the three real services on loopback (demo model, embedded safety classifi
 auditing judged text; tests/support/stack.py), warms up, then runs the load driver of
 tests/reliability/loadgen.py while sampling each service's RSS and the inference service's KV
 utilisation. Reports reply endings, p50/p99 TTFT, throughput, peak and final memory, and checks
-that afterwards the scheduler is idle with every KV block free and that no delivered token
-lacked a safe verdict in the audit trail. Exit status 1 if any check fails.
+that afterwards the scheduler is idle with every KV block free, that every service's memory is
+back within the suite's slack of its baseline (probes.rss_limit_bytes), and that no delivered
+token lacked a safe verdict in the audit trail. Exit status 1 if any check fails.
 
     python bench/load_bench.py --streams 200 --duration 600 [--max-gen-len 16] [--json OUT]
 
@@ -32,6 +33,7 @@ from tests.reliability.loadgen import LoadConfig, run_load
 from tests.reliability.probes import (
     gauge,
     process_tree_rss_bytes,
+    rss_limit_bytes,
     scrape,
     unchecked_deliveries,
     wait_scheduler_idle,
@@ -93,6 +95,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
                     "baseline": round(baseline[name]),
                     "peak": round(peak[name]),
                     "after": round(after[name]),
+                    "limit": round(rss_limit_bytes(int(baseline[name] * MIB)) / MIB),
                 }
                 for name in baseline
             },
@@ -118,16 +121,13 @@ def main() -> int:
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
-    failed = (
-        result["unexpected"]
-        or result["unchecked_deliveries"]
-        or result["after"]
-        != {
-            "kv": 0.0,
-            "queue": 0.0,
-            "running": 0.0,
-        }
-    )
+    rss = result["rss_mib"]
+    assert isinstance(rss, dict)
+    over = [name for name, mib in rss.items() if mib["after"] > mib["limit"]]
+    if over:
+        print(f"memory not back to baseline: {', '.join(over)}", file=sys.stderr)
+    idle = {"kv": 0.0, "queue": 0.0, "running": 0.0}
+    failed = result["unexpected"] or result["unchecked_deliveries"] or result["after"] != idle or over
     return 1 if failed else 0
 
 

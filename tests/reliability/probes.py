@@ -50,6 +50,17 @@ def process_tree_rss_bytes(pid: int) -> int:
     return total
 
 
+# Python allocators keep freed arenas, so "memory back to baseline" allows this much over the
+# post-warm-up baseline; a per-stream or per-reply leak under sustained load exceeds it.
+RSS_SLACK = 1.25
+RSS_SLACK_BYTES = 96 * 1024 * 1024
+
+
+def rss_limit_bytes(baseline: int) -> int:
+    """The most RSS a process may hold after a load run that started at `baseline` bytes."""
+    return max(int(baseline * RSS_SLACK), baseline + RSS_SLACK_BYTES)
+
+
 def running(pid: int) -> bool:
     """True while `pid` exists and is not a zombie (a zombie holds no port or memory)."""
     try:

@@ -17,6 +17,7 @@ from tests.reliability.conftest import ReliabilityStack
 from tests.reliability.loadgen import LoadConfig, run_load
 from tests.reliability.probes import (
     process_tree_rss_bytes,
+    rss_limit_bytes,
     unchecked_deliveries,
     wait_health,
     wait_scheduler_idle,
@@ -26,10 +27,6 @@ pytestmark = pytest.mark.slow
 
 STREAMS = 64
 DURATION_S = 20.0
-# Python allocators keep freed arenas, so "back to baseline" allows this much slack over the
-# post-warm-up baseline; a per-stream leak of 64 streams x hundreds of replies exceeds it.
-RSS_SLACK = 1.25
-RSS_SLACK_BYTES = 96 * 1024 * 1024
 
 
 def _rss(rstack: ReliabilityStack) -> dict[str, int]:
@@ -66,6 +63,7 @@ def test_concurrent_streams_complete_and_resources_return(rstack: ReliabilitySta
         "RSS MiB before -> after:", {n: f"{baseline[n] / 2**20:.0f} -> {after[n] / 2**20:.0f}" for n in after}
     )
     for name, before in baseline.items():
-        limit = max(before * RSS_SLACK, before + RSS_SLACK_BYTES)
-        assert after[name] <= limit, f"{name} RSS {before / 2**20:.0f} -> {after[name] / 2**20:.0f} MiB"
+        assert after[name] <= rss_limit_bytes(before), (
+            f"{name} RSS {before / 2**20:.0f} -> {after[name] / 2**20:.0f} MiB"
+        )
     wait_health(stack.gateway_target, "", {"SERVING"}, timeout_s=5)
