@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ def mp1(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     workdir = tmp_path_factory.mktemp("mp1")
     process = inference_process(demo, workdir, "--prefill-chunk", "64", name="mp1").start(timeout_s=120)
     yield process
-    process.kill()  # the SIGTERM path has its own tests
+    stop_service(process)
 
 
 def start_request(
@@ -216,6 +217,21 @@ def rank_of(pid: int) -> int | None:
         if item.startswith(b"RANK="):
             return int(item[5:])
     return None
+
+
+def stop_service(process: ServiceProcess, timeout_s: float = 40.0) -> None:
+    """Stop a service and every rank it started, even when a test failed half-way.
+
+    torchrun starts each rank in a session of its own, so killing torchrun's process group would
+    orphan the ranks: SIGTERM lets torchrun stop them, and any rank still alive after that is killed.
+    """
+    if process.proc is None:
+        return
+    rank_pids = child_pids(process.proc.pid) if process.proc.poll() is None else []
+    process.terminate(timeout_s=timeout_s)
+    for pid in rank_pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def alive(pid: int) -> bool:

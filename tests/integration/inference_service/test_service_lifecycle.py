@@ -24,6 +24,7 @@ from tests.integration.inference_service.conftest import (
     generate,
     inference_process,
     start_request,
+    stop_service,
     wait_all_blocks_free,
 )
 from tests.support.processes import ServiceProcess
@@ -60,11 +61,12 @@ def test_health_is_serving_only_once_the_model_answers(demo: DemoModel, tmp_path
             assert info.kv_blocks_total > 0
             replies = list(stub.Generate(iter([start_request("hello", n=3)]), timeout=30))
             assert replies[-1].HasField("done")
-        # Before SERVING the port was closed (UNAVAILABLE) or the server said NOT_SERVING, never anything else.
-        assert set(seen[:-1]) <= {"UNAVAILABLE", "NOT_SERVING"}, seen
+        # Before SERVING the port was closed (UNAVAILABLE), the server said NOT_SERVING, or (on a busy
+        # machine) did not answer within the check's 2 s; never anything else.
+        assert set(seen[:-1]) <= {"UNAVAILABLE", "NOT_SERVING", "DEADLINE_EXCEEDED"}, seen
         assert "NOT_SERVING" in seen, f"health never reported NOT_SERVING while loading: {seen}"
     finally:
-        process.kill()
+        stop_service(process)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def narrow(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     process = inference_process(demo, workdir, *args, name="narrow")
     process.start(timeout_s=120)
     yield process
-    process.kill()
+    stop_service(process)
 
 
 async def _open(

@@ -28,6 +28,7 @@ from tests.integration.inference_service.conftest import (
     model_info,
     rank_of,
     start_request,
+    stop_service,
 )
 from tests.support.processes import ServiceProcess
 
@@ -50,7 +51,7 @@ def mp2(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         timeout_s=180
     )
     yield process
-    process.kill()  # the SIGTERM path has its own test
+    stop_service(process)
 
 
 def ranks(process: ServiceProcess) -> dict[int, int]:
@@ -141,7 +142,7 @@ async def test_sigterm_drains_and_stops_every_rank(demo: DemoModel, tmp_path: Pa
         assert not any(alive(pid) for pid in pids.values())
         assert " ERROR " not in process.log_path.read_text(errors="replace"), process.log_tail()
     finally:
-        process.kill()
+        stop_service(process)
 
 
 async def test_killed_follower_fails_streams_unavailable_and_stops_the_service(
@@ -180,4 +181,4 @@ async def test_killed_follower_fails_streams_unavailable_and_stops_the_service(
         assert process.proc.returncode != 0
         assert not alive(pids[0])
     finally:
-        process.kill()
+        stop_service(process)
