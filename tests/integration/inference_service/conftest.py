@@ -21,7 +21,7 @@ import pytest
 from llamagate.v1 import inference_service_pb2 as pb
 from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
-from tests.support.processes import ServiceProcess, free_port, python_module
+from tests.support.processes import ServiceProcess, free_port, python_module, wait_serving
 from tests.support.stack import demo_model, telemetry_flags
 
 SERVICE = "llamagate.v1.InferenceService"
@@ -77,7 +77,7 @@ def mp1(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     """One MP-1 service shared by every module that only talks to it (no signals, no kills)."""
     # Prompts prefill in chunks of 64 here (512 in the MP-2 service): comparing the two covers chunking.
     workdir = tmp_path_factory.mktemp("mp1")
-    process = inference_process(demo, workdir, "--prefill-chunk", "64", name="mp1").start(timeout_s=120)
+    process = start_service(inference_process(demo, workdir, "--prefill-chunk", "64", name="mp1"))
     yield process
     stop_service(process)
 
@@ -217,6 +217,17 @@ def rank_of(pid: int) -> int | None:
         if item.startswith(b"RANK="):
             return int(item[5:])
     return None
+
+
+def start_service(process: ServiceProcess, timeout_s: float = 180.0) -> ServiceProcess:
+    """Start and wait for SERVING; on failure stop every rank (not only torchrun) and show the log."""
+    process.start(wait=False)
+    try:
+        wait_serving(process.target, timeout_s=timeout_s, proc=process.proc)
+    except Exception as error:
+        stop_service(process)
+        raise RuntimeError(f"{process.name} failed to start ({error}); log:\n{process.log_tail()}") from None
+    return process
 
 
 def stop_service(process: ServiceProcess, timeout_s: float = 40.0) -> None:

@@ -24,6 +24,7 @@ from tests.integration.inference_service.conftest import (
     generate,
     inference_process,
     start_request,
+    start_service,
     stop_service,
     wait_all_blocks_free,
 )
@@ -75,7 +76,7 @@ def narrow(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     workdir = tmp_path_factory.mktemp("narrow")
     args = ("--max-batch-size", "1", "--max-queue", "2", "--num-kv-blocks", "24")
     process = inference_process(demo, workdir, *args, name="narrow")
-    process.start(timeout_s=120)
+    start_service(process)
     yield process
     stop_service(process)
 

@@ -28,6 +28,7 @@ from tests.integration.inference_service.conftest import (
     model_info,
     rank_of,
     start_request,
+    start_service,
     stop_service,
 )
 from tests.support.processes import ServiceProcess
@@ -47,9 +48,7 @@ HELD = 60  # tokens of a stream that is still running when the test acts on it (
 
 @pytest.fixture(scope="module")
 def mp2(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    process = inference_process(demo, tmp_path_factory.mktemp("mp2"), ranks=2, name="mp2").start(
-        timeout_s=180
-    )
+    process = start_service(inference_process(demo, tmp_path_factory.mktemp("mp2"), ranks=2, name="mp2"))
     yield process
     stop_service(process)
 
@@ -119,7 +118,7 @@ async def _held_stream(stub: pb_grpc.InferenceServiceStub) -> tuple[Outbox, grpc
 
 
 async def test_sigterm_drains_and_stops_every_rank(demo: DemoModel, tmp_path: Path) -> None:
-    process = inference_process(demo, tmp_path, ranks=2, name="mp2-sigterm").start(timeout_s=180)
+    process = start_service(inference_process(demo, tmp_path, ranks=2, name="mp2-sigterm"))
     try:
         pids = ranks(process)
         assert process.proc is not None
@@ -148,7 +147,7 @@ async def test_sigterm_drains_and_stops_every_rank(demo: DemoModel, tmp_path: Pa
 async def test_killed_follower_fails_streams_unavailable_and_stops_the_service(
     demo: DemoModel, tmp_path: Path
 ) -> None:
-    process = inference_process(demo, tmp_path, ranks=2, name="mp2-sigkill").start(timeout_s=180)
+    process = start_service(inference_process(demo, tmp_path, ranks=2, name="mp2-sigkill"))
     try:
         pids = ranks(process)
         assert process.proc is not None
