@@ -229,6 +229,7 @@ def kernel_profile(
     if not events:
         # Kernels inside graph replays were not traced: profile the same step run without the graph.
         ints, floats = runner._ints, runner._floats
+        assert ints is not None and floats is not None
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(replays):
                 runner._decode_step(ints[:size], floats[:size], greedy=greedy)
@@ -275,14 +276,18 @@ def guarded(fn: Callable[..., object], *args: object) -> object:
 
 def measure_engine(
     engine: Engine,
-    runner: ModelRunner,
     vocab: int,
     args: argparse.Namespace,
     streams: list[int],
-    label: str,
-    ttft_lens: list[int],
+    *,
+    runner: ModelRunner | None = None,
+    label: str = "",
+    ttft_lens: tuple[int, ...] | list[int] = (512,),
     profile_kernels: bool = True,
 ) -> dict[str, object]:
+    """Batch-1 decode, each stream count, TTFT per prompt length; with `runner` on CUDA also the
+    device time of the decode graphs and a kernel breakdown (bench/multi_gpu_bench.py calls this
+    without a runner)."""
     out: dict[str, object] = {}
     n = args.new_tokens
     run_requests(engine, random_prompts(2, args.prompt_len, vocab, 99), 8)  # warm the prefill shapes
@@ -290,7 +295,7 @@ def measure_engine(
     assert one.first is not None and one.last is not None
     out["batch1_decode_tok_s"] = (len(one.tokens) - 1) / (one.last - one.first)
     out["batch1_step_ms"] = 1000 * (one.last - one.first) / (len(one.tokens) - 1)
-    if torch.cuda.is_available() and runner.device.type == "cuda":
+    if runner is not None and runner.device.type == "cuda":
         # Batch 1 is greedy, so the engine replays the greedy graph; the sampling one for comparison.
         out["batch1_gpu_step_ms"] = replay_ms(runner, 1, greedy=True)
         out["batch1_gpu_step_sampling_ms"] = replay_ms(runner, 1)
@@ -312,7 +317,7 @@ def measure_engine(
         if last_started.first is not None and last_started.last is not None and len(last_started.tokens) > 1:
             span = last_started.last - last_started.first
             out[f"streams{count}_decode_step_ms"] = 1000 * span / (len(last_started.tokens) - 1)
-        if runner.device.type == "cuda":
+        if runner is not None and runner.device.type == "cuda":
             size = next((s for s in sorted(getattr(runner, "_graphs", {})) if s >= count), None)
             if size is not None:
                 out[f"streams{count}_gpu_step_ms"] = replay_ms(runner, size)
@@ -332,7 +337,7 @@ def hf_model(model: Transformer, dtype: torch.dtype, device: torch.device):  # t
     from transformers import LlamaConfig, LlamaForCausalLM
 
     a = model.args
-    config = LlamaConfig(
+    config = LlamaConfig(  # type: ignore[call-arg]  # rope_theta: accepted at run time (transformers 5.17)
         hidden_size=a.dim,
         intermediate_size=a.hidden_dim,
         num_hidden_layers=a.n_layers,
@@ -357,7 +362,7 @@ def hf_model(model: Transformer, dtype: torch.dtype, device: torch.device):  # t
         return w.view(heads, rows // heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
     ours = dict(model.named_parameters())
-    state = {
+    state: dict[str, torch.Tensor] = {
         "model.embed_tokens.weight": ours["tok_embeddings.weight"],
         "model.norm.weight": ours["norm.weight"],
         "lm_head.weight": ours["output.weight"],
@@ -472,7 +477,9 @@ def bench_shape(
             print("correctness:", json.dumps(result["correctness"]), flush=True)
         streams = args.streams or ([32] if args.quick else [8, 32, 64])
         streams = [s for s in streams if s <= args.max_batch_size]
-        result |= measure_engine(engine, runner, model_args.vocab_size, args, streams, label, args.ttft_lens)
+        result |= measure_engine(
+            engine, model_args.vocab_size, args, streams, runner=runner, label=label, ttft_lens=args.ttft_lens
+        )
         stats = engine.stats()
         result["free_blocks_after"] = stats.free_blocks
         result["preemptions"] = stats.preemptions
@@ -489,7 +496,14 @@ def bench_shape(
         serial.start()
         try:
             measured = measure_engine(
-                serial, runner, model_args.vocab_size, args, [max(streams)], label, [], profile_kernels=False
+                serial,
+                model_args.vocab_size,
+                args,
+                [max(streams)],
+                runner=runner,
+                label=label,
+                ttft_lens=(),
+                profile_kernels=False,
             )
             result |= {f"no_overlap_{k}": v for k, v in measured.items()}
         finally:
