@@ -15,7 +15,7 @@ import torch
 
 from services.common.dialog import Message, Role
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig
-from services.safety.data.build_dataset import DATA_DIR, load_jsonl
+from services.safety.data.build_dataset import DATA_DIR, OUTPUT_KINDS, load_jsonl
 from services.safety.head import DEFAULT_HEAD
 from services.safety.moderation import apply_policy
 from services.safety.policy import DEFAULT_POLICY, load_policy
@@ -49,7 +49,7 @@ def main() -> None:
     items = []
     for ex in examples:
         text = str(ex["text"])
-        if str(ex["kind"]).endswith("response"):
+        if str(ex["kind"]) in OUTPUT_KINDS:
             context = Message(Role.USER, "Please answer my question.")
             items.append(CheckItem([context, Message(Role.ASSISTANT, text)], Direction.OUTPUT))
         else:

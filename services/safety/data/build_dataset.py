@@ -16,28 +16,13 @@ import argparse
 import itertools
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
+
+from services.safety.data import benign_text, unsafe_text
+from services.safety.data.pools import Pool, Side
 
 DATA_DIR = Path(__file__).resolve().parent
 SEED = 20261124
-
-
-@dataclass(frozen=True)
-class Pool:
-    """Templates with one `{x}` slot, and the fillers that go in it."""
-
-    templates: tuple[str, ...]
-    fillers: tuple[str, ...]
-
-    def render(self) -> list[str]:
-        return [t.format(x=f) for t, f in itertools.product(self.templates, self.fillers)]
-
-
-@dataclass(frozen=True)
-class Side:
-    train: Pool
-    heldout: Pool
 
 
 # ---- O1 Violence and Hate -------------------------------------------------------------------
@@ -987,6 +972,14 @@ BENIGN_RESPONSES = Side(
 )
 
 
+# Kinds that are model output (judged as the assistant turn); the rest are user input.
+OUTPUT_KINDS = frozenset(
+    {"response", "benign_response", "benign_partial", "benign_garbled", *benign_text.REPLY_SIDES}
+)
+
+GENERATED_KINDS = frozenset({"benign_partial", "benign_garbled"})
+
+
 def _example(text: str, labels: list[str], kind: str, split: str) -> dict[str, object]:
     return {"text": text, "labels": labels, "kind": kind, "split": split}
 
@@ -1035,11 +1028,35 @@ def build(split: str, rng: random.Random) -> list[dict[str, object]]:
     erotic = getattr(EROTIC_RESPONSES, split)
     examples += [_example(t, ["O2"], "response", split) for t in erotic.render()]
 
+    if split == "train":
+        examples += [
+            _example(t, [code], "direct", split)
+            for code, texts in unsafe_text.FREE_PHRASED.items()
+            for t in texts
+        ]
     examples += [_example(t, [], "benign", split) for t in getattr(BENIGN, split).render()]
     examples += [_example(t, [], "benign_topic", split) for t in getattr(BENIGN_TOPICS, split).render()]
     examples += [_example(t, [], "benign_edgy", split) for t in getattr(BENIGN_EDGY, split).render()]
     examples += [_example(t, [], "benign_response", split) for t in getattr(BENIGN_RESPONSES, split).render()]
+    examples += _benign_output(split, rng)
     rng.shuffle(examples)
+    return examples
+
+
+def _benign_output(split: str, rng: random.Random) -> list[dict[str, object]]:
+    """Model output that is safe: whole replies, partial replies as a stream check sees them, and
+    garbled text (from this split's own sentences, so no held-out words leak into train)."""
+    examples = []
+    replies = list(getattr(BENIGN_RESPONSES, split).render())
+    for kind, side in benign_text.REPLY_SIDES.items():
+        texts = getattr(side, split).render()
+        replies += texts
+        examples += [_example(t, [], kind, split) for t in texts]
+    per_reply = 3 if split == "train" else 1
+    partial = {p for r in replies for p in benign_text.prefixes(r, rng, per_reply)} - set(replies)
+    examples += [_example(p, [], "benign_partial", split) for p in sorted(partial)]
+    garbled = benign_text.garbled(replies, 400 if split == "train" else 60, rng)
+    examples += [_example(t, [], "benign_garbled", split) for t in dict.fromkeys(garbled)]
     return examples
 
 
@@ -1047,7 +1064,7 @@ def check_disjoint() -> None:
     """No template or filler may appear on both sides of any pool (the honesty of the split)."""
     sides = [s for sides in UNSAFE.values() for s in sides]
     sides += [JAILBREAKS, BENIGN_ROLEPLAY_FILLERS, UNSAFE_RESPONSES, BENIGN, BENIGN_TOPICS, BENIGN_EDGY]
-    sides += [BENIGN_RESPONSES, EROTIC_RESPONSES, GENERIC]
+    sides += [BENIGN_RESPONSES, EROTIC_RESPONSES, GENERIC, *benign_text.REPLY_SIDES.values()]
     for side in sides:
         shared = (set(side.train.templates) & set(side.heldout.templates) - {"{x}"}) | (
             set(side.train.fillers) & set(side.heldout.fillers)
@@ -1075,6 +1092,13 @@ def main() -> None:
         examples = build(split, random.Random(f"{SEED}-{split}"))
         if split == "heldout":
             train_texts = {str(e["text"]).lower() for e in build("train", random.Random(f"{SEED}-train"))}
+            # A generated fragment ("The", a cut-off reply) can coincide with one in train: it is
+            # then not held out, so it is left out; a hand-written text in both is an error.
+            examples = [
+                e
+                for e in examples
+                if e["kind"] not in GENERATED_KINDS or str(e["text"]).lower() not in train_texts
+            ]
             overlap = [e["text"] for e in examples if str(e["text"]).lower() in train_texts]
             if overlap:
                 raise ValueError(f"held-out texts also in train: {overlap[:5]}")
