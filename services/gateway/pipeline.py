@@ -141,7 +141,7 @@ class ReplyPipeline:
     async def run(self, request: ReplyRequest, cancel: asyncio.Event) -> AsyncGenerator[ReplyEvent, None]:
         """The events of one reply. Setting `cancel` ends it with CANCELLED."""
         yield Accepted(request.request_id)
-        verdict = await self._judge(
+        verdict, durable = await self._judge_started(
             request,
             Direction.INPUT,
             "input",
@@ -149,19 +149,26 @@ class ReplyPipeline:
             lambda timeout: self._safety.check(request.context, Direction.INPUT, timeout),
         )
         if verdict is not None and not verdict.safe:
+            await durable
             yield SafetyNotice(verdict, self.config.refusal)
             yield Done(request.request_id, FinishReason.SAFETY, 0, 0, "")
             return
-        if verdict is not None:
-            yield SafetyNotice(verdict)
-
+        # A safe input may reach the model while its verdict is being made durable: generating
+        # releases nothing. The verdict is on disk before its notice or any text goes out.
         buffered = self.config.moderation.mode is ModerationMode.BUFFER
-        generation = self._inference.generate(request.generation, self._remaining(request))
+        try:
+            generation = self._inference.generate(request.generation, self._remaining(request))
+        except BaseException:
+            await durable
+            raise
         output_check = (
             None if buffered else self._safety.output_check(request.context, self._remaining(request))
         )
         state = _ReplyState()
         try:
+            await durable
+            if verdict is not None:
+                yield SafetyNotice(verdict)
             async with contextlib.aclosing(
                 self._stream(request, generation, output_check, cancel, state)
             ) as events:
@@ -291,6 +298,26 @@ class ReplyPipeline:
         chunk_index: int | None = None,
     ) -> Verdict | None:
         """Run one safety check and make its verdict durable; None = unchecked under fail-open."""
+        verdict, durable = await self._judge_started(
+            request, direction, stage, judged_text, check, chunk_index
+        )
+        await durable
+        return verdict
+
+    async def _judge_started(
+        self,
+        request: ReplyRequest,
+        direction: Direction,
+        stage: str,
+        judged_text: str,
+        check: Callable[[float], Awaitable[Verdict]],
+        chunk_index: int | None = None,
+    ) -> tuple[Verdict | None, asyncio.Future[None]]:
+        """Run one safety check; return its verdict and the (started) write that makes it durable.
+
+        The caller must await the write before releasing anything that depends on the verdict.
+        None = unchecked under fail-open (that record is written before this returns).
+        """
         remaining = self._remaining(request)
         timeout = (
             self.config.safety_timeout_s
@@ -321,17 +348,23 @@ class ReplyPipeline:
                     **record,  # type: ignore[arg-type]
                 )
             )
-            return None
-        await self._audit.write(
-            AuditRecord(
-                verdict="safe" if verdict.safe else "unsafe",
-                categories=[AuditCategory(c.code, c.name, c.score, c.violated) for c in verdict.categories],
-                classifier_id=verdict.classifier_id,
-                classifier_version=verdict.classifier_version,
-                **record,  # type: ignore[arg-type]
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return None, done
+        durable = asyncio.ensure_future(
+            self._audit.write(
+                AuditRecord(
+                    verdict="safe" if verdict.safe else "unsafe",
+                    categories=[
+                        AuditCategory(c.code, c.name, c.score, c.violated) for c in verdict.categories
+                    ],
+                    classifier_id=verdict.classifier_id,
+                    classifier_version=verdict.classifier_version,
+                    **record,  # type: ignore[arg-type]
+                )
             )
         )
-        return verdict
+        return verdict, durable
 
 
 async def _events_or_cancel(

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BatcherConfig:
     max_batch: int = 32
-    # How long the first item of a batch waits for company. Small: at batch 1 it is pure latency.
-    max_wait_s: float = 0.002
+    # How long the first item of a batch waits for company. 0 by default: it is pure latency at
+    # low load, and under load batches fill anyway with what queues while the previous one runs.
+    max_wait_s: float = 0.0
     # Items waiting beyond this are refused with RESOURCE_EXHAUSTED rather than queued forever.
     max_queue: int = 4096
 

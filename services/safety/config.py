@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label-map", type=Path, help="model label -> category code YAML (sequence)")
     parser.add_argument("--head", type=Path, default=DEFAULT_HEAD, help="head weights (embedded)")
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long a batch waits to fill (default 0: batches fill while the previous one runs)",
+    )
     parser.add_argument("--max-windows", type=int, default=4, help="windows judged per long text")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument(
