@@ -226,13 +226,15 @@ class GrpcOutputCheck:
         self._context = types_pb2.Dialog(messages=messages_to_pb(context))
         self._timeout_s = timeout_s
         self._requests = _RequestStream()
-        self._call: grpc.aio.StreamStreamCall | None = None
+        # Opened now (the pipeline asks for it once the input is judged safe), so the stream and
+        # its context are in place before the first chunk: one round trip less on the first token.
+        self._requests.send(safety_pb.CheckStreamRequest(context=self._context))
+        self._call: grpc.aio.StreamStreamCall = self._stub.CheckStream(
+            self._requests, timeout=self._timeout_s
+        )
         self._index = 0
 
     async def _exchange(self, text: str) -> safety_pb.CheckStreamResponse:
-        if self._call is None:  # opened on the first chunk: a refused input never opens one
-            self._requests.send(safety_pb.CheckStreamRequest(context=self._context))
-            self._call = self._stub.CheckStream(self._requests, timeout=self._timeout_s)
         self._requests.send(safety_pb.CheckStreamRequest(chunk=text))
         reply = await self._call.read()
         if reply is grpc.aio.EOF:
@@ -255,8 +257,7 @@ class GrpcOutputCheck:
 
     def close(self) -> None:
         self._requests.end()
-        if self._call is not None:
-            self._call.cancel()
+        self._call.cancel()
 
 
 class GrpcSafety:

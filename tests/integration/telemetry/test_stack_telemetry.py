@@ -200,7 +200,8 @@ def test_each_turn_is_one_trace_across_the_three_services(traced: TracedStack) -
         outputs = [s for s in spans if s.name == SAFETY_OUTPUT_SPAN]
         assert outputs and all(o.service == GATEWAY and o.parent_span_id == turn.span_id for o in outputs)
         stream_client = _one(spans, CHECK_STREAM, GATEWAY)
-        assert stream_client.parent_span_id in {o.span_id for o in outputs}, "CheckStream not under a chunk"
+        # One CheckStream per reply, opened with the generation (before the first chunk): the turn's child.
+        assert stream_client.parent_span_id == turn.span_id, "CheckStream not under the turn"
         assert _child_named(spans, stream_client, CHECK_STREAM).service == SAFETY
 
 
