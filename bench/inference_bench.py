@@ -361,7 +361,15 @@ def hf_model(model: Transformer, dtype: torch.dtype, device: torch.device):  # t
         rows, cols = w.shape
         return w.view(heads, rows // heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
-    ours = dict(model.named_parameters())
+    ours: dict[str, torch.Tensor] = dict(model.named_parameters())
+    widths = (a.n_heads * a.head_dim, a.kv_heads * a.head_dim, a.kv_heads * a.head_dim)
+    for i in range(a.n_layers):
+        p = f"layers.{i}."
+        if p + "attention.wqkv.weight" in ours:  # fused by build_runner; HF keeps them apart
+            q, k, v = ours.pop(p + "attention.wqkv.weight").split(widths)
+            w1, w3 = ours.pop(p + "feed_forward.w13.weight").chunk(2)
+            ours |= {p + "attention.wq.weight": q, p + "attention.wk.weight": k, p + "attention.wv.weight": v}
+            ours |= {p + "feed_forward.w1.weight": w1, p + "feed_forward.w3.weight": w3}
     state: dict[str, torch.Tensor] = {
         "model.embed_tokens.weight": ours["tok_embeddings.weight"],
         "model.norm.weight": ours["norm.weight"],

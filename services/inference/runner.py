@@ -33,7 +33,7 @@ from services.inference.kv_cache import (
     bytes_per_block,
     plan_num_blocks,
 )
-from services.inference.model import Transformer
+from services.inference.model import Transformer, TransformerBlock
 from services.inference.ranks import min_over_ranks
 from services.inference.sampling import greedy_sample, sample
 from services.inference.scheduler import StepPlan
@@ -247,11 +247,19 @@ class ModelRunner:
 
 
 def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner, BlockAllocator]:
-    """KV storage sized for this rank's heads (after sharding) and a runner over it."""
+    """Fuse the model's projections (once), then KV storage sized for this rank's heads (after
+    sharding) and a runner over it."""
     args = model.args
-    weight: Tensor = model.get_parameter("layers.0.attention.wk.weight")
-    kv_heads = int(weight.shape[0]) // args.head_dim
+    model.fuse_projections()
+    weight: Tensor = model.output.weight
     dtype, device = weight.dtype, weight.device
+    if device.type == "cuda":
+        # The separate weights are free now but still cached by the allocator, and the KV cache
+        # is sized from the memory the driver reports free.
+        torch.cuda.empty_cache()
+    first_layer = model.layers[0]
+    assert isinstance(first_layer, TransformerBlock)
+    kv_heads = first_layer.attention.kv_heads
     block_bytes = bytes_per_block(args.n_layers, kv_heads, args.head_dim, config.kv_block_size, dtype)
     # Activations of the largest prefill chunk (fp32 logits dominate) plus graph pools.
     reserve = 4 * config.prefill_chunk * (args.vocab_size * 4 + args.hidden_dim * 8) + 2**30
