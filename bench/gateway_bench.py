@@ -142,9 +142,18 @@ def main() -> int:
     parser.add_argument("--markdown", action="store_true", help="print a bench/RESULTS.md section")
     parser.add_argument("--inference-device", choices=DEVICES, default="cpu", help="the model's device")
     parser.add_argument("--safety-device", choices=DEVICES, default="cpu", help="the classifier's device")
+    parser.add_argument(
+        "--inference-flag",
+        action="append",
+        default=[],
+        help="extra inference flag, repeatable (e.g. --inference-flag=--no-compile for a quick GPU start)",
+    )
     args = parser.parse_args()
     config = StackConfig(
-        inference_args=("--device", args.inference_device, "--max-seq-len", "512", "--max-batch-size", "32"),
+        inference_args=(
+            *("--device", args.inference_device, "--max-seq-len", "512", "--max-batch-size", "32"),
+            *args.inference_flag,
+        ),
         safety_args=("--device", args.safety_device),
         gateway_args=("--chunk-tokens", str(args.chunk_tokens), "--moderation", args.moderation),
         tenants={},
@@ -172,7 +181,9 @@ def main() -> int:
             f"Load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}.\n"
             f"Command: `python bench/gateway_bench.py --requests {args.requests} --chunk-tokens {args.chunk_tokens}"
             f" --moderation {args.moderation} --inference-device {args.inference_device}"
-            f" --safety-device {args.safety_device} --markdown`\n"
+            f" --safety-device {args.safety_device}"
+            + "".join(f" --inference-flag={flag}" for flag in args.inference_flag)
+            + " --markdown`\n"
         )
     print("\n".join(lines))
     return 0
