@@ -73,8 +73,10 @@ async def unary_loop(
         counts[0] += len(items)
 
 
-async def drive(target: str, pid: int, streams: int, phases: int, phase_s: float) -> list[tuple[float, int]]:
-    """Load in phases; returns (max RSS MiB, checks done) per phase, after printing each."""
+async def drive(
+    target: str, pid: int, streams: int, phases: int, phase_s: float
+) -> list[tuple[float, float, int]]:
+    """Load in phases; returns (RSS at the end, peak RSS, checks done) per phase, printing each."""
     results = []
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.SafetyServiceStub(channel)
@@ -89,9 +91,10 @@ async def drive(target: str, pid: int, streams: int, phases: int, phase_s: float
                 await asyncio.sleep(1.0)
                 peak = max(peak, rss_mib(pid))
             await load
-            results.append((peak, counts[0]))
+            end = rss_mib(pid)
+            results.append((end, peak, counts[0]))
             print(
-                f"phase {phase + 1}/{phases}: RSS {rss_mib(pid):.0f} MiB (peak {peak:.0f}), {counts[0]} checks so far"
+                f"phase {phase + 1}/{phases}: RSS {end:.0f} MiB (peak {peak:.0f}), {counts[0]} checks so far"
             )
     return results
 
@@ -115,10 +118,14 @@ def main() -> None:
         print(f"service env {env or '(default)'}; RSS after start and warm-up: {base:.0f} MiB")
         phases = asyncio.run(drive(service.target, service.proc.pid, args.streams, args.phases, args.phase_s))
         final = rss_mib(service.proc.pid)
-        half = phases[len(phases) // 2 - 1][0] if len(phases) > 1 else base
+        # A leak keeps climbing after the first phases; a plateau does not: compare the halves.
+        half = len(phases) // 2
+        first_peak = max(p[1] for p in phases[:half]) if half else base
+        second_peak = max(p[1] for p in phases[half:])
         print(
-            f"RSS start {base:.0f} -> end {final:.0f} MiB (+{final - base:.0f}); second half of the run "
-            f"+{final - half:.0f} MiB; {phases[-1][1]} checks in {args.phases * args.phase_s:.0f} s"
+            f"RSS start {base:.0f} -> end {final:.0f} MiB (+{final - base:.0f}); peak first half "
+            f"{first_peak:.0f}, second half {second_peak:.0f} MiB; {phases[-1][2]} checks in "
+            f"{args.phases * args.phase_s:.0f} s"
         )
     finally:
         service.terminate()

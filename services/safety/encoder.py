@@ -24,7 +24,7 @@ MINILM_WINDOW = 256
 
 # Sequence lengths are padded up to a multiple of this (within the window), row counts to
 # batch_bucket(n).
-LENGTH_BUCKET = 32
+LENGTH_BUCKET = 16
 
 
 def _round_up(n: int, step: int) -> int:
