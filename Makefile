@@ -43,7 +43,7 @@ $(CHECKOV): tests/deploy/tools.txt
 	$(DEPLOY_TOOLS)/bin/pip install -q -r tests/deploy/tools.txt
 	touch $(CHECKOV)
 
-test: setup $(BUF) $(CHECKOV)
+test: lint $(CHECKOV)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup
