@@ -383,9 +383,11 @@ def garbled(sources: list[str], count: int, rng: random.Random) -> list[str]:
 
 
 def prefixes(text: str, rng: random.Random, count: int) -> list[str]:
-    """Partial replies as the output check sees them: the first few words, cut anywhere."""
+    """Partial replies as the output check sees them: cut after a few words, or mid-word (a
+    chunk of tokens can end inside a word: "Nobody has tested that claim carefull")."""
     words = text.split(" ")
     if len(words) < 2:
         return []
-    cuts = sorted({rng.randint(1, len(words) - 1) for _ in range(count)})
-    return [" ".join(words[:c]) for c in cuts]
+    cuts = {" ".join(words[: rng.randint(1, len(words) - 1)]) for _ in range(count)}
+    cuts |= {text[: rng.randint(2, len(text) - 1)].rstrip() for _ in range(count)}
+    return sorted(c for c in cuts if c)

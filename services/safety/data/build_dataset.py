@@ -22,6 +22,7 @@ from services.safety.data import benign_text, unsafe_text
 from services.safety.data.pools import Pool, Side
 
 DATA_DIR = Path(__file__).resolve().parent
+DEMO_CORPUS = DATA_DIR.parents[2] / "services" / "inference" / "demo_corpus.txt"
 SEED = 20261124
 
 
@@ -1034,6 +1035,13 @@ def build(split: str, rng: random.Random) -> list[dict[str, object]]:
             for code, texts in unsafe_text.FREE_PHRASED.items()
             for t in texts
         ]
+    # Output that starts benign and turns harmful: mean pooling must not let the benign start
+    # dilute the harm (the stream check judges the whole output so far).
+    benign_starts = [t for side in benign_text.REPLY_SIDES.values() for t in getattr(side, split).render()]
+    harmful = [(str(e["text"]), list(e["labels"])) for e in examples if e["labels"]]  # type: ignore[call-overload]
+    for _ in range(300 if split == "train" else 0):
+        text, labels = rng.choice(harmful)
+        examples.append(_example(f"{rng.choice(benign_starts)} {text}", labels, "response", split))
     examples += [_example(t, [], "benign", split) for t in getattr(BENIGN, split).render()]
     examples += [_example(t, [], "benign_topic", split) for t in getattr(BENIGN_TOPICS, split).render()]
     examples += [_example(t, [], "benign_edgy", split) for t in getattr(BENIGN_EDGY, split).render()]
@@ -1052,10 +1060,18 @@ def _benign_output(split: str, rng: random.Random) -> list[dict[str, object]]:
         texts = getattr(side, split).render()
         replies += texts
         examples += [_example(t, [], kind, split) for t in texts]
+    corpus: list[str] = []
+    if split == "train":
+        # The demo model's corpus: plain narrative English, what the stack's own model replies
+        # with. Train side only; no held-out text comes from it.
+        # Whole lines only: their cut-off forms would outnumber every other benign kind.
+        corpus = [line for line in DEMO_CORPUS.read_text().splitlines() if line.strip()]
+        examples += [_example(t, [], "benign_story", split) for t in corpus]
+    sources = replies + corpus
     per_reply = 3 if split == "train" else 1
     partial = {p for r in replies for p in benign_text.prefixes(r, rng, per_reply)} - set(replies)
     examples += [_example(p, [], "benign_partial", split) for p in sorted(partial)]
-    garbled = benign_text.garbled(replies, 400 if split == "train" else 60, rng)
+    garbled = benign_text.garbled(sources, 800 if split == "train" else 60, rng)
     examples += [_example(t, [], "benign_garbled", split) for t in dict.fromkeys(garbled)]
     return examples
 
