@@ -41,7 +41,14 @@ def test_health_is_serving_only_once_the_model_answers(demo: DemoModel, tmp_path
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 120
-        with grpc.insecure_channel(process.target) as ch:
+        # Reconnect at once: with grpc's default backoff (1 s and growing) a channel that found the
+        # port closed answers UNAVAILABLE without trying again, and misses the short loading window.
+        fast_reconnect = [
+            ("grpc.initial_reconnect_backoff_ms", 10),
+            ("grpc.min_reconnect_backoff_ms", 10),
+            ("grpc.max_reconnect_backoff_ms", 20),
+        ]
+        with grpc.insecure_channel(process.target, options=fast_reconnect) as ch:
             health = health_pb2_grpc.HealthStub(ch)
             while time.monotonic() < deadline:
                 assert process.proc is not None and process.proc.poll() is None, process.log_tail()
