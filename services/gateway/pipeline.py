@@ -336,6 +336,11 @@ class ReplyPipeline:
             with safety_span(self._tracer, str(direction), chunk_index):
                 verdict = await check(timeout)
         except Unavailable as error:
+            if request.deadline is not None and time.monotonic() >= request.deadline - 0.001:
+                # The client's deadline, not the safety service, bounded this check.
+                raise DeadlineExceeded(
+                    "the request's deadline passed during a safety check; nothing unchecked was released"
+                ) from None
             if not self.config.fail_open:
                 raise
             await self._audit.write(

@@ -5,11 +5,12 @@ integration tests run the same flows against the real inference and safety servi
 """
 
 import asyncio
+import time
 
 import pytest
 
 from services.common.dialog import Message, Role
-from services.common.errors import Unavailable
+from services.common.errors import DeadlineExceeded, Unavailable
 from services.gateway.audit import AuditSink, read_records
 from services.gateway.backends import (
     Direction,
@@ -143,3 +144,39 @@ async def test_a_generation_the_backend_ends_as_cancelled_still_gets_a_done(tmp_
     inference.generation.cancelled = True  # e.g. the inference service was drained
     events, _ = await run(pipeline, request(), tmp_path)
     assert isinstance(events[-1], Done) and events[-1].finish_reason is FinishReason.CANCELLED
+
+
+class _SlowSafety(ScriptedSafety):
+    """Answers nothing within the time it is given, as the gRPC backend does on a timeout."""
+
+    async def check(self, dialog, direction, timeout_s):
+        await asyncio.sleep(timeout_s)
+        raise Unavailable(f"the safety service did not answer within {timeout_s:.3f}s")
+
+
+async def test_a_check_cut_by_the_clients_deadline_is_deadline_exceeded(tmp_path):
+    config = PipelineConfig(moderation=ModerationConfig(chunk_tokens=4), safety_timeout_s=5.0)
+    pipeline = ReplyPipeline(
+        config, ScriptedInference(ScriptedGeneration(["One."])), _SlowSafety(), AuditSink(tmp_path)
+    )
+    req = request()
+    req = ReplyRequest(
+        req.request_id, req.tenant, req.context, req.generation, deadline=time.monotonic() + 0.05
+    )
+    with pytest.raises(DeadlineExceeded):
+        async for _ in pipeline.run(req, asyncio.Event()):
+            pass
+
+
+async def test_a_check_cut_by_the_safety_timeout_is_unavailable(tmp_path):
+    config = PipelineConfig(moderation=ModerationConfig(chunk_tokens=4), safety_timeout_s=0.05)
+    pipeline = ReplyPipeline(
+        config, ScriptedInference(ScriptedGeneration(["One."])), _SlowSafety(), AuditSink(tmp_path)
+    )
+    req = request()
+    req = ReplyRequest(
+        req.request_id, req.tenant, req.context, req.generation, deadline=time.monotonic() + 30
+    )
+    with pytest.raises(Unavailable):
+        async for _ in pipeline.run(req, asyncio.Event()):
+            pass
