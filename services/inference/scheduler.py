@@ -217,16 +217,14 @@ class Scheduler:
     def schedule(self) -> StepPlan | None:
         """Plan the next step and advance the bookkeeping as if it ran (see the module doc)."""
         self._admit()
-        if self.prefilling and (not self.decoding or self._last_was_decode):
-            self._last_was_decode = False
-            return self._prefill_plan()
-        if self.decoding:
+        # Decode and prefill take turns while both have work.
+        if self.decoding and not (self.prefilling and self._last_was_decode):
             plan = self._decode_plan()
             if plan is not None:
                 self._last_was_decode = True
                 return plan
-        # Nothing to decode (all preempted, or only waiting for tokens in flight): prefill if any.
-        self._admit()
+            # Nothing to decode (all preempted, or only waiting for tokens in flight).
+            self._admit()
         if self.prefilling:
             self._last_was_decode = False
             return self._prefill_plan()

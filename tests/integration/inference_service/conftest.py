@@ -124,6 +124,14 @@ class Reply:
     def logprobs(self) -> list[float]:
         return [p for d in self.deltas if not d.echo for p in d.logprobs]
 
+    def add(self, message: pb.GenerateResponse) -> None:
+        if message.HasField("started"):
+            self.started = message.started
+        elif message.HasField("delta"):
+            self.deltas.append(message.delta)
+        else:
+            self.done = message.done
+
 
 async def generate(
     stub: pb_grpc.InferenceServiceStub, request: pb.GenerateRequest, timeout_s: float = 60
@@ -131,12 +139,7 @@ async def generate(
     """Send one start, half-close, collect the stream."""
     reply = Reply()
     async for message in stub.Generate(iter([request]), timeout=timeout_s):
-        if message.HasField("started"):
-            reply.started = message.started
-        elif message.HasField("delta"):
-            reply.deltas.append(message.delta)
-        else:
-            reply.done = message.done
+        reply.add(message)
     return reply
 
 
@@ -149,12 +152,8 @@ async def generate_open(
     outbox.send(request)
     call = stub.Generate(outbox.__aiter__(), timeout=timeout_s)
     while (message := await call.read()) != grpc.aio.EOF:
-        if message.HasField("started"):
-            reply.started = message.started
-        elif message.HasField("delta"):
-            reply.deltas.append(message.delta)
-        else:
-            reply.done = message.done
+        reply.add(message)
+        if reply.done is not None:
             outbox.close()
     return reply
 

@@ -8,16 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.inference.config import EngineConfig
-from services.inference.kv_cache import BlockAllocator, KVStorage
-from services.inference.model import ModelArgs, Transformer, init_random_weights
+from services.inference.model import Transformer, init_random_weights
 from services.inference.request import GenerationRequest
-from services.inference.runner import ModelRunner, PendingStep
+from services.inference.runner import PendingStep
 from services.inference.sampling import SamplingParams
 from services.inference.scheduler import Scheduler, Sequence, StepPlan
+from tests.unit.engine.stepping import ARGS, PROMPTS, tiny_runner
 
-ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, max_seq_len=128, multiple_of=32)
-PROMPTS = [[1, 5, 9, 13, 2, 7, 8, 9, 10, 11, 12], [1, 3], [1, *[4] * 15, 50], [1, 9, 9]]
 NEW = 12
 
 
@@ -32,20 +29,7 @@ def greedy_reference(model: Transformer, prompt: list[int], n: int, eos: int) ->
 
 
 def overlapped_run(model: Transformer, num_blocks: int, eos: int) -> tuple[list[Sequence], Scheduler, int]:
-    config = EngineConfig(
-        max_seq_len=128, max_batch_size=4, kv_block_size=4, num_kv_blocks=num_blocks, prefill_chunk=7
-    )
-    allocator = BlockAllocator(num_blocks)
-    storage = KVStorage(
-        n_layers=2,
-        num_blocks=num_blocks,
-        block_size=4,
-        kv_heads=2,
-        head_dim=16,
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-    )
-    runner = ModelRunner(model, storage, config, 32)
+    config, allocator, runner = tiny_runner(model, num_blocks)
     scheduler = Scheduler(config, allocator, eos_id=eos)
     params = SamplingParams(temperature=0, max_gen_len=NEW)
     sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)]

@@ -5,6 +5,7 @@ integration tests run the same flows against the real inference and safety servi
 """
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -154,29 +155,19 @@ class _SlowSafety(ScriptedSafety):
         raise Unavailable(f"the safety service did not answer within {timeout_s:.3f}s")
 
 
-async def test_a_check_cut_by_the_clients_deadline_is_deadline_exceeded(tmp_path):
-    config = PipelineConfig(moderation=ModerationConfig(chunk_tokens=4), safety_timeout_s=5.0)
+@pytest.mark.parametrize(
+    ("safety_timeout_s", "deadline_in_s", "error"),
+    [
+        (5.0, 0.05, DeadlineExceeded),  # the client's deadline cut the check
+        (0.05, 30.0, Unavailable),  # the safety timeout did
+    ],
+)
+async def test_a_check_cut_short_names_what_cut_it(tmp_path, safety_timeout_s, deadline_in_s, error):
+    config = PipelineConfig(moderation=ModerationConfig(chunk_tokens=4), safety_timeout_s=safety_timeout_s)
     pipeline = ReplyPipeline(
         config, ScriptedInference(ScriptedGeneration(["One."])), _SlowSafety(), AuditSink(tmp_path)
     )
-    req = request()
-    req = ReplyRequest(
-        req.request_id, req.tenant, req.context, req.generation, deadline=time.monotonic() + 0.05
-    )
-    with pytest.raises(DeadlineExceeded):
-        async for _ in pipeline.run(req, asyncio.Event()):
-            pass
-
-
-async def test_a_check_cut_by_the_safety_timeout_is_unavailable(tmp_path):
-    config = PipelineConfig(moderation=ModerationConfig(chunk_tokens=4), safety_timeout_s=0.05)
-    pipeline = ReplyPipeline(
-        config, ScriptedInference(ScriptedGeneration(["One."])), _SlowSafety(), AuditSink(tmp_path)
-    )
-    req = request()
-    req = ReplyRequest(
-        req.request_id, req.tenant, req.context, req.generation, deadline=time.monotonic() + 30
-    )
-    with pytest.raises(Unavailable):
+    req = dataclasses.replace(request(), deadline=time.monotonic() + deadline_in_s)
+    with pytest.raises(error):
         async for _ in pipeline.run(req, asyncio.Event()):
             pass

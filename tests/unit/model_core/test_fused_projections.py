@@ -22,6 +22,7 @@ from services.inference.runner import build_runner
 from services.inference.sampling import SamplingParams
 from services.inference.scheduler import Scheduler
 from tests.support.processes import ROOT
+from tests.unit.engine.stepping import run_to_completion
 from tests.unit.model_core import fused_worker
 from tests.unit.model_core.conftest import CPU_MP1, full_state, random_model, tiny_args
 
@@ -100,17 +101,7 @@ def test_the_serving_runner_fuses_and_generates_the_unfused_tokens() -> None:
     prompts = [[1, 5, 9, 13, 2, 7, 8, 9], [1, 3, 3]]
     params = SamplingParams(temperature=0, max_gen_len=10)
     sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(prompts)]
-    for _ in range(100):
-        if not scheduler.has_work():
-            break
-        plan = scheduler.schedule()
-        assert plan is not None
-        rows = scheduler.rows_of(plan)
-        result = runner.run(plan)
-        for update in scheduler.apply(plan, rows, result.tokens, result.logprobs, result.echo_logprobs):
-            if update.token is not None and scheduler.finish_reason(update.sequence):
-                scheduler.release(update.sequence)
-    assert not scheduler.has_work()
+    run_to_completion(scheduler, runner, max_steps=100)
     for prompt, sequence in zip(prompts, sequences, strict=True):
         assert sequence.tokens == greedy_recompute(reference, prompt, 10)
 

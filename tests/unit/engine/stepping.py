@@ -1,0 +1,46 @@
+"""What the engine tests share: a tiny model, a CPU runner over its paged cache, a step loop."""
+
+from __future__ import annotations
+
+import torch
+
+from services.inference.config import EngineConfig
+from services.inference.kv_cache import BlockAllocator, KVStorage
+from services.inference.model import ModelArgs, Transformer
+from services.inference.runner import ModelRunner
+from services.inference.scheduler import Scheduler
+
+ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, max_seq_len=128, multiple_of=32)
+PROMPTS = [[1, 5, 9, 13, 2, 7, 8, 9, 10, 11, 12], [1, 3], [1, *[4] * 15, 50], [1, 9, 9]]
+
+
+def tiny_runner(model: Transformer, num_blocks: int) -> tuple[EngineConfig, BlockAllocator, ModelRunner]:
+    """Blocks of 4 tokens, chunks of 7, 4 sequences at most: small enough to force preemption."""
+    config = EngineConfig(
+        max_seq_len=128, max_batch_size=4, kv_block_size=4, num_kv_blocks=num_blocks, prefill_chunk=7
+    )
+    storage = KVStorage(
+        n_layers=ARGS.n_layers,
+        num_blocks=num_blocks,
+        block_size=4,
+        kv_heads=ARGS.kv_heads,
+        head_dim=ARGS.head_dim,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+    )
+    return config, BlockAllocator(num_blocks), ModelRunner(model, storage, config, 32)
+
+
+def run_to_completion(scheduler: Scheduler, runner: ModelRunner, max_steps: int) -> None:
+    """One step at a time (no overlap), releasing each sequence when it finishes."""
+    for _ in range(max_steps):
+        if not scheduler.has_work():
+            break
+        plan = scheduler.schedule()
+        assert plan is not None
+        rows = scheduler.rows_of(plan)
+        result = runner.run(plan)
+        for update in scheduler.apply(plan, rows, result.tokens, result.logprobs, result.echo_logprobs):
+            if update.token is not None and scheduler.finish_reason(update.sequence):
+                scheduler.release(update.sequence)
+    assert not scheduler.has_work()
