@@ -28,7 +28,7 @@ from services.common.telemetry import (
     telemetry_config_from_args,
 )
 from services.inference.checkpoint import load_model
-from services.inference.config import EngineConfig
+from services.inference.config import DECODE_GEMMS, EngineConfig
 from services.inference.engine import Engine, run_follower
 from services.inference.kv_cache import BlockAllocator
 from services.inference.model import ModelArgs
@@ -68,6 +68,17 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--no-compile", action="store_true", help="CUDA graphs of the eager decode step")
+    p.add_argument(
+        "--decode-gemm",
+        default="cublas",
+        choices=DECODE_GEMMS,
+        help="decode projections of <= 16 rows on CUDA: cuBLAS, the Triton skinny GEMM, or the faster per shape",
+    )
+    p.add_argument(
+        "--no-fused-kv-write",
+        action="store_true",
+        help="rotary and the KV-cache write as separate kernels (the fused Triton kernel is the default on CUDA)",
+    )
     add_server_arguments(p, default_port=50052)
     add_telemetry_arguments(p, DEFAULT_METRICS_PORT)
     a = p.parse_args(argv)
@@ -84,6 +95,8 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         device=device,
         dtype=dtype,
         compile=not a.no_compile,
+        decode_gemm=a.decode_gemm,
+        fused_kv_write=not a.no_fused_kv_write,
     )
     try:
         engine.validate()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# How decode projections of <= 16 rows run on CUDA (decode_gemm.py): cuBLAS, the Triton skinny
+# GEMM, or whichever of the two was faster per weight shape when the runner warmed up.
+DECODE_GEMMS = ("cublas", "triton", "auto")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -30,6 +34,12 @@ class EngineConfig:
     # GPU only: capture the decode step in CUDA graphs, optionally after torch.compile.
     cuda_graphs: bool = True
     compile: bool = True
+    # Decode batch sizes to capture graphs for (max_batch_size is always added); empty: 1, 2, 4, 8,
+    # then every multiple of 8. Fewer sizes capture faster but pad more rows.
+    graph_sizes: tuple[int, ...] = ()
+    # GPU only: one Triton kernel per layer rotates q/k and writes k/v into the cache (kv_write.py).
+    fused_kv_write: bool = True
+    decode_gemm: str = "cublas"
     # Launch step N+1 before reading back step N's tokens, so the host's per-step work overlaps
     # the device's (off: one step at a time, for measuring what the overlap buys).
     overlap_steps: bool = True
@@ -45,6 +55,8 @@ class EngineConfig:
             (0.0 < self.gpu_memory_utilization <= 1.0, "--gpu-memory-utilization must be in (0, 1]"),
             (self.max_queue >= 1, "--max-queue must be >= 1"),
             (self.prefill_chunk >= 1, "--prefill-chunk must be >= 1"),
+            (all(s >= 1 for s in self.graph_sizes), "graph batch sizes must be >= 1"),
+            (self.decode_gemm in DECODE_GEMMS, f"--decode-gemm must be one of {', '.join(DECODE_GEMMS)}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from services.inference import paged_attention
+from services.inference import kv_write, paged_attention
+from services.inference.model import RotaryFusingCache
 
 PAD_SLOT = 0  # first slot of the reserved block 0
 
@@ -82,14 +83,15 @@ class KVStorage:
 
 
 @dataclass
-class StepCache:
+class StepCache(RotaryFusingCache):
     """The `AttentionCache` of one forward: where the new tokens' k/v go and what each row attends.
 
     tokens are [b, t]; `slots` [b*t] are flat cache slots (block * block_size + offset) of each new
     token; `block_tables` [b, max_blocks] and `context_lens` [b] (tokens cached after this step)
     describe each row's whole sequence; `positions` [b, t] are the new tokens' positions.
     `fresh` means every row starts at position 0, so plain causal attention over the new
-    tokens is exact (right padding only adds rows nobody reads).
+    tokens is exact (right padding only adds rows nobody reads). `fused_rotary` (decode steps on
+    CUDA) has one kernel rotate q/k and store k/v (kv_write.py).
     """
 
     storage: KVStorage
@@ -98,6 +100,20 @@ class StepCache:
     context_lens: Tensor
     positions: Tensor
     fresh: bool
+    fused_rotary: bool = False
+
+    def rotates(self, t: int) -> bool:
+        return self.fused_rotary and t == 1
+
+    def attend_unrotated(
+        self, layer_id: int, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor
+    ) -> Tensor:
+        storage = self.storage
+        q = kv_write.rotary_write_kv(
+            q[:, 0], k[:, 0], v[:, 0], cos[:, 0], sin[:, 0], storage.k, storage.v, layer_id, self.slots
+        )
+        out = paged_attention.decode(q, storage.k, storage.v, layer_id, self.block_tables, self.context_lens)
+        return out.unsqueeze(1)
 
     def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         t = q.shape[1]

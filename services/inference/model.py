@@ -10,6 +10,7 @@ Head counts in views are written as -1 so a sharded model (fewer local heads) ru
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -76,6 +77,21 @@ class AttentionCache(Protocol):
     def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """q: [b, t, heads, head_dim]; k, v: [b, t, kv_heads, head_dim] -> [b, t, heads, head_dim]."""
         ...
+
+
+class RotaryFusingCache(ABC):
+    """An `AttentionCache` that may take q/k before rotary and rotate them itself, in the kernel that
+    stores k/v (the paged cache on CUDA decode steps: one launch instead of four per layer)."""
+
+    @abstractmethod
+    def rotates(self, t: int) -> bool:
+        """Whether a forward of t tokens per row goes through `attend_unrotated`."""
+
+    @abstractmethod
+    def attend_unrotated(
+        self, layer_id: int, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor
+    ) -> Tensor:
+        """As `attend`, with q/k not yet rotated; cos, sin: [b, t, head_dim/2]."""
 
 
 class RMSNorm(nn.Module):
@@ -146,6 +162,8 @@ class Attention(nn.Module):
         q = q.view(b, t, -1, self.head_dim)
         k = k.view(b, t, -1, self.head_dim)
         v = v.view(b, t, -1, self.head_dim)
+        if isinstance(cache, RotaryFusingCache) and cache.rotates(t):
+            return self.wo(cache.attend_unrotated(self.layer_id, q, k, v, cos, sin).reshape(b, t, -1))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is None:
             out = F.scaled_dot_product_attention(

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from services.inference import kv_write
 from services.inference.config import EngineConfig
+from services.inference.decode_gemm import use_decode_gemm
 from services.inference.kv_cache import (
     PAD_SLOT,
     BlockAllocator,
@@ -72,8 +74,8 @@ class PendingStep:
         return StepResult(self._host[0].long().tolist(), self._host[1].tolist(), self._echo)
 
 
-def graph_batch_sizes(max_batch_size: int) -> list[int]:
-    sizes = [1, 2, 4, 8, *range(16, max_batch_size + 1, 8)]
+def graph_batch_sizes(max_batch_size: int, wanted: tuple[int, ...] = ()) -> list[int]:
+    sizes = wanted or (1, 2, 4, 8, *range(16, max_batch_size + 1, 8))
     return sorted({s for s in sizes if s <= max_batch_size} | {max_batch_size})
 
 
@@ -95,6 +97,9 @@ class ModelRunner:
         self._ints: Tensor | None = None
         self._floats: Tensor | None = None
         self._forward: Callable[[Tensor, Tensor], Tensor] = self._decode_logits
+        self._fused_rotary = config.fused_kv_write and kv_write.fused_available(
+            self.device, model.args.head_dim
+        )
 
     @torch.inference_mode()
     def run(self, plan: StepPlan) -> StepResult:
@@ -128,6 +133,7 @@ class ModelRunner:
             context_lens=tensor(plan.context_lens, torch.int32),
             positions=positions,
             fresh=plan.fresh,
+            fused_rotary=self._fused_rotary,
         )
         logits = self.model(tokens, positions, cache)
         rows = torch.arange(plan.rows, device=self.device)
@@ -159,6 +165,7 @@ class ModelRunner:
             context_lens=ints[:, _LENGTH],
             positions=positions,
             fresh=False,
+            fused_rotary=self._fused_rotary,
         )
         return self.model(tokens, positions, cache)[:, -1]
 
@@ -179,7 +186,7 @@ class ModelRunner:
         """Capture decode graphs for padded batch sizes (largest first, sharing one memory pool)."""
         if self.device.type != "cuda" or not self.config.cuda_graphs:
             return
-        sizes = graph_batch_sizes(self.config.max_batch_size)
+        sizes = graph_batch_sizes(self.config.max_batch_size, self.config.graph_sizes)
         biggest = sizes[-1]
         self._ints = torch.zeros(biggest, _TABLE + self.max_blocks, dtype=torch.long, device=self.device)
         self._ints[:, _SLOT] = PAD_SLOT
@@ -209,7 +216,13 @@ class ModelRunner:
                 graphs[size] = (graph, out)
         self.slot_tokens.zero_()
         torch.cuda.synchronize()
-        log.info("captured decode CUDA graphs for batch sizes %s (compiled: %s)", sizes, self.config.compile)
+        log.info(
+            "captured decode CUDA graphs for batch sizes %s (compiled: %s, fused KV write: %s, decode GEMM: %s)",
+            sizes,
+            self.config.compile,
+            self._fused_rotary,
+            self.config.decode_gemm,
+        )
 
     def _launch_graph(self, plan: StepPlan) -> PendingStep:
         assert self._ints is not None and self._floats is not None
@@ -251,6 +264,7 @@ def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner,
     sharding) and a runner over it."""
     args = model.args
     model.fuse_projections()
+    use_decode_gemm(model, config.decode_gemm)
     weight: Tensor = model.output.weight
     dtype, device = weight.dtype, weight.device
     if device.type == "cuda":

@@ -1,0 +1,298 @@
+"""Skinny matmuls for decode steps: y = x @ W.T with few rows of x (1..16) and a large W.
+
+At small batch a decode step is bound by reading the weights once. cuBLAS picks 128x8-tile kernels
+for these shapes, some with split-K plus a separate reduce kernel (64 reduce launches per 7B step).
+Here each Triton program owns a block of output columns (rows of W), streams its rows of W over the
+whole of K with wide contiguous loads, and writes its outputs itself: no split-K and no reduce.
+One row of x (batch 1) is a plain multiply-accumulate in fp32; 2..16 rows go through `tl.dot`.
+
+`use_decode_gemm(model, kind)` swaps the model's projections for `DecodeLinear`s sharing the same
+weights (the model code does not change, as tensor parallelism is applied to a built model):
+"cublas" keeps nn.Linear, "triton" always uses the kernel for <= 16 rows on CUDA (bf16/fp16), and
+"auto" times both once per shape while the runner warms up and keeps the faster. Anything else
+(CPU, fp32, more rows) runs F.linear.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from services.inference.config import DECODE_GEMMS
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: F.linear serves them.
+    triton = None
+
+MAX_ROWS = 16
+_DTYPES = (torch.bfloat16, torch.float16)
+
+# "auto": per (rows, out, in, dtype), whether the Triton kernel beat cuBLAS while warming up.
+_auto_choice: dict[tuple[int, int, int, torch.dtype], bool] = {}
+
+
+if triton is not None:
+
+    @triton.jit
+    def _gemv_kernel(  # type: ignore[no-untyped-def]
+        X,
+        W,
+        Y,
+        N,
+        K,
+        stride_wn,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        EVEN_K: tl.constexpr,
+    ):
+        # One row of x: a [BLOCK_N, BLOCK_K] fp32 partial product per step, summed over K once at the end.
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = n < N
+        kk = tl.arange(0, BLOCK_K)
+        w_rows = W + n[:, None].to(tl.int64) * stride_wn
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for start in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
+                x = tl.load(X + start + kk)
+            else:
+                k_ok = start + kk < K
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+                x = tl.load(X + start + kk, mask=k_ok, other=0.0)
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+        tl.store(Y + n, tl.sum(acc, 1).to(Y.dtype.element_ty), mask=n_ok)
+
+    @triton.jit
+    def _skinny_kernel(  # type: ignore[no-untyped-def]
+        X,
+        W,
+        Y,
+        M,
+        N,
+        K,
+        stride_xm,
+        stride_wn,
+        stride_ym,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        EVEN_K: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+    ):
+        # 2..16 rows of x, padded to the 16 rows tl.dot needs; W is still read once.
+        m = tl.arange(0, 16)
+        m_ok = m < M
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = n < N
+        kk = tl.arange(0, BLOCK_K)
+        w_rows = W + n[:, None].to(tl.int64) * stride_wn
+        x_rows = X + m[:, None] * stride_xm
+        acc = tl.zeros([16, BLOCK_N], tl.float32)
+        for start in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
+                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None], other=0.0)
+            else:
+                k_ok = start + kk < K
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            # Triton's CPU interpreter computes bf16 dots wrongly; there (tests only) fp32 is exact.
+            if DOT_FP32:
+                acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
+            else:
+                acc += tl.dot(x, tl.trans(w))
+        y = Y + m[:, None] * stride_ym + n[None, :]
+        tl.store(y, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+    def _even_k(meta: dict[str, int]) -> bool:
+        return meta["K"] % meta["BLOCK_K"] == 0
+
+    _GEMV_CONFIGS = [
+        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        for bn, bk, w, s in [
+            (4, 1024, 4, 1),
+            (8, 512, 4, 1),
+            (8, 1024, 4, 2),
+            (8, 1024, 8, 1),
+            (16, 256, 4, 2),
+            (16, 512, 4, 1),
+            (16, 512, 8, 2),
+            (32, 256, 4, 2),
+            (32, 256, 8, 3),
+            (32, 512, 8, 1),
+        ]
+    ]
+    _SKINNY_CONFIGS = [
+        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        for bn, bk, w, s in [
+            (16, 256, 4, 3),
+            (16, 512, 4, 2),
+            (32, 128, 4, 4),
+            (32, 256, 4, 3),
+            (32, 256, 8, 3),
+            (64, 128, 4, 4),
+            (64, 256, 8, 3),
+        ]
+    ]
+    _gemv_tuned = triton.autotune(_GEMV_CONFIGS, key=["N", "K"])(
+        triton.heuristics({"EVEN_K": _even_k})(_gemv_kernel)
+    )
+    _skinny_tuned = triton.autotune(_SKINNY_CONFIGS, key=["N", "K"])(
+        triton.heuristics({"EVEN_K": _even_k})(_skinny_kernel)
+    )
+
+    def launch(
+        x: Tensor, weight: Tensor, out: Tensor, config: dict[str, int] | None = None, num_warps: int = 4
+    ) -> None:
+        """out [M, N] = x [M, K] @ weight [N, K].T; autotuned, or with an explicit `config`
+        ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one)."""
+        m, k = x.shape
+        n = weight.shape[0]
+        if config is None and not x.is_cuda:
+            config = {"BLOCK_N": 16, "BLOCK_K": 64}
+        if config is None:
+            grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+            if m == 1:
+                _gemv_tuned[grid](x, weight, out, n, k, weight.stride(0))
+            else:
+                _skinny_tuned[grid](
+                    x, weight, out, m, n, k, x.stride(0), weight.stride(0), out.stride(0), DOT_FP32=False
+                )
+            return
+        grid_n = (triton.cdiv(n, config["BLOCK_N"]),)
+        even_k = k % config["BLOCK_K"] == 0
+        if m == 1:
+            _gemv_kernel[grid_n](
+                x, weight, out, n, k, weight.stride(0), EVEN_K=even_k, num_warps=num_warps, **config
+            )
+        else:
+            _skinny_kernel[grid_n](
+                x,
+                weight,
+                out,
+                m,
+                n,
+                k,
+                x.stride(0),
+                weight.stride(0),
+                out.stride(0),
+                EVEN_K=even_k,
+                DOT_FP32=not x.is_cuda,
+                num_warps=num_warps,
+                **config,
+            )
+
+    def _median_ms(fn: object, reps: int = 20) -> float:
+        assert callable(fn)
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+
+    def _triton_wins(x: Tensor, weight: Tensor, out: Tensor) -> bool:
+        key = (x.shape[0], weight.shape[0], weight.shape[1], x.dtype)
+        if key not in _auto_choice:
+            if torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(f"decode GEMM 'auto' was not timed for {key} before CUDA graph capture")
+            launch(x, weight, out)  # autotune first, so its timing is of the best config
+            triton_ms = _median_ms(lambda: launch(x, weight, out))
+            cublas_ms = _median_ms(lambda: torch.mm(x, weight.t(), out=out))
+            _auto_choice[key] = triton_ms < cublas_ms
+        return _auto_choice[key]
+
+    @torch.library.custom_op("llamagate::decode_matmul", mutates_args=())
+    def _decode_matmul(x: Tensor, weight: Tensor, kind: str) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.stride(-1) != 1:
+            rows = rows.contiguous()
+        result = torch.empty(*x.shape[:-1], weight.shape[0], dtype=x.dtype, device=x.device)
+        out = result.view(-1, weight.shape[0])
+        if kind == "triton" or _triton_wins(rows, weight, out):
+            launch(rows, weight, out)
+        else:
+            torch.mm(rows, weight.t(), out=out)
+        return result
+
+    @_decode_matmul.register_fake
+    def _(x: Tensor, weight: Tensor, kind: str) -> Tensor:
+        return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def auto_choices() -> dict[str, bool]:
+    """What "auto" picked so far, "rows x out x in" -> Triton won (for the benchmark's report)."""
+    return {f"{m}x{n}x{k}": won for (m, n, k, _), won in sorted(_auto_choice.items(), key=str)}
+
+
+def kernel_applies(x: Tensor, weight: Tensor) -> bool:
+    rows = math.prod(x.shape[:-1])
+    return (
+        triton is not None
+        and x.is_cuda
+        and rows <= MAX_ROWS
+        and x.dtype in _DTYPES
+        and weight.dtype == x.dtype
+        and weight.stride(-1) == 1
+    )
+
+
+class DecodeLinear(nn.Linear):
+    """A bias-free nn.Linear whose few-row products on CUDA go through `kind` ("triton" or "auto")."""
+
+    def __init__(self, weight: nn.Parameter, kind: str) -> None:
+        super().__init__(weight.shape[1], weight.shape[0], bias=False, device="meta")
+        self.weight = weight
+        self.kind = kind
+
+    def forward(self, x: Tensor) -> Tensor:
+        if kernel_applies(x, self.weight):
+            return torch.ops.llamagate.decode_matmul(x, self.weight, self.kind)
+        return F.linear(x, self.weight)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", kind={self.kind}"
+
+
+def _projections(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, attribute) of every weight read in a decode step: the layers' projections and the
+    output head (the embedding is a lookup, not a matmul)."""
+    names = ("wq", "wk", "wv", "wqkv", "wo", "w1", "w2", "w3", "w13", "output")
+    found: list[tuple[nn.Module, str]] = []
+    for parent in model.modules():
+        for name in names:
+            child = getattr(parent, name, None)
+            if isinstance(child, nn.Linear) and child.bias is None:
+                found.append((parent, name))
+    return found
+
+
+def use_decode_gemm(model: nn.Module, kind: str) -> None:
+    """Make the model's projections run `kind` ("cublas", "triton" or "auto"), in place; the weights
+    are shared, not copied, so this can switch back and forth on a loaded model."""
+    if kind not in DECODE_GEMMS:
+        raise ValueError(f"unknown decode GEMM {kind!r}: use one of {', '.join(DECODE_GEMMS)}")
+    for parent, name in _projections(model):
+        old = getattr(parent, name)
+        weight = old.weight
+        if kind == "cublas":
+            new = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+            new.weight = weight
+        else:
+            new = DecodeLinear(weight, kind)
+        # Tensor parallelism hangs its collectives on modules as hooks (parallel.py): keep them.
+        new._forward_hooks = old._forward_hooks
+        new._forward_pre_hooks = old._forward_pre_hooks
+        new._forward_hooks_with_kwargs = old._forward_hooks_with_kwargs
+        new._forward_hooks_always_called = old._forward_hooks_always_called
+        setattr(parent, name, new)
