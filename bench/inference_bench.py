@@ -5,6 +5,12 @@ plain eager model and Hugging Face transformers, on one GPU, in one run.
     python bench/inference_bench.py --shape 13B --quick   # batch 1 and 32 streams, TTFT
     python bench/inference_bench.py --shape 70B --layers 8 --quick
     python bench/inference_bench.py --device cpu --shape tiny --new-tokens 8   # dry run on CPU
+    python bench/inference_bench.py --variants cublas-unfused,cublas,triton,auto   # decode kernels side by side
+
+--variants builds the model once and, per variant, only a new runner (KV cache, compile, graphs for
+batch 1, 4 and the stream counts): correctness vs the eager model, batch-1 decode, the stream
+counts, a kernel profile, then one table. A variant is a decode GEMM (cublas, triton, auto) with
+the fused rotary + KV-write kernel, or NAME-unfused without it (see services/inference/config.py).
 
 The engine is driven in-process (no gRPC, so no generated stubs are needed on the GPU machine);
 timestamps are taken on the engine thread as each token is emitted. See bench/README.md.
@@ -30,7 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.inference.config import EngineConfig  # noqa: E402
+from services.inference import decode_gemm  # noqa: E402
+from services.inference.config import DECODE_GEMMS, EngineConfig  # noqa: E402
 from services.inference.engine import Engine  # noqa: E402
 from services.inference.kv_cache import blocks_for  # noqa: E402
 from services.inference.model import CONFIGS, ModelArgs, Transformer  # noqa: E402
@@ -159,14 +166,30 @@ def eager_greedy(model: Transformer, prompt: list[int], n: int) -> tuple[list[in
     return tokens[len(prompt) :], gaps
 
 
-def check_correctness(engine: Engine, model: Transformer, vocab: int, n_tokens: int) -> dict[str, object]:
-    prompts = [random_prompts(1, length, vocab, seed)[0] for seed, length in enumerate([7, 33, 130, 300])]
+def correctness_prompts(vocab: int) -> list[list[int]]:
+    return [random_prompts(1, length, vocab, seed)[0] for seed, length in enumerate([7, 33, 130, 300])]
+
+
+def check_correctness(
+    engine: Engine,
+    model: Transformer,
+    vocab: int,
+    n_tokens: int,
+    expected: list[tuple[list[int], list[float]]] | None = None,
+) -> dict[str, object]:
+    """Greedy tokens of four prompts decoded together, then of the first alone (batch-1 graph),
+    against the eager model (`expected`: its results, computed once for several engines)."""
+    prompts = correctness_prompts(vocab)
+    if expected is None:
+        expected = [eager_greedy(model, prompt, n_tokens) for prompt in prompts]
     records = run_requests(engine, prompts, n_tokens)
+    records += run_requests(engine, prompts[:1], n_tokens)
+    prompts += prompts[:1]
+    expected = [*expected, expected[0]]
     results = []
-    for prompt, record in zip(prompts, records, strict=True):
-        expected, gaps = eager_greedy(model, prompt, n_tokens)
+    for prompt, record, (expected_tokens, gaps) in zip(prompts, records, expected, strict=True):
         match = next(
-            (i for i, (a, b) in enumerate(zip(record.tokens, expected, strict=True)) if a != b), None
+            (i for i, (a, b) in enumerate(zip(record.tokens, expected_tokens, strict=True)) if a != b), None
         )
         # bf16 kernels differ in rounding: a divergence is acceptable only at a near tie.
         ok = match is None or gaps[match] < 0.05 * max(1.0, abs(gaps[0]))
@@ -242,10 +265,14 @@ def kernel_profile(
         total = _device_us(event)
         name = event.key
         lowered = name.lower()
-        if any(k in lowered for k in ("gemv", "gemm", "cutlass", "nvjet", "sm90_", "cublas", "splitk")):
+        if any(
+            k in lowered for k in ("gemv", "gemm", "cutlass", "nvjet", "sm90_", "cublas", "splitk", "skinny")
+        ):
             kind = "matmul"
-        elif "decode_kernel" in lowered:
+        elif "decode_kernel" in lowered or "merge_kernel" in lowered:
             kind = "paged_attention"
+        elif "rotary_write" in lowered or "index_copy" in lowered or "indexcopy" in lowered:
+            kind = "kv_write"
         elif lowered.startswith("triton_"):
             kind = "fused_elementwise"
         elif any(k in lowered for k in ("sort", "radix", "scan", "cumsum")):
@@ -583,6 +610,147 @@ def bench_shape(
     return result
 
 
+def parse_variant(name: str) -> tuple[str, bool]:
+    """ "triton" -> ("triton", fused KV write on); "cublas-unfused" -> ("cublas", off)."""
+    gemm, _, suffix = name.partition("-")
+    if gemm not in DECODE_GEMMS or suffix not in ("", "unfused"):
+        raise SystemExit(f"unknown variant {name!r}: use {'|'.join(DECODE_GEMMS)}, optionally with -unfused")
+    return gemm, suffix != "unfused"
+
+
+def free_runner() -> None:
+    """Drop compiled code (its guards hold the last runner, hence its KV cache) and cached memory."""
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def bench_variants(
+    args: argparse.Namespace, shape: str, device: torch.device, dtype: torch.dtype, bandwidth: float
+) -> dict[str, object]:
+    """One model, one runner per decode-kernel variant; only what differs between them is rebuilt."""
+    name, _, layer_text = shape.partition(":")
+    layers = int(layer_text) if layer_text else args.layers
+    model_args = replace(SHAPES[name], max_seq_len=args.max_seq_len)
+    if layers:
+        model_args = replace(model_args, n_layers=layers)
+    label = name + (f"-{layers}L" if layers else "")
+    t0 = time.perf_counter()
+    model = build_model(model_args, device, dtype, seed=0)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    result: dict[str, object] = {
+        "shape": label,
+        "weight_gib": weight_bytes / 2**30,
+        "roofline_tok_s": bandwidth / weight_bytes,
+        "variants": {},
+    }
+    streams = [s for s in (args.streams or [64]) if s <= args.max_batch_size]
+    # Enough blocks for every stream's prompt and tokens, with room to spare; a cache sized to the
+    # card would be reallocated for every variant.
+    per_stream = blocks_for(args.prompt_len + args.new_tokens + 64, 16)
+    num_blocks = args.num_kv_blocks or max(2048, 2 * per_stream * max([*streams, 4]))
+    # The plain eager model's tokens, before any variant swaps its projections.
+    expected = [eager_greedy(model, p, args.check_tokens) for p in correctness_prompts(model_args.vocab_size)]
+    for variant in args.variants:
+        gemm, fused = parse_variant(variant)
+        t1 = time.perf_counter()
+        config = EngineConfig(
+            max_seq_len=args.max_seq_len,
+            max_batch_size=args.max_batch_size,
+            device=device.type,
+            dtype=str(dtype).removeprefix("torch."),
+            num_kv_blocks=num_blocks,
+            prefill_chunk=args.prefill_chunk,
+            compile=args.compile and device.type == "cuda",
+            cuda_graphs=device.type == "cuda",
+            graph_sizes=tuple(sorted({1, 4, *streams})),
+            fused_kv_write=fused,
+            decode_gemm=gemm,
+        )
+        runner, allocator = build_runner(model, config)
+        runner.capture()
+        out: dict[str, object] = {"capture_s": time.perf_counter() - t1}
+        engine = Engine(config, runner, IdTokenizer(model_args.vocab_size), allocator)  # type: ignore[arg-type]
+        engine.start()
+        try:
+            out["correctness"] = check_correctness(
+                engine, model, model_args.vocab_size, args.check_tokens, expected
+            )
+            measured = measure_engine(
+                engine,
+                model_args.vocab_size,
+                args,
+                streams,
+                runner=runner,
+                label=f"{label}_{variant}",
+                ttft_lens=(),
+            )
+            out |= measured
+        finally:
+            engine.stop(drain=False, timeout_s=60)
+        if gemm == "auto":
+            out["auto_triton_won"] = decode_gemm.auto_choices()
+        out["batch1_pct_roofline"] = 100 * float(out["batch1_decode_tok_s"]) / float(result["roofline_tok_s"])  # type: ignore[arg-type]
+        out["variant_wall_s"] = time.perf_counter() - t1
+        result["variants"][variant] = out  # type: ignore[index]
+        print(json.dumps({"variant": variant, **out}), flush=True)
+        del engine, runner, allocator
+        free_runner()
+    # Back to the default kernels for whatever the model is used for next.
+    decode_gemm.use_decode_gemm(model, "cublas")
+    result["shape_wall_s"] = time.perf_counter() - t0
+    del model
+    free_runner()
+    return result
+
+
+def variants_table(result: dict[str, object], streams: list[int]) -> str:
+    roofline = float(result["roofline_tok_s"])  # type: ignore[arg-type]
+    head = [
+        "variant",
+        "batch-1 tok/s",
+        "% of roofline",
+        "b1 GPU step ms",
+        "b1 kernels µs",
+        "matmul µs",
+        "kv_write µs",
+    ]
+    head += [f"{n} streams tok/s" for n in streams] + ["correct", "capture s"]
+    lines = [
+        f"{result['shape']}: roofline {roofline:.1f} tok/s ({result['weight_gib']:.2f} GiB of weights)",
+        "| " + " | ".join(head) + " |",
+        "| --- |" + " --- |" * (len(head) - 1),
+    ]
+    variants: dict[str, dict[str, object]] = result["variants"]  # type: ignore[assignment]
+    for variant, out in variants.items():
+        kernels: dict[str, float] = out.get("batch1_kernels_us") or {}  # type: ignore[assignment]
+
+        def cell(value: object) -> str:
+            return "" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
+
+        row = [
+            variant,
+            cell(out.get("batch1_decode_tok_s")),
+            cell(out.get("batch1_pct_roofline")),
+            f"{out['batch1_gpu_step_ms']:.3f}" if out.get("batch1_gpu_step_ms") else "",
+            cell(kernels.get("kernels_total")),
+            cell(kernels.get("matmul")),
+            cell(kernels.get("kv_write")),
+        ]
+        row += [cell(out.get(f"streams{n}_total_tok_s")) for n in streams]
+        row += [str(out["correctness"]["ok"]), cell(out.get("capture_s"))]  # type: ignore[index]
+        lines.append("| " + " | ".join(row) + " |")
+    for variant, out in variants.items():
+        if not out["correctness"]["ok"]:  # type: ignore[index]
+            lines.append(f"\ncorrectness {variant}: {json.dumps(out['correctness'])}")
+        if "auto_triton_won" in out:
+            lines.append(f"\nauto {variant}: Triton won for {json.dumps(out['auto_triton_won'])}")
+        if out.get("batch1_kernels_us"):
+            lines.append(f"\nbatch1_kernels_us {variant}: {json.dumps(out['batch1_kernels_us'])}")
+    return "\n".join(lines)
+
+
 def table(results: list[dict[str, object]]) -> str:
     keys = [
         "weight_gib",
@@ -681,6 +849,12 @@ def main() -> None:
     parser.add_argument(
         "--hf-static-b8", action="store_true", help="also HF static cache at batch 8 (one more compile)"
     )
+    parser.add_argument(
+        "--variants",
+        type=lambda t: t.split(","),
+        help="decode-kernel variants timed side by side, e.g. cublas-unfused,cublas,triton,auto "
+        "(default --streams 64; no TTFT, HF or no-compile runs)",
+    )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "inference_bench.json")
     args = parser.parse_args()
 
@@ -693,6 +867,16 @@ def main() -> None:
     header["copy_bandwidth_gb_s"] = bandwidth / 1e9
     print(json.dumps(header), flush=True)
     results = []
+    if args.variants:
+        for variant in args.variants:
+            parse_variant(variant)
+        for shape in args.shape.split(","):
+            results.append(bench_variants(args, shape, device, dtype, bandwidth))
+            args.out.write_text(json.dumps({"header": header, "results": results}, indent=2))
+        print(json.dumps(header))
+        streams = [s for s in (args.streams or [64]) if s <= args.max_batch_size]
+        print("\n\n".join(variants_table(r, streams) for r in results))
+        return
     for shape in args.shape.split(","):
         results.append(bench_shape(args, shape, device, dtype, bandwidth))
         args.out.write_text(json.dumps({"header": header, "results": results}, indent=2))

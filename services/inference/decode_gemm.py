@@ -142,7 +142,7 @@ if triton is not None:
     _gemv_tuned = triton.autotune(_GEMV_CONFIGS, key=["N", "K"])(
         triton.heuristics({"EVEN_K": _even_k})(_gemv_kernel)
     )
-    _skinny_tuned = triton.autotune(_SKINNY_CONFIGS, key=["N", "K"])(
+    _skinny_tuned = triton.autotune(_SKINNY_CONFIGS, key=["M", "N", "K"])(
         triton.heuristics({"EVEN_K": _even_k})(_skinny_kernel)
     )
 
@@ -284,6 +284,8 @@ def use_decode_gemm(model: nn.Module, kind: str) -> None:
         raise ValueError(f"unknown decode GEMM {kind!r}: use one of {', '.join(DECODE_GEMMS)}")
     for parent, name in _projections(model):
         old = getattr(parent, name)
+        if kind == "cublas" and type(old) is nn.Linear:
+            continue
         weight = old.weight
         if kind == "cublas":
             new = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")

@@ -1,0 +1,247 @@
+"""The decode-step Triton kernels equal their references: the fused rotary + KV-cache write
+(kv_write.py) equals apply_rotary + index_copy_, the skinny GEMM (decode_gemm.py) equals F.linear,
+both survive torch.compile(fullgraph=True), and on CUDA the engine generates the same tokens with
+them as without.
+
+The kernels run where Triton can run them: on CUDA, or on CPU under TRITON_INTERPRET=1 (Triton reads
+that variable when a kernel is defined, so a CPU session without it runs this file again in a child
+process that sets it).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from services.inference import decode_gemm, kv_write
+from services.inference.config import EngineConfig
+from services.inference.kv_cache import KVStorage, StepCache
+from services.inference.model import Transformer, init_random_weights, rope_tables
+from services.inference.request import GenerationRequest
+from services.inference.runner import build_runner
+from services.inference.sampling import SamplingParams
+from services.inference.scheduler import Scheduler
+from tests.support.processes import ROOT
+from tests.unit.engine.stepping import ARGS, PROMPTS, run_to_completion
+
+HAS_TRITON = kv_write.triton is not None
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+kernels = pytest.mark.skipif(
+    not HAS_TRITON or not (CUDA or INTERPRETING), reason="needs Triton on CUDA, or TRITON_INTERPRET=1"
+)
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or CUDA or INTERPRETING, reason="runs the kernel tests under the interpreter"
+)
+def test_kernels_pass_under_the_triton_interpreter_on_cpu() -> None:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not gpu", __file__]
+    command += ["-k", "not under_the_triton_interpreter"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and " skipped" not in done.stdout, done.stdout[-2000:]
+
+
+def decode_inputs(
+    heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v as column slices of one wqkv output (as the model makes them), cos/sin at scattered
+    positions, and slots as a strided column of packed ints (as the runner passes them)."""
+    rows = 4
+    qkv = torch.randn(rows, (heads + 2 * kv_heads) * head_dim, dtype=dtype, device=DEVICE)
+    q, k, v = qkv.split((heads * head_dim, kv_heads * head_dim, kv_heads * head_dim), dim=-1)
+    cos, sin = rope_tables(head_dim, 512, 10000.0)
+    positions = torch.tensor([0, 5, 130, 511])
+    # Row 3 is a padded row: slot 0 of the reserved block.
+    packed = torch.tensor([[9, 1], [22, 2], [3, 3], [0, 4]], device=DEVICE)
+    return (
+        q.view(rows, heads, head_dim),
+        k.view(rows, kv_heads, head_dim),
+        v.view(rows, kv_heads, head_dim),
+        cos[positions].to(DEVICE),
+        sin[positions].to(DEVICE),
+        packed[:, 0],
+    )
+
+
+@kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 4, 16), (8, 2, 32), (32, 32, 128)])
+def test_fused_rotary_kv_write_equals_rotary_then_index_copy(
+    dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int
+) -> None:
+    torch.manual_seed(heads + head_dim)
+    q, k, v, cos, sin, slots = decode_inputs(heads, kv_heads, head_dim, dtype)
+    caches = torch.randn(2, 3, 8, 4, kv_heads, head_dim, dtype=dtype, device=DEVICE)
+    expected_k, expected_v = caches[0].clone(), caches[1].clone()
+    got_k, got_v = caches[0].clone(), caches[1].clone()
+    expected_q = kv_write.rotary_write_kv_reference(q, k, v, cos, sin, expected_k, expected_v, 1, slots)
+    got_q = kv_write.rotary_write_kv(q, k, v, cos, sin, got_k, got_v, 1, slots)
+    # The same fp32 arithmetic; bf16 may differ in the last bit where rounding of the result differs.
+    exact = dtype == torch.float32
+    tolerance = {} if not exact else {"atol": 0.0, "rtol": 0.0}
+    torch.testing.assert_close(got_q, expected_q, **tolerance)  # type: ignore[arg-type]
+    torch.testing.assert_close(got_k, expected_k, **tolerance)  # type: ignore[arg-type]
+    assert torch.equal(got_v, expected_v)
+    assert not torch.equal(got_k[1], caches[0][1])  # layer 1 was written ...
+    assert torch.equal(got_k[0], caches[0][0]) and torch.equal(got_k[2], caches[0][2])  # ... and only it
+
+
+def random_linear(m: int, n: int, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(m, k, dtype=dtype, device=DEVICE)
+    weight = torch.randn(n, k, dtype=dtype, device=DEVICE) / k**0.5
+    return x, weight
+
+
+def assert_close_to_linear(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> None:
+    # fp32 accumulation in both; the result is rounded once to x's dtype.
+    expected = (x.double() @ weight.double().t()).to(x.dtype)
+    tolerance = 2e-2 if x.dtype == torch.bfloat16 else 2e-3
+    torch.testing.assert_close(out, expected, atol=tolerance, rtol=tolerance)
+
+
+@kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m", [1, 3, 16])
+@pytest.mark.parametrize(("n", "k"), [(64, 256), (40, 96), (37, 200)])
+@pytest.mark.parametrize("config", [{"BLOCK_N": 16, "BLOCK_K": 64}, {"BLOCK_N": 32, "BLOCK_K": 32}])
+def test_skinny_gemm_equals_linear(
+    dtype: torch.dtype, m: int, n: int, k: int, config: dict[str, int]
+) -> None:
+    """Ragged N and K (37 x 200) exercise the masked loads; 1 row takes the GEMV kernel."""
+    torch.manual_seed(m * n + k)
+    x, weight = random_linear(m, n, k, dtype)
+    out = torch.full((m, n), float("nan"), dtype=dtype, device=DEVICE)
+    decode_gemm.launch(x, weight, out, config)
+    assert_close_to_linear(out, x, weight)
+
+
+@kernels
+@pytest.mark.parametrize("kind", ["triton", "auto"] if CUDA else ["triton"])
+@pytest.mark.parametrize("m", [1, 5])
+def test_decode_matmul_op_takes_batched_inputs(kind: str, m: int) -> None:
+    """The op as the model calls it: [b, 1, K] activations, tuned configs on CUDA."""
+    torch.manual_seed(m)
+    x, weight = random_linear(m, 96, 128, torch.bfloat16)
+    out = torch.ops.llamagate.decode_matmul(x[:, None], weight, kind)
+    assert out.shape == (m, 1, 96)
+    assert_close_to_linear(out[:, 0], x, weight)
+
+
+@kernels
+def test_both_ops_compile_with_fullgraph() -> None:
+    heads, kv_heads, head_dim = 8, 2, 32
+    torch.manual_seed(0)
+    q, k, v, cos, sin, slots = decode_inputs(heads, kv_heads, head_dim, torch.bfloat16)
+    weight = torch.randn(48, heads * head_dim, dtype=torch.bfloat16, device=DEVICE) / 16
+
+    def step(fused: bool, k_all: torch.Tensor, v_all: torch.Tensor) -> torch.Tensor:
+        if fused:
+            rotated = kv_write.rotary_write_kv(q, k, v, cos, sin, k_all, v_all, 0, slots)
+            return torch.ops.llamagate.decode_matmul(rotated.flatten(1) * 2, weight, "triton")
+        rotated = kv_write.rotary_write_kv_reference(q, k, v, cos, sin, k_all, v_all, 0, slots)
+        return F.linear(rotated.flatten(1) * 2, weight)
+
+    caches = torch.zeros(4, 1, 4, 8, kv_heads, head_dim, dtype=torch.bfloat16, device=DEVICE)
+    with torch.inference_mode():
+        compiled = torch.compile(step, fullgraph=True)(True, caches[0], caches[1])
+        expected = step(False, caches[2], caches[3])
+    torch.testing.assert_close(compiled, expected, atol=3e-2, rtol=2e-2)
+    torch.testing.assert_close(caches[0], caches[2])  # the compiled op wrote the cache in place
+    assert torch.equal(caches[1], caches[3]) and caches[1].abs().sum() > 0
+
+
+@kernels
+def test_model_logits_and_cache_are_the_same_through_the_fused_path() -> None:
+    """A decode forward of the tiny engine model with `fused_rotary` on and off (fp32: exact)."""
+    model = Transformer(ARGS)
+    init_random_weights(model, 5)
+    model = model.to(DEVICE).eval().requires_grad_(False)
+    model.fuse_projections()
+    # Packed [position, slot, length, table...] rows; blocks of 4 tokens.
+    ints = torch.tensor([[5, 9, 6, 3, 2, 0], [9, 17, 10, 5, 6, 4]], device=DEVICE)
+    tokens = torch.tensor([[3], [7]], device=DEVICE)
+    results = []
+    for fused in (False, True):
+        storage = KVStorage(
+            n_layers=ARGS.n_layers,
+            num_blocks=8,
+            block_size=4,
+            kv_heads=ARGS.kv_heads,
+            head_dim=ARGS.head_dim,
+            dtype=torch.float32,
+            device=torch.device(DEVICE),
+        )
+        generator = torch.Generator(device=DEVICE).manual_seed(1)
+        storage.k.normal_(generator=generator)
+        storage.v.normal_(generator=generator)
+        positions = ints[:, :1]
+        cache = StepCache(
+            storage,
+            slots=ints[:, 1],
+            block_tables=ints[:, 3:],
+            context_lens=ints[:, 2],
+            positions=positions,
+            fresh=False,
+            fused_rotary=fused,
+        )
+        assert cache.rotates(1) == fused and not cache.rotates(2)
+        with torch.inference_mode():
+            results.append((model(tokens, positions, cache), storage.k, storage.v))
+    for unfused, fused_result in zip(results[0], results[1], strict=True):
+        torch.testing.assert_close(fused_result, unfused, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("gemm", ["triton", "auto"])
+def test_engine_tokens_on_cuda_are_the_same_with_the_kernels(gemm: str) -> None:
+    """Compiled, graph-captured decode steps with both kernels vs the eager cuBLAS/index_copy_ path."""
+    model = Transformer(ARGS)
+    init_random_weights(model, 7)
+    model = model.to("cuda", torch.bfloat16).eval().requires_grad_(False)
+    tokens = []
+    for config in (
+        EngineConfig(
+            max_seq_len=128,
+            max_batch_size=4,
+            kv_block_size=4,
+            num_kv_blocks=80,
+            prefill_chunk=7,
+            device="cuda",
+            dtype="bfloat16",
+            cuda_graphs=False,
+            fused_kv_write=False,
+        ),
+        EngineConfig(
+            max_seq_len=128,
+            max_batch_size=4,
+            kv_block_size=4,
+            num_kv_blocks=80,
+            prefill_chunk=7,
+            device="cuda",
+            dtype="bfloat16",
+            graph_sizes=(1, 2),
+            decode_gemm=gemm,
+        ),
+    ):
+        runner, allocator = build_runner(copy.deepcopy(model), config)
+        runner.capture()
+        assert runner._fused_rotary == config.fused_kv_write
+        scheduler = Scheduler(config, allocator, eos_id=-1)
+        params = SamplingParams(temperature=0, max_gen_len=12)
+        sequences = [
+            scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)
+        ]
+        run_to_completion(scheduler, runner, max_steps=200)
+        tokens.append([s.tokens for s in sequences])
+    assert tokens[1] == tokens[0]
