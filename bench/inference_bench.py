@@ -27,6 +27,7 @@ import statistics
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -626,6 +627,32 @@ def free_runner() -> None:
         torch.cuda.empty_cache()
 
 
+def measure_variant(
+    args: argparse.Namespace,
+    model: Transformer,
+    config: EngineConfig,
+    streams: list[int],
+    expected: list[tuple[list[int], list[float]]],
+    label: str,
+) -> dict[str, object]:
+    """Build a runner for `config` on the shared model, capture, check and measure it."""
+    t0 = time.perf_counter()
+    vocab = model.args.vocab_size
+    runner, allocator = build_runner(model, config)
+    runner.capture()
+    out: dict[str, object] = {"capture_s": time.perf_counter() - t0}
+    engine = Engine(config, runner, IdTokenizer(vocab), allocator)  # type: ignore[arg-type]
+    engine.start()
+    try:
+        out["correctness"] = check_correctness(engine, model, vocab, args.check_tokens, expected)
+        out |= measure_engine(engine, vocab, args, streams, runner=runner, label=label, ttft_lens=())
+    finally:
+        engine.stop(drain=False, timeout_s=60)
+    if config.decode_gemm == "auto":
+        out["auto_triton_won"] = decode_gemm.auto_choices()
+    return out
+
+
 def bench_variants(
     args: argparse.Namespace, shape: str, device: torch.device, dtype: torch.dtype, bandwidth: float
 ) -> dict[str, object]:
@@ -639,11 +666,13 @@ def bench_variants(
     t0 = time.perf_counter()
     model = build_model(model_args, device, dtype, seed=0)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    roofline = bandwidth / weight_bytes
+    variants: dict[str, dict[str, object]] = {}
     result: dict[str, object] = {
         "shape": label,
         "weight_gib": weight_bytes / 2**30,
-        "roofline_tok_s": bandwidth / weight_bytes,
-        "variants": {},
+        "roofline_tok_s": roofline,
+        "variants": variants,
     }
     streams = [s for s in (args.streams or [64]) if s <= args.max_batch_size]
     # Enough blocks for every stream's prompt and tokens, with room to spare; a cache sized to the
@@ -668,34 +697,18 @@ def bench_variants(
             fused_kv_write=fused,
             decode_gemm=gemm,
         )
-        runner, allocator = build_runner(model, config)
-        runner.capture()
-        out: dict[str, object] = {"capture_s": time.perf_counter() - t1}
-        engine = Engine(config, runner, IdTokenizer(model_args.vocab_size), allocator)  # type: ignore[arg-type]
-        engine.start()
         try:
-            out["correctness"] = check_correctness(
-                engine, model, model_args.vocab_size, args.check_tokens, expected
-            )
-            measured = measure_engine(
-                engine,
-                model_args.vocab_size,
-                args,
-                streams,
-                runner=runner,
-                label=f"{label}_{variant}",
-                ttft_lens=(),
-            )
-            out |= measured
-        finally:
-            engine.stop(drain=False, timeout_s=60)
-        if gemm == "auto":
-            out["auto_triton_won"] = decode_gemm.auto_choices()
-        out["batch1_pct_roofline"] = 100 * float(out["batch1_decode_tok_s"]) / float(result["roofline_tok_s"])  # type: ignore[arg-type]
+            out = measure_variant(args, model, config, streams, expected, f"{label}_{variant}")
+            out["batch1_pct_roofline"] = 100 * float(out["batch1_decode_tok_s"]) / roofline  # type: ignore[arg-type]
+        except Exception as error:
+            # One variant's failure (a kernel that does not build, a capture error) must not cost the others.
+            traceback.print_exc()
+            out = {"error": f"{type(error).__name__}: {error}"[:800]}
         out["variant_wall_s"] = time.perf_counter() - t1
-        result["variants"][variant] = out  # type: ignore[index]
+        variants[variant] = out
         print(json.dumps({"variant": variant, **out}), flush=True)
-        del engine, runner, allocator
+        # After every variant, so a run cut short still leaves a table of what it measured.
+        print(variants_table(result, streams), flush=True)
         free_runner()
     # Back to the default kernels for whatever the model is used for next.
     decode_gemm.use_decode_gemm(model, "cublas")
@@ -739,10 +752,13 @@ def variants_table(result: dict[str, object], streams: list[int]) -> str:
             cell(kernels.get("kv_write")),
         ]
         row += [cell(out.get(f"streams{n}_total_tok_s")) for n in streams]
-        row += [str(out["correctness"]["ok"]), cell(out.get("capture_s"))]  # type: ignore[index]
+        correctness: dict[str, object] = out.get("correctness") or {}  # type: ignore[assignment]
+        row += [cell(correctness.get("ok", "error")), cell(out.get("capture_s"))]
         lines.append("| " + " | ".join(row) + " |")
     for variant, out in variants.items():
-        if not out["correctness"]["ok"]:  # type: ignore[index]
+        if "error" in out:
+            lines.append(f"\nerror {variant}: {out['error']}")
+        elif not out["correctness"]["ok"]:  # type: ignore[index]
             lines.append(f"\ncorrectness {variant}: {json.dumps(out['correctness'])}")
         if "auto_triton_won" in out:
             lines.append(f"\nauto {variant}: Triton won for {json.dumps(out['auto_triton_won'])}")

@@ -115,7 +115,9 @@ if triton is not None:
     _GEMV_CONFIGS = [
         triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
         for bn, bk, w, s in [
+            (2, 2048, 4, 1),
             (4, 1024, 4, 1),
+            (4, 2048, 8, 1),
             (8, 512, 4, 1),
             (8, 1024, 4, 2),
             (8, 1024, 8, 1),
