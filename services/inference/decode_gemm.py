@@ -8,14 +8,13 @@ One row of x (batch 1) is a plain multiply-accumulate in fp32; 2..16 rows go thr
 
 `use_decode_gemm(model, kind)` swaps the model's projections for `DecodeLinear`s sharing the same
 weights (the model code does not change, as tensor parallelism is applied to a built model):
-"cublas" keeps nn.Linear, "triton" always uses the kernel for <= 16 rows on CUDA (bf16/fp16), and
-"auto" times both once per shape while the runner warms up and keeps the faster. Anything else
-(CPU, fp32, more rows) runs F.linear.
+"cublas" keeps nn.Linear, "triton" always uses the kernel for decode steps of <= 16 rows on CUDA
+(bf16/fp16), and "auto" times both once per shape while the runner warms up and keeps the faster.
+Anything else (CPU, fp32, prefill, more rows) runs F.linear.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -145,7 +144,8 @@ if triton is not None:
     _gemv_tuned = triton.autotune(_GEMV_CONFIGS, key=["N", "K"])(
         triton.heuristics({"EVEN_K": _even_k})(_gemv_kernel)
     )
-    _skinny_tuned = triton.autotune(_SKINNY_CONFIGS, key=["M", "N", "K"])(
+    # Not keyed on M: the kernel pads every row count to 16, so the best tile does not depend on it.
+    _skinny_tuned = triton.autotune(_SKINNY_CONFIGS, key=["N", "K"])(
         triton.heuristics({"EVEN_K": _even_k})(_skinny_kernel)
     )
 
@@ -230,11 +230,14 @@ def auto_choices() -> dict[str, bool]:
 
 
 def kernel_applies(x: Tensor, weight: Tensor) -> bool:
-    rows = math.prod(x.shape[:-1])
+    """Decode steps only ([b, 1, dim] activations, b <= 16): their row counts are the captured batch
+    sizes, tuned while the runner warms up, where short prompts would each bring a new one."""
     return (
         triton is not None
         and x.is_cuda
-        and rows <= MAX_ROWS
+        and x.dim() == 3
+        and x.shape[1] == 1
+        and x.shape[0] <= MAX_ROWS
         and x.dtype in _DTYPES
         and weight.dtype == x.dtype
         and weight.stride(-1) == 1

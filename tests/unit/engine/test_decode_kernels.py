@@ -24,7 +24,7 @@ from services.inference.config import EngineConfig
 from services.inference.kv_cache import KVStorage, StepCache
 from services.inference.model import Transformer, init_random_weights, rope_tables
 from services.inference.request import GenerationRequest
-from services.inference.runner import build_runner
+from services.inference.runner import build_runner, graph_batch_sizes
 from services.inference.sampling import SamplingParams
 from services.inference.scheduler import Scheduler
 from tests.support.processes import ROOT
@@ -201,6 +201,31 @@ def test_model_logits_and_cache_are_the_same_through_the_fused_path() -> None:
         torch.testing.assert_close(fused_result, unfused, atol=1e-5, rtol=1e-5)
 
 
+def test_use_decode_gemm_swaps_projections_in_place_and_back() -> None:
+    """Same weights (not copies), tensor-parallel hooks kept; off CUDA the swapped model is F.linear."""
+    model = Transformer(ARGS)
+    init_random_weights(model, 2)
+    model.eval().requires_grad_(False).fuse_projections()
+    weights = {name: p.data_ptr() for name, p in model.named_parameters()}
+    gathered: list[torch.Tensor] = []
+    model.output.register_forward_hook(lambda module, inputs, out: gathered.append(out))
+    tokens = torch.tensor([[1, 5, 9]])
+    with torch.inference_mode():
+        before = model(tokens)
+        decode_gemm.use_decode_gemm(model, "triton")
+        swapped = [m for m in model.modules() if isinstance(m, decode_gemm.DecodeLinear)]
+        # wqkv, wo, w13, w2 per layer, and the output head
+        assert len(swapped) == 4 * ARGS.n_layers + 1
+        assert {name: p.data_ptr() for name, p in model.named_parameters()} == weights
+        assert torch.equal(model(tokens), before) and len(gathered) == 2
+        decode_gemm.use_decode_gemm(model, "cublas")
+        assert not any(isinstance(m, decode_gemm.DecodeLinear) for m in model.modules())
+        assert {name: p.data_ptr() for name, p in model.named_parameters()} == weights
+        assert torch.equal(model(tokens), before) and len(gathered) == 3
+    with pytest.raises(ValueError, match="use one of cublas, triton, auto"):
+        decode_gemm.use_decode_gemm(model, "cutlass")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
 @pytest.mark.parametrize("gemm", ["triton", "auto"])
@@ -245,3 +270,16 @@ def test_engine_tokens_on_cuda_are_the_same_with_the_kernels(gemm: str) -> None:
         run_to_completion(scheduler, runner, max_steps=200)
         tokens.append([s.tokens for s in sequences])
     assert tokens[1] == tokens[0]
+
+
+def test_captured_sizes_can_be_chosen_and_always_cover_the_largest_batch() -> None:
+    assert graph_batch_sizes(64, (1, 4, 64)) == [1, 4, 64]
+    assert graph_batch_sizes(64, (4, 1, 200)) == [1, 4, 64]
+    assert graph_batch_sizes(20) == [1, 2, 4, 8, 16, 20]
+
+
+def test_an_unknown_decode_gemm_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="--decode-gemm must be one of cublas, triton, auto"):
+        EngineConfig(decode_gemm="cutlass").validate()
+    with pytest.raises(ValueError, match="graph batch sizes must be >= 1"):
+        EngineConfig(graph_sizes=(0, 4)).validate()
