@@ -39,6 +39,7 @@ class EngineConfig:
     graph_sizes: tuple[int, ...] = ()
     # GPU only: one Triton kernel per layer rotates q/k and writes k/v into the cache (kv_write.py).
     fused_kv_write: bool = True
+    # One of DECODE_GEMMS.
     decode_gemm: str = "cublas"
     # Launch step N+1 before reading back step N's tokens, so the host's per-step work overlaps
     # the device's (off: one step at a time, for measuring what the overlap buys).

@@ -11,6 +11,9 @@ through one asynchronous copy into pinned memory, and `PendingStep.result` is th
 sync. Every step also leaves each row's sampled token on the device (in the row's batch slot of
 `slot_tokens`), so the engine can launch step N+1 before reading step N's tokens: a decode input of
 -1 means "the token in my batch slot".
+
+On CUDA, decode steps rotate q/k and write the KV cache in one Triton kernel per layer (kv_write.py,
+unless `fused_kv_write` is off), and `decode_gemm` picks how their projections run (decode_gemm.py).
 """
 
 from __future__ import annotations
