@@ -226,50 +226,51 @@ def test_use_decode_gemm_swaps_projections_in_place_and_back() -> None:
         decode_gemm.use_decode_gemm(model, "cutlass")
 
 
+def eager_greedy_with_gaps(model: Transformer, prompt: list[int], n: int) -> tuple[list[int], list[float]]:
+    """The plain model recomputing the whole sequence per token, and each step's top-2 logit gap."""
+    tokens, gaps = list(prompt), []
+    with torch.inference_mode():
+        for _ in range(n):
+            logits = model(torch.tensor([tokens], device=model.output.weight.device))[0, -1].float()
+            top = logits.topk(2).values
+            gaps.append(float(top[0] - top[1]))
+            tokens.append(int(logits.argmax()))
+    return tokens[len(prompt) :], gaps
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
-@pytest.mark.parametrize("gemm", ["triton", "auto"])
-def test_engine_tokens_on_cuda_are_the_same_with_the_kernels(gemm: str) -> None:
-    """Compiled, graph-captured decode steps with both kernels vs the eager cuBLAS/index_copy_ path."""
+@pytest.mark.parametrize("gemm", ["cublas", "triton", "auto"])
+def test_engine_tokens_on_cuda_follow_the_eager_model_with_the_kernels(gemm: str) -> None:
+    """Compiled, graph-captured decode steps (batch sizes 1, 2 and 4) with the fused KV write and
+    each decode GEMM give the plain eager model's greedy tokens; bf16 rounding differs between
+    kernels, so a sequence may leave the reference only where its two best logits nearly tie."""
     model = Transformer(ARGS)
     init_random_weights(model, 7)
     model = model.to("cuda", torch.bfloat16).eval().requires_grad_(False)
-    tokens = []
-    for config in (
-        EngineConfig(
-            max_seq_len=128,
-            max_batch_size=4,
-            kv_block_size=4,
-            num_kv_blocks=80,
-            prefill_chunk=7,
-            device="cuda",
-            dtype="bfloat16",
-            cuda_graphs=False,
-            fused_kv_write=False,
-        ),
-        EngineConfig(
-            max_seq_len=128,
-            max_batch_size=4,
-            kv_block_size=4,
-            num_kv_blocks=80,
-            prefill_chunk=7,
-            device="cuda",
-            dtype="bfloat16",
-            graph_sizes=(1, 2),
-            decode_gemm=gemm,
-        ),
-    ):
-        runner, allocator = build_runner(copy.deepcopy(model), config)
-        runner.capture()
-        assert runner._fused_rotary == config.fused_kv_write
-        scheduler = Scheduler(config, allocator, eos_id=-1)
-        params = SamplingParams(temperature=0, max_gen_len=12)
-        sequences = [
-            scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)
-        ]
-        run_to_completion(scheduler, runner, max_steps=200)
-        tokens.append([s.tokens for s in sequences])
-    assert tokens[1] == tokens[0]
+    expected = [eager_greedy_with_gaps(model, p, 12) for p in PROMPTS]
+    config = EngineConfig(
+        max_seq_len=128,
+        max_batch_size=4,
+        kv_block_size=4,
+        num_kv_blocks=80,
+        prefill_chunk=7,
+        device="cuda",
+        dtype="bfloat16",
+        graph_sizes=(1, 2),
+        decode_gemm=gemm,
+    )
+    runner, allocator = build_runner(copy.deepcopy(model), config)
+    runner.capture()
+    assert runner._fused_rotary
+    scheduler = Scheduler(config, allocator, eos_id=-1)
+    params = SamplingParams(temperature=0, max_gen_len=12)
+    sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)]
+    run_to_completion(scheduler, runner, max_steps=200)
+    for prompt, sequence, (tokens, gaps) in zip(PROMPTS, sequences, expected, strict=True):
+        generated = sequence.tokens[len(prompt) :]
+        first = next((i for i, (a, b) in enumerate(zip(generated, tokens, strict=True)) if a != b), None)
+        assert first is None or gaps[first] < 0.1, (generated, tokens, gaps)
 
 
 def test_captured_sizes_can_be_chosen_and_always_cover_the_largest_batch() -> None:
