@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import platform
 import sys
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,6 +39,8 @@ from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import inference_service_pb2 as inf_pb
 from llamagate.v1 import inference_service_pb2_grpc as inf_grpc
+from llamagate.v1 import safety_service_pb2 as safety_pb
+from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 from llamagate.v1 import types_pb2
 from tests.support.stack import Stack, StackConfig, running_stack
 
@@ -86,6 +90,97 @@ async def gateway_ttft(stub: chat_grpc.ChatServiceStub, metadata: tuple[tuple[st
     call.cancel()
     assert ttft is not None, "no text released"
     return ttft
+
+
+def bench_dialog() -> types_pb2.Dialog:
+    return types_pb2.Dialog(messages=[types_pb2.Message(role=types_pb2.ROLE_USER, content=PROMPT)])
+
+
+async def health_rtt(stub: health_pb2_grpc.HealthStub) -> float:
+    began = time.perf_counter()
+    await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+    return time.perf_counter() - began
+
+
+async def input_check(stub: safety_grpc.SafetyServiceStub) -> float:
+    item = safety_pb.CheckItem(dialog=bench_dialog(), direction=types_pb2.DIRECTION_INPUT)
+    began = time.perf_counter()
+    response = await stub.Check(safety_pb.CheckRequest(items=[item]), timeout=10)
+    assert response.verdicts[0].safe, "the bench prompt was judged unsafe"
+    return time.perf_counter() - began
+
+
+async def first_chunk_check(stub: safety_grpc.SafetyServiceStub) -> float:
+    """An output CheckStream as the gateway runs it: context sent at the start, then the time from
+    sending the first one-token chunk to its verdict."""
+    call = stub.CheckStream(timeout=10)
+    await call.write(safety_pb.CheckStreamRequest(context=bench_dialog()))
+    began = time.perf_counter()
+    await call.write(safety_pb.CheckStreamRequest(chunk=" Once"))
+    response = await call.read()
+    elapsed = time.perf_counter() - began
+    assert response is not grpc.aio.EOF and response.verdict.safe, "the bench chunk was judged unsafe"
+    await call.done_writing()
+    return elapsed
+
+
+async def keep_generating(stub: inf_grpc.InferenceServiceStub, stop: asyncio.Event) -> None:
+    """Long greedy generations back to back until `stop`: the model busy, as during a reply."""
+    start = inf_pb.GenerateStart(
+        dialog=bench_dialog(),
+        sampling=types_pb2.SamplingParams(temperature=0.0, max_gen_len=400, ignore_eos=True),
+    )
+    while not stop.is_set():
+        call = stub.Generate(timeout=60)
+        await call.write(inf_pb.GenerateRequest(start=start))
+        while not stop.is_set() and (message := await call.read()) is not grpc.aio.EOF:
+            if message.HasField("done"):
+                break
+        call.cancel()
+
+
+async def hops(stack: Stack, requests: int) -> list[tuple[str, list[float]]]:
+    rows: list[tuple[str, list[float]]] = []
+    for name, target in {"gateway": stack.gateway_target, "safety": stack.safety_target}.items():
+        async with grpc.aio.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            rows.append(
+                (
+                    f"health Check round trip, {name}",
+                    await measure(functools.partial(health_rtt, health), 1, requests),
+                )
+            )
+    async with grpc.aio.insecure_channel(stack.safety_target) as channel:
+        safety = safety_grpc.SafetyServiceStub(channel)
+        rows.append(
+            (
+                "safety Check, input side (bench dialog)",
+                await measure(lambda: input_check(safety), 1, requests),
+            )
+        )
+        rows.append(
+            (
+                "safety CheckStream, first 1-token chunk",
+                await measure(lambda: first_chunk_check(safety), 1, requests),
+            )
+        )
+    return rows
+
+
+async def breakdown(stack: Stack, requests: int) -> list[tuple[str, list[float]]]:
+    """Each hop of the gateway's path alone, one at a time, with the model idle and then while it
+    generates (as it does while the first chunk is checked): where the TTFT overhead goes."""
+    rows = [(f"{name}, model idle", values) for name, values in await hops(stack, requests)]
+    async with grpc.aio.insecure_channel(stack.inference_target) as channel:
+        stop = asyncio.Event()
+        background = asyncio.ensure_future(keep_generating(inf_grpc.InferenceServiceStub(channel), stop))
+        try:
+            await asyncio.sleep(0.5)
+            rows += [(f"{name}, model generating", values) for name, values in await hops(stack, requests)]
+        finally:
+            stop.set()
+            await background
+    return rows
 
 
 async def measure(fn, concurrency: int, requests: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -140,6 +235,11 @@ def main() -> int:
     parser.add_argument("--chunk-tokens", type=int, default=1)
     parser.add_argument("--moderation", choices=["sentence", "buffer"], default="sentence")
     parser.add_argument("--markdown", action="store_true", help="print a bench/RESULTS.md section")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time each hop alone (health round trips, the two safety checks) at 1 stream",
+    )
     parser.add_argument("--inference-device", choices=DEVICES, default="cpu", help="the model's device")
     parser.add_argument("--safety-device", choices=DEVICES, default="cpu", help="the classifier's device")
     parser.add_argument(
@@ -148,13 +248,19 @@ def main() -> int:
         default=[],
         help="extra inference flag, repeatable (e.g. --inference-flag=--no-compile for a quick GPU start)",
     )
+    parser.add_argument(
+        "--safety-flag",
+        action="append",
+        default=[],
+        help="extra safety flag, repeatable (e.g. --safety-flag=--threads=4)",
+    )
     args = parser.parse_args()
     config = StackConfig(
         inference_args=(
             *("--device", args.inference_device, "--max-seq-len", "512", "--max-batch-size", "32"),
             *args.inference_flag,
         ),
-        safety_args=("--device", args.safety_device),
+        safety_args=("--device", args.safety_device, *args.safety_flag),
         gateway_args=("--chunk-tokens", str(args.chunk_tokens), "--moderation", args.moderation),
         tenants={},
     )
@@ -162,6 +268,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as workdir, running_stack(Path(workdir), config) as stack:
         rows = asyncio.run(run(stack, args.requests, args.concurrency))
+        hops = asyncio.run(breakdown(stack, args.requests)) if args.breakdown else []
     load_after = os.getloadavg()[0]
     header = (
         "| streams | n | direct TTFT p50 / p99 (ms) | gateway TTFT p50 / p99 (ms) | overhead p50 / p99 (ms) |"
@@ -183,9 +290,14 @@ def main() -> int:
             f" --moderation {args.moderation} --inference-device {args.inference_device}"
             f" --safety-device {args.safety_device}"
             + "".join(f" --inference-flag={flag}" for flag in args.inference_flag)
+            + "".join(f" --safety-flag={flag}" for flag in args.safety_flag)
             + " --markdown`\n"
         )
     print("\n".join(lines))
+    if hops:
+        print("\n| hop, 1 stream | p50 / p99 (ms) |\n|---|---|")
+        for name, values in hops:
+            print(f"| {name} | {pct(values, 0.5):.2f} / {pct(values, 0.99):.2f} |")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Safety classifier benchmark: `python bench/safety_bench.py` (CPU).
+"""Safety classifier benchmark: `python bench/safety_bench.py [--device cpu|cuda] [--threads N]`.
 
 1. Check latency at batch 1: the embedded classifier judging a 256-token dialog whose judged
    turn fills the encoder's whole window (254 tokens + [CLS]/[SEP]), the worst single-window case.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
@@ -27,6 +28,7 @@ import torch  # noqa: E402
 from services.common.dialog import Message, Role  # noqa: E402
 from services.safety.batcher import BatcherConfig  # noqa: E402
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig  # noqa: E402
+from services.safety.device import parse_device  # noqa: E402
 from services.safety.moderation import SafetyChecker  # noqa: E402
 from services.safety.policy import DEFAULT_POLICY, load_policy  # noqa: E402
 from services.safety.verdict import CheckItem, Direction  # noqa: E402
@@ -55,6 +57,15 @@ def window_dialog(classifier: EmbeddedClassifier) -> list[Message]:
     return [Message(Role.USER, "Write me something long."), Message(Role.ASSISTANT, text)]
 
 
+def cpu_model() -> str:
+    """The CPU's model name: the same torch build runs 1.5-2x apart on different x86 server CPUs."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def latency(classifier: EmbeddedClassifier, iterations: int) -> dict[str, float]:
     dialog = window_dialog(classifier)
     item = CheckItem(dialog, Direction.OUTPUT)
@@ -67,6 +78,25 @@ def latency(classifier: EmbeddedClassifier, iterations: int) -> dict[str, float]
         times.append((time.perf_counter() - start) * 1000)
     assert judgement.judged_tokens == classifier.encoder.content_window and not judgement.truncated
     return {"p50_ms": statistics.median(times), "p90_ms": percentile(times, 0.9), "min_ms": min(times)}
+
+
+async def short_check(classifier: EmbeddedClassifier, iterations: int) -> dict[str, float]:
+    """One short prompt at a time: the classifier alone, then through the service's checker
+    (batcher thread hop + policy, no batching wait): what a single input check costs."""
+    item = CheckItem([Message(Role.USER, PROMPTS[0])], Direction.INPUT)
+    checker = SafetyChecker(load_policy(DEFAULT_POLICY), classifier, BatcherConfig(max_wait_s=0.0))
+    checker.start()
+    direct, served = [], []
+    for i in range(iterations + 10):
+        start = time.perf_counter()
+        classifier.judge([item])
+        middle = time.perf_counter()
+        await checker.check([item])
+        if i >= 10:
+            direct.append((middle - start) * 1000)
+            served.append((time.perf_counter() - middle) * 1000)
+    await checker.stop()
+    return {"judge_p50_ms": statistics.median(direct), "checker_p50_ms": statistics.median(served)}
 
 
 async def throughput(classifier: EmbeddedClassifier, concurrency: int, seconds: float) -> dict[str, float]:
@@ -105,16 +135,25 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
+    parser.add_argument("--device", type=parse_device, default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: torch's default)")
     args = parser.parse_args()
-    classifier = EmbeddedClassifier(EmbeddedConfig())
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    classifier = EmbeddedClassifier(EmbeddedConfig(device=args.device))
     print(
-        f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, classifier {classifier.id} {classifier.version}"
+        f"host: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, device {args.device}, classifier {classifier.id} {classifier.version}"
     )
     lat = latency(classifier, args.iterations)
     print(
         f"batch-1 check, 256-token window: p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, "
         f"min {lat['min_ms']:.1f} ms ({args.iterations} runs)"
+    )
+    short = asyncio.run(short_check(classifier, args.iterations))
+    print(
+        f"batch-1 check, one short prompt: classifier p50 {short['judge_p50_ms']:.2f} ms, "
+        f"through the checker (batcher, policy) p50 {short['checker_p50_ms']:.2f} ms"
     )
     for concurrency in args.concurrency:
         r = asyncio.run(throughput(classifier, concurrency, args.seconds))

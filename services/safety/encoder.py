@@ -71,7 +71,10 @@ class SentenceEncoder:
             if config.device.type != "cpu":
                 raise ValueError(f"int8 precision runs on the CPU only, not on {config.device}")
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        elif config.precision != "fp32":
+        elif config.precision == "fp32":
+            # Explicit: transformers loads a checkpoint in its stored dtype, which may be half.
+            model = model.to(torch.float32)
+        else:
             raise ValueError(f"precision must be bf16, fp16, int8 or fp32, not {config.precision!r}")
         self.model = model.to(config.device)
         # [CLS] and [SEP] take two positions of the window.
@@ -84,15 +87,22 @@ class SentenceEncoder:
     def token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    @torch.inference_mode()
-    def embed_ids(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Mean-pooled, L2-normalised fp32 embeddings of pre-tokenised rows (each <= content_window),
-        on the encoder's device (the head that reads them lives there too)."""
+    def common_shapes(self, max_rows: int = 8) -> list[tuple[int, int]]:
+        """The padded (rows, length) shapes of batches of up to `max_rows` rows."""
+        rows = sorted({batch_bucket(n) for n in range(1, max_rows + 1)})
+        lengths = range(LENGTH_BUCKET, self.config.window + 1, LENGTH_BUCKET)
+        return [(r, n) for r in rows for n in lengths]
+
+    def pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input ids and attention mask (on the CPU) of pre-tokenised rows (each <= content_window),
+        wrapped in [CLS] ... [SEP] and padded to a bounded set of shapes: rows to batch_bucket(n),
+        tokens to a multiple of LENGTH_BUCKET."""
         tok = self.tokenizer
         wrapped = [[tok.cls_token_id, *row, tok.sep_token_id] for row in rows]
-        # Padded to a bounded set of shapes: oneDNN keeps state per input shape (primitive cache,
-        # reordered weights), so each new (rows, length) pair cost memory that was not given back
-        # and RSS grew by hundreds of MiB under varied load (bench/safety_memory_bench.py).
+        # oneDNN keeps state per input shape (primitive cache, reordered weights), so each new
+        # (rows, length) pair cost memory that was not given back and RSS grew by hundreds of MiB
+        # under varied load (bench/safety_memory_bench.py). On a GPU the bounded set is what lets
+        # a bounded set of CUDA graphs cover every call.
         longest = max(len(r) for r in wrapped)
         length = max(longest, min(_round_up(longest, LENGTH_BUCKET), self.config.window))
         count = batch_bucket(len(wrapped))
@@ -102,14 +112,21 @@ class SentenceEncoder:
         for i, row in enumerate(wrapped):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
-        # Built on the CPU and moved in one copy each, rather than row by row on the device.
-        ids, mask = ids.to(self.config.device), mask.to(self.config.device)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state[: len(wrapped)]
-        mask = mask[: len(wrapped)]
+        return ids, mask
+
+    def pooled(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled, L2-normalised fp32 embeddings of padded inputs already on the device."""
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
-        hidden = hidden.float()
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return torch.nn.functional.normalize(pooled, dim=-1)
+
+    @torch.inference_mode()
+    def embed_ids(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Embeddings of pre-tokenised rows (each <= content_window), on the encoder's device."""
+        ids, mask = self.pad(rows)
+        # Built on the CPU and moved in one copy each, rather than row by row on the device.
+        return self.pooled(ids.to(self.config.device), mask.to(self.config.device))[: len(rows)]
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Embeddings of short texts (training/evaluation): each truncated to its recent window."""

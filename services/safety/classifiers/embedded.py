@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from services.safety.classifiers.base import Classifier, recent_windows
+from services.safety.cuda_graphs import GraphedForward
 from services.safety.device import CPU
 from services.safety.encoder import EncoderConfig, SentenceEncoder, minilm_dir
 from services.safety.head import DEFAULT_HEAD, SafetyHead, file_version
@@ -27,6 +28,10 @@ class EmbeddedConfig:
     device: torch.device = CPU
     # None: the precision the head was trained on (its file says); else the encoder runs in this.
     dtype: torch.dtype | None = None
+    # On CUDA: run checks as captured CUDA graphs (cuda_graphs.py); batches of more rows than
+    # graph_max_rows run eagerly. The common shapes (up to 8 rows) are captured at start.
+    cuda_graphs: bool = True
+    graph_max_rows: int = 32
 
 
 class EmbeddedClassifier(Classifier):
@@ -49,6 +54,15 @@ class EmbeddedClassifier(Classifier):
             EncoderConfig(config.encoder_dir or minilm_dir(), precision=precision, device=config.device)
         )
         self.version = f"head-{file_version(config.head_path)}"
+        self._graphs: GraphedForward | None = None
+        if config.cuda_graphs and config.device.type == "cuda":
+            self._graphs = GraphedForward(self._probabilities, config.device, config.graph_max_rows)
+            with torch.inference_mode():
+                self._graphs.capture(self.encoder.common_shapes(max_rows=8))
+
+    def _probabilities(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-label probabilities of padded inputs on the device (padding rows included)."""
+        return torch.sigmoid(self.head(self.encoder.pooled(ids, mask)))
 
     def labels(self) -> frozenset[str]:
         return frozenset(self.head.labels)
@@ -59,12 +73,16 @@ class EmbeddedClassifier(Classifier):
         spans = []
         tallies = []
         for item in items:
-            ids = self.encoder.token_ids(item.dialog[-1].content)
-            windows = recent_windows(ids, self.encoder.content_window, self.config.max_windows)
+            tokens = self.encoder.token_ids(item.dialog[-1].content)
+            windows = recent_windows(tokens, self.encoder.content_window, self.config.max_windows)
             spans.append((len(rows), len(rows) + len(windows.windows)))
             rows.extend(windows.windows)
             tallies.append(windows)
-        probs = torch.sigmoid(self.head(self.encoder.embed_ids(rows))).cpu()
+        ids, mask = self.encoder.pad(rows)
+        if self._graphs is not None:
+            probs = self._graphs(ids, mask)
+        else:
+            probs = self._probabilities(ids.to(self.config.device), mask.to(self.config.device)).cpu()
         results = []
         for (start, end), windows in zip(spans, tallies, strict=True):
             # A category is as violated as its worst window.
