@@ -70,7 +70,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
     p.add_argument("--no-compile", action="store_true", help="CUDA graphs of the eager decode step")
     p.add_argument(
         "--decode-gemm",
-        default="cublas",
+        default="auto",
         choices=DECODE_GEMMS,
         help="decode projections of <= 16 rows on CUDA: cuBLAS, the Triton skinny GEMM, or the faster per shape",
     )

@@ -40,7 +40,7 @@ class EngineConfig:
     # GPU only: one Triton kernel per layer rotates q/k and writes k/v into the cache (kv_write.py).
     fused_kv_write: bool = True
     # One of DECODE_GEMMS.
-    decode_gemm: str = "cublas"
+    decode_gemm: str = "auto"
     # Launch step N+1 before reading back step N's tokens, so the host's per-step work overlaps
     # the device's (off: one step at a time, for measuring what the overlap buys).
     overlap_steps: bool = True
