@@ -184,6 +184,8 @@ def test_safety_defaults_to_cpu_and_llama_guard_is_a_gpu_component(rendered: dic
     assert not [a for a in cpu.spec["args"] if a.startswith("--device=cuda")]
     assert GPU not in cpu.spec["resources"]["limits"]
     assert "nodeSelector" not in cpu.pod
+    # The classifier's thread pool matches the cores it is given (its latency budget needs 4).
+    assert int(flag(cpu.spec["args"], "--threads")) == int(cpu.spec["resources"]["limits"]["cpu"]) == 4
 
     docs = rendered["llama-2-7b-chat-llama-guard"]
     (gpu,) = containers([find(docs, "Deployment", "llamagate-safety")])
