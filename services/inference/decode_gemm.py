@@ -34,6 +34,8 @@ MAX_ROWS = 16
 _DTYPES = (torch.bfloat16, torch.float16)
 
 # "auto": per (rows, out, in, dtype), whether the Triton kernel beat cuBLAS while warming up.
+# Module-level because the custom op below sees only tensors and scalars, not the module that called
+# it; the answer depends on the GPU and the shape alone, so one per process is the right scope.
 _auto_choice: dict[tuple[int, int, int, torch.dtype], bool] = {}
 
 
