@@ -1,8 +1,10 @@
 """Evaluate the embedded classifier on the held-out split: `python -m services.safety.evaluate`.
 
 Runs every held-out example through the serving path (classifier + policy thresholds) and prints
-the per-category precision/recall/F1 table and the overall block rate / false-positive rate, as
-Markdown (docs/safety.md carries a copy).
+the per-category precision/recall/F1 table, the unsafe block rate and the false-positive rates
+(benign prompts; all benign texts, model output included), as Markdown (README.md and
+docs/safety.md carry a copy). Held-out data is for the final number of a chosen head only: model
+selection uses the validation split of train (train_head.py).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def main() -> None:
         ]
 
     per = {c.code: Counts() for c in policy.enabled}
-    unsafe_total = blocked = benign_total = false_pos = 0
+    unsafe_total = blocked = benign_total = false_pos = prompt_total = prompt_false_pos = 0
     by_kind: dict[str, list[int]] = {}
     for ex, verdict in zip(examples, verdicts, strict=True):
         labels = set(map(str, ex["labels"]))  # type: ignore[call-overload]
@@ -81,6 +83,9 @@ def main() -> None:
         else:
             benign_total += 1
             false_pos += not verdict.safe
+            if str(ex["kind"]) not in OUTPUT_KINDS:
+                prompt_total += 1
+                prompt_false_pos += not verdict.safe
 
     print(
         f"Held-out split: {len(examples)} examples ({unsafe_total} unsafe, {benign_total} benign), "
@@ -92,10 +97,15 @@ def main() -> None:
         print(counts.row(f"{code} {policy.category(code).name}"))
     print(f"\nUnsafe blocked: {blocked}/{unsafe_total} = {blocked / max(unsafe_total, 1):.1%}")
     print(
-        f"Benign flagged (false positives): {false_pos}/{benign_total} = {false_pos / max(benign_total, 1):.1%}\n"
+        f"Benign prompts flagged (false positives on user input): {prompt_false_pos}/{prompt_total} = "
+        f"{prompt_false_pos / max(prompt_total, 1):.1%}"
+    )
+    print(
+        f"All benign flagged (prompts and model output): {false_pos}/{benign_total} = "
+        f"{false_pos / max(benign_total, 1):.1%}\n"
     )
     # The trade-off at one uniform threshold for every category: information only, the policy's
-    # thresholds were not chosen from this table.
+    # thresholds were chosen on the validation split (train_head.py), not from this table.
     worst = [max((c.score for c in v.categories), default=0.0) for v in verdicts]
     is_unsafe = [bool(ex["labels"]) for ex in examples]
     print("| uniform threshold | unsafe blocked | benign flagged |")

@@ -18,7 +18,7 @@ import json
 import random
 from pathlib import Path
 
-from services.safety.data import benign_text, unsafe_text
+from services.safety.data import benign_text, hard_cases, unsafe_text
 from services.safety.data.pools import Pool, Side
 
 DATA_DIR = Path(__file__).resolve().parent
@@ -1047,7 +1047,45 @@ def build(split: str, rng: random.Random) -> list[dict[str, object]]:
     examples += [_example(t, [], "benign_edgy", split) for t in getattr(BENIGN_EDGY, split).render()]
     examples += [_example(t, [], "benign_response", split) for t in getattr(BENIGN_RESPONSES, split).render()]
     examples += _benign_output(split, rng)
+    if split == "train":
+        # Added last, with their own random stream: every other generated text stays as it was.
+        examples += _hard_cases(requests, random.Random(f"{SEED}-hard"))
     rng.shuffle(examples)
+    return examples
+
+
+def _hard_cases(requests: list[tuple[str, str]], rng: random.Random) -> list[dict[str, object]]:
+    """The train-only hard cases (hard_cases.py): edgy benign prompts and their unsafe twins."""
+    examples = [
+        _example(t, [code], "direct", "train")
+        for code, texts in hard_cases.UNSAFE_HARD.items()
+        for t in texts
+    ]
+    examples += [_example(t, [], "benign_edgy", "train") for t in hard_cases.EDGY_PROMPTS]
+    topics = itertools.product(hard_cases.TOPIC_TEMPLATES, hard_cases.TOPIC_FILLERS)
+    examples += [_example(t.format(x=f), [], "benign_topic", "train") for t, f in topics]
+    templates = BENIGN.train.templates + GENERIC.train.templates
+    howto = itertools.product(templates, hard_cases.HOWTO_FILLERS)
+    examples += [_example(t.format(x=f), [], "benign", "train") for t, f in howto]
+    unsafe = [(f, code) for code, fillers in hard_cases.UNSAFE_FILLERS.items() for f in fillers]
+    examples += [_example(t.format(x=f), [c], "direct", "train") for t in templates for f, c in unsafe]
+    for template in hard_cases.RESPONSE_TEMPLATES:
+        examples += [_example(template.format(x=f), [c], "response", "train") for f, c in unsafe]
+        howtos = rng.sample(hard_cases.HOWTO_FILLERS, k=len(unsafe))
+        examples += [_example(template.format(x=f), [], "benign_response", "train") for f in howtos]
+    # As many unsafe as harmless requests in each framing, so the framing itself carries no signal.
+    framings = hard_cases.ROLEPLAY_TEMPLATES + JAILBREAKS.train.templates
+    harmless = hard_cases.ROLEPLAY_FILLERS + BENIGN_ROLEPLAY_FILLERS.train.fillers
+    hard = [(t, code) for code, texts in hard_cases.UNSAFE_HARD.items() for t in texts]
+    for template in framings:
+        examples += [_example(template.format(x=t), [], "benign_roleplay", "train") for t in harmless]
+        for text, code in rng.sample(requests + hard, k=len(harmless)):
+            examples.append(_example(template.format(x=text), [code], "jailbreak", "train"))
+    examples += [_example(t, [], "benign_edgy_reply", "train") for t in hard_cases.EDGY_REPLIES]
+    partial = {p for r in hard_cases.EDGY_REPLIES for p in benign_text.prefixes(r, rng, 3)}
+    examples += [
+        _example(p, [], "benign_partial", "train") for p in sorted(partial - set(hard_cases.EDGY_REPLIES))
+    ]
     return examples
 
 
@@ -1089,6 +1127,29 @@ def check_disjoint() -> None:
             raise ValueError(f"train and heldout share {sorted(shared)}")
 
 
+def check_train_only() -> None:
+    """The hand-written train-only texts use no held-out filler (case-insensitive substring), so
+    adding them cannot copy a held-out request into train."""
+    sides = [s for sides in UNSAFE.values() for s in sides]
+    sides += [BENIGN_ROLEPLAY_FILLERS, BENIGN, BENIGN_TOPICS, BENIGN_EDGY, BENIGN_RESPONSES, EROTIC_RESPONSES]
+    sides += list(benign_text.REPLY_SIDES.values())
+    heldout_fillers = {f.lower() for side in sides for f in side.heldout.fillers}
+    texts = [*hard_cases.EDGY_PROMPTS, *hard_cases.TOPIC_FILLERS, *hard_cases.HOWTO_FILLERS]
+    texts += [*hard_cases.ROLEPLAY_FILLERS, *hard_cases.EDGY_REPLIES]
+    texts += [t for group in hard_cases.UNSAFE_HARD.values() for t in group]
+    texts += [t for group in hard_cases.UNSAFE_FILLERS.values() for t in group]
+    texts += [*hard_cases.TOPIC_TEMPLATES, *hard_cases.ROLEPLAY_TEMPLATES, *hard_cases.RESPONSE_TEMPLATES]
+    heldout_templates = {t.lower() for side in [*sides, JAILBREAKS, GENERIC] for t in side.heldout.templates}
+    leaks = sorted(
+        f"{f!r} in {t!r}"
+        for t in texts
+        for f in heldout_fillers | (heldout_templates - {"{x}"})
+        if f in t.lower()
+    )
+    if leaks:
+        raise ValueError(f"train-only texts use held-out fillers: {leaks[:5]}")
+
+
 def write_jsonl(path: Path, examples: list[dict[str, object]]) -> None:
     with path.open("w") as f:
         for ex in examples:
@@ -1104,6 +1165,7 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=DATA_DIR)
     args = parser.parse_args()
     check_disjoint()
+    check_train_only()
     for split in ("train", "heldout"):
         examples = build(split, random.Random(f"{SEED}-{split}"))
         if split == "heldout":
