@@ -65,6 +65,12 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
     p.add_argument("--num-kv-blocks", type=int)
     p.add_argument("--max-queue", type=int, default=256)
     p.add_argument("--prefill-chunk", type=int, default=512)
+    p.add_argument(
+        "--step-timeout-s",
+        type=float,
+        default=120.0,
+        help="a step running longer fails every stream UNAVAILABLE and stops the service (a hung rank)",
+    )
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--no-compile", action="store_true", help="CUDA graphs of the eager decode step")
@@ -97,6 +103,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         compile=not a.no_compile,
         decode_gemm=a.decode_gemm,
         fused_kv_write=not a.no_fused_kv_write,
+        step_timeout_s=a.step_timeout_s,
     )
     try:
         engine.validate()
@@ -168,6 +175,8 @@ async def serve(config: InferenceConfig, tokenizer: Tokenizer, ctx: ParallelCont
         async def watchdog() -> None:
             while engine.failure is None:
                 if engine.stalled_for() > config.engine.step_timeout_s:
+                    # Health first, so a client retrying on the UNAVAILABLE is not sent back here.
+                    await server.set_serving(False)
                     engine.fail(Unavailable("an inference rank stopped answering; retry on another replica"))
                 # Often: streams already got UNAVAILABLE, health must follow before clients retry here.
                 await asyncio.sleep(0.1)
@@ -178,8 +187,13 @@ async def serve(config: InferenceConfig, tokenizer: Tokenizer, ctx: ParallelCont
         await server.wait_for_stop_request()
         dog.cancel()
         await server.stop()
-        await asyncio.to_thread(engine.stop, True, config.server.grace_s)
-        return 0 if engine.failure is None else 1
+        if engine.failure is None:
+            await asyncio.to_thread(engine.stop, True, config.server.grace_s)
+            return 0
+        # Every stream has already failed: nothing to drain, and the step thread may be stuck in a
+        # collective with a rank that is gone or hung (main() then exits without waiting for it).
+        await asyncio.to_thread(engine.stop, False, 1.0)
+        return 1
     finally:
         telemetry.shutdown()  # last: flushes spans and metrics
 

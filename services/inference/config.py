@@ -58,6 +58,7 @@ class EngineConfig:
             (self.prefill_chunk >= 1, "--prefill-chunk must be >= 1"),
             (all(s >= 1 for s in self.graph_sizes), "graph batch sizes must be >= 1"),
             (self.decode_gemm in DECODE_GEMMS, f"--decode-gemm must be one of {', '.join(DECODE_GEMMS)}"),
+            (self.step_timeout_s > 0, "--step-timeout-s must be > 0"),
         ]
         for ok, message in checks:
             if not ok:

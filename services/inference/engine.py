@@ -220,6 +220,10 @@ class Engine:
             return None
         rows = self._scheduler.rows_of(plan)
         launched_at = time.monotonic()
+        if self._step_started is None:
+            # From an idle engine the launch itself may block (a follower that stopped answering
+            # never takes the broadcast or the forward's collectives): the watchdog must see it.
+            self._step_started = launched_at
         if self._broadcaster is not None:
             self._broadcaster.send(plan)
         return _InFlight(plan, rows, self._runner.launch(plan), launched_at)

@@ -1,10 +1,12 @@
 """Issue 4 on CPU: the service under `torchrun --nproc_per_node 2` (gloo) streams what the MP-1 service
 streams; SIGTERM drains and stops every rank; a follower killed with SIGKILL fails in-flight streams
-UNAVAILABLE and takes the service down instead of hanging it."""
+UNAVAILABLE and takes the service down instead of hanging it; so does one that stops answering
+(SIGSTOP), after --step-timeout-s."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -180,4 +182,38 @@ async def test_killed_follower_fails_streams_unavailable_and_stops_the_service(
         assert process.proc.returncode != 0
         assert not alive(pids[0])
     finally:
+        stop_service(process)
+
+
+async def test_hung_follower_fails_streams_after_the_step_timeout(demo: DemoModel, tmp_path: Path) -> None:
+    """A follower that stops answering while the service is idle: the next request's step blocks in
+    the collectives, and the watchdog fails it UNAVAILABLE and stops the service."""
+    timeout_s = 3.0
+    process = start_service(
+        inference_process(demo, tmp_path, "--step-timeout-s", str(timeout_s), ranks=2, name="mp2-sigstop")
+    )
+    pids = ranks(process)
+    try:
+        assert process.proc is not None
+        async with channel(process) as ch:
+            stub = pb_grpc.InferenceServiceStub(ch)
+            os.kill(pids[1], signal.SIGSTOP)
+            stopped = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await generate(stub, start_request("hello", 8), timeout_s=60)
+            waited = time.monotonic() - stopped
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value
+            assert "stopped answering" in (raised.value.details() or "")
+            assert timeout_s <= waited < timeout_s + 10, waited
+            health = health_pb2_grpc.HealthStub(ch)
+            with contextlib.suppress(grpc.aio.AioRpcError):  # or already gone
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                assert reply.status != health_pb2.HealthCheckResponse.SERVING
+        # Rank 0 exits; torchrun then tears down the stopped rank (SIGKILL reaches a stopped process).
+        await asyncio.to_thread(process.proc.wait, 90)
+        assert process.proc.returncode != 0
+        assert not alive(pids[0])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[1], signal.SIGKILL)
         stop_service(process)
