@@ -7,9 +7,11 @@ Model selection never looks at the held-out split. The training split is cut int
 folds (`grouped_folds`: stratified by kind, grouped by filler so that one request's rephrasings
 never sit on both sides of a cut). `--select` fits every candidate of `GRID` without fold 0 and
 prints its numbers on fold 0 (the validation split). A plain run cross-validates the chosen
-configuration (the defaults below) over all five folds, picks the policy's per-category
-thresholds on those out-of-fold scores and prints them, then fits the shipped head on the whole
-training split. `python -m services.safety.evaluate` reads the held-out split, for the chosen head.
+configuration (the defaults below) over all five folds and prints its out-of-fold numbers at
+the policy's 0.5 and at per-category thresholds that hold 5% false positives on the benign
+prompts (information: the default policy keeps 0.5, docs/safety.md says why), then fits the
+shipped head on the whole training split. `python -m services.safety.evaluate` reads the
+held-out split, for the chosen head.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class FitConfig:
     seed: int = 0
 
 
-# Candidates `--select` compared on validation (2026-12-01: hidden 256 with input noise 0.08 had
-# the most unsafe blocked at 5% false positives on benign prompts among those cheap to train).
+# Candidates `--select` compares on validation (2026-12-01: hidden 256 with input noise 0.08 had
+# the most unsafe blocked at 5% false positives on benign prompts of those cheap to train).
 GRID = [
     FitConfig(hidden=64, input_noise=0.0),
     FitConfig(hidden=128, input_noise=0.03),
@@ -284,13 +286,12 @@ def main() -> None:
         f"cross-validation ({FOLDS} grouped folds), thresholds 0.5: {report(examples, flag(probs, [0.5] * len(LABELS)))}"
     )
     thresholds = choose_thresholds(examples, probs)
-    print(f"cross-validation, chosen thresholds: {report(examples, flag(probs, thresholds))}")
+    named = ", ".join(f"{c} {t}" for c, t in zip(LABELS, thresholds, strict=True))
     print(
-        "thresholds for the policy: "
-        + ", ".join(f"{c}: {t}" for c, t in zip(LABELS, thresholds, strict=True))
+        f"cross-validation, thresholds for 5% FP on benign prompts ({named}): {report(examples, flag(probs, thresholds))}"
     )
-    # The shipped head learns from every training example; the thresholds above were chosen for
-    # the same recipe fitted on four fifths of them.
+    # The shipped head learns from every training example; the numbers above are for the same
+    # recipe fitted on four fifths of them.
     head = fit(x, y, config)
     head.save(args.out, {"encoder": "all-MiniLM-L6-v2", "precision": args.precision})
     log.info("wrote %s", args.out)
