@@ -62,8 +62,8 @@ class FitConfig:
     seed: int = 0
 
 
-# Candidates `--select` compares on validation (2026-12-01: hidden 256 with input noise 0.08 had
-# the most unsafe blocked at 5% false positives on benign prompts of those cheap to train).
+# Candidates `--select` compares on validation. The defaults above were chosen on a validation
+# split of an earlier version of the data; docs/safety.md has this grid on the final data.
 GRID = [
     FitConfig(hidden=64, input_noise=0.0),
     FitConfig(hidden=128, input_noise=0.03),
