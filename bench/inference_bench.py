@@ -461,19 +461,27 @@ def hf_first_tokens(hf, prompt: list[int], n: int) -> list[int]:  # type: ignore
     return out[0, len(prompt) :].tolist()
 
 
-def bench_shape(
-    args: argparse.Namespace, shape: str, device: torch.device, dtype: torch.dtype, bandwidth: float
-) -> dict[str, object]:
+def build_shape(
+    args: argparse.Namespace, shape: str, device: torch.device, dtype: torch.dtype
+) -> tuple[str, ModelArgs, Transformer, int]:
+    """`shape` ("7B", or "70B:8" for its first 8 layers) -> label, args, random model, weight bytes."""
     name, _, layer_text = shape.partition(":")
     layers = int(layer_text) if layer_text else args.layers
     model_args = replace(SHAPES[name], max_seq_len=args.max_seq_len)
     if layers:
         model_args = replace(model_args, n_layers=layers)
     label = name + (f"-{layers}L" if layers else "")
-    result: dict[str, object] = {"shape": label}
-    t0 = time.perf_counter()
     model = build_model(model_args, device, dtype, seed=0)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return label, model_args, model, weight_bytes
+
+
+def bench_shape(
+    args: argparse.Namespace, shape: str, device: torch.device, dtype: torch.dtype, bandwidth: float
+) -> dict[str, object]:
+    t0 = time.perf_counter()
+    label, model_args, model, weight_bytes = build_shape(args, shape, device, dtype)
+    result: dict[str, object] = {"shape": label}
     result["weight_gib"] = weight_bytes / 2**30
     result["roofline_tok_s"] = bandwidth / weight_bytes
     config = EngineConfig(
@@ -657,15 +665,8 @@ def bench_variants(
     args: argparse.Namespace, shape: str, device: torch.device, dtype: torch.dtype, bandwidth: float
 ) -> dict[str, object]:
     """One model, one runner per decode-kernel variant; only what differs between them is rebuilt."""
-    name, _, layer_text = shape.partition(":")
-    layers = int(layer_text) if layer_text else args.layers
-    model_args = replace(SHAPES[name], max_seq_len=args.max_seq_len)
-    if layers:
-        model_args = replace(model_args, n_layers=layers)
-    label = name + (f"-{layers}L" if layers else "")
     t0 = time.perf_counter()
-    model = build_model(model_args, device, dtype, seed=0)
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    label, model_args, model, weight_bytes = build_shape(args, shape, device, dtype)
     roofline = bandwidth / weight_bytes
     variants: dict[str, dict[str, object]] = {}
     result: dict[str, object] = {
@@ -710,8 +711,6 @@ def bench_variants(
         # After every variant, so a run cut short still leaves a table of what it measured.
         print(variants_table(result, streams), flush=True)
         free_runner()
-    # Back to the default kernels for whatever the model is used for next.
-    decode_gemm.use_decode_gemm(model, "cublas")
     result["shape_wall_s"] = time.perf_counter() - t0
     del model
     free_runner()
