@@ -52,6 +52,14 @@ def rotary_write_kv_reference(
 if triton is not None:
 
     @triton.jit
+    def _rotate_head(src, dst, i, cos, sin):  # type: ignore[no-untyped-def]
+        # Interleaved pairs (x[2i], x[2i+1]) as Meta's complex formulation; rotated in fp32.
+        x0 = tl.load(src + 2 * i).to(tl.float32)
+        x1 = tl.load(src + 2 * i + 1).to(tl.float32)
+        tl.store(dst + 2 * i, (x0 * cos - x1 * sin).to(dst.dtype.element_ty))
+        tl.store(dst + 2 * i + 1, (x0 * sin + x1 * cos).to(dst.dtype.element_ty))
+
+    @triton.jit
     def _rotary_write_kernel(  # type: ignore[no-untyped-def]
         Q,
         K,
@@ -80,27 +88,22 @@ if triton is not None:
     ):
         row = tl.program_id(0)
         head = tl.program_id(1)
-        # Interleaved pairs (x[2i], x[2i+1]) as Meta's complex formulation; rotated in fp32.
         i = tl.arange(0, HALF)
         cos = tl.load(COS + row * stride_cos + i)
         sin = tl.load(SIN + row * stride_sin + i)
         if head < NUM_HEADS:
-            src = Q + row * stride_qb + head * stride_qh
-            dst = Q_OUT + row * stride_ob + head * stride_oh
-            x0 = tl.load(src + 2 * i).to(tl.float32)
-            x1 = tl.load(src + 2 * i + 1).to(tl.float32)
-            tl.store(dst + 2 * i, (x0 * cos - x1 * sin).to(Q_OUT.dtype.element_ty))
-            tl.store(dst + 2 * i + 1, (x0 * sin + x1 * cos).to(Q_OUT.dtype.element_ty))
+            _rotate_head(
+                Q + row * stride_qb + head * stride_qh,
+                Q_OUT + row * stride_ob + head * stride_oh,
+                i,
+                cos,
+                sin,
+            )
         else:
             kv_head = head - NUM_HEADS
             slot = tl.load(SLOTS + row * stride_slots).to(tl.int64)
             cache_offset = slot * stride_slot + kv_head * stride_cache_h
-            src = K + row * stride_kb + kv_head * stride_kh
-            x0 = tl.load(src + 2 * i).to(tl.float32)
-            x1 = tl.load(src + 2 * i + 1).to(tl.float32)
-            dst = K_CACHE + cache_offset
-            tl.store(dst + 2 * i, (x0 * cos - x1 * sin).to(K_CACHE.dtype.element_ty))
-            tl.store(dst + 2 * i + 1, (x0 * sin + x1 * cos).to(K_CACHE.dtype.element_ty))
+            _rotate_head(K + row * stride_kb + kv_head * stride_kh, K_CACHE + cache_offset, i, cos, sin)
             d = tl.arange(0, 2 * HALF)
             values = tl.load(V + row * stride_vb + kv_head * stride_vh + d)
             tl.store(V_CACHE + cache_offset + d, values.to(V_CACHE.dtype.element_ty))
