@@ -21,6 +21,7 @@ from services.safety.data.build_dataset import DATA_DIR, OUTPUT_KINDS, load_json
 from services.safety.head import DEFAULT_HEAD
 from services.safety.moderation import apply_policy
 from services.safety.policy import DEFAULT_POLICY, load_policy
+from services.safety.train_head import is_benign_prompt
 from services.safety.verdict import CheckItem, Direction
 
 
@@ -83,7 +84,7 @@ def main() -> None:
         else:
             benign_total += 1
             false_pos += not verdict.safe
-            if str(ex["kind"]) not in OUTPUT_KINDS:
+            if is_benign_prompt(ex):
                 prompt_total += 1
                 prompt_false_pos += not verdict.safe
 
@@ -104,8 +105,8 @@ def main() -> None:
         f"All benign flagged (prompts and model output): {false_pos}/{benign_total} = "
         f"{false_pos / max(benign_total, 1):.1%}\n"
     )
-    # The trade-off at one uniform threshold for every category: information only, the policy's
-    # thresholds were chosen on the validation split (train_head.py), not from this table.
+    # The trade-off at one uniform threshold for every category: information only (the policy's
+    # thresholds and how they were kept: docs/safety.md, "Model selection").
     worst = [max((c.score for c in v.categories), default=0.0) for v in verdicts]
     is_unsafe = [bool(ex["labels"]) for ex in examples]
     print("| uniform threshold | unsafe blocked | benign flagged |")
