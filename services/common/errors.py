@@ -97,12 +97,6 @@ class DeadlineExceeded(LlamagateError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-class Cancelled(LlamagateError):
-    """The request was cancelled."""
-
-    code = grpc.StatusCode.CANCELLED
-
-
 class FailedPrecondition(LlamagateError):
     """The request is valid but not in this state (e.g. a turn while a reply streams)."""
 

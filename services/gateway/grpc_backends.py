@@ -29,7 +29,6 @@ from llamagate.v1 import (
 from services.common.convert import messages_to_pb
 from services.common.dialog import Message
 from services.common.errors import (
-    Cancelled,
     DeadlineExceeded,
     InvalidRequest,
     LlamagateError,
@@ -137,7 +136,11 @@ def _inference_error(error: grpc.aio.AioRpcError) -> LlamagateError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"the request's deadline passed during generation: {details}")
     if code == grpc.StatusCode.CANCELLED:
-        return Cancelled(f"the generation was cancelled: {details}")
+        # The gateway cancels with a GenerateCancel message (the reply then ends with a done
+        # event) or by abandoning the call (nobody reads this then), so a CANCELLED status here
+        # means the server dropped the call, e.g. while shutting down. To the client that is a
+        # backend going away, retryable; CANCELLED is reserved for the client's own cancel.
+        return Unavailable(f"the inference service dropped the generation ({details}); retry")
     return Unavailable(f"the inference service failed with {code.name}: {details}")
 
 

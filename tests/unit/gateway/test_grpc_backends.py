@@ -27,6 +27,8 @@ def aio_error(code: grpc.StatusCode, details: str, retry_s: float | None = None)
         (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceeded),
         (grpc.StatusCode.UNAVAILABLE, Unavailable),
         (grpc.StatusCode.INTERNAL, Unavailable),
+        # The server dropping a call is not the client cancelling: the client may retry.
+        (grpc.StatusCode.CANCELLED, Unavailable),
     ],
 )
 def test_inference_errors_map_to_domain_errors(code, kind):
