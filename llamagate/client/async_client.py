@@ -20,7 +20,7 @@ from llamagate.client.connection import (
     open_aio_channel,
 )
 from llamagate.client.conversation import CANCEL_REQUEST, Conversation
-from llamagate.client.errors import ApiError, DeadlineExceededError, UnavailableError, error_from_rpc
+from llamagate.client.errors import ApiError, DeadlineExceededError, UnavailableError, error_from_call
 from llamagate.client.reply import ReplyResult, ReplyState
 from llamagate.client.retry import RetryPolicy
 from llamagate.client.types import Done, FinishReason, Message, ReplyEvent, Sampling, TextChunk, event_from_pb
@@ -144,7 +144,7 @@ class AsyncReply(ReplyResult):
             try:
                 response = await self._read()
             except grpc.RpcError as rpc_error:
-                error = error_from_rpc(rpc_error)
+                error = error_from_call(rpc_error)
             except UnavailableError as unavailable:
                 error = unavailable
             else:
@@ -324,7 +324,7 @@ class AsyncCompletion(ReplyResult):
                     "the gateway ended the stream before the completion was done"
                 )
             except grpc.RpcError as rpc_error:
-                error = error_from_rpc(rpc_error)
+                error = error_from_call(rpc_error)
             except asyncio.CancelledError:
                 if not self._cancel_requested:
                     raise

@@ -48,7 +48,7 @@ class ApiError(Exception):
 
 
 class CancelledError(ApiError):
-    """The call was cancelled (by this client, or by the server shutting down)."""
+    """The call was cancelled. The SDK's own calls never raise it: see `error_from_call`."""
 
     code = grpc.StatusCode.CANCELLED
 
@@ -196,3 +196,19 @@ def error_from_rpc(error: grpc.RpcError) -> ApiError:
         # The details trailer disagrees with the call's status: trust the status, drop the details.
         status = None
     return error_from_status(code, message, status)
+
+
+def error_from_call(error: grpc.RpcError) -> ApiError:
+    """`error_from_rpc` for a reply the SDK reads, called before it looks at its own cancel flag.
+
+    A call that reaches a server just as it shuts down is cancelled by grpc itself (status
+    CANCELLED, details "CANCELLED"), though this client cancelled nothing. So a CANCELLED here is
+    the gateway going away: UnavailableError, which the retry policy retries like any other.
+    """
+    converted = error_from_rpc(error)
+    if isinstance(converted, CancelledError):
+        return UnavailableError(
+            f"the gateway dropped the call ({converted.message}); it may be restarting",
+            details=converted.details,
+        )
+    return converted

@@ -15,7 +15,7 @@ import grpc
 
 from llamagate.client.connection import ChannelOptions, Metadata, TlsConfig, auth_metadata, open_channel
 from llamagate.client.conversation import CANCEL_REQUEST, Conversation
-from llamagate.client.errors import ApiError, DeadlineExceededError, UnavailableError, error_from_rpc
+from llamagate.client.errors import ApiError, DeadlineExceededError, UnavailableError, error_from_call
 from llamagate.client.reply import ReplyResult, ReplyState
 from llamagate.client.retry import RetryPolicy
 from llamagate.client.types import Done, FinishReason, Message, ReplyEvent, Sampling, TextChunk, event_from_pb
@@ -156,7 +156,7 @@ class Reply(ReplyResult):
                 try:
                     response = self._session._read()
                 except grpc.RpcError as rpc_error:
-                    error = self._deadline_aware(error_from_rpc(rpc_error))
+                    error = self._deadline_aware(error_from_call(rpc_error))
                 else:
                     if response is not None:
                         event = event_from_pb(response)
@@ -356,7 +356,7 @@ class Completion(ReplyResult):
                     "the gateway ended the stream before the completion was done"
                 )
             except grpc.RpcError as rpc_error:
-                error = error_from_rpc(rpc_error)
+                error = error_from_call(rpc_error)
             if self._cancel_requested:
                 yield self._state.finish_locally(FinishReason.CANCELLED)
                 return

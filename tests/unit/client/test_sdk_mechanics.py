@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from llamagate.client import (
@@ -80,6 +81,42 @@ def test_unavailable_before_any_text_is_retried_on_a_new_stream(
         assert reply.text == "re: hello" and reply.request_id == "1-1"
     assert len(service.chat_calls) == 2
     assert service.chat_calls[1].received[0].start.messages[-1].content == "hello"
+
+
+async def _dropped_as_grpc_does_at_shutdown(call: ChatCall) -> None:
+    # grpc-core cancels a call that reaches a server as it shuts down: status CANCELLED, details
+    # "CANCELLED", though the client cancelled nothing.
+    await call.context.abort(grpc.StatusCode.CANCELLED, "CANCELLED")
+
+
+def test_a_call_the_server_dropped_as_cancelled_is_retried_like_unavailable(
+    service: FakeChatService, target: str
+) -> None:
+    async def dropped_once(call: ChatCall) -> None:
+        if call.index == 0:
+            await call.next_request()
+            await _dropped_as_grpc_does_at_shutdown(call)
+        await echo_turns(call)
+
+    service.chat_script = dropped_once
+    with ChatClient(target, retry=FAST_RETRY) as client:
+        assert client.chat().send("hello").text == "re: hello"
+    assert len(service.chat_calls) == 2
+
+
+async def test_async_client_reports_repeated_server_drops_as_unavailable(
+    service: FakeChatService, target: str
+) -> None:
+    async def always_dropped(call: ChatCall) -> None:
+        await call.next_request()
+        await _dropped_as_grpc_does_at_shutdown(call)
+
+    service.chat_script = always_dropped
+    async with AsyncChatClient(target, retry=FAST_RETRY) as client:
+        reply = await client.chat().send("hello")
+        with pytest.raises(UnavailableError, match="the gateway dropped the call"):
+            await reply.wait()
+    assert len(service.chat_calls) == FAST_RETRY.max_attempts
 
 
 def test_a_reply_that_streamed_text_fails_instead_of_retrying(service: FakeChatService, target: str) -> None:
