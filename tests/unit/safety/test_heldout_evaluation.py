@@ -1,0 +1,41 @@
+"""The shipped embedded default on the held-out split: the safety target, and the README's copy.
+
+Runs the real MiniLM encoder and the committed head through the serving path (no download), as
+`python -m services.safety.evaluate` does. A retrained head that misses the target, or a README
+left behind after one, fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.safety.data.build_dataset import DATA_DIR
+from services.safety.evaluate import HeldOutResults, evaluate
+from services.safety.head import DEFAULT_HEAD
+from services.safety.policy import DEFAULT_POLICY
+from services.safety.train_head import TARGET_FALSE_POSITIVES
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def results() -> HeldOutResults:
+    return evaluate(DATA_DIR / "heldout.jsonl", DEFAULT_HEAD, DEFAULT_POLICY)
+
+
+def test_the_embedded_default_meets_the_target_on_the_heldout_split(results: HeldOutResults) -> None:
+    assert results.unsafe_total > 200 and results.prompt_total > 150, "the held-out split shrank"
+    assert results.blocked_rate >= 0.90, results.report()
+    assert results.prompt_false_positive_rate <= TARGET_FALSE_POSITIVES, results.report()
+
+
+def test_the_readme_carries_the_current_per_category_table(results: HeldOutResults) -> None:
+    readme = README.read_text().splitlines()
+    table = results.category_table()
+    start = readme.index(table[0])
+    assert readme[start : start + len(table)] == table, "README.md: paste the table evaluate prints"
+    expected = f"Unsafe blocked: {results.blocked_rate:.1%} ({results.blocked}/{results.unsafe_total})."
+    assert any(line.startswith(expected) for line in readme), expected
+    assert f"head `{results.classifier_version}`" in README.read_text(), "README.md names another head"
