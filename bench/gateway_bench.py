@@ -5,7 +5,8 @@ tests/support/stack.py), then measures TTFT of the same greedy chat turn
   - directly on the inference service (Generate: start -> first token delta), and
   - through the gateway (Chat: start -> first released text delta; this includes authentication,
     the input check, generation, the output check of the first chunk and the fsync'ed audit records),
-at 1 and 32 concurrent streams, and reports p50/p99 of both and the difference.
+at 1 and 32 concurrent streams, and reports p50/p99 of both and the difference. At 1 stream the
+two paths alternate request by request; at more, they run in phases of `concurrency` streams.
 
 By default the gateway runs with --chunk-tokens 1, so the first chunk is the first token and the
 difference is the gateway + checks overhead alone; --chunk-tokens N adds the hold-back of N tokens
@@ -25,6 +26,7 @@ import asyncio
 import functools
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -192,6 +194,29 @@ async def measure(fn, concurrency: int, requests: int) -> list[float]:  # type: 
     return results
 
 
+async def alternate(direct_fn, gateway_fn, requests: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """One stream: a direct and a gateway request in turn, in a seeded random order per pair.
+
+    A run of back-to-back direct requests may find the model warmer than a gateway request does
+    (its input check leaves the model idle for milliseconds first), which would count as gateway
+    overhead. Alternating gives both paths the same history (bench/RESULTS.md has the comparison).
+    """
+    order = random.Random(0)
+    for _ in range(min(4, requests)):
+        await direct_fn()
+        await gateway_fn()
+    direct: list[float] = []
+    via: list[float] = []
+    while len(via) < requests:
+        if order.random() < 0.5:
+            direct.append(await direct_fn())
+            via.append(await gateway_fn())
+        else:
+            via.append(await gateway_fn())
+            direct.append(await direct_fn())
+    return direct, via
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
@@ -206,11 +231,18 @@ async def run(stack: Stack, requests: int, concurrencies: list[int]) -> list[dic
         inference, chat = inf_grpc.InferenceServiceStub(inf), chat_grpc.ChatServiceStub(gw)
         for concurrency in concurrencies:
             n = max(requests, concurrency * 2)
-            # Interleave so both see the same machine state.
-            direct, via = [], []
-            for _ in range(2):
-                direct += await measure(lambda: direct_ttft(inference), concurrency, n // 2)
-                via += await measure(lambda: gateway_ttft(chat, stack.metadata), concurrency, n // 2)
+            if concurrency == 1:
+                direct, via = await alternate(
+                    lambda: direct_ttft(inference), lambda: gateway_ttft(chat, stack.metadata), n
+                )
+            else:
+                # The model is busy throughout either way; phases keep `concurrency` streams on
+                # one path at a time (mixing them would halve the gateway's load). Two rounds so
+                # that both paths see the same drift of the machine.
+                direct, via = [], []
+                for _ in range(2):
+                    direct += await measure(lambda: direct_ttft(inference), concurrency, n // 2)
+                    via += await measure(lambda: gateway_ttft(chat, stack.metadata), concurrency, n // 2)
             rows.append(
                 {
                     "concurrency": concurrency,
