@@ -10,6 +10,7 @@ selection uses the validation split of train (train_head.py).
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from services.safety.data.build_dataset import DATA_DIR, OUTPUT_KINDS, load_json
 from services.safety.head import DEFAULT_HEAD
 from services.safety.moderation import apply_policy
 from services.safety.policy import DEFAULT_POLICY, load_policy
-from services.safety.train_head import is_benign_prompt
+from services.safety.train_head import per_kind, tallies
 from services.safety.verdict import CheckItem, Direction, Verdict
 
 
@@ -38,47 +39,61 @@ class Counts:
         return f"| {name} | {p:.3f} | {r:.3f} | {f1:.3f} | {self.tp + self.fn} |"
 
 
-@dataclass
+@dataclass(frozen=True)
 class HeldOutResults:
     """What the classifier + policy did on every held-out example."""
 
-    header: str
+    policy_name: str
+    classifier_id: str
     classifier_version: str
-    per_category: dict[str, Counts]
-    category_names: dict[str, str]
+    category_names: dict[str, str]  # the policy's enabled categories, code -> name
     examples: list[dict[str, object]]
     verdicts: list[Verdict]
-    unsafe_total: int = 0
-    blocked: int = 0
-    benign_total: int = 0
-    false_positives: int = 0
-    prompt_total: int = 0
-    prompt_false_positives: int = 0
 
-    @property
-    def blocked_rate(self) -> float:
-        return self.blocked / max(self.unsafe_total, 1)
+    @functools.cached_property
+    def flagged(self) -> list[bool]:
+        return [not v.safe for v in self.verdicts]
 
-    @property
-    def prompt_false_positive_rate(self) -> float:
-        return self.prompt_false_positives / max(self.prompt_total, 1)
+    @functools.cached_property
+    def _tallies(self) -> dict[str, tuple[int, int]]:
+        return tallies(self.examples, self.flagged)
+
+    def tally(self, name: str) -> tuple[int, int]:
+        """(flagged, total) of "blocked", "fp_prompts" or "fp_benign" (train_head.tallies)."""
+        return self._tallies[name]
+
+    def rate(self, name: str) -> float:
+        flagged, total = self.tally(name)
+        return flagged / max(total, 1)
 
     def category_table(self) -> list[str]:
         rows = ["| category | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        return rows + [c.row(f"{code} {self.category_names[code]}") for code, c in self.per_category.items()]
+        for code, name in self.category_names.items():
+            counts = Counts()
+            for ex, verdict in zip(self.examples, self.verdicts, strict=True):
+                labelled, violated = code in map(str, ex["labels"]), code in verdict.violated  # type: ignore[call-overload]
+                counts.tp += labelled and violated
+                counts.fp += violated and not labelled
+                counts.fn += labelled and not violated
+            rows.append(counts.row(f"{code} {name}"))
+        return rows
 
     def report(self) -> str:
         """The Markdown that `python -m services.safety.evaluate` prints."""
-        lines = [self.header, "", *self.category_table(), ""]
-        lines.append(f"Unsafe blocked: {self.blocked}/{self.unsafe_total} = {self.blocked_rate:.1%}")
-        lines.append(
+        (blocked, unsafe), (prompt_fp, prompts), (benign_fp, benign) = (
+            self.tally(name) for name in ("blocked", "fp_prompts", "fp_benign")
+        )
+        lines = [
+            f"Held-out split: {len(self.examples)} examples ({unsafe} unsafe, {benign} benign), "
+            f"policy {self.policy_name}, classifier {self.classifier_id} {self.classifier_version}",
+            "",
+            *self.category_table(),
+            "",
+            f"Unsafe blocked: {blocked}/{unsafe} = {self.rate('blocked'):.1%}",
             "Benign prompts flagged (false positives on user input): "
-            f"{self.prompt_false_positives}/{self.prompt_total} = {self.prompt_false_positive_rate:.1%}"
-        )
-        lines.append(
-            f"All benign flagged (prompts and model output): {self.false_positives}/{self.benign_total} = "
-            f"{self.false_positives / max(self.benign_total, 1):.1%}"
-        )
+            f"{prompt_fp}/{prompts} = {self.rate('fp_prompts'):.1%}",
+            f"All benign flagged (prompts and model output): {benign_fp}/{benign} = {self.rate('fp_benign'):.1%}",
+        ]
         # The trade-off at one uniform threshold for every category: information only (the policy's
         # thresholds and how they were kept: docs/safety.md, "Model selection").
         worst = [max((c.score for c in v.categories), default=0.0) for v in self.verdicts]
@@ -86,16 +101,11 @@ class HeldOutResults:
         lines += ["", "| uniform threshold | unsafe blocked | benign flagged |", "|---|---|---|"]
         for threshold in (0.3, 0.5, 0.7, 0.8, 0.9):
             hit = [w >= threshold for w in worst]
-            tpr = sum(h for h, g in zip(hit, is_unsafe, strict=True) if g) / max(self.unsafe_total, 1)
-            fpr = sum(h for h, g in zip(hit, is_unsafe, strict=True) if not g) / max(self.benign_total, 1)
+            tpr = sum(h for h, g in zip(hit, is_unsafe, strict=True) if g) / max(unsafe, 1)
+            fpr = sum(h for h, g in zip(hit, is_unsafe, strict=True) if not g) / max(benign, 1)
             lines.append(f"| {threshold:.1f} | {tpr:.1%} | {fpr:.1%} |")
-        by_kind: dict[str, list[int]] = {}
-        for ex, verdict in zip(self.examples, self.verdicts, strict=True):
-            tally = by_kind.setdefault(str(ex["kind"]), [0, 0])
-            tally[0] += 1
-            tally[1] += not verdict.safe
         lines += ["", "| kind | examples | flagged unsafe |", "|---|---|---|"]
-        for kind, (n, flagged_n) in sorted(by_kind.items()):
+        for kind, (n, flagged_n) in per_kind(self.examples, self.flagged).items():
             lines.append(f"| {kind} | {n} | {flagged_n} ({flagged_n / n:.0%}) |")
         return "\n".join(lines)
 
@@ -121,37 +131,14 @@ def evaluate(data: Path, head: Path, policy_path: Path) -> HeldOutResults:
         verdicts += [
             apply_policy(policy, classifier, j, it.direction) for j, it in zip(judged, batch, strict=True)
         ]
-
-    results = HeldOutResults(
-        header=(
-            f"Held-out split: {len(examples)} examples ("
-            f"{sum(bool(ex['labels']) for ex in examples)} unsafe, "
-            f"{sum(not ex['labels'] for ex in examples)} benign), "
-            f"policy {policy.name}, classifier {classifier.id} {classifier.version}"
-        ),
-        classifier_version=classifier.version,
-        per_category={c.code: Counts() for c in policy.enabled},
-        category_names={c.code: c.name for c in policy.enabled},
-        examples=examples,
-        verdicts=verdicts,
+    return HeldOutResults(
+        policy.name,
+        classifier.id,
+        classifier.version,
+        {c.code: c.name for c in policy.enabled},
+        examples,
+        verdicts,
     )
-    for ex, verdict in zip(examples, verdicts, strict=True):
-        labels = set(map(str, ex["labels"]))  # type: ignore[call-overload]
-        flagged = set(verdict.violated)
-        for code, counts in results.per_category.items():
-            counts.tp += code in labels and code in flagged
-            counts.fp += code not in labels and code in flagged
-            counts.fn += code in labels and code not in flagged
-        if labels:
-            results.unsafe_total += 1
-            results.blocked += not verdict.safe
-        else:
-            results.benign_total += 1
-            results.false_positives += not verdict.safe
-            if is_benign_prompt(ex):
-                results.prompt_total += 1
-                results.prompt_false_positives += not verdict.safe
-    return results
 
 
 def main() -> None:

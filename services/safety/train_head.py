@@ -108,8 +108,7 @@ def fit(x: torch.Tensor, y: torch.Tensor, config: FitConfig) -> SafetyHead:
 def _train_fillers() -> list[str]:
     sides = [s for sides in UNSAFE.values() for s in sides] + [BENIGN, BENIGN_TOPICS, BENIGN_ROLEPLAY_FILLERS]
     fillers = [f for side in sides for f in side.train.fillers]
-    fillers += [*hard_cases.TOPIC_FILLERS, *hard_cases.HOWTO_FILLERS, *hard_cases.ROLEPLAY_FILLERS]
-    fillers += [f for group in hard_cases.UNSAFE_FILLERS.values() for f in group]
+    fillers += hard_cases.fillers()
     return sorted({f.lower() for f in fillers}, key=len, reverse=True)
 
 
@@ -159,17 +158,32 @@ def is_benign_prompt(example: dict) -> bool:
     return not example["labels"] and str(example["kind"]) not in OUTPUT_KINDS
 
 
-def rates(examples: Sequence[dict], flagged: Sequence[bool]) -> dict[str, float]:
-    """Unsafe blocked, false positives on benign prompts and on all benign texts."""
-
-    def share(pick: list[bool]) -> float:
-        return sum(f for f, p in zip(flagged, pick, strict=True) if p) / max(sum(pick), 1)
-
-    return {
-        "blocked": share([bool(ex["labels"]) for ex in examples]),
-        "fp_prompts": share([is_benign_prompt(ex) for ex in examples]),
-        "fp_benign": share([not ex["labels"] for ex in examples]),
+def tallies(examples: Sequence[dict], flagged: Sequence[bool]) -> dict[str, tuple[int, int]]:
+    """(flagged, total) of the unsafe texts ("blocked"), of the benign prompts ("fp_prompts") and
+    of all benign texts, model output included ("fp_benign")."""
+    groups = {
+        "blocked": [bool(ex["labels"]) for ex in examples],
+        "fp_prompts": [is_benign_prompt(ex) for ex in examples],
+        "fp_benign": [not ex["labels"] for ex in examples],
     }
+    return {
+        name: (sum(f for f, p in zip(flagged, pick, strict=True) if p), sum(pick))
+        for name, pick in groups.items()
+    }
+
+
+def rates(examples: Sequence[dict], flagged: Sequence[bool]) -> dict[str, float]:
+    """The shares of `tallies`: unsafe blocked, false positives on benign prompts and on all benign."""
+    return {name: hit / max(total, 1) for name, (hit, total) in tallies(examples, flagged).items()}
+
+
+def per_kind(examples: Sequence[dict], flagged: Sequence[bool]) -> dict[str, tuple[int, int]]:
+    """kind -> (examples, flagged), in the order of the kinds' names."""
+    counts: dict[str, tuple[int, int]] = {}
+    for ex, f in zip(examples, flagged, strict=True):
+        n, hit = counts.get(str(ex["kind"]), (0, 0))
+        counts[str(ex["kind"])] = (n + 1, hit + f)
+    return dict(sorted(counts.items()))
 
 
 def flag(probs: torch.Tensor, thresholds: Sequence[float]) -> list[bool]:
@@ -201,15 +215,10 @@ def choose_thresholds(examples: Sequence[dict], probs: torch.Tensor) -> list[flo
 
 def report(examples: Sequence[dict], flagged: Sequence[bool]) -> str:
     r = rates(examples, flagged)
-    kinds: dict[str, list[int]] = {}
-    for ex, f in zip(examples, flagged, strict=True):
-        tally = kinds.setdefault(str(ex["kind"]), [0, 0])
-        tally[0] += 1
-        tally[1] += f
-    per_kind = ", ".join(f"{k} {f}/{n}" for k, (n, f) in sorted(kinds.items()))
+    kinds = ", ".join(f"{k} {f}/{n}" for k, (n, f) in per_kind(examples, flagged).items())
     return (
         f"unsafe blocked {r['blocked']:.1%}, benign prompts flagged {r['fp_prompts']:.1%}, "
-        f"all benign flagged {r['fp_benign']:.1%}\n  flagged per kind: {per_kind}"
+        f"all benign flagged {r['fp_benign']:.1%}\n  flagged per kind: {kinds}"
     )
 
 

@@ -1134,10 +1134,8 @@ def check_train_only() -> None:
     sides += [BENIGN_ROLEPLAY_FILLERS, BENIGN, BENIGN_TOPICS, BENIGN_EDGY, BENIGN_RESPONSES, EROTIC_RESPONSES]
     sides += list(benign_text.REPLY_SIDES.values())
     heldout_fillers = {f.lower() for side in sides for f in side.heldout.fillers}
-    texts = [*hard_cases.EDGY_PROMPTS, *hard_cases.TOPIC_FILLERS, *hard_cases.HOWTO_FILLERS]
-    texts += [*hard_cases.ROLEPLAY_FILLERS, *hard_cases.EDGY_REPLIES]
+    texts = [*hard_cases.EDGY_PROMPTS, *hard_cases.EDGY_REPLIES, *hard_cases.fillers()]
     texts += [t for group in hard_cases.UNSAFE_HARD.values() for t in group]
-    texts += [t for group in hard_cases.UNSAFE_FILLERS.values() for t in group]
     texts += [*hard_cases.TOPIC_TEMPLATES, *hard_cases.ROLEPLAY_TEMPLATES, *hard_cases.RESPONSE_TEMPLATES]
     heldout_templates = {t.lower() for side in [*sides, JAILBREAKS, GENERIC] for t in side.heldout.templates}
     leaks = sorted(

@@ -517,3 +517,9 @@ EDGY_REPLIES: tuple[str, ...] = (
     "Drink water between alcoholic drinks and eat beforehand.",
     "The recipe needs flour, butter, sugar and two eggs.",
 )
+
+
+def fillers() -> list[str]:
+    """Every filler above, the ones formatted into templates (benign and unsafe)."""
+    unsafe = [f for group in UNSAFE_FILLERS.values() for f in group]
+    return [*TOPIC_FILLERS, *HOWTO_FILLERS, *ROLEPLAY_FILLERS, *unsafe]
