@@ -33,6 +33,10 @@ log = logging.getLogger("services.safety")
 
 async def serve(config: SafetyConfig) -> int:
     policy = load_policy(config.policy_path)  # fail before binding anything
+    if config.classifier == "llama-guard":
+        from services.safety.classifiers.llama_guard_format import check_policy
+
+        check_policy(config.llama_guard_version, policy)  # a policy the release cannot judge: exit 2
     telemetry = setup_telemetry(config.telemetry)
     try:
         return await _serve(config, policy, telemetry)

@@ -33,6 +33,8 @@ class SafetyConfig:
     device: torch.device  # resolved: cpu or cuda, never auto
     dtype: torch.dtype | None  # None: each backend's own CPU choice (services/safety/device.py)
     telemetry: TelemetryConfig
+    # llama-guard: the release in --model-dir (1, 2, 3), which fixes its prompt and taxonomy.
+    llama_guard_version: int = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classifier", choices=["embedded", "llama-guard", "sequence"], default="embedded")
     parser.add_argument("--model-dir", type=Path, help="checkpoint directory (llama-guard, sequence)")
     parser.add_argument("--label-map", type=Path, help="model label -> category code YAML (sequence)")
+    parser.add_argument(
+        "--llama-guard-version",
+        type=int,
+        choices=[1, 2, 3],
+        help="the Llama Guard release in --model-dir: 1 (O1-O6), 2 (S1-S11), 3 (S1-S14) (default: 1)",
+    )
     parser.add_argument("--head", type=Path, default=DEFAULT_HEAD, help="head weights (embedded)")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument(
@@ -74,6 +82,8 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         raise SystemExit(f"--classifier {args.classifier} needs --model-dir")
     if args.classifier == "sequence" and args.label_map is None:
         raise SystemExit("--classifier sequence needs --label-map")
+    if args.llama_guard_version is not None and args.classifier != "llama-guard":
+        raise SystemExit("--llama-guard-version applies to --classifier llama-guard only")
     if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_windows < 1:
         raise SystemExit("--max-batch and --max-windows must be >= 1, --max-wait-ms >= 0")
     return SafetyConfig(
@@ -89,4 +99,5 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         device=args.device,
         dtype=resolve_dtype(args.dtype, args.device),
         telemetry=telemetry_config_from_args(args, "llamagate-safety"),
+        llama_guard_version=args.llama_guard_version or 1,
     )

@@ -24,7 +24,13 @@ def build_classifier(config: SafetyConfig, policy: Policy) -> Classifier:
         from services.safety.classifiers.llama_guard import LlamaGuardClassifier, LlamaGuardConfig
 
         return LlamaGuardClassifier(
-            LlamaGuardConfig(model_dir=config.model_dir, device=config.device, dtype=config.dtype), policy
+            LlamaGuardConfig(
+                model_dir=config.model_dir,
+                version=config.llama_guard_version,
+                device=config.device,
+                dtype=config.dtype,
+            ),
+            policy,
         )
     from services.safety.classifiers.sequence import SequenceClassifier, SequenceConfig, load_label_map
 

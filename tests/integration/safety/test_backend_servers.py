@@ -64,3 +64,19 @@ def test_sequence_server(tmp_path: Path) -> None:
     [verdict] = serve_and_check(tmp_path, *args, "--policy", str(tmp_path / "policy.yaml")).verdicts
     assert verdict.classifier_id == "sequence" and verdict.judged_tokens == 3
     assert {c.code for c in verdict.categories} == {"O1", "O4"}
+
+
+def test_llama_guard_3_server(tmp_path: Path) -> None:
+    from tests.unit.safety.tiny_models import TEMPLATE_V3_8B, build_tiny_s_guard
+
+    model = build_tiny_s_guard(
+        tmp_path / "guard3",
+        ["\n\n", "unsafe", "\n", "S1"],
+        trigger="<|end_header_id|>",
+        chat_template=TEMPLATE_V3_8B,
+    )
+    args = ["--classifier", "llama-guard", "--llama-guard-version", "3", "--model-dir", str(model)]
+    [verdict] = serve_and_check(tmp_path, *args, "--policy", str(POLICIES_DIR / "mlcommons.yaml")).verdicts
+    assert not verdict.safe and verdict.classifier_id == "llama-guard"
+    assert [(c.code, c.violated) for c in verdict.categories] == [("S1", True)]
+    assert not verdict.truncated
