@@ -74,10 +74,11 @@ def test_the_factory_builds_the_release_the_flag_names(tmp_path: Path) -> None:
 
 
 def test_a_mismatched_policy_stops_the_service_before_it_listens(tmp_path: Path) -> None:
-    """The real entry point: the default (O-coded) policy with Llama Guard 3 is exit code 2."""
+    """The real entry point: the O-coded Llama Guard 1 policy with Llama Guard 3 is exit code 2."""
     flags = ["--classifier", "llama-guard", "--model-dir", str(tmp_path), "--llama-guard-version", "3"]
+    policy = ["--policy", str(POLICIES_DIR / "llama_guard.yaml")]
     proc = subprocess.run(
-        python_module("services.safety", *flags, "--port", "0"),
+        python_module("services.safety", *flags, *policy, "--port", "0"),
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
