@@ -8,8 +8,8 @@ so the head always sees the features it was trained on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -54,6 +54,24 @@ class EncoderConfig:
     # "fp16" is for GPUs without bf16; int8 dynamic quantization runs on the CPU only.
     precision: str = "bf16"
     device: torch.device = CPU
+    # Low-rank updates of the fine-tuned classifier, by module name: (A, scaled B), merged into
+    # the base weights once at load (W += B·A), so serving runs the base model's shapes and cost.
+    adapters: Mapping[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+def merge_adapters(model: torch.nn.Module, adapters: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    modules = dict(model.named_modules())
+    missing = sorted(set(adapters) - set(modules))
+    if missing:
+        raise ValueError(f"the head's adapters name layers this encoder lacks: {missing[:3]}")
+    with torch.no_grad():
+        for name, (a, b) in adapters.items():
+            weight = modules[name].weight
+            if tuple(weight.shape) != (b.shape[0], a.shape[1]):
+                raise ValueError(
+                    f"adapter {name}: shape {(b.shape[0], a.shape[1])} != layer {tuple(weight.shape)}"
+                )
+            weight += (b.float() @ a.float()).to(weight.dtype)
 
 
 class SentenceEncoder:
@@ -62,7 +80,8 @@ class SentenceEncoder:
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
             config.model_dir, local_files_only=True
         )
-        model = AutoModel.from_pretrained(config.model_dir, local_files_only=True).eval()
+        model = AutoModel.from_pretrained(config.model_dir, local_files_only=True).float().eval()
+        merge_adapters(model, config.adapters)
         if config.precision == "bf16":
             model = model.to(torch.bfloat16)
         elif config.precision == "fp16":
