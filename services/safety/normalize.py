@@ -13,8 +13,8 @@ and passes. Normalising first is cheaper and surer than hoping training covered 
 * Digits and symbols standing for letters inside a word ("m3th", "h4ck", "$teal") become letters;
   a token that is a number ("2024", "3.5") or has too few letters ("4x4", "mp3") stays.
 
-Normal text comes out unchanged (tested), so this costs nothing in false positives; the verdict
-is on the normalised text, which is what the reader of the original would understand.
+Ordinary text comes out unchanged but for its compatibility forms (tested), so this costs nothing
+in false positives; the verdict is on the normalised text, which is what a reader would understand.
 """
 
 from __future__ import annotations
