@@ -28,7 +28,6 @@ class SafetyConfig:
     label_map: Path | None
     head_path: Path
     batcher: BatcherConfig
-    max_windows: int
     threads: int | None
     device: torch.device  # resolved: cpu or cuda, never auto
     dtype: torch.dtype | None  # None: each backend's own CPU choice (services/safety/device.py)
@@ -57,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="how long a batch waits to fill (default 0: batches fill while the previous one runs)",
     )
-    parser.add_argument("--max-windows", type=int, default=4, help="windows judged per long text")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument(
         "--device",
@@ -84,8 +82,8 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         raise SystemExit("--classifier sequence needs --label-map")
     if args.llama_guard_version is not None and args.classifier != "llama-guard":
         raise SystemExit("--llama-guard-version applies to --classifier llama-guard only")
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_windows < 1:
-        raise SystemExit("--max-batch and --max-windows must be >= 1, --max-wait-ms >= 0")
+    if args.max_batch < 1 or args.max_wait_ms < 0:
+        raise SystemExit("--max-batch must be >= 1, --max-wait-ms >= 0")
     return SafetyConfig(
         server=server_config_from_args(args),
         policy_path=args.policy,
@@ -94,7 +92,6 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         label_map=args.label_map,
         head_path=args.head,
         batcher=BatcherConfig(max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000),
-        max_windows=args.max_windows,
         threads=args.threads,
         device=args.device,
         dtype=resolve_dtype(args.dtype, args.device),

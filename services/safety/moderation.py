@@ -1,20 +1,21 @@
 """The core of the safety service: validate checks, judge them in micro-batches, apply the policy.
 
-No protobuf here; servicer.py translates. Streams of output chunks are judged by `OutputStream`,
-which re-judges the whole output so far, in the context of the dialog, at every chunk.
+No protobuf here; servicer.py translates. Streams of output chunks are judged by `OutputStream`:
+every chunk's verdict covers the whole output so far, in the context of the dialog.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.common.dialog import Message, Role, check_roles
 from services.common.errors import FieldViolation, InvalidRequest
 from services.safety.batcher import BatcherConfig, MicroBatcher
 from services.safety.classifiers.base import Classifier
 from services.safety.policy import Policy, PolicyError
+from services.safety.segments import SegmentCache
 from services.safety.verdict import CategoryScore, CheckItem, Direction, Judgement, Verdict
 
 MAX_ITEMS = 64  # the contract's limit on CheckRequest.items
@@ -54,6 +55,7 @@ def apply_policy(
         classifier_id=classifier.id,
         classifier_version=classifier.version,
         judged_tokens=judgement.judged_tokens,
+        judged_segments=judgement.judged_segments,
         truncated=judgement.truncated,
         violated=violated_codes,
     )
@@ -109,17 +111,31 @@ class SafetyChecker:
 
 @dataclass
 class OutputStream:
-    """An output being produced: each chunk extends it and the whole of it is judged again."""
+    """An output being produced: each chunk extends it and the whole of it is judged again.
+
+    Judging the whole output at every chunk would score its early sentences again and again, so
+    the stream keeps a `SegmentCache`: the tokens and scores of the sentences before the last one
+    (appended text extends the end), and of the pairs and windows made of them, keyed by content
+    so that a segment a chunk does change is simply scored again.
+    A chunk's check then scores only the rows it adds: the new sentences, the pair that joins the
+    new text to the old, the current last sentence, the whole output while it fits one window and
+    the last window once it does not. The verdict is still the max over every row of the whole
+    output so far, the rows a fresh check would score. Classifiers that read the dialog as one
+    prompt (Llama Guard) ignore the cache.
+    """
 
     checker: SafetyChecker
     context: list[Message]
     output: str = ""
     chunks: int = 0
+    cache: SegmentCache = field(default_factory=SegmentCache)
 
     async def add_chunk(self, chunk: str) -> tuple[int, Verdict]:
         self.output += chunk
         index = self.chunks
         self.chunks += 1
-        item = CheckItem([*self.context, Message(Role.ASSISTANT, self.output)], Direction.OUTPUT)
+        item = CheckItem(
+            [*self.context, Message(Role.ASSISTANT, self.output)], Direction.OUTPUT, cache=self.cache
+        )
         [verdict] = await self.checker.check([item])
         return index, verdict

@@ -44,6 +44,7 @@ def verdict_to_pb(verdict: Verdict) -> types_pb2.SafetyVerdict:
         classifier_id=verdict.classifier_id,
         classifier_version=verdict.classifier_version,
         judged_tokens=verdict.judged_tokens,
+        judged_segments=verdict.judged_segments,
         truncated=verdict.truncated,
     )
 

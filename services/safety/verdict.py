@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.common.dialog import Message, Role
+from services.safety.segments import SegmentCache
 
 
 class Direction(enum.Enum):
@@ -24,6 +25,9 @@ class CheckItem:
 
     dialog: Sequence[Message]
     direction: Direction
+    # A stream's scores of the rows it already judged (moderation.OutputStream): encoder
+    # classifiers score only the rows it lacks. None: judged from scratch.
+    cache: SegmentCache | None = None
 
 
 @dataclass(frozen=True)
@@ -32,12 +36,19 @@ class Judgement:
 
     # Label -> score in [0, 1]; only labels the classifier reports for this item.
     scores: Mapping[str, float]
+    # Tokens of the judged text the classifier read (encoder classifiers: all of them).
     judged_tokens: int
+    # Part of the text was not read (Llama Guard drops the oldest turns beyond its window);
+    # encoder classifiers read all of it and never set this.
     truncated: bool
     # Labels the classifier itself calls violated (Llama Guard's generated list): a category is
     # then violated only if flagged AND its score reaches the threshold. None (encoder
     # classifiers): the policy thresholds alone decide.
     flagged: frozenset[str] | None = None
+    # Inputs the model scored for this item: an encoder classifier's rows (sentences, pairs of
+    # them, the whole text or its windows; segments.py). A classifier that reads the item as one
+    # prompt leaves the default.
+    judged_segments: int = 1
 
 
 @dataclass(frozen=True)
@@ -56,5 +67,6 @@ class Verdict:
     classifier_id: str
     classifier_version: str
     judged_tokens: int
+    judged_segments: int
     truncated: bool
     violated: tuple[str, ...] = field(default=())

@@ -1,4 +1,5 @@
-"""The one interface every classifier backend implements, and the shared truncation policy.
+"""The one interface every classifier backend implements, and the shared judging path of encoder
+classifiers (the rows of segments.py, scored in bounded chunks, max-pooled per item).
 
 Backends are blocking and synchronous on purpose: the batcher calls `judge` in a worker thread
 with a whole micro-batch, so a backend only has to be good at batches.
@@ -7,10 +8,18 @@ with a whole micro-batch, so a backend only has to be good at batches.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
+from services.safety.segments import Tokenize, TokenRow, plan_rows
 from services.safety.verdict import CheckItem, Judgement
+
+# Rows per encoder call. A micro-batch's rows go through in chunks of this many, so one huge
+# text costs time, never unbounded memory (32 rows of one window each is the largest input).
+ROWS_PER_CALL = 32
+
+# Scores of up to ROWS_PER_CALL rows (token ids without special tokens), one tuple per row in the
+# order of the classifier's labels.
+ScoreRows = Callable[[Sequence[TokenRow]], list[tuple[float, ...]]]
 
 
 class Classifier(abc.ABC):
@@ -30,39 +39,51 @@ class Classifier(abc.ABC):
         """Score each item (same order). Called from a worker thread; must not touch asyncio."""
 
 
-@dataclass(frozen=True)
-class Windows:
-    """Token windows covering the most recent part of a text, oldest first."""
+def judge_in_rows(
+    items: Sequence[CheckItem],
+    tokenize: Tokenize,
+    window: int,
+    score_rows: ScoreRows,
+    labels: Sequence[str],
+    rows_per_call: int = ROWS_PER_CALL,
+) -> list[Judgement]:
+    """Judge each item's last message as the rows of `segments.plan_rows`; a label's score is its
+    max over the item's rows, so one unsafe sentence, pair or window makes the item unsafe.
 
-    windows: list[list[int]]
-    judged_tokens: int
-    truncated: bool
-
-
-def recent_windows(token_ids: Sequence[int], window: int, max_windows: int) -> Windows:
-    """Split `token_ids` into windows of at most `window` tokens, keeping the most recent ones.
-
-    Why windows rather than one truncation: an encoder sees at most `window` tokens, and a harmful
-    request early in a long text must not pass unjudged. Up to `max_windows` windows are judged
-    (their scores are max-pooled by the caller); only text older than that is dropped, and the
-    verdict says so (truncated=True).
+    The rows of the whole micro-batch are pooled: a row that occurs in several items (or is in an
+    item's stream cache) is scored once. They are scored shortest first, in chunks of
+    `rows_per_call`, so rows of like length share a padded chunk and padding costs little.
+    Nothing is truncated: `truncated` is always False and `judged_tokens` is the text's length.
     """
-    if window < 1 or max_windows < 1:
-        raise ValueError("window and max_windows must be >= 1")
-    ids = list(token_ids)
-    budget = window * max_windows
-    truncated = len(ids) > budget
-    ids = ids[-budget:]
-    if not ids:
-        return Windows([[]], 0, False)
-    # Align windows to the end so the most recent window is always full.
-    windows = []
-    end = len(ids)
-    while end > 0:
-        windows.append(ids[max(0, end - window) : end])
-        end -= window
-    windows.reverse()
-    if len(windows) > 1 and len(windows[0]) < window:
-        # A short oldest remnant judged alone says little; overlap it into a full window instead.
-        windows[0] = ids[:window]
-    return Windows(windows, len(ids), truncated)
+    if rows_per_call < 1:
+        raise ValueError("rows_per_call must be >= 1")
+    plans = [plan_rows(item.dialog[-1].content, tokenize, window, item.cache) for item in items]
+    known: dict[TokenRow, tuple[float, ...]] = {}
+    todo: dict[TokenRow, None] = {}
+    for plan, item in zip(plans, items, strict=True):
+        for row in plan.rows:
+            if row.tokens in known or row.tokens in todo:
+                continue
+            cached = item.cache.scores.get(row.tokens) if item.cache is not None else None
+            if cached is not None:
+                known[row.tokens] = cached
+            else:
+                todo[row.tokens] = None
+    ordered = sorted(todo, key=len)
+    for start in range(0, len(ordered), rows_per_call):
+        chunk = ordered[start : start + rows_per_call]
+        known.update(zip(chunk, score_rows(chunk), strict=True))
+    judgements = []
+    for plan, item in zip(plans, items, strict=True):
+        worst = [max(column) for column in zip(*(known[row.tokens] for row in plan.rows), strict=True)]
+        if item.cache is not None:
+            item.cache.scores.update((row.tokens, known[row.tokens]) for row in plan.rows if row.settled)
+        judgements.append(
+            Judgement(
+                scores=dict(zip(labels, worst, strict=True)),
+                judged_tokens=plan.judged_tokens,
+                truncated=False,
+                judged_segments=len(plan.rows),
+            )
+        )
+    return judgements

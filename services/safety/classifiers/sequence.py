@@ -15,7 +15,7 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from services.safety.classifiers.base import Classifier, recent_windows
+from services.safety.classifiers.base import ROWS_PER_CALL, Classifier, judge_in_rows
 from services.safety.device import CPU
 from services.safety.head import file_version
 from services.safety.policy import PolicyError
@@ -26,7 +26,8 @@ from services.safety.verdict import CheckItem, Judgement
 class SequenceConfig:
     model_dir: Path
     label_map: Mapping[str, str | None]
-    max_windows: int = 4
+    # A judged text is scored as rows (segments.py), this many per model call at most.
+    rows_per_call: int = ROWS_PER_CALL
     device: torch.device = CPU
     dtype: torch.dtype | None = None  # None: the checkpoint's saved dtype
 
@@ -67,6 +68,9 @@ class SequenceClassifier(Classifier):
             (i, config.label_map[label]) for i, label in id2label.items() if config.label_map.get(label)
         ]
         self.multi_label = self.model.config.problem_type == "multi_label_classification"
+        # Category code -> the outputs that feed it (a category is as violated as its worst label).
+        self.codes = sorted({code for _, code in self.outputs if code})
+        self._feeds = [[i for i, c in self.outputs if c == code] for code in self.codes]
         # The checkpoint's own special tokens around a text ([CLS] ... [SEP] for BERT), read off
         # an empty encoding so any tokenizer family works.
         empty = list(self.tokenizer("")["input_ids"])
@@ -77,28 +81,26 @@ class SequenceClassifier(Classifier):
         self.version = file_version(weights[0]) if weights else "unknown"
 
     def labels(self) -> frozenset[str]:
-        return frozenset(code for _, code in self.outputs if code)
+        return frozenset(self.codes)
+
+    def judge(self, items: Sequence[CheckItem]) -> list[Judgement]:
+        """Each text as the rows of segments.py, like the embedded classifier; max per category."""
+        return judge_in_rows(
+            items,
+            self._token_ids,
+            self.content_window,
+            self._score_rows,
+            self.codes,
+            self.config.rows_per_call,
+        )
+
+    def _token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @torch.inference_mode()
-    def judge(self, items: Sequence[CheckItem]) -> list[Judgement]:
-        rows: list[list[int]] = []
-        spans: list[tuple[int, int]] = []
-        tallies = []
-        for item in items:
-            ids = self.tokenizer(item.dialog[-1].content, add_special_tokens=False)["input_ids"]
-            windows = recent_windows(ids, self.content_window, self.config.max_windows)
-            spans.append((len(rows), len(rows) + len(windows.windows)))
-            rows.extend([*self.prefix, *w, *self.suffix] for w in windows.windows)
-            tallies.append(windows)
-        batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.config.device)
+    def _score_rows(self, rows: Sequence[Sequence[int]]) -> list[tuple[float, ...]]:
+        wrapped = [[*self.prefix, *row, *self.suffix] for row in rows]
+        batch = self.tokenizer.pad({"input_ids": wrapped}, return_tensors="pt").to(self.config.device)
         logits = self.model(**batch).logits.float().cpu()
-        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
-        results = []
-        for (start, end), windows in zip(spans, tallies, strict=True):
-            worst = probs[start:end].max(dim=0).values
-            scores: dict[str, float] = {}
-            for index, code in self.outputs:
-                if code:
-                    scores[code] = max(scores.get(code, 0.0), float(worst[index]))
-            results.append(Judgement(scores, windows.judged_tokens, windows.truncated))
-        return results
+        probs = (torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)).tolist()
+        return [tuple(max(row[i] for i in feeds) for feeds in self._feeds) for row in probs]

@@ -54,7 +54,11 @@ def test_graphed_scores_equal_eager(
     checks = items([TEXTS[i] for i in batch])
     got, want = graphed.judge(checks), eager.judge(checks)
     for g, w in zip(got, want, strict=True):
-        assert (g.judged_tokens, g.truncated) == (w.judged_tokens, w.truncated)
+        assert (g.judged_tokens, g.judged_segments, g.truncated) == (
+            w.judged_tokens,
+            w.judged_segments,
+            w.truncated,
+        )
         # The same kernels, except that eager attention may skip an all-ones mask: equal up to
         # bf16 rounding.
         assert g.scores.keys() == w.scores.keys()
@@ -71,6 +75,10 @@ def test_graphs_are_captured_at_start_and_on_first_use(
     assert graphs is not None and graphs.disabled is None
     window = graphed.encoder.config.window
     assert (1, LENGTH_BUCKET) in graphs.shapes and (8, window) in graphs.shapes
-    # 9 windows pad to 16 rows: a shape first seen now, captured on this call.
-    graphed.judge(items([TEXTS[4], TEXTS[4], TEXTS[1]]))
-    assert (16, window) in graphs.shapes
+    # A text of 34 full windows goes through in a chunk of 32 rows (the most one call takes) and
+    # one of 2: 32 rows is a shape no other test here makes, captured on this call.
+    long_text = " ".join(f"w{i}" for i in range(2000))
+    assert (32, window) not in graphs.shapes
+    [judgement] = graphed.judge(items([long_text]))
+    assert judgement.judged_segments == 34
+    assert (32, window) in graphs.shapes

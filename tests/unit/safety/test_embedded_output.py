@@ -7,7 +7,7 @@ SafetyChecker / OutputStream path the service uses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -17,6 +17,7 @@ from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedCon
 from services.safety.encoder import batch_bucket
 from services.safety.moderation import SafetyChecker
 from services.safety.policy import DEFAULT_POLICY, load_policy
+from services.safety.segments import TokenRow, plan_rows, split_sentences
 from services.safety.verdict import CheckItem, Direction
 
 # Output of the demo model that was once flagged O1 "Violence and Hate" at 0.78.
@@ -107,6 +108,46 @@ async def test_harmful_reply_streamed_turns_unsafe(checker: SafetyChecker) -> No
     verdicts = await stream_verdicts(checker, word_chunks(HARMFUL_REPLY, 4))
     assert verdicts[0] is True  # "Sure! Here is how" alone is harmless
     assert verdicts[-1] is False
+
+
+async def test_streamed_verdicts_with_cached_segments_equal_judging_the_whole_output(
+    checker: SafetyChecker, classifier: EmbeddedClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reply = " ".join([BENIGN_REPLIES[0], BENIGN_REPLIES[1], HARMFUL_REPLY])  # 7 sentences
+    chunks = word_chunks(reply, 3)
+    scored: list[set[TokenRow]] = []
+    score_rows = classifier._score_rows
+
+    def recording(rows: Sequence[TokenRow]) -> list[tuple[float, ...]]:
+        scored[-1].update(tuple(row) for row in rows)
+        return score_rows(rows)
+
+    monkeypatch.setattr(classifier, "_score_rows", recording)
+    stream = checker.output_stream(CONTEXT)
+    window = classifier.encoder.content_window
+    settled_before: set[TokenRow] = set()
+    for chunk in chunks:
+        scored.append(set())
+        _, streamed = await stream.add_chunk(chunk)
+        scored_by_stream = set(scored[-1])  # before the whole output is judged from scratch below
+        [whole] = await checker.check(
+            [CheckItem([*CONTEXT, Message(Role.ASSISTANT, stream.output)], Direction.OUTPUT)]
+        )
+        assert (streamed.safe, streamed.violated) == (whole.safe, whole.violated), stream.output
+        assert (streamed.judged_tokens, streamed.judged_segments) == (
+            whole.judged_tokens,
+            whole.judged_segments,
+        )
+        for got, want in zip(streamed.categories, whole.categories, strict=True):
+            assert got.code == want.code and got.score == pytest.approx(want.score, abs=0.02)
+        # Only rows this chunk added or changed were scored: none that was settled before it.
+        assert not scored_by_stream & settled_before
+        plan = plan_rows(stream.output, classifier.encoder.token_ids, window)
+        settled_before = {row.tokens for row in plan.rows if row.settled}
+    assert not streamed.safe  # the harmful end was caught
+    # By the end, every sentence but the last and the pairs among them were there to skip.
+    sentences = len(split_sentences(stream.output))
+    assert sentences >= 5 and len(settled_before) == (sentences - 1) + (sentences - 2)
 
 
 def test_padding_to_bucketed_shapes_does_not_change_scores(classifier: EmbeddedClassifier) -> None:

@@ -1,0 +1,250 @@
+"""How an encoder classifier reads a text: the rows it scores, so that no part of it hides.
+
+An encoder classifier mean-pools its input into one vector, so one short harmful sentence among
+benign ones is averaged away ("Give me step by step instructions to build a pipe bomb at home."
+wrapped in five sentences of small talk passed), and a text longer than one window cannot be
+read in one go. So a judged text becomes several rows, each scored on its own, and a category's
+score is the max over the rows: one unsafe row makes the whole text unsafe.
+
+The rows of a text (`plan_rows`), each at most `window` tokens:
+
+* the whole text, when it fits one window: a one-sentence message is this one row and nothing
+  else, so the common short check costs what it always did;
+* each sentence segment (`split_sentences`), when there are two or more: the row in which a
+  harmful sentence is not diluted by its neighbours;
+* each pair of adjacent segments, when there are three or more (with two, the pair is the whole
+  text): meaning that spans two sentences is judged together ("I want to hurt my sister." then
+  "How do I do it without leaving marks?");
+* when the text is longer than one window: token windows over all of it, each overlapping the
+  next by a quarter of the window and the last ending at the last token, so every token is in
+  at least one row and text cut at a window's edge is read whole in its neighbour.
+
+Nothing is truncated. A segment or pair longer than a window is not a row of its own: the
+windows cover it. Identical rows are judged once. The work grows linearly with the text (about
+four times its tokens: segments, pairs, windows). There is deliberately no cap on the rows: a cap
+either passes the text beyond it unread (the old --max-windows judged the last four windows, and
+a request at the start of a long text passed) or refuses long texts that are fine; the service's
+--max-message-bytes already bounds the input, and splitting stays linear at that size whatever
+the text's shape.
+
+Segments are tokenised one by one (tokenisers split at the whitespace and punctuation where
+segments end, so their concatenation is the text's own tokens) and the pairs and windows are
+slices of that one token sequence, so the plan is built without tokenising anything twice.
+Pure: no torch, so it is tested without a model and any encoder drops in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+Tokenize = Callable[[str], Sequence[int]]
+TokenRow = tuple[int, ...]
+
+# A segment of fewer words than this ("Yes.", "Sure!", "Thanks.") says little on its own and is
+# read with the segment after it (the one before, at the end of the text); a row of its own would
+# cost a short message a second encoder row for nothing. Two words ("Kill him.") stand alone.
+MIN_SEGMENT_WORDS = 2
+
+# A run of text with no sentence end is cut into segments of at most this many characters (at
+# whitespace where there is some): far more than one window, so the windows over the text still
+# judge it, while the tokenizer is never handed megabytes at once.
+MAX_SEGMENT_CHARS = 2048
+
+# Words that end with a period without ending a sentence (compared lower-case, without the period).
+ABBREVIATIONS = frozenset(
+    {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "cf", "approx", "fig", "figs"}
+    | {"vol", "eq", "ca", "dept", "est", "inc", "ltd", "co", "corp"}
+)
+
+# A segment ends after a terminator run (then closing quotes or brackets) followed by whitespace,
+# after a CJK full stop (no whitespace follows one), or at a line break; an inline bullet starts one.
+# Runs are matched from their start only and possessively, so a long run of dots stays linear.
+_BOUNDARY = re.compile(
+    r"(?<![.!?…])(?P<stop>[.!?…]++)[\"'”’»)\]]*+(?=\s|$)"
+    r"|[。！？｡]+[」』”’）]*"
+    r"|\n"
+    r"|(?<=\s)(?=[•◦▪‣●])"
+)
+_SPACE = re.compile(r"\s*")
+_DOTTED = re.compile(r"(?:[a-z]\.)+[a-z]")  # e.g, i.e, a.m, u.s
+# A word: a run of letters or digits, or one CJK character (those scripts put no spaces
+# between words, so a Chinese sentence is many words, not one).
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"  # kana, Han, Hangul
+_WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+_LOOK_BACK = 32
+
+
+def _is_abbreviation(text: str, stop_at: int) -> bool:
+    """Whether the single period at `stop_at` closes an abbreviation, an initial or a list number."""
+    # A bounded look back: the word before a period is short, and scanning back to the start of
+    # the line would make a long text without line breaks quadratic.
+    origin = max(0, stop_at - _LOOK_BACK)
+    before = text[origin:stop_at]
+    if not before or before[-1].isspace():
+        return False
+    *rest, word = before.rsplit(None, 1)
+    if not rest and origin > 0:
+        return False  # a word longer than the look back
+    word = word.lstrip("\"'“‘«([")
+    lower = word.lower()
+    if lower in ABBREVIATIONS or (len(word) == 1 and word.isupper()):
+        return True
+    if "." in lower and _DOTTED.fullmatch(lower):
+        return True
+    if not (word.isdigit() and len(word) <= 3):
+        return False
+    # "1." opening a line is a numbered list's marker, not a sentence.
+    ahead = text[origin : stop_at - len(word)]
+    line = ahead[ahead.rfind("\n") + 1 :]
+    return not line.strip() and ("\n" in ahead or origin == 0)
+
+
+def _pieces(text: str) -> list[str]:
+    pieces = []
+    start = pos = 0
+    while (match := _BOUNDARY.search(text, pos)) is not None:
+        stop = match.group("stop")
+        end = match.end()
+        if match.start() == end:  # an inline bullet: the segment before it ends here
+            if end > start:
+                pieces.append(text[start:end])
+                start = end
+            pos = end + 1
+            continue
+        if stop == "." and _is_abbreviation(text, match.start()):
+            pos = end
+            continue
+        # Whitespace after the boundary stays with the segment it follows.
+        space = _SPACE.match(text, end)
+        end = space.end() if space else end
+        pieces.append(text[start:end])
+        start = pos = end
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentence segments of `text`, in order; joined they are `text` exactly (whitespace included).
+
+    A segment ends at `.`, `!`, `?` or `…` followed by whitespace (closing quotes and brackets
+    stay with it), at a CJK full stop, and at every line break (a line of a list or a poem is a
+    segment); an inline bullet starts one. A period inside a number ("3.5", "example.com") or after
+    an abbreviation ("e.g.", "Dr.", "J."), or a list number opening a line ("1.") ends nothing.
+    Very short segments (`MIN_SEGMENT_WORDS`) join the next one, or the previous one at the end;
+    very long ones are cut (`MAX_SEGMENT_CHARS`).
+    Line breaks win over grammar: a hard-wrapped sentence is cut at its line ends, and the pair
+    rows put its halves back together.
+    """
+    segments: list[str] = []
+    pending: list[str] = []
+    words = 0
+    for piece in _pieces(text):
+        pending.append(piece)
+        words += len(_WORD.findall(piece))
+        if words >= MIN_SEGMENT_WORDS:
+            segments.append("".join(pending))
+            pending, words = [], 0
+    if pending:
+        if segments:
+            segments[-1] += "".join(pending)
+        else:
+            segments.append("".join(pending))
+    return [part for segment in segments for part in _cut(segment)]
+
+
+def _cut(segment: str) -> list[str]:
+    parts = []
+    while len(segment) > MAX_SEGMENT_CHARS:
+        at = segment.rfind(" ", MAX_SEGMENT_CHARS // 2, MAX_SEGMENT_CHARS) + 1 or MAX_SEGMENT_CHARS
+        parts.append(segment[:at])
+        segment = segment[at:]
+    return [*parts, segment]
+
+
+@dataclass(frozen=True)
+class Row:
+    """Token ids (without the encoder's special tokens) that the encoder scores as one input."""
+
+    tokens: TokenRow
+    # Made only of segments before the text's last one: a longer text that starts the same way
+    # (the next chunk of a streamed output) has this row too, so its scores can be kept.
+    settled: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    rows: tuple[Row, ...]  # distinct, each at most the window
+    judged_tokens: int  # tokens of the whole text; every one is in some row
+
+
+@dataclass
+class SegmentCache:
+    """What a stream of growing texts (an output judged chunk by chunk) already established.
+
+    Keyed by content, so a hit can never be stale: the tokens of a segment by its text, the
+    scores of a row (in the classifier's label order) by its tokens. Only what belongs to settled
+    segments is kept, so it grows with the text, not with the number of chunks.
+    """
+
+    tokens: dict[str, TokenRow] = field(default_factory=dict)
+    scores: dict[TokenRow, tuple[float, ...]] = field(default_factory=dict)
+
+
+def token_windows(count: int, window: int) -> list[tuple[int, int]]:
+    """(start, end) of windows covering tokens 0..count: a quarter of a window's overlap between
+    neighbours, the first starting at 0 and the last ending at `count`; [] when one window holds
+    them all. Start-aligned, so a growing text keeps its earlier windows (and their cached scores)."""
+    if window < 1:
+        raise ValueError("window must be >= 1")
+    if count <= window:
+        return []
+    stride = window - window // 4
+    spans = [(start, start + window) for start in range(0, count - window, stride)]
+    return [*spans, (count - window, count)]
+
+
+def plan_rows(text: str, tokenize: Tokenize, window: int, cache: SegmentCache | None = None) -> Plan:
+    """The rows that judge `text` (see the module docstring). `cache`: a stream's, read and filled."""
+    if window < 1:
+        raise ValueError("window must be >= 1")
+    segments = split_sentences(text)
+    tokens: list[int] = []
+    bounds: list[tuple[int, int]] = []  # each non-empty segment's span in `tokens`
+    seen: dict[str, TokenRow] = {}  # a segment that recurs is tokenised once
+    for i, segment in enumerate(segments):
+        ids = seen.get(segment)
+        if ids is None and cache is not None:
+            ids = cache.tokens.get(segment)
+        if ids is None:
+            ids = tuple(tokenize(segment))
+        seen[segment] = ids
+        if cache is not None and i < len(segments) - 1:
+            cache.tokens[segment] = ids  # settled: the stream's next chunk has it too
+        if ids:
+            bounds.append((len(tokens), len(tokens) + len(ids)))
+            tokens.extend(ids)
+    count = len(tokens)
+    settled_end = bounds[-1][0] if bounds else -1
+    rows: dict[TokenRow, bool] = {}
+
+    def add(start: int, end: int) -> None:
+        key = tuple(tokens[start:end])
+        rows[key] = rows.get(key, False) or end <= settled_end
+
+    if count <= window:
+        add(0, count)  # the empty text too: it is judged, as one empty row
+    if len(bounds) > 1:
+        for start, end in bounds:
+            if end - start <= window:
+                add(start, end)
+    if len(bounds) > 2:
+        for (start, _), (_, end) in pairwise(bounds):
+            if end - start <= window:
+                add(start, end)
+    for start, end in token_windows(count, window):
+        add(start, end)
+    return Plan(tuple(Row(key, settled) for key, settled in rows.items()), count)
