@@ -3,7 +3,8 @@
 Reads the append-only JSONL files of a gateway's --audit-dir (read-only; safe while the gateway
 writes). One record per safety verdict: request id, tenant, time, direction, stage (input, chunk,
 final), verdict (safe, unsafe, or unchecked under fail-open), categories with scores, classifier id
-and version, sha256 of the judged text (and the text when the gateway ran with --audit-text).
+and version, how the text was read (tokens, segments scored, whether any part went unread), sha256
+of the judged text (and the text when the gateway ran with --audit-text).
 
     llamagate audit --dir /var/lib/llamagate/audit --unsafe --since 2026-11-24T00:00:00Z
     llamagate audit --dir DIR --request-id 3f2a... --json
@@ -57,8 +58,17 @@ def _line(record: dict[str, Any]) -> str:
     return (
         f"{record['time']}  {record['request_id']}  {record['tenant']:<12} {record['direction']:<6} "
         f"{record['stage'] + chunk:<8} {record['verdict']:<9} {','.join(violated) or '-':<8} top {score}  "
-        f"{record.get('classifier_id', '')}@{record.get('classifier_version', '')}  sha256 {record['text_sha256'][:16]}"
+        f"{record.get('classifier_id', '')}@{record.get('classifier_version', '')}  {_read(record)}  "
+        f"sha256 {record['text_sha256'][:16]}"
     )
+
+
+def _read(record: dict[str, Any]) -> str:
+    """How the classifier read the text: "57 tok/3 seg", "TRUNCATED" when part went unread."""
+    if record.get("judged_tokens") is None:  # unchecked, or written before these fields existed
+        return "-"
+    read = f"{record['judged_tokens']} tok/{record.get('judged_segments', '?')} seg"
+    return f"{read} TRUNCATED" if record.get("truncated") else read
 
 
 def run(args: argparse.Namespace) -> int:

@@ -55,6 +55,11 @@ class AuditRecord:
     text_sha256: str
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
     chunk_index: int | None = None
+    # How the classifier read the text (absent when no verdict came back): tokens read, inputs it
+    # scored (sentences, pairs, windows; the verdict is the worst of them), any part left unread.
+    judged_tokens: int | None = None
+    judged_segments: int | None = None
+    truncated: bool | None = None
     text: str | None = None
     error: str | None = None
 

@@ -43,7 +43,10 @@ class Verdict:
     categories: tuple[CategoryScore, ...] = ()
     classifier_id: str = ""
     classifier_version: str = ""
+    # How the safety service read the text: tokens read, inputs scored (sentences, pairs, windows:
+    # the verdict is the worst of them), and whether any part went unread.
     judged_tokens: int = 0
+    judged_segments: int = 0
     truncated: bool = False
 
     @property

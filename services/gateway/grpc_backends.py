@@ -85,6 +85,7 @@ def verdict_from_pb(pb: types_pb2.SafetyVerdict) -> Verdict:
         classifier_id=pb.classifier_id,
         classifier_version=pb.classifier_version,
         judged_tokens=pb.judged_tokens,
+        judged_segments=pb.judged_segments,
         truncated=pb.truncated,
     )
 
@@ -100,6 +101,7 @@ def verdict_to_pb(verdict: Verdict) -> types_pb2.SafetyVerdict:
         classifier_id=verdict.classifier_id,
         classifier_version=verdict.classifier_version,
         judged_tokens=verdict.judged_tokens,
+        judged_segments=verdict.judged_segments,
         truncated=verdict.truncated,
     )
 

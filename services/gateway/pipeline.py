@@ -365,6 +365,9 @@ class ReplyPipeline:
                     ],
                     classifier_id=verdict.classifier_id,
                     classifier_version=verdict.classifier_version,
+                    judged_tokens=verdict.judged_tokens,
+                    judged_segments=verdict.judged_segments,
+                    truncated=verdict.truncated,
                     **record,  # type: ignore[arg-type]
                 )
             )

@@ -29,6 +29,9 @@ def verdict(text: str, direction: Direction) -> Verdict:
         categories=(CategoryScore("O3", "Weapons", 0.9 if bad else 0.1, bad),),
         classifier_id="scripted",
         classifier_version="1",
+        # As a segmenting classifier would report it: every word read, one row per sentence.
+        judged_tokens=len(text.split()),
+        judged_segments=max(1, text.count(".")),
     )
 
 

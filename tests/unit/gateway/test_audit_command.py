@@ -25,6 +25,9 @@ async def write_some(directory):
                 classifier_id="embedded-minilm",
                 classifier_version="head-1",
                 text_sha256="ab" * 32,
+                judged_tokens=40 + i,
+                judged_segments=3,
+                truncated=i == 2,
             )
         )
     await sink.close()
@@ -41,6 +44,15 @@ async def test_lists_filtered_records_as_json(tmp_path, capsys):
     assert "req-0" in captured.out and "req-1" in captured.out and "req-2" not in captured.out
     assert "2 record(s)" in captured.err
     assert "O1" in captured.out.splitlines()[1]  # the violated category is shown
+    assert "40 tok/3 seg" in captured.out.splitlines()[0]  # how the text was read
+    assert "TRUNCATED" not in captured.out
+
+    assert main(["audit", "--dir", str(tmp_path), "--tenant", "umbrella"]) == 0
+    assert "42 tok/3 seg TRUNCATED" in capsys.readouterr().out
+
+    assert main(["audit", "--dir", str(tmp_path), "--request-id", "req-1", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["judged_tokens"], record["judged_segments"], record["truncated"]) == (41, 3, False)
 
 
 async def test_time_filters_and_bad_arguments(tmp_path, capsys):

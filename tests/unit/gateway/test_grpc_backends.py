@@ -54,6 +54,7 @@ def test_verdict_round_trip():
         classifier_id="embedded-minilm",
         classifier_version="head-1",
         judged_tokens=12,
+        judged_segments=5,
         truncated=True,
     )
     assert verdict_from_pb(verdict_to_pb(verdict)) == verdict

@@ -107,9 +107,23 @@ async def test_fail_open_releases_unchecked_text_and_audits_it(tmp_path):
     pipeline, _, _ = make(tmp_path, ["One.", " Two."], config, down_after_chunks=0)
     events, _ = await run(pipeline, request(), tmp_path)
     assert "".join(e.text for e in events if isinstance(e, Text)) == "One. Two."
-    assert [r["verdict"] for r in read_records(tmp_path) if r["stage"] == "chunk"] == [
-        "unchecked",
-        "unchecked",
+    chunks = [r for r in read_records(tmp_path) if r["stage"] == "chunk"]
+    assert [r["verdict"] for r in chunks] == ["unchecked", "unchecked"]
+    # Nothing was read: no claim about how.
+    assert not {"judged_tokens", "judged_segments", "truncated"} & {key for r in chunks for key in r}
+
+
+async def test_audit_records_say_how_the_classifier_read_each_text(tmp_path):
+    pipeline, _, _ = make(tmp_path, ["Once", " upon", " a time.", " The", " end."])
+    await run(pipeline, request(), tmp_path)
+    read = [
+        (r["stage"], r["judged_tokens"], r["judged_segments"], r["truncated"]) for r in read_records(tmp_path)
+    ]
+    assert read == [
+        ("input", 4, 1, False),  # "tell me a story"
+        ("chunk", 4, 1, False),  # "Once upon a time."
+        ("chunk", 6, 2, False),  # the output so far
+        ("final", 6, 2, False),
     ]
 
 
