@@ -1,16 +1,22 @@
-"""Micro-batching: concurrent checks are gathered for a few ms and judged as one batch.
+"""Micro-batching: concurrent checks are judged together as one batch.
 
-The classifier is a blocking CPU/GPU call, so it runs in one worker thread; the event loop only
-queues items and resolves futures. One worker on purpose: the model uses all cores per batch,
-and two batches at once would just contend.
+The classifier is a blocking CPU/GPU call, so it runs in one worker thread of its own; the event
+loop only appends items to a deque and resolves futures. One worker on purpose: the model uses all
+cores per batch, and two batches at once would just contend. Batches form while the previous one
+runs: whatever queued meanwhile is the next batch.
+
+The worker takes items straight from the deque and hands results back with one
+`call_soon_threadsafe` per batch, so a check that finds the worker idle costs one thread wake-up
+each way and two turns of the event loop, not a batching task, an executor and chained futures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -24,8 +30,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BatcherConfig:
     max_batch: int = 32
-    # How long the first item of a batch waits for company. 0 by default: it is pure latency at
-    # low load, and under load batches fill anyway with what queues while the previous one runs.
+    # How long the first item of a batch waits for company (less when the batch fills sooner).
+    # 0 by default: it is pure latency at low load, and under load batches fill anyway with what
+    # queues while the previous one runs.
     max_wait_s: float = 0.0
     # Items waiting beyond this are refused with RESOURCE_EXHAUSTED rather than queued forever.
     max_queue: int = 4096
@@ -41,69 +48,117 @@ class MicroBatcher(Generic[T, R]):
     def __init__(self, judge: Callable[[list[T]], list[R]], config: BatcherConfig) -> None:
         self._judge = judge
         self.config = config
-        self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue(maxsize=config.max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="safety-classifier")
-        self._task: asyncio.Task[None] | None = None
+        self._waiting: deque[_Pending[T, R]] = deque()
+        self._changed = threading.Condition()  # guards _waiting, _stopping and _wake_at
+        self._stopping = False
+        # How many waiting items wake the worker: 1 while it is idle, enough to fill its batch while
+        # it gathers company (max_wait_s), none while it judges; spares a wake-up per item.
+        self._wake_at = 1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: threading.Thread | None = None
         self.batch_sizes: list[int] = []  # recent batch sizes, for the benchmark's report
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="safety-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="safety-classifier", daemon=True)
+        self._worker.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
+        """Refuse new items, fail the waiting ones, let the batch being judged finish."""
+        worker = self._worker
+        if worker is None:
+            return
+        self._worker = None
+        with self._changed:
+            self._stopping = True
+            left = list(self._waiting)
+            self._waiting.clear()
+            self._changed.notify()
+        for pending in left:
             if not pending.future.done():
                 pending.future.set_exception(Unavailable("the safety service is shutting down"))
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(worker.join)
 
     async def submit(self, items: Sequence[T]) -> list[R]:
         """Judge `items` (batched with whatever else is in flight); results in order."""
-        if self._task is None:
+        if self._worker is None or self._loop is None:
             raise Unavailable("the safety classifier is not running")
-        if self._queue.qsize() + len(items) > self.config.max_queue:
+        waiting = len(self._waiting)
+        if waiting + len(items) > self.config.max_queue:
             raise Overloaded(
-                f"the safety queue is full ({self._queue.qsize()} items waiting); retry shortly",
-                retry_after_s=0.05,
+                f"the safety queue is full ({waiting} items waiting); retry shortly", retry_after_s=0.05
             )
-        loop = asyncio.get_running_loop()
-        pendings = [_Pending[T, R](item, loop.create_future()) for item in items]
-        for pending in pendings:
-            self._queue.put_nowait(pending)
+        pendings = [_Pending[T, R](item, self._loop.create_future()) for item in items]
+        with self._changed:
+            self._waiting.extend(pendings)
+            if len(self._waiting) >= self._wake_at:
+                self._changed.notify()
+        if len(pendings) == 1:  # the usual case: no gather around one future
+            return [await pendings[0].future]
         return list(await asyncio.gather(*(p.future for p in pendings)))
 
-    async def _next_batch(self) -> list[_Pending[T, R]]:
-        batch = [await self._queue.get()]
-        self._drain_into(batch)
-        if len(batch) < self.config.max_batch and self.config.max_wait_s > 0:
-            # A plain sleep, then a non-blocking drain: no wait_for around Queue.get, whose
-            # timeout can race with a put and drop an item.
-            await asyncio.sleep(self.config.max_wait_s)
-            self._drain_into(batch)
-        return batch
+    # The worker thread from here on.
 
-    def _drain_into(self, batch: list[_Pending[T, R]]) -> None:
-        while len(batch) < self.config.max_batch and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [p for p in await self._next_batch() if not p.future.done()]
-            if not batch:
-                continue
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
             self.batch_sizes = [*self.batch_sizes[-999:], len(batch)]
             try:
-                results = await loop.run_in_executor(self._executor, self._judge, [p.item for p in batch])
+                results = self._judge([p.item for p in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(
+                        f"the classifier returned {len(results)} results for {len(batch)} items"
+                    )
             except Exception as error:  # the classifier failed: every caller of this batch learns why
                 log.exception("classifier failed on a batch of %d", len(batch))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(error)
+                self._hand_back(_fail, batch, error)
                 continue
-            for p, result in zip(batch, results, strict=True):
-                if not p.future.done():
-                    p.future.set_result(result)
+            self._hand_back(_resolve, batch, results)
+
+    def _next_batch(self) -> list[_Pending[T, R]] | None:
+        """Up to max_batch items whose callers still wait; None once stopping."""
+        config = self.config
+        with self._changed:
+            batch: list[_Pending[T, R]] = []
+            while not batch:
+                self._wake_at = 1
+                self._changed.wait_for(lambda: self._waiting or self._stopping)
+                if self._stopping:
+                    return None
+                self._take(batch)
+            if len(batch) < config.max_batch and config.max_wait_s > 0:
+                self._wake_at = config.max_batch - len(batch)
+                self._changed.wait_for(
+                    lambda: len(self._waiting) >= self._wake_at or self._stopping, config.max_wait_s
+                )
+                self._take(batch)
+            self._wake_at = config.max_queue + 1  # judging: nothing to wake for
+            return batch
+
+    def _take(self, batch: list[_Pending[T, R]]) -> None:
+        # A caller that gave up (deadline, cancel) has a done future: its item is not judged. Reading
+        # done() from this thread races only with that cancellation, which at worst judges one item
+        # for nobody.
+        while len(batch) < self.config.max_batch and self._waiting:
+            pending = self._waiting.popleft()
+            if not pending.future.done():
+                batch.append(pending)
+
+    def _hand_back(self, deliver: Callable[..., None], *args: object) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(deliver, *args)
+        except RuntimeError:  # the loop is closed: its callers are gone with it
+            log.warning("the event loop closed before a batch's results could be delivered")
+
+
+def _resolve(batch: list[_Pending[T, R]], results: list[R]) -> None:
+    for pending, result in zip(batch, results, strict=True):
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+
+def _fail(batch: list[_Pending[T, R]], error: Exception) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)
