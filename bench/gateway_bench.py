@@ -13,16 +13,21 @@ difference is the gateway + checks overhead alone; --chunk-tokens N adds the hol
 (the time to generate them) to the gateway's TTFT, as a deployment with that setting sees it.
 
 Both services run on the CPU unless --inference-device / --safety-device say otherwise (cuda on
-a GPU host; auto: cuda when present).
+a GPU host; auto: cuda when present). --safety-cpus / --inference-cpus / --gateway-cpus pin each
+service (every one of its threads) to its own CPUs once it serves, and the bench's own client to
+the CPUs left over, so a classifier on the CPU does not share cores with the model's host loop or
+the gateway; give the safety service as many --threads as it has CPUs.
 
     python bench/gateway_bench.py [--requests 64] [--chunk-tokens 1] [--markdown]
         [--inference-device cpu|cuda|auto] [--safety-device cpu|cuda|auto]
+        [--safety-cpus 0-3 --inference-cpus 4-9 --gateway-cpus 10-11 --safety-flag=--threads=4]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import platform
@@ -217,6 +222,48 @@ async def alternate(direct_fn, gateway_fn, requests: int) -> tuple[list[float], 
     return direct, via
 
 
+def cpu_list(text: str) -> set[int]:
+    """taskset's list format: '0-3,6' -> {0, 1, 2, 3, 6}."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` onto `cpus` (threads it starts later inherit them)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def pin_stack(stack: Stack, args: argparse.Namespace) -> str:
+    """Pin the services that have CPUs given, and this process to the rest; says what went where."""
+    usable = os.sched_getaffinity(0)
+    placed: list[str] = []
+    taken: set[int] = set()
+    for name, process, cpus in (
+        ("safety", stack.safety, args.safety_cpus),
+        ("inference", stack.inference, args.inference_cpus),
+        ("gateway", stack.gateway, args.gateway_cpus),
+    ):
+        if cpus is None:
+            continue
+        wanted = cpu_list(cpus)
+        if not wanted <= usable:
+            raise SystemExit(f"--{name}-cpus {cpus}: this machine offers CPUs {sorted(usable)}")
+        assert process.proc is not None
+        pin(process.proc.pid, wanted)
+        taken |= wanted
+        placed.append(f"{name} on CPUs {cpus}")
+    if not placed:
+        return ""
+    client = usable - taken or usable
+    pin(os.getpid(), client)
+    return ", ".join([*placed, f"bench client on {len(client)} CPUs"])
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
@@ -274,6 +321,8 @@ def main() -> int:
     )
     parser.add_argument("--inference-device", choices=DEVICES, default="cpu", help="the model's device")
     parser.add_argument("--safety-device", choices=DEVICES, default="cpu", help="the classifier's device")
+    for name in ("safety", "inference", "gateway"):
+        parser.add_argument(f"--{name}-cpus", help=f"pin the {name} service to these CPUs, e.g. 0-3")
     parser.add_argument(
         "--inference-flag",
         action="append",
@@ -299,6 +348,7 @@ def main() -> int:
     # Other work on the machine moves CPU numbers a lot; the load average says how much there was.
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as workdir, running_stack(Path(workdir), config) as stack:
+        placement = pin_stack(stack, args)
         rows = asyncio.run(run(stack, args.requests, args.concurrency))
         hops = asyncio.run(breakdown(stack, args.requests)) if args.breakdown else []
     load_after = os.getloadavg()[0]
@@ -315,16 +365,28 @@ def main() -> int:
         print(
             f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: inference on {args.inference_device}, "
             f"safety on {args.safety_device}\n\n"
-            f"Machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores; "
-            "demo model, embedded classifier (MiniLM).\n"
+            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+            + (f" ({placement})" if placement else "")
+            + "; demo model, embedded classifier (MiniLM).\n"
             f"Load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}.\n"
             f"Command: `python bench/gateway_bench.py --requests {args.requests} --chunk-tokens {args.chunk_tokens}"
             f" --moderation {args.moderation} --inference-device {args.inference_device}"
             f" --safety-device {args.safety_device}"
             + "".join(f" --inference-flag={flag}" for flag in args.inference_flag)
             + "".join(f" --safety-flag={flag}" for flag in args.safety_flag)
+            + "".join(
+                f" --{name}-cpus {cpus}"
+                for name, cpus in (
+                    ("safety", args.safety_cpus),
+                    ("inference", args.inference_cpus),
+                    ("gateway", args.gateway_cpus),
+                )
+                if cpus
+            )
             + " --markdown`\n"
         )
+    if placement and not args.markdown:
+        print(placement)
     print("\n".join(lines))
     if hops:
         print("\n| hop, 1 stream | p50 / p99 (ms) |\n|---|---|")

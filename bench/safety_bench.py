@@ -4,6 +4,13 @@
    turn fills the encoder's whole window (254 tokens + [CLS]/[SEP]), the worst single-window case.
 2. Throughput with micro-batching: C concurrent callers, each checking one short prompt at a time
    through SafetyChecker (batcher + classifier + policy), items/s and the mean batch size.
+
+`--service` measures the real service instead: it starts `python -m services.safety` (optionally
+pinned to `--cpus`, e.g. 0-3) and times one gRPC Check of one <= 64-token user message, next to
+the same item judged by the classifier in this process (same threads, same CPUs) and a health
+Check round trip, so what the service adds shows; then C concurrent callers through gRPC.
+
+    python bench/safety_bench.py --service --threads 4 --cpus 0-3 [--device cuda] [--concurrency 8 32]
 """
 
 from __future__ import annotations
@@ -15,23 +22,29 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
+import grpc  # noqa: E402
 import torch  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from services.common.dialog import Message, Role  # noqa: E402
 from services.safety.batcher import BatcherConfig  # noqa: E402
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig  # noqa: E402
-from services.safety.device import parse_device  # noqa: E402
+from services.safety.device import parse_device, resolve_dtype  # noqa: E402
 from services.safety.moderation import SafetyChecker  # noqa: E402
 from services.safety.policy import DEFAULT_POLICY, load_policy  # noqa: E402
 from services.safety.verdict import CheckItem, Direction  # noqa: E402
+from tests.support.processes import ServiceProcess, free_port, python_module, wait_serving  # noqa: E402
 
 PROMPTS = [
     "How do I bake sourdough bread at home?",
@@ -39,6 +52,15 @@ PROMPTS = [
     "What is the history of the Roman Empire?",
     "How do I kill a Python process that hangs?",
 ]
+
+
+# A user message of at most 64 tokens (57 with MiniLM's tokenizer): the size the input check's
+# latency target is set for.
+SHORT_MESSAGE = (
+    "We are planning a weekend hiking trip in the mountains with our two kids and their grandparents. "
+    "What should we pack for two nights of camping, how far can a ten-year-old comfortably walk in one "
+    "day, and what is an easy dinner to cook on a small camping stove?"
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -130,6 +152,181 @@ async def throughput(classifier: EmbeddedClassifier, concurrency: int, seconds: 
     }
 
 
+def parse_cpus(text: str) -> set[int]:
+    """taskset's list format: '0-3,6' -> {0, 1, 2, 3, 6}."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def format_cpus(cpus: set[int]) -> str:
+    ordered = sorted(cpus)
+    runs: list[list[int]] = []
+    for cpu in ordered:
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """The service's CPUs (the in-process classifier runs there too, for a like-for-like number)
+    and this process's gRPC client: the CPUs left over, or all of them when none are."""
+
+    service: set[int]
+    client: set[int]
+
+    @classmethod
+    def of(cls, cpus: str | None) -> Pinning:
+        everything = os.sched_getaffinity(0)
+        service = parse_cpus(cpus) if cpus else set(everything)
+        if not service <= everything:
+            raise SystemExit(f"--cpus {cpus}: this process may only use CPUs {format_cpus(everything)}")
+        return cls(service, (everything - service) or set(everything))
+
+
+def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> ServiceProcess:
+    port = free_port()
+    threads = ("--threads", str(args.threads)) if args.threads else ()
+    argv = python_module(
+        "services.safety", "--port", str(port), "--device", args.device.type, *threads,
+        "--metrics-port", "0", "--log-format", "text", *args.service_flag,
+    )  # fmt: skip
+    service = ServiceProcess("safety", argv, port, log_dir / "safety.log")
+    os.sched_setaffinity(0, pinning.service)  # the child and all its threads inherit these CPUs
+    try:
+        service.start(wait=False)
+    finally:
+        os.sched_setaffinity(0, pinning.client)
+    try:
+        wait_serving(service.target, timeout_s=300, proc=service.proc)
+    except Exception as error:
+        service.kill()
+        raise SystemExit(f"the safety service did not start ({error}); log:\n{service.log_tail()}") from None
+    return service
+
+
+def check_request(text: str) -> Any:
+    from llamagate.v1 import safety_service_pb2 as safety_pb
+    from llamagate.v1 import types_pb2
+
+    dialog = types_pb2.Dialog(messages=[types_pb2.Message(role=types_pb2.ROLE_USER, content=text)])
+    return safety_pb.CheckRequest(
+        items=[safety_pb.CheckItem(dialog=dialog, direction=types_pb2.DIRECTION_INPUT)]
+    )
+
+
+async def service_latency(
+    classifier: EmbeddedClassifier, target: str, pinning: Pinning, iterations: int, rounds: int
+) -> dict[str, list[float]]:
+    """One item at a time, in rounds that alternate the three paths so drift hits them alike."""
+    from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
+
+    item = CheckItem([Message(Role.USER, SHORT_MESSAGE)], Direction.INPUT)
+    request = check_request(SHORT_MESSAGE)
+    ping = health_pb2.HealthCheckRequest()
+    times: dict[str, list[float]] = {"judge": [], "health": [], "check": []}
+    per_round = max(1, iterations // rounds)
+    async with grpc.aio.insecure_channel(target) as channel:
+        safety, health = safety_grpc.SafetyServiceStub(channel), health_pb2_grpc.HealthStub(channel)
+        for round_ in range(rounds + 1):  # round 0 warms every path up and is dropped
+            os.sched_setaffinity(0, pinning.service)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                classifier.judge([item])
+                times["judge"].append((time.perf_counter() - start) * 1000)
+            os.sched_setaffinity(0, pinning.client)
+            await asyncio.sleep(0.05)  # let this process's idle intra-op threads go to sleep
+            for _ in range(per_round):
+                start = time.perf_counter()
+                await health.Check(ping, timeout=10)
+                times["health"].append((time.perf_counter() - start) * 1000)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                await safety.Check(request, timeout=10)
+                times["check"].append((time.perf_counter() - start) * 1000)
+            if round_ == 0:
+                times = {name: [] for name in times}
+    return times
+
+
+async def service_throughput(target: str, concurrency: int, seconds: float) -> dict[str, float]:
+    """`concurrency` callers on one channel (as the gateway has), each one short prompt at a time."""
+    from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
+
+    requests = [check_request(prompt) for prompt in PROMPTS]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = safety_grpc.SafetyServiceStub(channel)
+        for request in requests:
+            await stub.Check(request, timeout=30)
+        done = 0
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+
+        async def caller(k: int) -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                await stub.Check(requests[(k + done) % len(requests)], timeout=30)
+                latencies.append((time.perf_counter() - start) * 1000)
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return {
+        "items_per_s": done / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p90_ms": percentile(latencies, 0.9),
+    }
+
+
+def run_service_mode(args: argparse.Namespace) -> None:
+    pinning = Pinning.of(args.cpus)
+    os.sched_setaffinity(0, pinning.service)
+    classifier = EmbeddedClassifier(
+        EmbeddedConfig(device=args.device, dtype=resolve_dtype("auto", args.device))
+    )
+    tokens = len(classifier.encoder.token_ids(SHORT_MESSAGE))
+    assert tokens <= 64, f"the bench message has {tokens} tokens; keep it <= 64"
+    with contextlib.ExitStack() as stack:
+        log_dir = args.log_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        service = start_service(args, pinning, log_dir)
+        stack.callback(service.terminate)
+        times = asyncio.run(
+            service_latency(classifier, service.target, pinning, args.iterations, args.rounds)
+        )
+        flows = {
+            c: asyncio.run(service_throughput(service.target, c, args.seconds)) for c in args.concurrency
+        }
+    threads = args.threads or torch.get_num_threads()
+    print(
+        f"host: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}; safety service on "
+        f"{args.device.type}, {threads} threads, CPUs {format_cpus(pinning.service)}; client on CPUs "
+        f"{format_cpus(pinning.client)}; {classifier.id} {classifier.version}"
+        + "".join(f" {flag}" for flag in args.service_flag)
+    )
+    rows = [
+        ("classifier in-process (judge)", times["judge"]),
+        ("health Check round trip (the gRPC floor)", times["health"]),
+        ("safety Check through the service", times["check"]),
+    ]
+    print(f"\n| one item, {tokens}-token user message, {len(times['check'])} calls | p50 (ms) | p90 (ms) |")
+    print("|---|---|---|")
+    for name, values in rows:
+        print(f"| {name} | {statistics.median(values):.2f} | {percentile(values, 0.9):.2f} |")
+    added = statistics.median(times["check"]) - statistics.median(times["judge"])
+    print(f"| what the service adds (Check - classifier, p50) | {added:.2f} | |")
+    if flows:
+        print("\n| concurrent callers, short prompts | items/s | p50 (ms) | p90 (ms) |\n|---|---|---|---|")
+        for concurrency, r in flows.items():
+            print(f"| {concurrency} | {r['items_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=200)
@@ -137,9 +334,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument("--device", type=parse_device, default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: torch's default)")
+    service = parser.add_argument_group("--service: one Check through the real service")
+    service.add_argument("--service", action="store_true", help="start python -m services.safety and time it")
+    service.add_argument("--cpus", help="pin the service (and the in-process classifier) to these CPUs: 0-3")
+    service.add_argument("--rounds", type=int, default=8, help="alternations of the three timed paths")
+    service.add_argument("--log-dir", type=Path, help="where the service's log goes (default: a temp dir)")
+    service.add_argument(
+        "--service-flag",
+        action="append",
+        default=[],
+        help="extra service flag, repeatable (--service-flag=-x)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.service:
+        run_service_mode(args)
+        return
     classifier = EmbeddedClassifier(EmbeddedConfig(device=args.device))
     print(
         f"host: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} "

