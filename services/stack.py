@@ -29,7 +29,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_POLICY = ROOT / "services" / "safety" / "policies" / "llama_guard.yaml"
+DEFAULT_POLICY = ROOT / "services" / "safety" / "policies" / "mlcommons.yaml"
 
 
 @dataclass(frozen=True)

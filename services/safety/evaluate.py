@@ -21,9 +21,13 @@ from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedCon
 from services.safety.data.build_dataset import DATA_DIR, OUTPUT_KINDS, load_jsonl
 from services.safety.head import DEFAULT_HEAD
 from services.safety.moderation import apply_policy
-from services.safety.policy import DEFAULT_POLICY, load_policy
+from services.safety.policy import POLICIES_DIR, load_policy
 from services.safety.train_head import per_kind, tallies
 from services.safety.verdict import CheckItem, Direction, Verdict
+
+# The held-out split is labelled with Llama Guard 1's O-codes; the O-coded policy reads them from
+# the S-codes the default head scores (policies/llama_guard.yaml, `labels:`).
+HELDOUT_POLICY = POLICIES_DIR / "llama_guard.yaml"
 
 
 @dataclass
@@ -145,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA_DIR / "heldout.jsonl")
     parser.add_argument("--head", type=Path, default=DEFAULT_HEAD)
-    parser.add_argument("--policy", type=Path, default=DEFAULT_POLICY)
+    parser.add_argument("--policy", type=Path, default=HELDOUT_POLICY)
     args = parser.parse_args()
     print(evaluate(args.data, args.head, args.policy).report())
 

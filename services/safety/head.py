@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 HEADS_DIR = Path(__file__).resolve().parent / "heads"
-DEFAULT_HEAD = HEADS_DIR / "minilm_o1_o6.safetensors"
+DEFAULT_HEAD = HEADS_DIR / "minilm_mlcommons.safetensors"
 
 
 class SafetyHead(nn.Module):

@@ -9,9 +9,11 @@ and passes. Normalising first is cheaper and surer than hoping training covered 
 * Cyrillic and Greek letters that look like Latin ones become Latin, in words that already mix
   them with Latin letters, or everywhere in a text that is mostly Latin. A Russian or Greek text
   (mostly its own script) is left as it is.
-* Letters spelled out one at a time ("b o m b", "b.o.m.b", "b-o-m-b") are joined.
+* Letters spelled out one at a time ("b o m b", "b.o.m.b", "b-o-m-b") are joined; a whole text
+  written so ("G i v e   m e") keeps its wider gaps as the breaks between words.
 * Digits and symbols standing for letters inside a word ("m3th", "h4ck", "$teal") become letters;
-  a token that is a number ("2024", "3.5") or has too few letters ("4x4", "mp3") stays.
+  a token that is a number ("2024", "3.5") or has too few letters ("4x4", "mp3") stays, unless
+  the whole text is written that way (a third of its words mix letters and such digits).
 
 Ordinary text comes out unchanged but for its compatibility forms (tested), so this costs nothing
 in false positives; the verdict is on the normalised text, which is what a reader would understand.
@@ -148,19 +150,46 @@ def _fix_leet(match: re.Match[str]) -> str:
     return token.translate(_LEET)
 
 
+def _mixed(token: str) -> bool:
+    return any(c.isalpha() for c in token) and any(c in _LEET_CHARS for c in token)
+
+
+def _fix_all_leet(match: re.Match[str]) -> str:
+    token = match.group()
+    # In a text written in leetspeak, short all-digit words are words too ("4", "70", "47").
+    if _mixed(token) or (len(token) <= 3 and all(c in _LEET_CHARS for c in token)):
+        return token.translate(_LEET)
+    return token
+
+
 def _fix_leet_outside_addresses(text: str) -> str:
+    tokens = _TOKEN.findall(text)
+    mixed = sum(_mixed(t) for t in tokens)
+    # Written in leetspeak throughout (a third of the words or more): every word is undone, not
+    # just the ones that still look like words.
+    fix = _fix_all_leet if mixed >= 3 and mixed * 3 >= len(tokens) else _fix_leet
     out, last = [], 0
     for address in _ADDRESS.finditer(text):
-        out.append(_TOKEN.sub(_fix_leet, text[last : address.start()]))
+        out.append(_TOKEN.sub(fix, text[last : address.start()]))
         out.append(address.group())
         last = address.end()
-    out.append(_TOKEN.sub(_fix_leet, text[last:]))
+    out.append(_TOKEN.sub(fix, text[last:]))
     return "".join(out)
+
+
+def _join_spaced_text(text: str) -> str | None:
+    """A text spelled out letter by letter throughout ("G i v e   m e"): letters joined, and the
+    wider gaps between them kept as the word breaks. None when the text is not written so."""
+    tokens = text.split()
+    if len(tokens) < 8 or sum(len(t) == 1 for t in tokens) < 0.7 * len(tokens):
+        return None
+    words = re.split(r"\s{2,}", text.strip())
+    return " ".join(w.replace(" ", "") for w in words)
 
 
 def normalize_for_judging(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     text = _fix_lookalikes(text)
-    text = _SPELLED.sub(_join_spelled, text)
+    text = _join_spaced_text(text) or _SPELLED.sub(_join_spelled, text)
     return _fix_leet_outside_addresses(text)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 POLICIES_DIR = Path(__file__).resolve().parent / "policies"
-DEFAULT_POLICY = POLICIES_DIR / "llama_guard.yaml"
+DEFAULT_POLICY = POLICIES_DIR / "mlcommons.yaml"
 
 _CATEGORY_KEYS = {"code", "name", "description", "threshold", "enabled", "labels"}
 _TOP_KEYS = {"name", "categories", "extends", "thresholds", "enabled", "disabled"}

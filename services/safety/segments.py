@@ -76,6 +76,25 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"  # ka
 _WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
 _LOOK_BACK = 32
 
+# A request run into the next sentence without punctuation ("... at home Hi there, how are you?")
+# is one segment to the rules above. In a long segment, a capitalised word that usually opens a
+# sentence ("Hi", "The", "How", "Write", "I") right after a lower-case word is read as where a
+# new one starts; both sides must be long enough to be sentences. Proper nouns ("visit Paris",
+# "the Holocaust") split nothing, and the pair rows read the two sides together again anyway.
+SOFT_SPLIT_MIN_WORDS = 12
+SOFT_SPLIT_SIDE_WORDS = 4
+SOFT_SPLIT_OTHER_LEFT_WORDS = 8
+_LOWER_NEXT = re.compile(r"\s+[a-z]")
+_STARTER_WORDS = (
+    "I Hi Hello Hey Thanks Thank Please Sorry Anyway Also Oh Well Yes No Okay Sure Maybe Just So But "
+    "And Then Now We You He She They It My Our Your His Her Their The This That These Those There Here "
+    "What How Why When Where Who Which Can Could Would Should Will Do Does Did Is Are Was Were Have Has "
+    "Let Tell Give Write Explain Describe Make Create List Generate Provide Show Find Help If After "
+    "Before Today Yesterday Tomorrow Last Next"
+)
+SENTENCE_STARTERS = frozenset(_STARTER_WORDS.split())
+_SOFT_BOUNDARY = re.compile(r"(?<=[\w,;:)\]\"'])\s+(?=(I|[A-Z][a-z]+)\b)")
+
 
 def _is_abbreviation(text: str, stop_at: int) -> bool:
     """Whether the single period at `stop_at` closes an abbreviation, an initial or a list number."""
@@ -153,7 +172,33 @@ def split_sentences(text: str) -> list[str]:
             segments[-1] += "".join(pending)
         else:
             segments.append("".join(pending))
-    return [part for segment in segments for part in _cut(segment)]
+    # Soft splits after the cut: a cut segment is bounded, so counting its words stays cheap.
+    return [soft for segment in segments for part in _cut(segment) for soft in _soft_split(part)]
+
+
+def _soft_split(segment: str) -> list[str]:
+    if len(_WORD.findall(segment)) < SOFT_SPLIT_MIN_WORDS:
+        return [segment]
+    parts: list[str] = []
+    start = 0
+    for match in _SOFT_BOUNDARY.finditer(segment):
+        left = segment[start : match.end()]
+        right = segment[match.end() :]
+        left_words = len(_WORD.findall(left))
+        # Any other capitalised word followed by a lower-case one ("... voter fraud Traffic on
+        # the ring road ...") splits only a longer left side, so a name early in a sentence does not.
+        starts = match.group(1) in SENTENCE_STARTERS or (
+            left_words >= SOFT_SPLIT_OTHER_LEFT_WORDS and _LOWER_NEXT.match(right, len(match.group(1)))
+        )
+        if (
+            starts
+            and left_words >= SOFT_SPLIT_SIDE_WORDS
+            and len(_WORD.findall(right)) >= SOFT_SPLIT_SIDE_WORDS
+        ):
+            parts.append(left)
+            start = match.end()
+    parts.append(segment[start:])
+    return parts
 
 
 def _cut(segment: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 
+from services.safety.normalize import normalize_for_judging
 from services.safety.segments import Tokenize, TokenRow, plan_rows
 from services.safety.verdict import CheckItem, Judgement
 
@@ -47,7 +48,7 @@ def judge_in_rows(
     labels: Sequence[str],
     rows_per_call: int = ROWS_PER_CALL,
 ) -> list[Judgement]:
-    """Judge each item's last message as the rows of `segments.plan_rows`; a label's score is its
+    """Judge each item's last message, normalised, as the rows of `segments.plan_rows`; a label's score is its
     max over the item's rows, so one unsafe sentence, pair or window makes the item unsafe.
 
     The rows of the whole micro-batch are pooled: a row that occurs in several items (or is in an
@@ -57,7 +58,12 @@ def judge_in_rows(
     """
     if rows_per_call < 1:
         raise ValueError("rows_per_call must be >= 1")
-    plans = [plan_rows(item.dialog[-1].content, tokenize, window, item.cache) for item in items]
+    # Rows are cut from the normalised text (normalize.py): an obfuscated spelling is judged as
+    # the word it stands for.
+    plans = [
+        plan_rows(normalize_for_judging(item.dialog[-1].content), tokenize, window, item.cache)
+        for item in items
+    ]
     known: dict[TokenRow, tuple[float, ...]] = {}
     todo: dict[TokenRow, None] = {}
     for plan, item in zip(plans, items, strict=True):

@@ -12,7 +12,7 @@ from services.safety.classifiers.base import ROWS_PER_CALL, Classifier, judge_in
 from services.safety.cuda_graphs import GraphedForward
 from services.safety.device import CPU
 from services.safety.encoder import EncoderConfig, SentenceEncoder, minilm_dir
-from services.safety.head import DEFAULT_HEAD, SafetyHead, file_version
+from services.safety.head import DEFAULT_HEAD, CategoryHead, file_version, load_head
 from services.safety.verdict import CheckItem, Judgement
 
 # --dtype -> the encoder's precision name.
@@ -46,12 +46,14 @@ class EmbeddedClassifier(Classifier):
 
     def __init__(self, config: EmbeddedConfig) -> None:
         self.config = config
-        head, meta = SafetyHead.load(config.head_path)
+        head, adapters, meta = load_head(config.head_path)
         # The head stays fp32: it is a few KB and reads fp32 pooled features, as in training.
         self.head = head.to(config.device)
         precision = PRECISIONS[config.dtype] if config.dtype else meta.get("precision", "bf16")
         self.encoder = SentenceEncoder(
-            EncoderConfig(config.encoder_dir or minilm_dir(), precision=precision, device=config.device)
+            EncoderConfig(
+                config.encoder_dir or minilm_dir(), precision=precision, device=config.device, adapters=adapters
+            )
         )
         self.version = f"head-{file_version(config.head_path)}"
         self._graphs: GraphedForward | None = None
@@ -62,7 +64,10 @@ class EmbeddedClassifier(Classifier):
 
     def _probabilities(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-label probabilities of padded inputs on the device (padding rows included)."""
-        return torch.sigmoid(self.head(self.encoder.pooled(ids, mask)))
+        pooled = self.encoder.pooled(ids, mask)
+        if isinstance(self.head, CategoryHead):
+            return self.head.probabilities(pooled)
+        return torch.sigmoid(self.head(pooled))
 
     def labels(self) -> frozenset[str]:
         return frozenset(self.head.labels)

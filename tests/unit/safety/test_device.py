@@ -20,11 +20,14 @@ from services.safety.classifiers.factory import build_classifier
 from services.safety.classifiers.llama_guard import LlamaGuardClassifier
 from services.safety.classifiers.sequence import SequenceClassifier
 from services.safety.config import SafetyConfig, build_parser, config_from_args
-from services.safety.head import DEFAULT_HEAD, SafetyHead
-from services.safety.policy import load_policy
+from services.safety.head import DEFAULT_HEAD, load_head
+from services.safety.policy import POLICIES_DIR, load_policy
 from services.safety.verdict import CheckItem, Direction
 from tests.support.processes import ROOT, python_module
 from tests.unit.safety.tiny_models import build_tiny_bert_classifier, build_tiny_llama_guard
+
+# The tiny Llama Guard answers in Llama Guard 1's O-codes.
+O_POLICY = POLICIES_DIR / "llama_guard.yaml"
 
 CUDA = pytest.param(
     "cuda",
@@ -105,7 +108,16 @@ def test_cuda_without_a_cuda_device_stops_the_service_at_startup() -> None:
 @pytest.mark.parametrize("device", DEVICES)
 def test_llama_guard_loads_onto_the_device_and_judges(tmp_path: Path, device: str) -> None:
     build_tiny_llama_guard(tmp_path, ["unsafe", "\n", "O3"])
-    classifier = build("--classifier", "llama-guard", "--model-dir", str(tmp_path), "--device", device)
+    classifier = build(
+        "--classifier",
+        "llama-guard",
+        "--model-dir",
+        str(tmp_path),
+        "--device",
+        device,
+        "--policy",
+        str(O_POLICY),
+    )
     assert isinstance(classifier, LlamaGuardClassifier)
     expected_dtype = torch.float32 if device == "cpu" else config("--device", device).dtype
     assert weights(classifier.model) == {(device, expected_dtype)}
@@ -116,7 +128,16 @@ def test_llama_guard_loads_onto_the_device_and_judges(tmp_path: Path, device: st
 
 def test_llama_guard_honours_an_explicit_dtype_on_cpu(tmp_path: Path) -> None:
     build_tiny_llama_guard(tmp_path, ["unsafe", "\n", "O3"])
-    flags = ("--classifier", "llama-guard", "--model-dir", str(tmp_path), "--device", "cpu")
+    flags = (
+        "--classifier",
+        "llama-guard",
+        "--model-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--policy",
+        str(O_POLICY),
+    )
     classifier = build(*flags, "--dtype", "bfloat16")
     assert isinstance(classifier, LlamaGuardClassifier)
     assert weights(classifier.model) == {("cpu", torch.bfloat16)}
@@ -155,7 +176,7 @@ def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
     encoder_weights = weights(classifier.encoder.model)
     if device == "cpu":
         # auto on the CPU keeps the precision the head was trained on (its file says which).
-        trained = SafetyHead.load(DEFAULT_HEAD)[1].get("precision", "bf16")
+        trained = load_head(DEFAULT_HEAD)[2].get("precision", "bf16")
         assert classifier.encoder.config.precision == trained
     else:
         assert encoder_weights == {(device, config("--device", device).dtype)}

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from services.safety.data.build_dataset import DATA_DIR
-from services.safety.evaluate import HeldOutResults, evaluate
+from services.safety.evaluate import HELDOUT_POLICY, HeldOutResults, evaluate
 from services.safety.head import DEFAULT_HEAD
-from services.safety.policy import DEFAULT_POLICY
 from services.safety.train_head import TARGET_FALSE_POSITIVES
 
 README = Path(__file__).resolve().parents[3] / "README.md"
@@ -22,7 +21,7 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 
 @pytest.fixture(scope="module")
 def results() -> HeldOutResults:
-    return evaluate(DATA_DIR / "heldout.jsonl", DEFAULT_HEAD, DEFAULT_POLICY)
+    return evaluate(DATA_DIR / "heldout.jsonl", DEFAULT_HEAD, HELDOUT_POLICY)
 
 
 def test_the_embedded_default_meets_the_target_on_the_heldout_split(results: HeldOutResults) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from services.safety.policy import POLICIES_DIR, PolicyError, load_policy
+from services.safety.policy import DEFAULT_POLICY, POLICIES_DIR, PolicyError, load_policy
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -22,11 +22,18 @@ def test_llama_guard_policy_has_o1_to_o6_enabled() -> None:
     )
 
 
-def test_mlcommons_policy_maps_s_codes_to_o_labels() -> None:
-    policy = load_policy(POLICIES_DIR / "mlcommons.yaml")
-    assert len(policy.categories) == 14
-    assert policy.category("S11").sources == ("S11", "O6")
-    assert not policy.category("S5").enabled
+def test_the_default_policy_is_mlcommons_with_every_category_but_specialized_advice() -> None:
+    policy = load_policy(DEFAULT_POLICY)
+    assert policy.name == "mlcommons" and len(policy.categories) == 14
+    assert [c.code for c in policy.enabled] == [f"S{i}" for i in range(1, 15) if i != 6]
+    assert policy.category("S11").sources == ("S11",)
+
+
+def test_the_o_policy_reads_the_s_codes_of_the_embedded_head() -> None:
+    policy = load_policy(POLICIES_DIR / "llama_guard.yaml")
+    assert policy.category("O6").sources == ("O6", "S11")
+    covered = {label for c in policy.enabled for label in c.sources}
+    assert covered >= {f"S{i}" for i in range(1, 15) if i != 6}
 
 
 def test_extends_overrides_thresholds_and_switches(tmp_path: Path) -> None:
