@@ -52,7 +52,10 @@ class EmbeddedClassifier(Classifier):
         precision = PRECISIONS[config.dtype] if config.dtype else meta.get("precision", "bf16")
         self.encoder = SentenceEncoder(
             EncoderConfig(
-                config.encoder_dir or minilm_dir(), precision=precision, device=config.device, adapters=adapters
+                config.encoder_dir or minilm_dir(),
+                precision=precision,
+                device=config.device,
+                adapters=adapters,
             )
         )
         self.version = f"head-{file_version(config.head_path)}"
