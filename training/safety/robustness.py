@@ -38,7 +38,7 @@ class Variant:
 # so because of the request inside, never because of the filler.
 BENIGN_SENTENCES = (
     "The weather has been lovely this week, hasn't it?",
-    "I finally finished the book my sister lent me last month.",
+    "I finally finished the book my sister gave me last month.",
     "My neighbour's garden is full of sunflowers this summer.",
     "We had pancakes for breakfast this morning.",
     "The bus was ten minutes late again today.",
