@@ -3,7 +3,7 @@
 The inference service runs a "scripted" checkpoint (see scripted_model.py) whose greedy reply to
 any chat turn is SCRIPT followed by filler tokens: it starts benign and turns unsafe in its second
 sentence. The safety service runs the embedded classifier with the default Llama Guard policy, which
-passes the first sentence and flags "Kill them all!" (O1, Violence and Hate).
+passes the first sentence and flags the second (O1, Violence and Hate).
 The tests run in file order: the last ones kill the gateway (then restart it) and the safety service.
 """
 
@@ -33,7 +33,8 @@ from tests.support.stack import Stack, StackConfig, demo_model, require_services
 pytestmark = pytest.mark.slow
 
 BENIGN = "Once upon a time there was a garden."
-SCRIPT = f"{BENIGN} Kill them all! Murder everyone with knives and stab them dead."
+UNSAFE = "Murder everyone with knives and stab them dead."
+SCRIPT = f"{BENIGN} {UNSAFE}"
 GREEDY = {"temperature": 0.0}
 
 
@@ -58,7 +59,7 @@ def test_output_that_turns_unsafe_is_stopped_and_never_delivered(stack: Stack):
         chat.send(start("Tell me a story about a garden.", **GREEDY))
         reply = chat.reply()
     assert reply.text.strip() == BENIGN
-    assert "Kill" not in reply.text
+    assert "Murder" not in reply.text
     assert reply.finish_reason == "FINISH_REASON_SAFETY"
     input_verdict, output_verdict = reply.safety
     assert input_verdict.verdict.safe
@@ -75,12 +76,12 @@ def test_output_that_turns_unsafe_is_stopped_and_never_delivered(stack: Stack):
         ("chunk", "safe"),
         ("chunk", "unsafe"),
     ]
-    assert "Kill them all!" in records[-1]["text"]
+    assert UNSAFE in records[-1]["text"]
 
 
 def test_reply_that_stays_benign_is_released_and_checked_at_the_end(stack: Stack):
     with ChatSession(stack) as chat:
-        chat.send(start("Tell me a story about a garden.", stop=["Kill"], **GREEDY))
+        chat.send(start("Tell me a story about a garden.", stop=["Murder"], **GREEDY))
         reply = chat.reply()
     assert reply.finish_reason == "FINISH_REASON_STOP"
     assert reply.text.strip() == BENIGN
@@ -94,9 +95,9 @@ def test_kill_9_of_the_gateway_loses_no_record_of_a_released_reply(stack: Stack)
     with ChatSession(stack) as chat:
         for i in range(3):
             if i == 0:
-                chat.send(start("Tell me a story about a garden.", stop=["Kill"], **GREEDY))
+                chat.send(start("Tell me a story about a garden.", stop=["Murder"], **GREEDY))
             else:
-                chat.send(turn(f"Again, story {i}.", stop=["Kill"]))
+                chat.send(turn(f"Again, story {i}.", stop=["Murder"]))
             released.append(chat.reply())
         stack.gateway.kill()
     for reply in released:
@@ -106,13 +107,13 @@ def test_kill_9_of_the_gateway_loses_no_record_of_a_released_reply(stack: Stack)
         assert "".join(r["text"] for r in records if r["stage"] == "final") == reply.text
     stack.gateway.start()  # a new process appends to a new audit file
     with ChatSession(stack) as chat:
-        chat.send(start("Hello", stop=["Kill"], **GREEDY))
+        chat.send(start("Hello", stop=["Murder"], **GREEDY))
         assert chat.reply().finish_reason == "FINISH_REASON_STOP"
 
 
 def test_safety_outage_mid_conversation_fails_closed(stack: Stack):
     with ChatSession(stack) as chat:
-        chat.send(start("Tell me a story about a garden.", stop=["Kill"], **GREEDY))
+        chat.send(start("Tell me a story about a garden.", stop=["Murder"], **GREEDY))
         first = chat.reply()
         assert first.finish_reason == "FINISH_REASON_STOP"
         stack.safety.kill()

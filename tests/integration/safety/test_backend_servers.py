@@ -42,7 +42,10 @@ def serve_and_check(tmp_path: Path, *args: str) -> pb.CheckResponse:
 
 def test_llama_guard_server(tmp_path: Path) -> None:
     model = build_tiny_llama_guard(tmp_path / "guard", ["unsafe", "\n", "O3"])
-    [verdict] = serve_and_check(tmp_path, "--classifier", "llama-guard", "--model-dir", str(model)).verdicts
+    # The tiny model answers in Llama Guard 1's O-codes: the O-coded policy, not the MLCommons default.
+    o_policy = str(POLICIES_DIR / "llama_guard.yaml")
+    args = ("--classifier", "llama-guard", "--model-dir", str(model), "--policy", o_policy)
+    [verdict] = serve_and_check(tmp_path, *args).verdicts
     assert not verdict.safe and verdict.classifier_id == "llama-guard"
     assert [(c.code, c.violated) for c in verdict.categories] == [("O3", True)]
 
