@@ -36,7 +36,7 @@ lint: setup $(BUF)
 	$(BUF) lint proto
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy llamagate services
+	$(PY) -m mypy llamagate services training
 
 $(CHECKOV): tests/deploy/tools.txt
 	test -x $(DEPLOY_TOOLS)/bin/python || $(PYTHON) -m venv $(DEPLOY_TOOLS)
