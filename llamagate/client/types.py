@@ -97,7 +97,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class CategoryScore:
-    """One policy category's score, e.g. code "O1", name "Violence and Hate"."""
+    """One policy category's score, e.g. code "S1", name "Violent Crimes"."""
 
     code: str
     name: str
@@ -113,6 +113,8 @@ class SafetyVerdict:
     classifier_id: str = ""
     classifier_version: str = ""
     judged_tokens: int = 0
+    # Inputs the classifier scored for the text (sentences, pairs, windows; 1 for a short message).
+    judged_segments: int = 0
     truncated: bool = False
 
 
@@ -181,6 +183,7 @@ def _verdict_from_pb(verdict: types_pb2.SafetyVerdict) -> SafetyVerdict:
         classifier_id=verdict.classifier_id,
         classifier_version=verdict.classifier_version,
         judged_tokens=verdict.judged_tokens,
+        judged_segments=verdict.judged_segments,
         truncated=verdict.truncated,
     )
 

@@ -94,6 +94,8 @@ def test_events_assemble_into_a_reply_with_a_typed_refusal() -> None:
         safe=False,
         direction=types_pb2.DIRECTION_OUTPUT,
         classifier_id="embedded-minilm",
+        judged_tokens=12,
+        judged_segments=3,
         categories=[
             types_pb2.CategoryScore(code="O1", name="Violence and Hate", score=0.91, violated=True),
             types_pb2.CategoryScore(code="O3", name="Criminal Planning", score=0.10, violated=False),
@@ -128,6 +130,7 @@ def test_events_assemble_into_a_reply_with_a_typed_refusal() -> None:
     assert refusal.direction is Direction.OUTPUT and refusal.codes == ("O1",)
     assert refusal.categories[0].name == "Violence and Hate" and refusal.message == "I can't help with that."
     assert len(refusal.verdict.categories) == 2
+    assert (refusal.verdict.judged_tokens, refusal.verdict.judged_segments) == (12, 3)
 
 
 def test_unknown_enum_values_and_events_do_not_crash() -> None:
