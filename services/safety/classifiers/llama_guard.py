@@ -161,6 +161,8 @@ class LlamaGuardClassifier(Classifier):
             scores=scores,
             # Every token the model read for this item, over all its prompts.
             judged_tokens=sum(len(ids) for ids in plan.prompts),
+            # One prompt per piece of a judged turn too long for one.
+            judged_segments=len(plan.prompts),
             truncated=plan.context_dropped,
             flagged=frozenset(flagged),
         )

@@ -133,6 +133,7 @@ def test_an_unsafe_word_anywhere_in_a_long_turn_is_found(model_dir: Path, where:
     assert len(rows) > 7 and max(rows) <= guard.window  # 601 tokens in 80-token pieces, less context
     assert judgement.flagged == {"S1"} and judgement.scores["S1"] > 0.99
     assert not judgement.truncated and judgement.judged_tokens == sum(rows)
+    assert judgement.judged_segments == len(rows)  # one prompt per piece
     verdict = apply_policy(POLICY, guard, judgement, Direction.INPUT)
     assert not verdict.safe and verdict.violated == ("S1",)
 
