@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -20,6 +21,7 @@ from services.common.logs import configure_logging
 from services.common.metrics import SafetyMetrics
 from services.common.server import GrpcServer
 from services.common.telemetry import Telemetry, setup_telemetry
+from services.safety.classifiers.base import Classifier
 from services.safety.classifiers.factory import build_classifier
 from services.safety.config import SafetyConfig, build_parser, config_from_args
 from services.safety.moderation import SafetyChecker
@@ -56,7 +58,7 @@ async def _serve(config: SafetyConfig, policy: Policy, telemetry: Telemetry) -> 
         "safety listening on %s:%d (NOT_SERVING until the classifier is loaded)", config.server.host, port
     )
     try:
-        classifier = await asyncio.to_thread(build_classifier, config, policy)
+        classifier = await _load(config, policy)
         checker = SafetyChecker(policy, classifier, config.batcher)
     except PolicyError as error:
         log.error("config error: %s", error)
@@ -71,6 +73,21 @@ async def _serve(config: SafetyConfig, policy: Policy, telemetry: Telemetry) -> 
     await server.stop()
     await checker.stop()
     return 0
+
+
+async def _load(config: SafetyConfig, policy: Policy) -> Classifier:
+    """Build the classifier in a thread that ends once it is built.
+
+    torch keeps an intra-op thread pool for every thread that ran a parallel op, and the
+    classifier's worker thread (batcher.py) gets its own. A loading thread that stays alive
+    (asyncio.to_thread's) would keep a second pool next to it; libgomp then counts more threads
+    than cores and its idle threads stop spinning between ops, so a check on 2 threads ran at
+    about the speed of 1 (bench/safety_bench.py --service, 2 idle cores: 25.5 -> 17.9 ms p50).
+    Spinning suits cores of its own; where the CPUs are shared with other busy processes,
+    OMP_WAIT_POLICY=PASSIVE in the environment makes idle intra-op threads sleep instead.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="safety-loader") as loader:
+        return await asyncio.get_running_loop().run_in_executor(loader, build_classifier, config, policy)
 
 
 class _LateServicer(pb_grpc.SafetyServiceServicer):
