@@ -120,8 +120,10 @@ def build_services(config: StackConfig) -> list[Service]:
         ),
         Service(
             "safety",
+            # One intra-op thread: the three services share the machine's cores, and an OpenMP
+            # thread that is not scheduled stalls each op at its barrier (tests/support/stack.py).
             [py, "-m", "services.safety", "--policy", str(config.policy), "--classifier", "embedded",
-             "--port", str(config.safety_port), "--metrics-port", "0", *common],
+             "--threads", "1", "--port", str(config.safety_port), "--metrics-port", "0", *common],
             config.safety_port, logs / "safety.log", config.host,
         ),
         Service(

@@ -227,6 +227,11 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
             "services.safety",
             "--policy", str(config.policy or DEFAULT_POLICY),
             "--classifier", "embedded",
+            # One intra-op thread: three services share this machine's cores, and a second
+            # OpenMP thread that is not scheduled stalls every op at its barrier (checks of
+            # 5 ms took 100-500 ms on 2 busy cores, long enough for a generation to finish
+            # before the gateway could cancel it).
+            "--threads", "1",
             "--port", str(safety_port),
             *common,
             *telemetry_flags("safety"),
