@@ -7,8 +7,8 @@
 # 1. generates the gRPC stubs (scripts/gen_proto.py);
 # 2. times one Check of one <= 64-token user message through the safety service, next to the
 #    classifier alone in-process (bench/safety_bench.py --service): on the CPU pinned to 4 cores with
-#    4 threads, with 3 (one core left to gRPC and the event loop), with 4 that sleep rather than spin
-#    when idle (OMP_WAIT_POLICY=PASSIVE), then on CUDA;
+#    4 threads that sleep when idle (the service's default), with 4 and with 3 (one core left to gRPC
+#    and the event loop) that spin (GOMP_SPINCOUNT=300000), then on CUDA;
 # 3. runs bench/gateway_bench.py at 1 and 32 streams with the model on the GPU and the safety
 #    service on the CPU, on its own 4 cores; inference, gateway and the bench's client on others.
 #
@@ -151,22 +151,25 @@ if [[ -n ${ENCODER_DIR:-} ]]; then
 fi
 LATENCY=(bench/safety_bench.py --service --cpus "$SAFETY_CPUS" --iterations "$ITERATIONS" --rounds 8
     --concurrency 8 32 --seconds "$SECONDS_PER_LEVEL" "${ENCODER[@]}")
+# The service's intra-op threads sleep when idle unless the environment asks them to spin
+# (services/safety/__main__.py); spinning is for cores the service has to itself, as here.
+SPIN=(env GOMP_SPINCOUNT=300000)
 step 70 safety_cpu_threads"$SAFETY_THREADS" "$PY" "${LATENCY[@]}" --device cpu --threads "$SAFETY_THREADS"
+step 70 safety_cpu_threads"$SAFETY_THREADS"_spin "${SPIN[@]}" "$PY" "${LATENCY[@]}" --device cpu \
+    --threads "$SAFETY_THREADS"
 if ((SAFETY_THREADS > 1)); then
-    step 70 safety_cpu_threads$((SAFETY_THREADS - 1)) "$PY" "${LATENCY[@]}" --device cpu \
+    step 70 safety_cpu_threads$((SAFETY_THREADS - 1))_spin "${SPIN[@]}" "$PY" "${LATENCY[@]}" --device cpu \
         --threads $((SAFETY_THREADS - 1))
 fi
-# Idle intra-op threads that sleep instead of spinning (what suits CPUs shared with other work).
-step 70 safety_cpu_threads"$SAFETY_THREADS"_passive env OMP_WAIT_POLICY=PASSIVE "$PY" "${LATENCY[@]}" \
-    --device cpu --threads "$SAFETY_THREADS"
 if [[ $DEVICE == cuda ]]; then
     step 90 safety_cuda "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS"
 fi
 
 # The model server's torch gets as many intra-op threads as it has CPUs (its default is every core
-# of the machine); the safety service's --threads overrides this for the classifier.
+# of the machine); the safety service's --threads overrides this for the classifier, whose threads
+# spin on the cores it has to itself.
 # shellcheck disable=SC2086  # STREAMS is a list of numbers
-step 170 gateway_safety_on_cpu env OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
+step 170 gateway_safety_on_cpu "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
     "$PY" bench/gateway_bench.py --requests "$REQUESTS" --concurrency $STREAMS \
     --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
     --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" --gateway-cpus "$GATEWAY_CPUS" \

@@ -6,10 +6,19 @@ loaded and has judged a warm-up item. A bad policy is a config error before anyt
 
 from __future__ import annotations
 
+import os
+
+# torch's intra-op threads (libgomp) read these once, when torch loads. Idle ones sleep unless
+# the environment asks them to spin: spinning between ops makes a check faster on cores the
+# service has to itself (2 idle cores, 2 threads: 25.5 -> 17.9 ms p50) and takes the cores from
+# whatever else runs on them (the whole stack on 2 cores: first token 65 -> 125 ms through the
+# gateway). GOMP_SPINCOUNT=300000 (libgomp's own default) or OMP_WAIT_POLICY chooses spinning.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
 import asyncio
 import dataclasses
 import logging
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -81,10 +90,7 @@ async def _load(config: SafetyConfig, policy: Policy) -> Classifier:
     torch keeps an intra-op thread pool for every thread that ran a parallel op, and the
     classifier's worker thread (batcher.py) gets its own. A loading thread that stays alive
     (asyncio.to_thread's) would keep a second pool next to it; libgomp then counts more threads
-    than cores and its idle threads stop spinning between ops, so a check on 2 threads ran at
-    about the speed of 1 (bench/safety_bench.py --service, 2 idle cores: 25.5 -> 17.9 ms p50).
-    Spinning suits cores of its own; where the CPUs are shared with other busy processes,
-    OMP_WAIT_POLICY=PASSIVE in the environment makes idle intra-op threads sleep instead.
+    than cores and stops its idle threads from spinning, whatever the environment asks for.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="safety-loader") as loader:
         return await asyncio.get_running_loop().run_in_executor(loader, build_classifier, config, policy)
