@@ -9,7 +9,6 @@ sentences around the text (a harmful request buried in small talk is still harmf
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Sequence
 
 _LEET = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7", "l": "1", "g": "9"}
@@ -100,7 +99,3 @@ def augment(text: str, rng: random.Random, benign: Sequence[str] = ()) -> str:
         return _surround(text, rng, short)
     return _REWRITES[pick](text, rng)
 
-
-def strip_marks(text: str) -> str:
-    """Text with runs of whitespace collapsed (for comparisons in tests)."""
-    return re.sub(r"\s+", " ", text).strip()
