@@ -98,4 +98,3 @@ def augment(text: str, rng: random.Random, benign: Sequence[str] = ()) -> str:
         short = [b for b in benign[:4000] if len(b) < 200] if benign else []
         return _surround(text, rng, short)
     return _REWRITES[pick](text, rng)
-
