@@ -37,14 +37,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.inference import decode_gemm  # noqa: E402
+from services.inference.kernels import decode_gemm  # noqa: E402
 from services.inference.config import DECODE_GEMMS, EngineConfig  # noqa: E402
-from services.inference.engine import Engine  # noqa: E402
-from services.inference.kv_cache import blocks_for  # noqa: E402
-from services.inference.model import CONFIGS, ModelArgs, Transformer  # noqa: E402
-from services.inference.request import Delta, Done, Event, Failed, GenerationRequest, Started  # noqa: E402
-from services.inference.runner import ModelRunner, build_runner  # noqa: E402
-from services.inference.sampling import SamplingParams  # noqa: E402
+from services.inference.engine.engine import Engine  # noqa: E402
+from services.inference.engine.kv_cache import blocks_for  # noqa: E402
+from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer  # noqa: E402
+from services.inference.engine.request import Delta, Done, Event, Failed, GenerationRequest, Started  # noqa: E402
+from services.inference.engine.runner import ModelRunner, build_runner  # noqa: E402
+from services.inference.model.sampling import SamplingParams  # noqa: E402
 
 SHAPES = {**CONFIGS, "tiny": ModelArgs(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=64)}
 

@@ -40,10 +40,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.inference.checkpoint import META_PARAMS, meta_params
+from services.inference.model.checkpoint import META_PARAMS, meta_params
 from services.inference.demo import CORPUS, DEMO_VOCAB_SIZE, train_tokenizer
-from services.inference.model import CONFIGS, ModelArgs, Transformer
-from services.inference.parallel import check_layout, split_dim
+from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer
+from services.inference.model.parallel import check_layout, split_dim
 
 SHAPES: dict[str, ModelArgs] = {
     **CONFIGS,

@@ -50,14 +50,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 import inference_bench  # noqa: E402  (helper B's engine benchmark: request driver, bandwidth probe)
 import make_checkpoint  # noqa: E402
 
-from services.inference.checkpoint import load_model, read_model_args  # noqa: E402
+from services.inference.model.checkpoint import load_model, read_model_args  # noqa: E402
 from services.inference.config import EngineConfig  # noqa: E402
-from services.inference.engine import Engine, run_follower  # noqa: E402
-from services.inference.kv_cache import BlockAllocator, blocks_for  # noqa: E402
-from services.inference.model import ModelArgs, Transformer  # noqa: E402
-from services.inference.parallel import ParallelContext, init_parallel, local_kv_heads, split_dim  # noqa: E402
-from services.inference.ranks import StepBroadcaster  # noqa: E402
-from services.inference.runner import ModelRunner, build_runner  # noqa: E402
+from services.inference.engine.engine import Engine, run_follower  # noqa: E402
+from services.inference.engine.kv_cache import BlockAllocator, blocks_for  # noqa: E402
+from services.inference.model.transformer import ModelArgs, Transformer  # noqa: E402
+from services.inference.model.parallel import ParallelContext, init_parallel, local_kv_heads, split_dim  # noqa: E402
+from services.inference.engine.ranks import StepBroadcaster  # noqa: E402
+from services.inference.engine.runner import ModelRunner, build_runner  # noqa: E402
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

@@ -6,117 +6,31 @@ others run each broadcast step until rank 0 sends the end. Plain `python -m` is 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import logging
 import os
 import signal
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from services.common.errors import Unavailable
 from services.common.logs import configure_logging
 from services.common.metrics import InferenceMetrics, SchedulerSnapshot
-from services.common.server import GrpcServer, ServerConfig, add_server_arguments, server_config_from_args
-from services.common.telemetry import (
-    TelemetryConfig,
-    add_telemetry_arguments,
-    setup_telemetry,
-    telemetry_config_from_args,
-)
-from services.inference.checkpoint import load_model
-from services.inference.config import DECODE_GEMMS, EngineConfig
-from services.inference.engine import Engine, run_follower
-from services.inference.kv_cache import BlockAllocator
-from services.inference.model import ModelArgs
-from services.inference.parallel import ParallelContext, init_parallel
-from services.inference.ranks import StepBroadcaster
-from services.inference.runner import ModelRunner, build_runner
-from services.inference.tokenizer import Tokenizer
+from services.common.server import GrpcServer
+from services.common.telemetry import setup_telemetry
+from services.inference.config import InferenceConfig, parse_config
+from services.inference.engine.engine import Engine, run_follower
+from services.inference.engine.kv_cache import BlockAllocator
+from services.inference.engine.ranks import StepBroadcaster
+from services.inference.engine.runner import ModelRunner, build_runner
+from services.inference.model.checkpoint import load_model
+from services.inference.model.parallel import ParallelContext, init_parallel
+from services.inference.model.tokenizer import Tokenizer
+from services.inference.model.transformer import ModelArgs
 
 log = logging.getLogger("services.inference")
 SERVICE = "llamagate.v1.InferenceService"
-DEFAULT_METRICS_PORT = 9102
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    ckpt_dir: Path
-    tokenizer_path: Path
-    model_name: str
-    engine: EngineConfig
-    server: ServerConfig
-    # Rank 0 only: followers parse the same flags but neither export nor bind a metrics port.
-    telemetry: TelemetryConfig
-
-
-def parse_config(argv: list[str] | None = None) -> InferenceConfig:
-    p = argparse.ArgumentParser(prog="python -m services.inference", description=__doc__)
-    p.add_argument("--ckpt-dir", type=Path, required=True)
-    p.add_argument("--tokenizer-path", type=Path, required=True)
-    p.add_argument("--model-name", default="")
-    p.add_argument("--max-seq-len", type=int, default=4096)
-    p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    p.add_argument("--kv-block-size", type=int, default=16)
-    p.add_argument("--num-kv-blocks", type=int)
-    p.add_argument("--max-queue", type=int, default=256)
-    p.add_argument("--prefill-chunk", type=int, default=512)
-    p.add_argument(
-        "--step-timeout-s",
-        type=float,
-        default=120.0,
-        help="a step running longer fails every stream UNAVAILABLE and stops the service (a hung rank)",
-    )
-    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--no-compile", action="store_true", help="CUDA graphs of the eager decode step")
-    p.add_argument(
-        "--decode-gemm",
-        default="auto",
-        choices=DECODE_GEMMS,
-        help="decode projections of <= 16 rows on CUDA: cuBLAS, the Triton skinny GEMM, or the faster per shape",
-    )
-    p.add_argument(
-        "--no-fused-kv-write",
-        action="store_true",
-        help="rotary and the KV-cache write as separate kernels (the fused Triton kernel is the default on CUDA)",
-    )
-    add_server_arguments(p, default_port=50052)
-    add_telemetry_arguments(p, DEFAULT_METRICS_PORT)
-    a = p.parse_args(argv)
-    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    engine = EngineConfig(
-        max_seq_len=a.max_seq_len,
-        max_batch_size=a.max_batch_size,
-        kv_block_size=a.kv_block_size,
-        num_kv_blocks=a.num_kv_blocks,
-        gpu_memory_utilization=a.gpu_memory_utilization,
-        max_queue=a.max_queue,
-        prefill_chunk=a.prefill_chunk,
-        device=device,
-        dtype=dtype,
-        compile=not a.no_compile,
-        decode_gemm=a.decode_gemm,
-        fused_kv_write=not a.no_fused_kv_write,
-        step_timeout_s=a.step_timeout_s,
-    )
-    try:
-        engine.validate()
-    except ValueError as error:
-        p.error(str(error))
-    return InferenceConfig(
-        a.ckpt_dir,
-        a.tokenizer_path,
-        a.model_name or a.ckpt_dir.name,
-        engine,
-        server_config_from_args(a),
-        telemetry_config_from_args(a, "llamagate-inference"),
-    )
 
 
 def scheduler_snapshot(engine: Engine | None) -> SchedulerSnapshot:

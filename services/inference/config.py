@@ -1,65 +1,98 @@
-"""The inference service's configuration: one typed tree, built once in __main__ from flags."""
+"""The inference service's configuration: one typed tree, built once from flags by `parse_config`."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
-# How decode projections of <= 16 rows run on CUDA (decode_gemm.py): cuBLAS, the Triton skinny
-# GEMM, or whichever of the two was faster per weight shape when the runner warmed up.
-DECODE_GEMMS = ("cublas", "triton", "auto")
+import torch
+
+from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
+from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, telemetry_config_from_args
+from services.inference.engine.config import EngineConfig
+from services.inference.kernels import DECODE_GEMMS
+
+DEFAULT_METRICS_PORT = 9102
+USAGE = """`torchrun --nproc_per_node MP -m services.inference --ckpt-dir DIR --tokenizer-path FILE ...`
+
+Every rank loads its shard and builds the same runner; rank 0 serves gRPC and schedules, the
+others run each broadcast step until rank 0 sends the end. Plain `python -m` is MP 1.
+"""
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    """How the engine batches, caches and runs; the same on every rank."""
+class InferenceConfig:
+    ckpt_dir: Path
+    tokenizer_path: Path
+    model_name: str
+    engine: EngineConfig
+    server: ServerConfig
+    # Rank 0 only: followers parse the same flags but neither export nor bind a metrics port.
+    telemetry: TelemetryConfig
 
-    max_seq_len: int = 4096
-    # Most sequences decoded in one step (also the largest CUDA graph captured).
-    max_batch_size: int = 64
-    # Tokens per KV block; every sequence owns whole blocks.
-    kv_block_size: int = 16
-    # Explicit KV block count; None sizes the cache from free GPU memory (or kv_cache_bytes on CPU).
-    num_kv_blocks: int | None = None
-    # Share of total GPU memory the process may use (weights + activations + KV cache).
-    gpu_memory_utilization: float = 0.9
-    # KV budget when no GPU sizes it (CPU runs) and num_kv_blocks is unset.
-    kv_cache_bytes: int = 256 * 1024 * 1024
-    # Requests waiting for admission before new ones get RESOURCE_EXHAUSTED.
-    max_queue: int = 256
-    # Most prompt tokens prefilled in one engine step, so running decodes stall at most one chunk.
-    prefill_chunk: int = 512
-    # "cuda" or "cpu"; dtype "bfloat16" / "float16" / "float32".
-    device: str = "cpu"
-    dtype: str = "float32"
-    # GPU only: capture the decode step in CUDA graphs, optionally after torch.compile.
-    cuda_graphs: bool = True
-    compile: bool = True
-    # Decode batch sizes to capture graphs for (max_batch_size is always added); empty: 1, 2, 4, 8,
-    # then every multiple of 8. Fewer sizes capture faster but pad more rows.
-    graph_sizes: tuple[int, ...] = ()
-    # GPU only: one Triton kernel per layer rotates q/k and writes k/v into the cache (kv_write.py).
-    fused_kv_write: bool = True
-    # One of DECODE_GEMMS.
-    decode_gemm: str = "auto"
-    # Launch step N+1 before reading back step N's tokens, so the host's per-step work overlaps
-    # the device's (off: one step at a time, for measuring what the overlap buys).
-    overlap_steps: bool = True
-    # A step (one collective round over all ranks) taking longer than this means a rank is gone.
-    step_timeout_s: float = 120.0
 
-    def validate(self) -> None:
-        checks = [
-            (self.max_seq_len > 1, "--max-seq-len must be > 1"),
-            (self.max_batch_size >= 1, "--max-batch-size must be >= 1"),
-            (self.kv_block_size >= 1, "--kv-block-size must be >= 1"),
-            (self.num_kv_blocks is None or self.num_kv_blocks >= 2, "--num-kv-blocks must be >= 2"),
-            (0.0 < self.gpu_memory_utilization <= 1.0, "--gpu-memory-utilization must be in (0, 1]"),
-            (self.max_queue >= 1, "--max-queue must be >= 1"),
-            (self.prefill_chunk >= 1, "--prefill-chunk must be >= 1"),
-            (all(s >= 1 for s in self.graph_sizes), "graph batch sizes must be >= 1"),
-            (self.decode_gemm in DECODE_GEMMS, f"--decode-gemm must be one of {', '.join(DECODE_GEMMS)}"),
-            (self.step_timeout_s > 0, "--step-timeout-s must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+def parse_config(argv: list[str] | None = None) -> InferenceConfig:
+    p = argparse.ArgumentParser(prog="python -m services.inference", description=USAGE)
+    p.add_argument("--ckpt-dir", type=Path, required=True)
+    p.add_argument("--tokenizer-path", type=Path, required=True)
+    p.add_argument("--model-name", default="")
+    p.add_argument("--max-seq-len", type=int, default=4096)
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--kv-block-size", type=int, default=16)
+    p.add_argument("--num-kv-blocks", type=int)
+    p.add_argument("--max-queue", type=int, default=256)
+    p.add_argument("--prefill-chunk", type=int, default=512)
+    p.add_argument(
+        "--step-timeout-s",
+        type=float,
+        default=120.0,
+        help="a step running longer fails every stream UNAVAILABLE and stops the service (a hung rank)",
+    )
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--no-compile", action="store_true", help="CUDA graphs of the eager decode step")
+    p.add_argument(
+        "--decode-gemm",
+        default="auto",
+        choices=DECODE_GEMMS,
+        help="decode projections of <= 16 rows on CUDA: cuBLAS, the Triton skinny GEMM, or the faster per shape",
+    )
+    p.add_argument(
+        "--no-fused-kv-write",
+        action="store_true",
+        help="rotary and the KV-cache write as separate kernels (the fused Triton kernel is the default on CUDA)",
+    )
+    add_server_arguments(p, default_port=50052)
+    add_telemetry_arguments(p, DEFAULT_METRICS_PORT)
+    a = p.parse_args(argv)
+    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    engine = EngineConfig(
+        max_seq_len=a.max_seq_len,
+        max_batch_size=a.max_batch_size,
+        kv_block_size=a.kv_block_size,
+        num_kv_blocks=a.num_kv_blocks,
+        gpu_memory_utilization=a.gpu_memory_utilization,
+        max_queue=a.max_queue,
+        prefill_chunk=a.prefill_chunk,
+        device=device,
+        dtype=dtype,
+        compile=not a.no_compile,
+        decode_gemm=a.decode_gemm,
+        fused_kv_write=not a.no_fused_kv_write,
+        step_timeout_s=a.step_timeout_s,
+    )
+    try:
+        engine.validate()
+    except ValueError as error:
+        p.error(str(error))
+    return InferenceConfig(
+        a.ckpt_dir,
+        a.tokenizer_path,
+        a.model_name or a.ckpt_dir.name,
+        engine,
+        server_config_from_args(a),
+        telemetry_config_from_args(a, "llamagate-inference"),
+    )

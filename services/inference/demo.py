@@ -25,9 +25,9 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
-from services.inference.chat_format import B_INST, E_INST
-from services.inference.checkpoint import meta_params, save_meta_checkpoint
-from services.inference.model import ModelArgs, Transformer, init_random_weights
+from services.inference.model.chat_format import B_INST, E_INST
+from services.inference.model.checkpoint import meta_params, save_meta_checkpoint
+from services.inference.model.transformer import ModelArgs, Transformer, init_random_weights
 
 # Bump when the recipe changes, so write_demo rebuilds stale demo directories.
 DEMO_VERSION = 3

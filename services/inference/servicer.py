@@ -19,12 +19,20 @@ from services.common.errors import InvalidRequest, LlamagateError, Unavailable
 from services.common.logs import bind_request_id
 from services.common.metrics import InferenceMetrics
 from services.common.tracing import GenerationTrace
-from services.inference.chat_format import encode_dialog, encode_text
-from services.inference.engine import Engine
-from services.inference.model import ModelArgs
-from services.inference.request import Delta, Done, Event, Failed, FinishReason, GenerationRequest, Started
-from services.inference.sampling import SamplingParams, seed_as_int64
-from services.inference.tokenizer import Tokenizer
+from services.inference.engine.engine import Engine
+from services.inference.engine.request import (
+    Delta,
+    Done,
+    Event,
+    Failed,
+    FinishReason,
+    GenerationRequest,
+    Started,
+)
+from services.inference.model.chat_format import encode_dialog, encode_text
+from services.inference.model.sampling import SamplingParams, seed_as_int64
+from services.inference.model.tokenizer import Tokenizer
+from services.inference.model.transformer import ModelArgs
 
 _FINISH = {
     FinishReason.STOP: types_pb2.FINISH_REASON_STOP,

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from services.common.dialog import Message, Role
-from services.inference.chat_format import encode_dialog
-from services.inference.tokenizer import Tokenizer
+from services.inference.model.chat_format import encode_dialog
+from services.inference.model.tokenizer import Tokenizer
 
 
 def _spellings(tokenizer: Tokenizer) -> dict[str, list[int]]:

@@ -13,13 +13,13 @@ from llamagate.v1 import inference_service_pb2 as pb
 from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
 from services.common.server import GrpcServer, ServerConfig
-from services.inference.checkpoint import load_model
-from services.inference.config import EngineConfig
-from services.inference.engine import Engine
-from services.inference.parallel import init_parallel
-from services.inference.runner import build_runner
+from services.inference.engine.config import EngineConfig
+from services.inference.engine.engine import Engine
+from services.inference.engine.runner import build_runner
+from services.inference.model.checkpoint import load_model
+from services.inference.model.parallel import init_parallel
+from services.inference.model.tokenizer import Tokenizer
 from services.inference.servicer import InferenceServicer, model_info
-from services.inference.tokenizer import Tokenizer
 from tests.integration.inference_service.conftest import DemoModel
 
 

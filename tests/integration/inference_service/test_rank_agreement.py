@@ -12,10 +12,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from services.inference.checkpoint import load_model
-from services.inference.config import EngineConfig
-from services.inference.parallel import init_parallel
-from services.inference.runner import build_runner
+from services.inference.engine.config import EngineConfig
+from services.inference.engine.runner import build_runner
+from services.inference.model.checkpoint import load_model
+from services.inference.model.parallel import init_parallel
 from tests.integration.inference_service.conftest import DemoModel
 from tests.support.processes import free_port
 

@@ -1,4 +1,4 @@
-"""Issue 4 on CPU, the real MP-1 process: health goes SERVING only once the model is loaded, a full queue
+"""On CPU, the real MP-1 inference process: health goes SERVING only once the model is loaded, a full queue
 answers RESOURCE_EXHAUSTED, and SIGTERM drains (the in-flight stream completes, new ones are refused)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 4 on CPU, against the real `python -m services.inference` process on loopback (demo model):
+"""On CPU, against the real `python -m services.inference` process on loopback (demo model):
 concurrent streams agree with sequential greedy runs, cancellation frees the KV cache, bad requests get
 INVALID_ARGUMENT naming the field, and echo / logprobs / stop sequences behave as the proto documents."""
 
@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from llamagate.v1 import inference_service_pb2 as pb
 from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
-from services.inference.tokenizer import Tokenizer
+from services.inference.model.tokenizer import Tokenizer
 from tests.integration.inference_service.conftest import (
     MAX_SEQ_LEN,
     SERVICE,

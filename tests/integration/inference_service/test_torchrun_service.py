@@ -1,4 +1,4 @@
-"""Issue 4 on CPU: the service under `torchrun --nproc_per_node 2` (gloo) streams what the MP-1 service
+"""The inference service on CPU under `torchrun --nproc_per_node 2` (gloo) streams what the MP-1 service
 streams; SIGTERM drains and stops every rank; a follower killed with SIGKILL fails in-flight streams
 UNAVAILABLE and takes the service down instead of hanging it; so does one that stops answering
 (SIGSTOP), after --step-timeout-s."""

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.inference.checkpoint import meta_params, save_meta_checkpoint
 from services.inference.demo import DemoPaths
-from services.inference.hf_checkpoint import save_hf_checkpoint
+from services.inference.model.checkpoint import meta_params, save_meta_checkpoint
+from services.inference.model.hf_format import save_hf_checkpoint
 from tests.integration.model_core import mp_worker
 from tests.support.processes import ROOT
 from tests.unit.model_core.conftest import full_state, random_model, tiny_args

@@ -17,7 +17,7 @@ RankResults = list[dict[str, object]]
 
 def make_checkpoint(out: Path, shape: str, shards: int, *extra: str) -> Path:
     """The real CLI, demo vocabulary (so the checkpoint's own tokenizer.model is written too)."""
-    command = [sys.executable, str(ROOT / "bench" / "make_checkpoint.py"), "--shape", shape]
+    command = [sys.executable, "-m", "bench.make_checkpoint", "--shape", shape]
     command += ["--shards", str(shards), "--vocab", "demo", "--out", str(out), *extra]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

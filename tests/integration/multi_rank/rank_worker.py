@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from services.inference.checkpoint import load_model
-from services.inference.generation import Llama
-from services.inference.parallel import init_parallel
-from services.inference.sampling import SamplingParams
-from services.inference.tokenizer import Tokenizer
+from services.inference.model.checkpoint import load_model
+from services.inference.model.generation import Llama
+from services.inference.model.parallel import init_parallel
+from services.inference.model.sampling import SamplingParams
+from services.inference.model.tokenizer import Tokenizer
 
 # Token ids below 1000 so any vocabulary (the demo tokenizer's included) accepts them.
 LOGIT_ROWS = [[1, 5, 300, 41, 999, 17, 64, 2], [1, 800, 12, 13, 14, 15, 16, 900]]

@@ -1,4 +1,4 @@
-"""Issues 12/13 on CPU: the real 13B and 70B layer shapes, tensor parallel over torchrun + gloo.
+"""Tensor parallelism on CPU: the real 13B and 70B layer shapes, tensor parallel over torchrun + gloo.
 
 One full-width layer each (13B: dim 5120, 40 heads, FFN 13824; 70B: dim 8192, 64 query heads,
 8 kv heads, FFN 28672) with the demo vocabulary, written by bench/make_checkpoint.py as the
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.inference.model import CONFIGS
+from services.inference.model.transformer import CONFIGS
 from tests.integration.multi_rank.conftest import RankResults, make_checkpoint, run_ranks
 
 pytestmark = pytest.mark.slow

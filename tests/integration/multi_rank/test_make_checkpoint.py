@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.inference.checkpoint import load_model
-from services.inference.parallel import ParallelContext
+from services.inference.model.checkpoint import load_model
+from services.inference.model.parallel import ParallelContext
 from tests.integration.multi_rank.conftest import make_checkpoint
 from tests.support.processes import ROOT
 
@@ -54,7 +54,8 @@ def test_a_shard_count_that_does_not_split_the_heads_is_refused(
 ) -> None:
     command = [
         sys.executable,
-        str(ROOT / "bench" / "make_checkpoint.py"),
+        "-m",
+        "bench.make_checkpoint",
         "--shape",
         "tiny",
         "--vocab",

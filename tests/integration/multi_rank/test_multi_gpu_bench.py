@@ -1,7 +1,7 @@
-"""bench/multi_gpu_bench.py --dry-run: the issue 12/13 benchmark end to end on CPU ranks (gloo).
+"""bench.multi_gpu_bench --dry-run: the tensor-parallel 13B/70B benchmark end to end on CPU ranks (gloo).
 
 MP=1 writes the reference greedy tokens, MP=2 (torchrun) loads the same 2-shard checkpoint, runs
-helper B's engine with rank 0 broadcasting each step, and must reproduce them exactly (fp32).
+the serving engine with rank 0 broadcasting each step, and must reproduce them exactly (fp32).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.slow
 
-BENCH = str(ROOT / "bench" / "multi_gpu_bench.py")
+BENCH = ["-m", "bench.multi_gpu_bench"]
 
 
 def bench(world_size: int, *argv: str) -> None:
@@ -27,7 +27,12 @@ def bench(world_size: int, *argv: str) -> None:
     if world_size > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world_size}"]
     result = subprocess.run(
-        [*launcher, BENCH, "--dry-run", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+        [*launcher, *BENCH, "--dry-run", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
@@ -58,7 +63,7 @@ def test_a_reference_from_other_weights_is_refused_before_timing(tmp_path: Path)
         1, "--ckpt-dir", str(tmp_path / "seed0"), "--out", str(tmp_path), "--write-reference", str(reference)
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    argv = [BENCH, "--dry-run", "--ckpt-dir", str(tmp_path / "seed1"), "--seed", "1", "--out", str(tmp_path)]
+    argv = [*BENCH, "--dry-run", "--ckpt-dir", str(tmp_path / "seed1"), "--seed", "1", "--out", str(tmp_path)]
     result = subprocess.run(
         [sys.executable, *argv, "--reference", str(reference)],
         cwd=ROOT,

@@ -28,14 +28,14 @@ from services.common.tracing import (
     QUEUE_WAIT_SPAN,
 )
 from services.inference.__main__ import scheduler_snapshot
-from services.inference.checkpoint import load_model
+from services.inference.model.checkpoint import load_model
 from services.inference.config import EngineConfig
 from services.inference.demo import DemoPaths, write_demo
-from services.inference.engine import Engine
-from services.inference.parallel import init_parallel
-from services.inference.runner import build_runner
+from services.inference.engine.engine import Engine
+from services.inference.model.parallel import init_parallel
+from services.inference.engine.runner import build_runner
 from services.inference.servicer import InferenceServicer, model_info
-from services.inference.tokenizer import Tokenizer
+from services.inference.model.tokenizer import Tokenizer
 from tests.integration.telemetry.two_hop import Hop, make_hop
 from tests.unit.telemetry.readings import collect, labels
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from services.inference.config import EngineConfig
-from services.inference.kv_cache import BlockAllocator, KVStorage
-from services.inference.model import ModelArgs, Transformer
-from services.inference.runner import ModelRunner
-from services.inference.scheduler import Scheduler
+from services.inference.engine.config import EngineConfig
+from services.inference.engine.kv_cache import BlockAllocator, KVStorage
+from services.inference.engine.runner import ModelRunner
+from services.inference.engine.scheduler import Scheduler
+from services.inference.model.transformer import ModelArgs, Transformer
 
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, max_seq_len=128, multiple_of=32)
 PROMPTS = [[1, 5, 9, 13, 2, 7, 8, 9, 10, 11, 12], [1, 3], [1, *[4] * 15, 50], [1, 9, 9]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from services.inference.sampling import greedy_sample, sample
+from services.inference.model.sampling import greedy_sample, sample
 
 
 def test_greedy_sample_equals_sample_at_temperature_zero() -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from services.inference import paged_attention
+from services.inference.kernels import paged_attention
 
 
 def scattered_cache(

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.inference.model import Transformer, init_random_weights
-from services.inference.request import GenerationRequest
-from services.inference.sampling import SamplingParams
-from services.inference.scheduler import Scheduler
+from services.inference.engine.request import GenerationRequest
+from services.inference.engine.scheduler import Scheduler
+from services.inference.model.sampling import SamplingParams
+from services.inference.model.transformer import Transformer, init_random_weights
 from tests.unit.engine.stepping import ARGS, PROMPTS, run_to_completion, tiny_runner
 
 

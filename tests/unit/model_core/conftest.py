@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from services.inference.demo import DemoPaths, write_demo
-from services.inference.model import ModelArgs, Transformer, init_random_weights
-from services.inference.parallel import ParallelContext
-from services.inference.tokenizer import Tokenizer
+from services.inference.model.parallel import ParallelContext
+from services.inference.model.tokenizer import Tokenizer
+from services.inference.model.transformer import ModelArgs, Transformer, init_random_weights
 
 CPU_MP1 = ParallelContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo")
 

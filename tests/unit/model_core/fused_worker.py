@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from services.inference.checkpoint import load_model
-from services.inference.parallel import init_parallel
+from services.inference.model.checkpoint import load_model
+from services.inference.model.parallel import init_parallel
 
 TOKENS = [[1, 5, 200, 41, 99, 17, 64, 2, 77, 150, 3, 250], [1, 180, 12, 13, 14, 15, 16, 90, 42, 7, 9, 11]]
 

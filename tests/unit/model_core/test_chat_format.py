@@ -6,8 +6,8 @@ import pytest
 
 from services.common.dialog import Message, Role
 from services.common.errors import InvalidRequest
-from services.inference.chat_format import encode_dialog, encode_text
-from services.inference.tokenizer import Tokenizer
+from services.inference.model.chat_format import encode_dialog, encode_text
+from services.inference.model.tokenizer import Tokenizer
 
 S, U, A = Role.SYSTEM, Role.USER, Role.ASSISTANT
 

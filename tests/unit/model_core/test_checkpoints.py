@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from services.inference.checkpoint import (
+from services.inference.model.checkpoint import (
     CheckpointError,
     MetaWeights,
     load_model,
@@ -20,9 +20,9 @@ from services.inference.checkpoint import (
     read_model_args,
     save_meta_checkpoint,
 )
-from services.inference.hf_checkpoint import HFWeights, from_rotate_half, save_hf_checkpoint, to_rotate_half
-from services.inference.model import CONFIGS, ModelArgs, Transformer
-from services.inference.parallel import ParallelContext, local_shard, split_dim
+from services.inference.model.hf_format import HFWeights, from_rotate_half, save_hf_checkpoint, to_rotate_half
+from services.inference.model.parallel import ParallelContext, local_shard, split_dim
+from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer
 
 from .conftest import CPU_MP1, assert_same_weights, full_state, random_model, tiny_args
 

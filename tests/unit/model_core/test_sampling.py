@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from services.common.errors import InvalidRequest
-from services.inference.sampling import SamplingParams, sample, seed_as_int64
+from services.inference.model.sampling import SamplingParams, sample, seed_as_int64
 
 
 def _batch(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.inference.tokenizer import REPLACEMENT_CHAR, StreamDecoder, Tokenizer
+from services.inference.model.tokenizer import REPLACEMENT_CHAR, StreamDecoder, Tokenizer
 
 BYTE_TOKENS = range(3, 259)  # <0x00> .. <0xFF> follow unk, bos, eos in a byte-fallback model
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from services.inference import paged_attention
-from services.inference.model import apply_rotary
+from services.inference.kernels import paged_attention
+from services.inference.model.transformer import apply_rotary
 
 try:
     import triton

@@ -26,10 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from services.inference import kv_write
-from services.inference.config import EngineConfig
-from services.inference.decode_gemm import use_decode_gemm
-from services.inference.kv_cache import (
+from services.inference.engine.config import EngineConfig
+from services.inference.engine.kv_cache import (
     PAD_SLOT,
     BlockAllocator,
     KVStorage,
@@ -38,10 +36,12 @@ from services.inference.kv_cache import (
     bytes_per_block,
     plan_num_blocks,
 )
-from services.inference.model import Transformer, TransformerBlock
-from services.inference.ranks import min_over_ranks
-from services.inference.sampling import greedy_sample, sample
-from services.inference.scheduler import StepPlan
+from services.inference.engine.ranks import min_over_ranks
+from services.inference.engine.scheduler import StepPlan
+from services.inference.kernels import kv_write
+from services.inference.kernels.decode_gemm import use_decode_gemm
+from services.inference.model.sampling import greedy_sample, sample
+from services.inference.model.transformer import Transformer, TransformerBlock
 
 log = logging.getLogger(__name__)
 

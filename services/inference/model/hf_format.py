@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from services.inference.model import ModelArgs
+from services.inference.model.transformer import ModelArgs
 
 HF_CONFIG = "config.json"
 _LAYER_NAMES = {

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from services.inference import kv_write, paged_attention
-from services.inference.model import RotaryFusingCache
+from services.inference.kernels import kv_write, paged_attention
+from services.inference.model.transformer import RotaryFusingCache
 
 PAD_SLOT = 0  # first slot of the reserved block 0
 

@@ -22,9 +22,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from services.common.errors import Overloaded
-from services.inference.config import EngineConfig
-from services.inference.kv_cache import PAD_SLOT, BlockAllocator, blocks_for
-from services.inference.request import FinishReason, GenerationRequest
+from services.inference.engine.config import EngineConfig
+from services.inference.engine.kv_cache import PAD_SLOT, BlockAllocator, blocks_for
+from services.inference.engine.request import FinishReason, GenerationRequest
 
 
 class Phase(enum.Enum):

@@ -4,7 +4,7 @@ Two formats are read:
 - Meta: `params.json` + `consolidated.NN.pth`, one file per model-parallel shard (7B: 1, 13B: 2,
   70B: 8). Each shard holds a contiguous block of every split weight (see parallel.SPLIT_DIMS);
   norms are replicated in every shard.
-- Hugging Face: `config.json` + `*.safetensors` with LlamaForCausalLM names (hf_checkpoint.py).
+- Hugging Face: `config.json` + `*.safetensors` with LlamaForCausalLM names (hf_format.py).
 
 Any checkpoint loads on any model-parallel size that divides the heads: a rank's block of a weight
 is cut from the one or few source shards that overlap it (concatenated along the split dim), read
@@ -25,9 +25,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from services.inference import hf_checkpoint
-from services.inference.model import ModelArgs, Transformer
-from services.inference.parallel import ParallelContext, check_layout, local_shard, shard_model, split_dim
+from services.inference.model import hf_format
+from services.inference.model.parallel import (
+    ParallelContext,
+    check_layout,
+    local_shard,
+    shard_model,
+    split_dim,
+)
+from services.inference.model.transformer import ModelArgs, Transformer
 
 META_PARAMS = "params.json"
 META_SHARD_GLOB = "consolidated.*.pth"
@@ -59,11 +65,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def checkpoint_format(ckpt_dir: Path) -> str:
     if (ckpt_dir / META_PARAMS).is_file():
         return "meta"
-    if (ckpt_dir / hf_checkpoint.HF_CONFIG).is_file():
+    if (ckpt_dir / hf_format.HF_CONFIG).is_file():
         return "hf"
     raise CheckpointError(
         f"{ckpt_dir} is not a Llama checkpoint: expected {META_PARAMS} + {META_SHARD_GLOB} (Meta format) "
-        f"or {hf_checkpoint.HF_CONFIG} + *.safetensors (Hugging Face format)"
+        f"or {hf_format.HF_CONFIG} + *.safetensors (Hugging Face format)"
     )
 
 
@@ -71,7 +77,7 @@ def read_model_args(ckpt_dir: Path) -> ModelArgs:
     """The model shape from params.json or config.json (vocab_size -1 is read off the embedding)."""
     ckpt_dir = Path(ckpt_dir)
     if checkpoint_format(ckpt_dir) == "hf":
-        return hf_checkpoint.read_model_args(ckpt_dir)
+        return hf_format.read_model_args(ckpt_dir)
     params = json.loads((ckpt_dir / META_PARAMS).read_text())
     args = ModelArgs.from_params(params)
     if args.vocab_size <= 0:
@@ -109,7 +115,7 @@ def load_model(
     shard_model(model, ctx)
     with ExitStack() as stack:
         if checkpoint_format(ckpt_dir) == "hf":
-            source: WeightSource = hf_checkpoint.HFWeights(ckpt_dir, args, full_shapes, stack)
+            source: WeightSource = hf_format.HFWeights(ckpt_dir, args, full_shapes, stack)
         else:
             source = MetaWeights(ckpt_dir, full_shapes)
         _check_names(ckpt_dir, source.names(), set(full_shapes))

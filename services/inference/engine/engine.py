@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 
 from services.common.errors import FieldViolation, InvalidRequest, LlamagateError, Overloaded, Unavailable
-from services.inference.config import EngineConfig
-from services.inference.kv_cache import BlockAllocator
-from services.inference.ranks import StepBroadcaster
-from services.inference.request import (
+from services.inference.engine.config import EngineConfig
+from services.inference.engine.kv_cache import BlockAllocator
+from services.inference.engine.ranks import StepBroadcaster
+from services.inference.engine.request import (
     Delta,
     Done,
     EventSink,
@@ -31,10 +31,10 @@ from services.inference.request import (
     GenerationRequest,
     Started,
 )
-from services.inference.runner import ModelRunner, PendingStep
-from services.inference.scheduler import Scheduler, SchedulerStats, Sequence, SequenceUpdate, StepPlan
-from services.inference.text_stream import TextStream
-from services.inference.tokenizer import Tokenizer
+from services.inference.engine.runner import ModelRunner, PendingStep
+from services.inference.engine.scheduler import Scheduler, SchedulerStats, Sequence, SequenceUpdate, StepPlan
+from services.inference.engine.text_stream import TextStream
+from services.inference.model.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import Tensor, nn
 
-from services.inference.model import ModelArgs, Transformer, TransformerBlock
+from services.inference.model.transformer import ModelArgs, Transformer, TransformerBlock
 
 # Weight name (without "layers.N." and ".weight") -> the dim split across ranks. Unlisted: replicated.
 SPLIT_DIMS: dict[str, int] = {

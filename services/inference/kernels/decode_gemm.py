@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from services.inference.config import DECODE_GEMMS
+from services.inference.kernels import DECODE_GEMMS
 
 try:
     import triton

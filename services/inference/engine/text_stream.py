@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.inference.tokenizer import StreamDecoder, Tokenizer
+from services.inference.model.tokenizer import StreamDecoder, Tokenizer
 
 
 class TextStream:
