@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from llamagate.v1 import types_pb2
+
 from services.common.dialog import Message, Role
 from services.common.errors import FieldViolation, InvalidRequest
+from services.common.verdicts import CategoryScore, Direction, Verdict
 
 _ROLE_FROM_PB = {
     types_pb2.ROLE_SYSTEM: Role.SYSTEM,
@@ -14,6 +16,11 @@ _ROLE_FROM_PB = {
     types_pb2.ROLE_ASSISTANT: Role.ASSISTANT,
 }
 _ROLE_TO_PB = {role: pb for pb, role in _ROLE_FROM_PB.items()}
+_DIRECTION_FROM_PB = {
+    types_pb2.DIRECTION_INPUT: Direction.INPUT,
+    types_pb2.DIRECTION_OUTPUT: Direction.OUTPUT,
+}
+_DIRECTION_TO_PB = {direction: pb for pb, direction in _DIRECTION_FROM_PB.items()}
 
 
 def messages_from_pb(messages: Iterable[types_pb2.Message], field: str = "dialog.messages") -> list[Message]:
@@ -32,3 +39,42 @@ def messages_from_pb(messages: Iterable[types_pb2.Message], field: str = "dialog
 
 def messages_to_pb(messages: Iterable[Message]) -> list[types_pb2.Message]:
     return [types_pb2.Message(role=_ROLE_TO_PB[m.role], content=m.content) for m in messages]
+
+
+def direction_from_pb(direction: types_pb2.Direction.ValueType) -> Direction | None:
+    """None for DIRECTION_UNSPECIFIED (or a value this build does not know): the caller decides."""
+    return _DIRECTION_FROM_PB.get(direction)
+
+
+def direction_to_pb(direction: Direction) -> types_pb2.Direction.ValueType:
+    return _DIRECTION_TO_PB[direction]
+
+
+def verdict_from_pb(pb: types_pb2.SafetyVerdict) -> Verdict:
+    return Verdict(
+        safe=pb.safe,
+        # A verdict always answers a directed check; an unknown value reads as the input side.
+        direction=direction_from_pb(pb.direction) or Direction.INPUT,
+        categories=tuple(CategoryScore(c.code, c.name, c.score, c.violated) for c in pb.categories),
+        classifier_id=pb.classifier_id,
+        classifier_version=pb.classifier_version,
+        judged_tokens=pb.judged_tokens,
+        judged_segments=pb.judged_segments,
+        truncated=pb.truncated,
+    )
+
+
+def verdict_to_pb(verdict: Verdict) -> types_pb2.SafetyVerdict:
+    return types_pb2.SafetyVerdict(
+        safe=verdict.safe,
+        direction=direction_to_pb(verdict.direction),
+        categories=[
+            types_pb2.CategoryScore(code=c.code, name=c.name, score=c.score, violated=c.violated)
+            for c in verdict.categories
+        ],
+        classifier_id=verdict.classifier_id,
+        classifier_version=verdict.classifier_version,
+        judged_tokens=verdict.judged_tokens,
+        judged_segments=verdict.judged_segments,
+        truncated=verdict.truncated,
+    )

@@ -13,12 +13,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.common.dialog import Message
+from services.common.verdicts import Direction, Verdict
 from services.gateway.sampling import SamplingParams
-
-
-class Direction(enum.StrEnum):
-    INPUT = "input"
-    OUTPUT = "output"
 
 
 class FinishReason(enum.StrEnum):
@@ -26,32 +22,6 @@ class FinishReason(enum.StrEnum):
     LENGTH = "length"
     SAFETY = "safety"
     CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True)
-class CategoryScore:
-    code: str
-    name: str
-    score: float
-    violated: bool
-
-
-@dataclass(frozen=True)
-class Verdict:
-    safe: bool
-    direction: Direction
-    categories: tuple[CategoryScore, ...] = ()
-    classifier_id: str = ""
-    classifier_version: str = ""
-    # How the safety service read the text: tokens read, inputs scored (sentences, pairs, windows:
-    # the verdict is the worst of them), and whether any part went unread.
-    judged_tokens: int = 0
-    judged_segments: int = 0
-    truncated: bool = False
-
-    @property
-    def violated(self) -> list[CategoryScore]:
-        return [c for c in self.categories if c.violated]
 
 
 @dataclass(frozen=True)

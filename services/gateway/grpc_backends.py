@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
-
 from llamagate.v1 import (
     inference_service_pb2 as inf_pb,
 )
@@ -26,7 +25,8 @@ from llamagate.v1 import (
 from llamagate.v1 import (
     types_pb2,
 )
-from services.common.convert import messages_to_pb
+
+from services.common.convert import direction_to_pb, messages_to_pb, verdict_from_pb
 from services.common.dialog import Message
 from services.common.errors import (
     DeadlineExceeded,
@@ -36,22 +36,18 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.tls import ClientTls, channel_credentials, channel_options
+from services.common.verdicts import Direction, Verdict
 from services.gateway.backends import (
-    CategoryScore,
-    Direction,
     FinishReason,
     GenerationDelta,
     GenerationDone,
     GenerationEvent,
     GenerationRequest,
     GenerationStarted,
-    Verdict,
 )
 
 # Several replicas behind one DNS name: resolve all addresses and spread calls over them.
 _ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-_DIRECTION_TO_PB = {Direction.INPUT: types_pb2.DIRECTION_INPUT, Direction.OUTPUT: types_pb2.DIRECTION_OUTPUT}
-_DIRECTION_FROM_PB = {v: k for k, v in _DIRECTION_TO_PB.items()}
 _FINISH_FROM_PB = {
     types_pb2.FINISH_REASON_STOP: FinishReason.STOP,
     types_pb2.FINISH_REASON_LENGTH: FinishReason.LENGTH,
@@ -74,35 +70,6 @@ def open_channel(
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     return grpc.aio.secure_channel(
         target, channel_credentials(tls), options=options, interceptors=interceptors
-    )
-
-
-def verdict_from_pb(pb: types_pb2.SafetyVerdict) -> Verdict:
-    return Verdict(
-        safe=pb.safe,
-        direction=_DIRECTION_FROM_PB.get(pb.direction, Direction.INPUT),
-        categories=tuple(CategoryScore(c.code, c.name, c.score, c.violated) for c in pb.categories),
-        classifier_id=pb.classifier_id,
-        classifier_version=pb.classifier_version,
-        judged_tokens=pb.judged_tokens,
-        judged_segments=pb.judged_segments,
-        truncated=pb.truncated,
-    )
-
-
-def verdict_to_pb(verdict: Verdict) -> types_pb2.SafetyVerdict:
-    return types_pb2.SafetyVerdict(
-        safe=verdict.safe,
-        direction=_DIRECTION_TO_PB[verdict.direction],
-        categories=[
-            types_pb2.CategoryScore(code=c.code, name=c.name, score=c.score, violated=c.violated)
-            for c in verdict.categories
-        ],
-        classifier_id=verdict.classifier_id,
-        classifier_version=verdict.classifier_version,
-        judged_tokens=verdict.judged_tokens,
-        judged_segments=verdict.judged_segments,
-        truncated=verdict.truncated,
     )
 
 
@@ -271,7 +238,7 @@ class GrpcSafety:
 
     async def check(self, dialog: Sequence[Message], direction: Direction, timeout_s: float) -> Verdict:
         item = safety_pb.CheckItem(
-            dialog=types_pb2.Dialog(messages=messages_to_pb(dialog)), direction=_DIRECTION_TO_PB[direction]
+            dialog=types_pb2.Dialog(messages=messages_to_pb(dialog)), direction=direction_to_pb(direction)
         )
         try:
             # The deadline travels to the safety service; wait_for also bounds connection setup.

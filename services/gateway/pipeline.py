@@ -26,9 +26,9 @@ from opentelemetry import trace
 from services.common.dialog import Message, Role
 from services.common.errors import DeadlineExceeded, LlamagateError, Unavailable
 from services.common.tracing import safety_span
+from services.common.verdicts import Direction, Verdict
 from services.gateway.audit import AuditCategory, AuditRecord, AuditSink, text_sha256
 from services.gateway.backends import (
-    Direction,
     FinishReason,
     Generation,
     GenerationDone,
@@ -38,7 +38,6 @@ from services.gateway.backends import (
     InferenceBackend,
     OutputCheck,
     SafetyBackend,
-    Verdict,
 )
 from services.gateway.moderation import Chunk, Chunker, ModerationConfig, ModerationMode
 

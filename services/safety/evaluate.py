@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 
 from services.common.dialog import Message, Role
+from services.common.verdicts import Direction, Verdict
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig
 from services.safety.data.build_dataset import DATA_DIR, OUTPUT_KINDS, load_jsonl
 from services.safety.head import DEFAULT_HEAD
 from services.safety.moderation import apply_policy
 from services.safety.policy import POLICIES_DIR, load_policy
 from services.safety.train_head import per_kind, tallies
-from services.safety.verdict import CheckItem, Direction, Verdict
+from services.safety.verdict import CheckItem
 
 # The held-out split is labelled with Llama Guard 1's O-codes; the O-coded policy reads them from
 # the S-codes the default head scores (policies/llama_guard.yaml, `labels:`).

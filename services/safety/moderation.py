@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 from services.common.dialog import Message, Role, check_roles
 from services.common.errors import FieldViolation, InvalidRequest
+from services.common.verdicts import CategoryScore, Direction, Verdict
 from services.safety.batcher import BatcherConfig, MicroBatcher
 from services.safety.classifiers.base import Classifier
 from services.safety.policy import Policy, PolicyError
 from services.safety.segments import SegmentCache
-from services.safety.verdict import CategoryScore, CheckItem, Direction, Judgement, Verdict
+from services.safety.verdict import CheckItem, Judgement
 
 MAX_ITEMS = 64  # the contract's limit on CheckRequest.items
 log = logging.getLogger(__name__)
@@ -57,7 +58,6 @@ def apply_policy(
         judged_tokens=judgement.judged_tokens,
         judged_segments=judgement.judged_segments,
         truncated=judgement.truncated,
-        violated=violated_codes,
     )
 
 

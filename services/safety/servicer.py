@@ -6,47 +6,25 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-
 from llamagate.v1 import safety_service_pb2 as pb
 from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
-from llamagate.v1 import types_pb2
-from services.common.convert import messages_from_pb
+
+from services.common.convert import direction_from_pb, messages_from_pb, verdict_to_pb
 from services.common.errors import FieldViolation, InvalidRequest
 from services.common.metrics import SafetyMetrics
+from services.common.verdicts import Verdict
 from services.safety.moderation import OutputStream, SafetyChecker
-from services.safety.verdict import CheckItem, Direction, Verdict
-
-_DIRECTION_FROM_PB = {
-    types_pb2.DIRECTION_INPUT: Direction.INPUT,
-    types_pb2.DIRECTION_OUTPUT: Direction.OUTPUT,
-}
-_DIRECTION_TO_PB = {d: p for p, d in _DIRECTION_FROM_PB.items()}
+from services.safety.verdict import CheckItem
 
 
 def item_from_pb(item: pb.CheckItem, field: str) -> CheckItem:
-    direction = _DIRECTION_FROM_PB.get(item.direction)
+    direction = direction_from_pb(item.direction)
     if direction is None:
         raise InvalidRequest(
             f"{field}.direction is not set: use DIRECTION_INPUT or DIRECTION_OUTPUT",
             [FieldViolation(f"{field}.direction", "unspecified")],
         )
     return CheckItem(messages_from_pb(item.dialog.messages, f"{field}.dialog.messages"), direction)
-
-
-def verdict_to_pb(verdict: Verdict) -> types_pb2.SafetyVerdict:
-    return types_pb2.SafetyVerdict(
-        safe=verdict.safe,
-        direction=_DIRECTION_TO_PB[verdict.direction],
-        categories=[
-            types_pb2.CategoryScore(code=c.code, name=c.name, score=c.score, violated=c.violated)
-            for c in verdict.categories
-        ],
-        classifier_id=verdict.classifier_id,
-        classifier_version=verdict.classifier_version,
-        judged_tokens=verdict.judged_tokens,
-        judged_segments=verdict.judged_segments,
-        truncated=verdict.truncated,
-    )
 
 
 class SafetyServicer(pb_grpc.SafetyServiceServicer):

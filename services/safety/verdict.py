@@ -1,22 +1,14 @@
-"""Domain types of a safety check: what is judged and what comes back. No protobuf, no torch."""
+"""What the safety service judges and what its classifiers say, before a policy turns that into a
+Verdict (services.common.verdicts). No protobuf, no torch."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from services.common.dialog import Message, Role
+from services.common.dialog import Message
+from services.common.verdicts import Direction
 from services.safety.segments import SegmentCache
-
-
-class Direction(enum.Enum):
-    INPUT = "input"
-    OUTPUT = "output"
-
-    @property
-    def judged_role(self) -> Role:
-        return Role.USER if self is Direction.INPUT else Role.ASSISTANT
 
 
 @dataclass(frozen=True)
@@ -49,24 +41,3 @@ class Judgement:
     # them, the whole text or its windows; segments.py). A classifier that reads the item as one
     # prompt leaves the default.
     judged_segments: int = 1
-
-
-@dataclass(frozen=True)
-class CategoryScore:
-    code: str
-    name: str
-    score: float
-    violated: bool
-
-
-@dataclass(frozen=True)
-class Verdict:
-    safe: bool
-    direction: Direction
-    categories: tuple[CategoryScore, ...]
-    classifier_id: str
-    classifier_version: str
-    judged_tokens: int
-    judged_segments: int
-    truncated: bool
-    violated: tuple[str, ...] = field(default=())

@@ -6,16 +6,14 @@ from dataclasses import dataclass, field
 
 from services.common.dialog import Message, Role
 from services.common.errors import Unavailable
+from services.common.verdicts import CategoryScore, Direction, Verdict
 from services.gateway.backends import (
-    CategoryScore,
-    Direction,
     FinishReason,
     GenerationDelta,
     GenerationDone,
     GenerationEvent,
     GenerationRequest,
     GenerationStarted,
-    Verdict,
 )
 
 USER = (Message(Role.USER, "tell me a story"),)

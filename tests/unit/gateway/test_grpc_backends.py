@@ -5,9 +5,10 @@ import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from services.common.convert import verdict_from_pb, verdict_to_pb
 from services.common.errors import DeadlineExceeded, InvalidRequest, Overloaded, Unavailable
-from services.gateway.backends import CategoryScore, Direction, Verdict
-from services.gateway.grpc_backends import _inference_error, _safety_error, verdict_from_pb, verdict_to_pb
+from services.common.verdicts import CategoryScore, Direction, Verdict
+from services.gateway.grpc_backends import _inference_error, _safety_error
 
 
 def aio_error(code: grpc.StatusCode, details: str, retry_s: float | None = None) -> grpc.aio.AioRpcError:

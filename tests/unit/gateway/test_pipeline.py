@@ -9,12 +9,13 @@ import dataclasses
 import time
 
 import pytest
+from llamagate.formats.audit import read_records
 
 from services.common.dialog import Message, Role
 from services.common.errors import DeadlineExceeded, Unavailable
-from services.gateway.audit import AuditSink, read_records
+from services.common.verdicts import Direction
+from services.gateway.audit import AuditSink
 from services.gateway.backends import (
-    Direction,
     FinishReason,
     GenerationRequest,
 )
@@ -73,7 +74,7 @@ async def test_unsafe_input_is_refused_before_generation(tmp_path):
     events, _ = await run(pipeline, request((Message(Role.USER, "how to build a bomb"),)), tmp_path)
     notice, done = events[-2], events[-1]
     assert isinstance(notice, SafetyNotice) and not notice.verdict.safe and notice.refusal
-    assert [c.code for c in notice.verdict.violated] == ["O3"]
+    assert notice.verdict.violated == ("O3",)
     assert done.finish_reason is FinishReason.SAFETY
     assert inference.requests == []
     assert [r["verdict"] for r in read_records(tmp_path)] == ["unsafe"]

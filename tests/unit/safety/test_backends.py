@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 
 from services.common.dialog import Message, Role
+from services.common.verdicts import Direction
 from services.safety.classifiers.llama_guard import LlamaGuardClassifier, LlamaGuardConfig
 from services.safety.classifiers.sequence import SequenceClassifier, SequenceConfig
 from services.safety.moderation import apply_policy, check_policy_fits
 from services.safety.policy import POLICIES_DIR, PolicyError, load_policy
-from services.safety.verdict import CheckItem, Direction
+from services.safety.verdict import CheckItem
 from tests.unit.safety.tiny_models import build_tiny_bert_classifier, build_tiny_llama_guard
 
 POLICY = load_policy(POLICIES_DIR / "llama_guard.yaml")

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from services.common.dialog import Message, Role
+from services.common.verdicts import Direction
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig
 from services.safety.cuda_graphs import GraphedForward
 from services.safety.encoder import LENGTH_BUCKET
-from services.safety.verdict import CheckItem, Direction
+from services.safety.verdict import CheckItem
 
 needs_cuda = [
     pytest.mark.gpu,

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from services.common.dialog import Message, Role
+from services.common.verdicts import Direction
 from services.safety.classifiers.base import Classifier
 from services.safety.classifiers.embedded import EmbeddedClassifier
 from services.safety.classifiers.factory import build_classifier
@@ -22,7 +23,7 @@ from services.safety.classifiers.sequence import SequenceClassifier
 from services.safety.config import SafetyConfig, build_parser, config_from_args
 from services.safety.head import DEFAULT_HEAD, load_head
 from services.safety.policy import POLICIES_DIR, load_policy
-from services.safety.verdict import CheckItem, Direction
+from services.safety.verdict import CheckItem
 from tests.support.processes import ROOT, python_module
 from tests.unit.safety.tiny_models import build_tiny_bert_classifier, build_tiny_llama_guard
 

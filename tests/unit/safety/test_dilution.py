@@ -13,10 +13,11 @@ import random
 import pytest
 
 from services.common.dialog import Message, Role
+from services.common.verdicts import Direction, Verdict
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig
 from services.safety.moderation import apply_policy
 from services.safety.policy import DEFAULT_POLICY, Policy, load_policy
-from services.safety.verdict import CheckItem, Direction, Verdict
+from services.safety.verdict import CheckItem
 
 # Requests the shipped head blocks bare with a score near 1 (checked below), one per category.
 UNSAFE = [

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from services.common.dialog import Message, Role
+from services.common.verdicts import Direction
 from services.safety.batcher import BatcherConfig
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig
 from services.safety.encoder import batch_bucket
 from services.safety.moderation import SafetyChecker
 from services.safety.policy import DEFAULT_POLICY, load_policy
 from services.safety.segments import TokenRow, plan_rows, split_sentences
-from services.safety.verdict import CheckItem, Direction
+from services.safety.verdict import CheckItem
 
 # Output of the demo model that was once flagged O1 "Violence and Hate" at 0.78.
 GARBLED = "wor시ustnes\ufffdr \ufffd€ morningross ⁇ \ufffd arri mpW° b\ufffdW\ufffde"

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from services.common.dialog import Message, Role
+from services.common.verdicts import Direction
 from services.safety.classifiers.llama_guard import LlamaGuardClassifier, LlamaGuardConfig
 from services.safety.moderation import apply_policy
 from services.safety.policy import POLICIES_DIR, Policy, PolicyError, load_policy
-from services.safety.verdict import CheckItem, Direction
+from services.safety.verdict import CheckItem
 from tests.unit.safety.test_llama_guard_prompts import as_messages
 from tests.unit.safety.tiny_models import TEMPLATE_V3_1B, TEMPLATE_V3_8B, build_tiny_s_guard
 

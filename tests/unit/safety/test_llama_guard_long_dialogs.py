@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from services.common.dialog import Message, Role
+from services.common.verdicts import Direction
 from services.safety.classifiers.llama_guard import LlamaGuardClassifier, LlamaGuardConfig
 from services.safety.classifiers.llama_guard_fit import MIN_PIECE_TOKENS, pieces, plan_prompts
 from services.safety.moderation import apply_policy
 from services.safety.policy import POLICIES_DIR, load_policy
-from services.safety.verdict import CheckItem, Direction
+from services.safety.verdict import CheckItem
 from tests.unit.safety.tiny_models import build_tiny_s_guard
 
 # --- the planner, with words as tokens ------------------------------------------------------------

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from services.common.dialog import Message, Role
+from services.common.verdicts import Direction
 from services.safety.classifiers.factory import build_classifier
 from services.safety.classifiers.sequence import load_label_map
 from services.safety.config import build_parser, config_from_args
 from services.safety.moderation import apply_policy, check_policy_fits
 from services.safety.policy import POLICIES_DIR, load_policy
-from services.safety.verdict import CheckItem, Direction
+from services.safety.verdict import CheckItem
 from tests.unit.safety.tiny_models import PROMPT_GUARD_LABELS, build_tiny_prompt_guard
 
 LABEL_MAP = POLICIES_DIR.parent / "label_maps" / "prompt_guard.yaml"
