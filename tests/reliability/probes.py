@@ -13,7 +13,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.gateway.audit import read_records
+from llamagate.formats.audit import read_records
 
 
 def descendants(pid: int) -> list[int]:

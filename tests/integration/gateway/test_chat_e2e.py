@@ -14,7 +14,7 @@ from grpc_status import rpc_status
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
-from services.gateway.audit import AuditFilter, read_records
+from llamagate.formats.audit import AuditFilter, read_records
 from tests.integration.gateway.chat_session import (
     CANCEL,
     ChatSession,

@@ -142,5 +142,5 @@ def test_model_the_inference_server_cannot_serve_fails_the_load_step(
     verify_hf_dir(tmp_path)  # the files themselves are complete and consistent
 
     assert verify_hf(tmp_path) == 7
-    assert "llamagate's inference server could not load" in capsys.readouterr().err
+    assert "llamagate's inference server would not serve" in capsys.readouterr().err
     assert verify_hf(tmp_path, "--no-load") == 0

@@ -64,6 +64,6 @@ def test_every_field_message_and_rpc_is_documented() -> None:
 
 def test_generated_stubs_are_not_committed() -> None:
     tracked = subprocess.run(
-        ["git", "ls-files", "llamagate/v1"], cwd=ROOT, capture_output=True, text=True
+        ["git", "ls-files", "proto/llamagate/v1"], cwd=ROOT, capture_output=True, text=True
     ).stdout
     assert "_pb2" not in tracked, "generated stubs must come from `make proto`, not from git"

@@ -6,15 +6,9 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from llamagate.formats.audit import AuditCategory, AuditFilter, AuditRecord, audit_files, read_records
 
-from services.gateway.audit import (
-    AuditCategory,
-    AuditFilter,
-    AuditRecord,
-    AuditSink,
-    audit_files,
-    read_records,
-)
+from services.gateway.audit import AuditSink
 
 
 def record(i: int, **overrides) -> AuditRecord:

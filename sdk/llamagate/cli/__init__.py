@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 # Each module exposes `register(subparsers)`, which adds its subcommand and sets `func(args) -> int`.
 SUBCOMMAND_MODULES = [
@@ -28,6 +27,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

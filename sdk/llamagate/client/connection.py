@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from llamagate import __version__
+from llamagate.client.version import __version__
 
 ChannelOptions = Sequence[tuple[str, str | int]]
 Metadata = tuple[tuple[str, str], ...]

@@ -1,7 +1,7 @@
-"""Generate the Python gRPC stubs (with mypy stubs) from proto/ into llamagate/v1/.
+"""Generate the Python gRPC stubs (with mypy stubs) next to the .proto files, in llamagate/v1/.
 
-Run by `make proto` and by the package build (setup.py), so generated code is never
-committed or edited by hand.
+Run by `make proto` and by the llamagate-contract build (proto/setup.py), so generated code is
+never committed or edited by hand.
 """
 
 from __future__ import annotations
@@ -9,18 +9,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = ROOT / "proto"
+PROTO_DIR = Path(__file__).resolve().parent
 
 
-def generate(out_dir: Path = ROOT) -> None:
+def generate(out_dir: Path = PROTO_DIR) -> None:
     import grpc_tools
     from grpc_tools import protoc  # imported late: only a build-time dependency
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     # mypy-protobuf's plugins live next to this interpreter, which need not be on PATH.
     bindir = Path(sys.executable).parent
-    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "llamagate").rglob("*.proto"))
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_DIR}",
@@ -38,4 +37,4 @@ def generate(out_dir: Path = ROOT) -> None:
 
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else PROTO_DIR)

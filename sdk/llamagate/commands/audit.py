@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.gateway.audit import AuditFilter, read_records
+from llamagate.formats.audit import AuditFilter, read_records
 
 
 def _time(value: str) -> datetime:

@@ -1,0 +1,7 @@
+"""`python -m llamagate.cli`: the same as the `llamagate` command."""
+
+import sys
+
+from llamagate.cli import main
+
+sys.exit(main())
