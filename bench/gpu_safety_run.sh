@@ -4,7 +4,7 @@
 #   bash bench/gpu_safety_run.sh          # a CUDA host with >= 16 CPU cores: 5-8 minutes
 #   DRY=1 bash bench/gpu_safety_run.sh    # any machine, CPU only, small counts: checks the run end to end
 #
-# 1. generates the gRPC stubs (scripts/gen_proto.py);
+# 1. generates the gRPC stubs (proto/gen_python.py);
 # 2. times one Check of one <= 64-token user message through the safety service, next to the
 #    classifier alone in-process (bench/safety_bench.py --service): on the CPU pinned to 4 cores with
 #    4 threads that sleep when idle (the service's default), with 4 and with 3 (one core left to gRPC
@@ -78,7 +78,7 @@ for name in needed:
     except Exception as error:  # any import failure means the step that needs it would fail later
         missing.append(f"{name} ({type(error).__name__}: {error})")
 if missing:
-    sys.exit("missing Python packages (carry them as wheels, nothing is installed here):\n  " + "\n  ".join(missing))
+    sys.exit("missing Python packages (install them first: this script installs nothing):\n  " + "\n  ".join(missing))
 EOF
 
 CORES=$(nproc)
@@ -128,7 +128,7 @@ say "layout: safety on CPUs $SAFETY_CPUS ($SAFETY_THREADS threads), inference on
 # The stubs are generated, never committed. Without mypy-protobuf's plugins, protoc alone suffices to run.
 if ls llamagate/v1/*_pb2.py >/dev/null 2>&1 && ! "$PY" -c "import grpc_tools" 2>/dev/null; then
     say "using the gRPC stubs already in llamagate/v1 (no grpc_tools here)"
-elif ! "$PY" scripts/gen_proto.py >"$LOGS/gen_proto.log" 2>&1; then
+elif ! "$PY" proto/gen_python.py >"$LOGS/gen_proto.log" 2>&1; then
     "$PY" - <<'EOF'
 from pathlib import Path
 
@@ -149,7 +149,7 @@ if [[ -n ${ENCODER_DIR:-} ]]; then
     ENCODER=(--encoder-dir "$ENCODER_DIR")
     GATEWAY_ENCODER=(--safety-flag=--encoder-dir="$ENCODER_DIR")
 fi
-LATENCY=(bench/safety_bench.py --service --cpus "$SAFETY_CPUS" --iterations "$ITERATIONS" --rounds 8
+LATENCY=(-m bench.safety_bench --service --cpus "$SAFETY_CPUS" --iterations "$ITERATIONS" --rounds 8
     --concurrency 8 32 --seconds "$SECONDS_PER_LEVEL" "${ENCODER[@]}")
 # The service's intra-op threads sleep when idle unless the environment asks them to spin
 # (services/safety/__main__.py); spinning is for cores the service has to itself, as here.
@@ -170,7 +170,7 @@ fi
 # spin on the cores it has to itself.
 # shellcheck disable=SC2086  # STREAMS is a list of numbers
 step 170 gateway_safety_on_cpu "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
-    "$PY" bench/gateway_bench.py --requests "$REQUESTS" --concurrency $STREAMS \
+    "$PY" -m bench.gateway_bench --requests "$REQUESTS" --concurrency $STREAMS \
     --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
     --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" --gateway-cpus "$GATEWAY_CPUS" \
     --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}"
