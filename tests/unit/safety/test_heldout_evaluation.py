@@ -1,7 +1,7 @@
 """The shipped embedded default on the held-out split: the safety target, and the README's copy.
 
 Runs the real MiniLM encoder and the committed head through the serving path (no download), as
-`python -m services.safety.evaluate` does. A retrained head that misses the target, or a README
+`python -m training.safety.evaluate` does. A retrained head that misses the target, or a README
 left behind after one, fails here.
 """
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from services.safety.data.build_dataset import DATA_DIR
-from services.safety.evaluate import HELDOUT_POLICY, HeldOutResults, evaluate
 from services.safety.head import DEFAULT_HEAD
-from services.safety.train_head import TARGET_FALSE_POSITIVES
+from training.safety.data.build_dataset import DATA_DIR
+from training.safety.evaluate import HELDOUT_POLICY, HeldOutResults, evaluate
+from training.safety.train_head import TARGET_FALSE_POSITIVES
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 

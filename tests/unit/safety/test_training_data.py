@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.safety.data import build_dataset
-from services.safety.data.build_dataset import DATA_DIR, load_jsonl
-from services.safety.train_head import (
+from training.safety.data import build_dataset
+from training.safety.data.build_dataset import DATA_DIR, load_jsonl
+from training.safety.train_head import (
     FOLDS,
     LABELS,
     TARGET_FALSE_POSITIVES,
@@ -40,7 +40,7 @@ def test_committed_splits_are_what_the_builder_writes(
 
 
 def test_train_only_text_with_a_heldout_filler_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.safety.data import hard_cases
+    from training.safety.data import hard_cases
 
     heldout_filler = build_dataset.BENIGN.heldout.fillers[0]
     monkeypatch.setattr(hard_cases, "EDGY_PROMPTS", (f"How do I {heldout_filler}?",))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from services.safety.data.pools import Pool, Side
+from training.safety.data.pools import Pool, Side
 
 # Everyday assistant replies and chit-chat.
 CHAT_REPLIES = Side(

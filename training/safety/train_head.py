@@ -1,4 +1,4 @@
-"""Train the embedded classifier's head: `python -m services.safety.train_head`.
+"""Train the embedded classifier's head: `python -m training.safety.train_head`.
 
 Embeds the training split once with the MiniLM encoder, then fits the small head on the cached
 embeddings: seconds on a CPU, and seeded, so the shipped head is reproducible.
@@ -10,7 +10,7 @@ prints its numbers on fold 0 (the validation split). A plain run cross-validates
 configuration (the defaults below) over all five folds and prints its out-of-fold numbers at
 the policy's 0.5 and at per-category thresholds that hold 5% false positives on the benign
 prompts (information: the default policy keeps 0.5, docs/safety.md says why), then fits the
-shipped head on the whole training split. `python -m services.safety.evaluate` reads the
+shipped head on the whole training split. `python -m training.safety.evaluate` reads the
 held-out split, for the chosen head.
 """
 
@@ -27,8 +27,10 @@ from pathlib import Path
 
 import torch
 
-from services.safety.data import hard_cases
-from services.safety.data.build_dataset import (
+from services.safety.encoder import EncoderConfig, SentenceEncoder, minilm_dir
+from services.safety.head import DEFAULT_HEAD, SafetyHead
+from training.safety.data import hard_cases
+from training.safety.data.build_dataset import (
     BENIGN,
     BENIGN_ROLEPLAY_FILLERS,
     BENIGN_TOPICS,
@@ -37,8 +39,6 @@ from services.safety.data.build_dataset import (
     UNSAFE,
     load_jsonl,
 )
-from services.safety.encoder import EncoderConfig, SentenceEncoder, minilm_dir
-from services.safety.head import DEFAULT_HEAD, SafetyHead
 
 LABELS = ["O1", "O2", "O3", "O4", "O5", "O6"]
 # Cross-validation folds of the training split (each one a validation split of ~20%).

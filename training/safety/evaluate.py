@@ -1,4 +1,4 @@
-"""Evaluate the embedded classifier on the held-out split: `python -m services.safety.evaluate`.
+"""Evaluate the embedded classifier on the held-out split: `python -m training.safety.evaluate`.
 
 Runs every held-out example through the serving path (classifier + policy thresholds) and prints
 the per-category precision/recall/F1 table, the unsafe block rate and the false-positive rates
@@ -19,12 +19,12 @@ import torch
 from services.common.dialog import Message, Role
 from services.common.verdicts import Direction, Verdict
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig
-from services.safety.data.build_dataset import DATA_DIR, OUTPUT_KINDS, load_jsonl
 from services.safety.head import DEFAULT_HEAD
 from services.safety.moderation import apply_policy
 from services.safety.policy import POLICIES_DIR, load_policy
-from services.safety.train_head import per_kind, tallies
 from services.safety.verdict import CheckItem
+from training.safety.data.build_dataset import DATA_DIR, OUTPUT_KINDS, load_jsonl
+from training.safety.train_head import per_kind, tallies
 
 # The held-out split is labelled with Llama Guard 1's O-codes; the O-coded policy reads them from
 # the S-codes the default head scores (policies/llama_guard.yaml, `labels:`).
@@ -84,7 +84,7 @@ class HeldOutResults:
         return rows
 
     def report(self) -> str:
-        """The Markdown that `python -m services.safety.evaluate` prints."""
+        """The Markdown that `python -m training.safety.evaluate` prints."""
         (blocked, unsafe), (prompt_fp, prompts), (benign_fp, benign) = (
             self.tally(name) for name in ("blocked", "fp_prompts", "fp_benign")
         )

@@ -1,6 +1,6 @@
 """Build the labelled safety data set (train.jsonl, heldout.jsonl) from hand-written pools.
 
-Deterministic: `python -m services.safety.data.build_dataset` always writes the same files.
+Deterministic: `python -m training.safety.data.build_dataset` always writes the same files.
 
 Why the held-out split is honest: every pool below has a `train` and a `heldout` side written
 separately, with different sentence templates AND different slot fillers (other targets, verbs,
@@ -18,8 +18,8 @@ import json
 import random
 from pathlib import Path
 
-from services.safety.data import benign_text, hard_cases, unsafe_text
-from services.safety.data.pools import Pool, Side
+from training.safety.data import benign_text, hard_cases, unsafe_text
+from training.safety.data.pools import Pool, Side
 
 DATA_DIR = Path(__file__).resolve().parent
 DEMO_CORPUS = DATA_DIR.parents[2] / "services" / "inference" / "demo_corpus.txt"
