@@ -8,7 +8,7 @@ UNAVAILABLE / RESOURCE_EXHAUSTED; not one delivered token lacks a safe verdict i
 every completed reply has its input and final audit records; replies completed after the last
 recovery. Exit status 1 if any check fails.
 
-    python bench/fault_bench.py [--streams 32] [--rounds 3] [--down-s 5] [--json OUT]
+    python -m bench.fault_bench [--streams 32] [--rounds 3] [--down-s 5] [--json OUT]
 
 The short variant is tests/reliability/test_faults.py (one kill of each, 8 streams; plus one rank
 of a 2-rank torchrun inference group).
@@ -20,14 +20,11 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.reliability.conftest import reliability_stack_config
 from tests.reliability.faults import BackgroundLoad, check_fault_report

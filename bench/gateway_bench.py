@@ -18,7 +18,7 @@ service (every one of its threads) to its own CPUs once it serves, and the bench
 the CPUs left over, so a classifier on the CPU does not share cores with the model's host loop or
 the gateway; give the safety service as many --threads as it has CPUs.
 
-    python bench/gateway_bench.py [--requests 64] [--chunk-tokens 1] [--markdown]
+    python -m bench.gateway_bench [--requests 64] [--chunk-tokens 1] [--markdown]
         [--inference-device cpu|cuda|auto] [--safety-device cpu|cuda|auto]
         [--safety-cpus 0-3 --inference-cpus 4-9 --gateway-cpus 10-11 --safety-flag=--threads=4]
 """
@@ -39,8 +39,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
@@ -369,7 +367,7 @@ def main() -> int:
             + (f" ({placement})" if placement else "")
             + "; demo model, embedded classifier (MiniLM).\n"
             f"Load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}.\n"
-            f"Command: `python bench/gateway_bench.py --requests {args.requests} --chunk-tokens {args.chunk_tokens}"
+            f"Command: `python -m bench.gateway_bench --requests {args.requests} --chunk-tokens {args.chunk_tokens}"
             f" --moderation {args.moderation} --inference-device {args.inference_device}"
             f" --safety-device {args.safety_device}"
             + "".join(f" --inference-flag={flag}" for flag in args.inference_flag)

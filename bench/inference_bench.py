@@ -1,11 +1,11 @@
 """Inference engine benchmark: a Llama-2-shaped model with random weights, our engine vs the
 plain eager model and Hugging Face transformers, on one GPU, in one run.
 
-    python bench/inference_bench.py                       # 7B: correctness, batch 1/8/32/64, TTFT, HF
-    python bench/inference_bench.py --shape 13B --quick   # batch 1 and 32 streams, TTFT
-    python bench/inference_bench.py --shape 70B --layers 8 --quick
-    python bench/inference_bench.py --device cpu --shape tiny --new-tokens 8   # dry run on CPU
-    python bench/inference_bench.py --variants cublas-unfused,cublas,triton,auto   # decode kernels side by side
+    python -m bench.inference_bench                       # 7B: correctness, batch 1/8/32/64, TTFT, HF
+    python -m bench.inference_bench --shape 13B --quick   # batch 1 and 32 streams, TTFT
+    python -m bench.inference_bench --shape 70B --layers 8 --quick
+    python -m bench.inference_bench --device cpu --shape tiny --new-tokens 8   # dry run on CPU
+    python -m bench.inference_bench --variants cublas-unfused,cublas,triton,auto   # decode kernels side by side
 
 --variants builds the model once and, per variant, only a new runner (KV cache, compile, graphs for
 batch 1, 4 and the stream counts): correctness vs the eager model, batch-1 decode, the stream
@@ -24,7 +24,6 @@ import json
 import math
 import os
 import statistics
-import sys
 import threading
 import time
 import traceback
@@ -34,17 +33,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from services.inference.kernels import decode_gemm  # noqa: E402
-from services.inference.config import DECODE_GEMMS, EngineConfig  # noqa: E402
-from services.inference.engine.engine import Engine  # noqa: E402
-from services.inference.engine.kv_cache import blocks_for  # noqa: E402
-from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer  # noqa: E402
-from services.inference.engine.request import Delta, Done, Event, Failed, GenerationRequest, Started  # noqa: E402
-from services.inference.engine.runner import ModelRunner, build_runner  # noqa: E402
-from services.inference.model.sampling import SamplingParams  # noqa: E402
+from services.inference.config import DECODE_GEMMS, EngineConfig
+from services.inference.engine.engine import Engine
+from services.inference.engine.kv_cache import blocks_for
+from services.inference.engine.request import Delta, Done, Event, Failed, GenerationRequest, Started
+from services.inference.engine.runner import ModelRunner, build_runner
+from services.inference.kernels import decode_gemm
+from services.inference.model.sampling import SamplingParams
+from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer
 
 SHAPES = {**CONFIGS, "tiny": ModelArgs(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=64)}
 

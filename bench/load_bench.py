@@ -8,7 +8,7 @@ that afterwards the scheduler is idle with every KV block free, that every servi
 back within the suite's slack of its baseline (probes.rss_limit_bytes), and that no delivered
 token lacked a safe verdict in the audit trail. Exit status 1 if any check fails.
 
-    python bench/load_bench.py --streams 200 --duration 600 [--max-gen-len 16] [--json OUT]
+    python -m bench.load_bench --streams 200 --duration 600 [--max-gen-len 16] [--json OUT]
 
 The short variant of this run is tests/reliability/test_load.py (64 streams x 20 s, in make test).
 """
@@ -24,8 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.reliability.conftest import reliability_stack_config
 from tests.reliability.faults import BackgroundLoad

@@ -1,8 +1,8 @@
 """Write a random, seeded Llama-2-shaped checkpoint in Meta's format, one shard file at a time.
 
-    python bench/make_checkpoint.py --shape 13B --shards 2 --out /data/llama-13b-random
-    python bench/make_checkpoint.py --shape 70B --shards 8 --out /data/llama-70b-random --device cuda
-    python bench/make_checkpoint.py --shape 70B --layers 1 --shards 8 --vocab demo --out .work/70b-1L
+    python -m bench.make_checkpoint --shape 13B --shards 2 --out /data/llama-13b-random
+    python -m bench.make_checkpoint --shape 70B --shards 8 --out /data/llama-70b-random --device cuda
+    python -m bench.make_checkpoint --shape 70B --layers 1 --shards 8 --vocab demo --out .work/70b-1L
 
 writes OUT/params.json and OUT/consolidated.NN.pth (NN = 00 .. shards-1), and with `--vocab demo`
 also OUT/tokenizer.model. The weights are random (a benchmark and correctness fixture, not a model).
@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,12 +37,10 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from services.inference.model.checkpoint import META_PARAMS, meta_params
 from services.inference.demo import CORPUS, DEMO_VOCAB_SIZE, train_tokenizer
-from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer
+from services.inference.model.checkpoint import META_PARAMS, meta_params
 from services.inference.model.parallel import check_layout, split_dim
+from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer
 
 SHAPES: dict[str, ModelArgs] = {
     **CONFIGS,

@@ -1,4 +1,4 @@
-"""Issues 12 and 13: tensor-parallel Llama 2 13B / 70B over NCCL, checked against MP=1 and timed.
+"""Tensor-parallel Llama 2 13B / 70B over NCCL, checked against MP=1 and timed.
 
 Run under torchrun, one process per GPU. Each run loads (building it first if missing) a random
 seeded Meta checkpoint, then on every rank:
@@ -11,19 +11,19 @@ seeded Meta checkpoint, then on every rank:
      batch-1 decode tok/s, 32/64-stream throughput, TTFT for 512- and 2048-token prompts.
 A run with --write-reference stores its greedy tokens; a run with --reference compares with them.
 
-    # issue 12: 13B, 2 shards. MP=1 on one GPU writes the reference, MP=2 checks and compares.
-    python bench/make_checkpoint.py --shape 13B --shards 2 --device cuda --out /data/13b
-    torchrun --nproc_per_node 1 bench/multi_gpu_bench.py --ckpt-dir /data/13b --write-reference $OUT/ref13.json
-    torchrun --nproc_per_node 2 bench/multi_gpu_bench.py --ckpt-dir /data/13b --reference $OUT/ref13.json
-    # issue 13: the 70B shape with 4 layers (fits one GPU) for correctness, then the full 70B on 8.
-    torchrun --nproc_per_node 1 bench/multi_gpu_bench.py --ckpt-dir /data/70b-4L --shape 70B --layers 4 \
+    # 13B, 2 shards. MP=1 on one GPU writes the reference, MP=2 checks and compares.
+    python -m bench.make_checkpoint --shape 13B --shards 2 --device cuda --out /data/13b
+    torchrun --nproc_per_node 1 -m bench.multi_gpu_bench --ckpt-dir /data/13b --write-reference $OUT/ref13.json
+    torchrun --nproc_per_node 2 -m bench.multi_gpu_bench --ckpt-dir /data/13b --reference $OUT/ref13.json
+    # 70B: the 70B shape with 4 layers (fits one GPU) for correctness, then the full 70B on 8.
+    torchrun --nproc_per_node 1 -m bench.multi_gpu_bench --ckpt-dir /data/70b-4L --shape 70B --layers 4 \
         --shards 8 --write-reference $OUT/ref70.json --streams 32 --ttft 512
-    torchrun --nproc_per_node 8 bench/multi_gpu_bench.py --ckpt-dir /data/70b-4L --reference $OUT/ref70.json
-    torchrun --nproc_per_node 8 bench/multi_gpu_bench.py --ckpt-dir /data/70b --shape 70B --shards 8
+    torchrun --nproc_per_node 8 -m bench.multi_gpu_bench --ckpt-dir /data/70b-4L --reference $OUT/ref70.json
+    torchrun --nproc_per_node 8 -m bench.multi_gpu_bench --ckpt-dir /data/70b --shape 70B --shards 8
     # CPU dry run (gloo, tiny shape): the whole script in ~1 minute
-    torchrun --nproc_per_node 2 bench/multi_gpu_bench.py --dry-run
+    torchrun --nproc_per_node 2 -m bench.multi_gpu_bench --dry-run
     # combine result files into one markdown table
-    python bench/multi_gpu_bench.py --table $OUT/multi_gpu_*.json
+    python -m bench.multi_gpu_bench --table $OUT/multi_gpu_*.json
 
 See docs/multi_gpu.md. Reuses bench/inference_bench.py's request driver and bandwidth probe.
 """
@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -43,21 +42,17 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from bench import inference_bench, make_checkpoint
+from services.inference.config import EngineConfig
+from services.inference.engine.engine import Engine, run_follower
+from services.inference.engine.kv_cache import BlockAllocator, blocks_for
+from services.inference.engine.ranks import StepBroadcaster
+from services.inference.engine.runner import ModelRunner, build_runner
+from services.inference.model.checkpoint import load_model, read_model_args
+from services.inference.model.parallel import ParallelContext, init_parallel, local_kv_heads, split_dim
+from services.inference.model.transformer import ModelArgs, Transformer
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import inference_bench  # noqa: E402  (helper B's engine benchmark: request driver, bandwidth probe)
-import make_checkpoint  # noqa: E402
-
-from services.inference.model.checkpoint import load_model, read_model_args  # noqa: E402
-from services.inference.config import EngineConfig  # noqa: E402
-from services.inference.engine.engine import Engine, run_follower  # noqa: E402
-from services.inference.engine.kv_cache import BlockAllocator, blocks_for  # noqa: E402
-from services.inference.model.transformer import ModelArgs, Transformer  # noqa: E402
-from services.inference.model.parallel import ParallelContext, init_parallel, local_kv_heads, split_dim  # noqa: E402
-from services.inference.engine.ranks import StepBroadcaster  # noqa: E402
-from services.inference.engine.runner import ModelRunner, build_runner  # noqa: E402
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -113,7 +108,7 @@ def ensure_checkpoint(opts: BenchOptions, ctx: ParallelContext) -> dict[str, obj
 
 
 def copy_bandwidth(device: torch.device) -> float:
-    """Bytes/s of a device copy (read + write): B's probe on CUDA, a host-memory copy on CPU."""
+    """Bytes/s of a device copy (read + write): inference_bench's probe on CUDA, a host-memory copy on CPU."""
     if device.type == "cuda":
         return inference_bench.copy_bandwidth(device)
     src = torch.ones(2**26, dtype=torch.uint8)

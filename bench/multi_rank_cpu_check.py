@@ -1,8 +1,8 @@
-"""Issues 12/13 on CPU: load time and greedy tokens of a 13B/70B-shaped checkpoint, MP=1 vs MP=N.
+"""Tensor parallelism on CPU: load time and greedy tokens of a 13B/70B-shaped checkpoint, MP=1 vs MP=N.
 
-    python bench/multi_rank_cpu_check.py                  # 70B shape, 2 layers, 8 shards, bf16, MP 1 and 8
-    python bench/multi_rank_cpu_check.py --layers 1 --ranks 1,2,4,8 --dtype float32
-    python bench/multi_rank_cpu_check.py --shape 13B --layers 1 --ranks 1,2 --dtype float32   # 2 shards
+    python -m bench.multi_rank_cpu_check                  # 70B shape, 2 layers, 8 shards, bf16, MP 1 and 8
+    python -m bench.multi_rank_cpu_check --layers 1 --ranks 1,2,4,8 --dtype float32
+    python -m bench.multi_rank_cpu_check --shape 13B --layers 1 --ranks 1,2 --dtype float32   # 2 shards
 
 Writes (once) a random checkpoint with bench/make_checkpoint.py in the release's shard count (70B:
 dim 8192, 64 query heads, 8 kv heads, FFN 28672, 8 shards; 13B: dim 5120, 40 heads, FFN 13824,
@@ -26,11 +26,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT))
+from bench import make_checkpoint
 
-import make_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RELEASE_SHARDS = {"7B": 1, "13B": 2, "70B": 8}
 

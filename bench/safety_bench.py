@@ -1,4 +1,4 @@
-"""Safety classifier benchmark: `python bench/safety_bench.py [--device cpu|cuda] [--threads N]`.
+"""Safety classifier benchmark: `python -m bench.safety_bench [--device cpu|cuda] [--threads N]`.
 
 1. Check latency at batch 1: the embedded classifier judging a 256-token dialog whose judged
    turn fills the encoder's whole window (254 tokens + [CLS]/[SEP]), the worst single-window case.
@@ -10,7 +10,7 @@ pinned to `--cpus`, e.g. 0-3) and times one gRPC Check of one <= 64-token user m
 the same item judged by the classifier in this process (same threads, same CPUs) and a health
 Check round trip, so what the service adds shows; then C concurrent callers through gRPC.
 
-    python bench/safety_bench.py --service --threads 4 --cpus 0-3 [--device cuda] [--concurrency 8 32]
+    python -m bench.safety_bench --service --threads 4 --cpus 0-3 [--device cuda] [--concurrency 8 32]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import contextlib
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -29,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 

@@ -1,4 +1,4 @@
-"""Safety service memory under load: `python bench/safety_memory_bench.py` (CPU).
+"""Safety service memory under load: `python -m bench.safety_memory_bench` (CPU).
 
 Starts `python -m services.safety` (embedded classifier) as a subprocess, then drives it the way
 the gateway does: S concurrent CheckStream streams (context, then chunks of a few words, each
@@ -14,11 +14,8 @@ import argparse
 import asyncio
 import os
 import random
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import grpc
 
