@@ -1,20 +1,14 @@
-"""Sampling parameters as the gateway sees them: validated before any backend is called.
-
-The rules are the inference service's (services/inference/sampling.py, SamplingParams.validate),
-restated here because importing that module pulls in torch, which the gateway does not need.
-`tests/unit/gateway/test_sampling.py` checks both agree when the inference module is importable.
+"""Sampling parameters as the gateway sees them: each field set or not (a turn's set fields override
+the chat's), validated before any backend is called with the rules the inference service applies
+(services/common/sampling.py).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from llamagate.v1 import types_pb2
-from services.common.errors import FieldViolation, InvalidRequest
-
-MAX_STOP_STRINGS = 8
-MAX_STOP_BYTES = 256
+from services.common.sampling import validate_sampling
 
 
 @dataclass(frozen=True)
@@ -66,23 +60,12 @@ class SamplingParams:
         )
 
     def validate(self, field: str = "sampling") -> None:
-        def bad(name: str, description: str) -> InvalidRequest:
-            return InvalidRequest(
-                f"{field}.{name} {description}", [FieldViolation(f"{field}.{name}", description)]
-            )
-
-        if self.temperature is not None and (not math.isfinite(self.temperature) or self.temperature < 0):
-            raise bad("temperature", f"is {self.temperature}: must be >= 0 (0 = greedy)")
-        if self.top_p is not None and (not math.isfinite(self.top_p) or not 0 < self.top_p <= 1):
-            raise bad("top_p", f"is {self.top_p}: must be in (0, 1]")
-        if self.max_gen_len is not None and self.max_gen_len <= 0:
-            raise bad("max_gen_len", f"is {self.max_gen_len}: must be >= 1 (or unset for as many as fit)")
-        if len(self.stop) > MAX_STOP_STRINGS:
-            raise bad("stop", f"has {len(self.stop)} strings: at most {MAX_STOP_STRINGS} are allowed")
-        for i, s in enumerate(self.stop):
-            if not s:
-                raise bad(f"stop[{i}]", "is empty: stop strings must not be empty")
-            if len(s.encode()) > MAX_STOP_BYTES:
-                raise bad(
-                    f"stop[{i}]", f"is {len(s.encode())} bytes: at most {MAX_STOP_BYTES} bytes are allowed"
-                )
+        """Raise InvalidRequest naming the field; unset fields pass (the service's defaults apply)."""
+        validate_sampling(
+            field,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_gen_len=self.max_gen_len,
+            seed=self.seed,
+            stop=self.stop,
+        )

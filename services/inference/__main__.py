@@ -20,8 +20,8 @@ from services.common.metrics import InferenceMetrics, SchedulerSnapshot
 from services.common.server import GrpcServer
 from services.common.telemetry import setup_telemetry
 from services.inference.config import InferenceConfig, parse_config
+from services.inference.engine.blocks import BlockAllocator
 from services.inference.engine.engine import Engine, run_follower
-from services.inference.engine.kv_cache import BlockAllocator
 from services.inference.engine.ranks import StepBroadcaster
 from services.inference.engine.runner import ModelRunner, build_runner
 from services.inference.model.checkpoint import load_model

@@ -18,6 +18,7 @@ from services.common.convert import messages_from_pb
 from services.common.errors import InvalidRequest, LlamagateError, Unavailable
 from services.common.logs import bind_request_id
 from services.common.metrics import InferenceMetrics
+from services.common.sampling import SamplingParams, seed_as_int64
 from services.common.tracing import GenerationTrace
 from services.inference.engine.engine import Engine
 from services.inference.engine.request import (
@@ -30,7 +31,6 @@ from services.inference.engine.request import (
     Started,
 )
 from services.inference.model.chat_format import encode_dialog, encode_text
-from services.inference.model.sampling import SamplingParams, seed_as_int64
 from services.inference.model.tokenizer import Tokenizer
 from services.inference.model.transformer import ModelArgs
 

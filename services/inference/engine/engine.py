@@ -18,9 +18,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from services.common.errors import FieldViolation, InvalidRequest, LlamagateError, Overloaded, Unavailable
+from services.common.errors import FieldViolation, InvalidRequest, LlamagateError, Unavailable
+from services.inference.engine.blocks import BlockAllocator
 from services.inference.engine.config import EngineConfig
-from services.inference.engine.kv_cache import BlockAllocator
 from services.inference.engine.ranks import StepBroadcaster
 from services.inference.engine.request import (
     Delta,
@@ -32,7 +32,14 @@ from services.inference.engine.request import (
     Started,
 )
 from services.inference.engine.runner import ModelRunner, PendingStep
-from services.inference.engine.scheduler import Scheduler, SchedulerStats, Sequence, SequenceUpdate, StepPlan
+from services.inference.engine.scheduler import (
+    ScheduledStep,
+    Scheduler,
+    SchedulerStats,
+    Sequence,
+    SequenceUpdate,
+    check_queue_room,
+)
 from services.inference.engine.text_stream import TextStream
 from services.inference.model.tokenizer import Tokenizer
 
@@ -51,8 +58,7 @@ class _Active:
 
 @dataclass(frozen=True)
 class _InFlight:
-    plan: StepPlan
-    rows: list[Sequence]
+    step: ScheduledStep
     pending: PendingStep
     launched_at: float
 
@@ -80,7 +86,6 @@ _Command = _Submit | _Cancel | _Stop
 @dataclass(frozen=True)
 class EngineStats(SchedulerStats):
     steps: int = 0
-    running: bool = True
 
 
 class Engine:
@@ -123,7 +128,6 @@ class Engine:
                 "tokens or fewer",
                 [FieldViolation("start.input", f"{n} tokens > {self.config.max_seq_len - 1}")],
             )
-        request.params.validate("start.sampling")
 
     def submit(self, request: GenerationRequest, sink: EventSink) -> int:
         """Queue a validated request; returns a handle for `cancel`. Raises Overloaded or Unavailable."""
@@ -132,13 +136,9 @@ class Engine:
                 raise self._failure
             if not self._thread.is_alive():
                 raise Unavailable("the inference engine is not running (starting or shutting down)")
-            queued = self._pending_submits + self._stats.waiting
-            if queued >= self.config.max_queue:
-                raise Overloaded(
-                    f"the inference queue is full ({queued} requests waiting, --max-queue {self.config.max_queue}); "
-                    "retry later",
-                    retry_after_s=1.0,
-                )
+            # Refused here, on the caller's thread, while the count of waiting requests is known; the
+            # scheduler applies the same rule again when the request reaches it.
+            check_queue_room(self._pending_submits + self._stats.waiting, self.config.max_queue)
             self._pending_submits += 1
             handle = next(self._handles)
         self._inbox.put(_Submit(handle, request, sink))
@@ -211,29 +211,24 @@ class Engine:
             self._step_started = None
             if self._broadcaster is not None and self._failure is None:
                 self._broadcaster.send(None)
-            with self._lock:
-                self._stats = EngineStats(**{**vars(self._stats), "running": False})
 
     def _launch_next(self) -> _InFlight | None:
-        plan = self._scheduler.schedule()
-        if plan is None:
+        step = self._scheduler.schedule()
+        if step is None:
             return None
-        rows = self._scheduler.rows_of(plan)
         launched_at = time.monotonic()
         if self._step_started is None:
             # From an idle engine the launch itself may block (a follower that stopped answering
             # never takes the broadcast or the forward's collectives): the watchdog must see it.
             self._step_started = launched_at
         if self._broadcaster is not None:
-            self._broadcaster.send(plan)
-        return _InFlight(plan, rows, self._runner.launch(plan), launched_at)
+            self._broadcaster.send(step.plan)
+        return _InFlight(step, self._runner.launch(step.plan), launched_at)
 
     def _complete(self, step: _InFlight) -> None:
         result = step.pending.result()
         self._steps += 1
-        updates = self._scheduler.apply(
-            step.plan, step.rows, result.tokens, result.logprobs, result.echo_logprobs
-        )
+        updates = self._scheduler.apply(step.step, result.tokens, result.logprobs, result.echo_logprobs)
         for update in updates:
             self._emit(update)
 

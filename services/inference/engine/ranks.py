@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from services.inference.engine.scheduler import StepPlan
+from services.inference.engine.step_plan import StepPlan
 
 
 class StepBroadcaster:

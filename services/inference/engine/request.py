@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.errors import LlamagateError
-from services.inference.model.sampling import SamplingParams
+from services.common.sampling import SamplingParams
 
 
 class FinishReason(enum.Enum):

@@ -26,18 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from services.inference.engine.blocks import PAD_SLOT, BlockAllocator, blocks_for
 from services.inference.engine.config import EngineConfig
-from services.inference.engine.kv_cache import (
-    PAD_SLOT,
-    BlockAllocator,
-    KVStorage,
-    StepCache,
-    blocks_for,
-    bytes_per_block,
-    plan_num_blocks,
-)
+from services.inference.engine.kv_cache import KVStorage, StepCache, bytes_per_block, plan_num_blocks
 from services.inference.engine.ranks import min_over_ranks
-from services.inference.engine.scheduler import StepPlan
+from services.inference.engine.step_inputs import Layout, pack
+from services.inference.engine.step_plan import StepPlan
 from services.inference.kernels import kv_write
 from services.inference.kernels.decode_gemm import use_decode_gemm
 from services.inference.model.sampling import greedy_sample, sample
@@ -45,8 +39,8 @@ from services.inference.model.transformer import Transformer, TransformerBlock
 
 log = logging.getLogger(__name__)
 
-# Columns of the packed integer input of a captured decode step; block table columns follow.
-_TOKEN, _POSITION, _SLOT, _LENGTH, _SEED, _STEP, _BATCH_SLOT, _TABLE = range(8)
+# Columns of the packed integer input of a captured decode step (one token per row).
+_DECODE = Layout(t=1)
 
 
 @dataclass(frozen=True)
@@ -121,51 +115,49 @@ class ModelRunner:
         return torch.where(tokens >= 0, tokens, self.slot_tokens[batch_slots][:, None])
 
     def _launch_eager(self, plan: StepPlan) -> PendingStep:
-        def tensor(values: object, dtype: torch.dtype) -> Tensor:
-            return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
-
-        batch_slots = tensor(plan.batch_slots, torch.long)
-        tokens = tensor(plan.tokens, torch.long)
+        layout, ints_host, floats_host = pack(plan, pin=self.device.type == "cuda")
+        ints = ints_host.to(self.device, non_blocking=True)
+        floats = floats_host.to(self.device, non_blocking=True)
+        batch_slots = ints[:, layout.batch_slot]
+        tokens = ints[:, layout.tokens]
         if plan.decode:
             tokens = self._tokens_in(tokens, batch_slots)
-        positions = tensor(plan.positions, torch.long)
+        positions = ints[:, layout.positions]
         cache = StepCache(
             self.storage,
-            slots=tensor(plan.slots, torch.long).flatten(),
-            block_tables=tensor(plan.block_tables, torch.int32),
-            context_lens=tensor(plan.context_lens, torch.int32),
+            slots=ints[:, layout.slots].flatten(),
+            block_tables=ints[:, layout.table :].to(torch.int32),
+            context_lens=ints[:, layout.context_len].to(torch.int32),
             positions=positions,
             fresh=plan.fresh,
             fused_rotary=self._fused_rotary,
         )
         logits = self.model(tokens, positions, cache)
-        rows = torch.arange(plan.rows, device=self.device)
-        last = logits[rows, tensor(plan.sample_index, torch.long)]
+        rows = torch.arange(len(plan.rows), device=self.device)
+        last = logits[rows, ints[:, layout.sample_index]]
         sampled, logprobs = sample(
-            last,
-            tensor(plan.temperature, torch.float32),
-            tensor(plan.top_p, torch.float32),
-            tensor(plan.seeds, torch.long),
-            tensor(plan.steps, torch.long),
+            last, floats[:, 0], floats[:, 1], ints[:, layout.seed], ints[:, layout.step]
         )
         # Mid-prefill rows store a meaningless token too; their slot is read only once a real one is there.
         self.slot_tokens.index_copy_(0, batch_slots, sampled)
         echo: dict[int, list[float]] = {}
-        for row, targets in zip(plan.echo_rows, plan.echo_targets, strict=True):
-            scores = F.log_softmax(logits[row, : len(targets)], dim=-1)
-            echo[row] = scores.gather(-1, tensor(targets, torch.long)[:, None]).squeeze(-1).tolist()
+        for i, row in enumerate(plan.rows):
+            if row.echo_targets is not None:
+                targets = torch.tensor(row.echo_targets, dtype=torch.long).to(self.device, non_blocking=True)
+                scores = F.log_softmax(logits[i, : len(row.echo_targets)], dim=-1)
+                echo[i] = scores.gather(-1, targets[:, None]).squeeze(-1).tolist()
         return PendingStep(torch.stack((sampled.double(), logprobs.double())), echo)
 
     # -- CUDA graphs -----------------------------------------------------------------------
 
     def _decode_logits(self, tokens: Tensor, ints: Tensor) -> Tensor:
         """The decode forward on packed inputs -> last-token logits [b, V] (the part we compile)."""
-        positions = ints[:, _POSITION : _POSITION + 1]
+        positions = ints[:, _DECODE.positions]
         cache = StepCache(
             self.storage,
-            slots=ints[:, _SLOT],
-            block_tables=ints[:, _TABLE:],
-            context_lens=ints[:, _LENGTH],
+            slots=ints[:, _DECODE.slots.start],
+            block_tables=ints[:, _DECODE.table :],
+            context_lens=ints[:, _DECODE.context_len],
             positions=positions,
             fresh=False,
             fused_rotary=self._fused_rotary,
@@ -174,13 +166,15 @@ class ModelRunner:
 
     def _decode_step(self, ints: Tensor, floats: Tensor, greedy: bool = False) -> Tensor:
         """The captured decode step: packed inputs -> [2, b] (tokens, logprobs) as float64."""
-        batch_slots = ints[:, _BATCH_SLOT]
-        tokens = self._tokens_in(ints[:, _TOKEN : _TOKEN + 1], batch_slots)
+        batch_slots = ints[:, _DECODE.batch_slot]
+        tokens = self._tokens_in(ints[:, _DECODE.tokens], batch_slots)
         logits = self._forward(tokens, ints)
         if greedy:
             sampled, logprobs = greedy_sample(logits)
         else:
-            sampled, logprobs = sample(logits, floats[:, 0], floats[:, 1], ints[:, _SEED], ints[:, _STEP])
+            sampled, logprobs = sample(
+                logits, floats[:, 0], floats[:, 1], ints[:, _DECODE.seed], ints[:, _DECODE.step]
+            )
         self.slot_tokens.index_copy_(0, batch_slots, sampled)
         return torch.stack((sampled.double(), logprobs.double()))
 
@@ -191,10 +185,12 @@ class ModelRunner:
             return
         sizes = graph_batch_sizes(self.config.max_batch_size, self.config.graph_sizes)
         biggest = sizes[-1]
-        self._ints = torch.zeros(biggest, _TABLE + self.max_blocks, dtype=torch.long, device=self.device)
-        self._ints[:, _SLOT] = PAD_SLOT
-        self._ints[:, _LENGTH] = 1
-        self._ints[:, _BATCH_SLOT] = self._pad_batch_slot
+        self._ints = torch.zeros(
+            biggest, _DECODE.table + self.max_blocks, dtype=torch.long, device=self.device
+        )
+        self._ints[:, _DECODE.slots] = PAD_SLOT
+        self._ints[:, _DECODE.context_len] = 1
+        self._ints[:, _DECODE.batch_slot] = self._pad_batch_slot
         self._floats = torch.zeros(biggest, 2, dtype=torch.float32, device=self.device)
         self._floats[:, 1] = 1.0
         # Only the forward is compiled: it is where fusion pays (norms, rotary, SwiGLU), and
@@ -229,35 +225,14 @@ class ModelRunner:
 
     def _launch_graph(self, plan: StepPlan) -> PendingStep:
         assert self._ints is not None and self._floats is not None
-        b = plan.rows
+        b = len(plan.rows)
         size = next(s for s in sorted(self._graphs) if s >= b)
-        width = len(plan.block_tables[0])
-        # Only the table columns this step uses are sent: a row reads no block past its length.
-        rows = [
-            [t[0], p[0], s[0], n, seed, step, slot, *table]
-            for t, p, s, n, seed, step, slot, table in zip(
-                plan.tokens,
-                plan.positions,
-                plan.slots,
-                plan.context_lens,
-                plan.seeds,
-                plan.steps,
-                plan.batch_slots,
-                plan.block_tables,
-                strict=True,
-            )
-        ]
-        pad_row = [0, 0, PAD_SLOT, 1, 0, 0, self._pad_batch_slot, *[0] * width]
-        rows += [pad_row] * (size - b)
-        floats = [[t, p] for t, p in zip(plan.temperature, plan.top_p, strict=True)]
-        floats += [[0.0, 1.0]] * (size - b)
-        # Pinned staging from PyTorch's host allocator: it is not reused before the copy has run.
-        ints_host = torch.tensor(rows, dtype=torch.long).pin_memory()
-        floats_host = torch.tensor(floats, dtype=torch.float32).pin_memory()
-        self._ints[:size, : _TABLE + width].copy_(ints_host, non_blocking=True)
+        _, ints_host, floats_host = pack(
+            plan, pin=True, pad_rows_to=size, pad_batch_slot=self._pad_batch_slot
+        )
+        self._ints[:size, : ints_host.shape[1]].copy_(ints_host, non_blocking=True)
         self._floats[:size].copy_(floats_host, non_blocking=True)
-        greedy = all(t == 0 for t in plan.temperature)
-        graph, out = (self._greedy_graphs if greedy else self._graphs)[size]
+        graph, out = (self._greedy_graphs if plan.greedy else self._graphs)[size]
         graph.replay()
         return PendingStep(out[:, :b], {})
 

@@ -22,9 +22,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from services.common.errors import Overloaded
+from services.inference.engine.blocks import BlockAllocator, blocks_for
 from services.inference.engine.config import EngineConfig
-from services.inference.engine.kv_cache import PAD_SLOT, BlockAllocator, blocks_for
 from services.inference.engine.request import FinishReason, GenerationRequest
+from services.inference.engine.step_plan import StepPlan, StepRow
 
 
 class Phase(enum.Enum):
@@ -64,38 +65,13 @@ class Sequence:
         return len(self.tokens) - self.prompt_len
 
 
-@dataclass
-class StepPlan:
-    """One engine step, as plain lists: what every rank feeds its model (rows padded alike).
+@dataclass(frozen=True)
+class ScheduledStep:
+    """A planned step: the plan every rank runs, and the sequence behind each of its rows (rank 0's
+    bookkeeping, never broadcast)."""
 
-    Rows are sequences; `tokens`/`positions`/`slots` are [rows][t]. Row i samples from the logits
-    of its token `sample_index[i]`. A decode token of -1 is still in flight: the runner takes it from
-    its device buffer at row `batch_slots[i]`, where every step stores each row's sampled token.
-    `samples[i]` says whether row i's token is a real next token (false mid-prefill).
-    `echo_rows` want the logprob of every prompt token.
-    """
-
-    decode: bool
-    fresh: bool
-    tokens: list[list[int]]
-    positions: list[list[int]]
-    slots: list[list[int]]
-    block_tables: list[list[int]]
-    context_lens: list[int]
-    sample_index: list[int]
-    temperature: list[float]
-    top_p: list[float]
-    seeds: list[int]
-    steps: list[int]
-    batch_slots: list[int] = field(default_factory=list)
-    samples: list[bool] = field(default_factory=list)
-    echo_rows: list[int] = field(default_factory=list)
-    # For each echo row: the prompt tokens its positions predict (to score the prompt).
-    echo_targets: list[list[int]] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        return len(self.tokens)
+    plan: StepPlan
+    sequences: list[Sequence]
 
 
 @dataclass(frozen=True)
@@ -118,6 +94,15 @@ class SchedulerStats:
     preemptions: int
 
 
+def check_queue_room(waiting: int, max_queue: int) -> None:
+    """Overloaded when `waiting` requests already wait for admission (the --max-queue rule)."""
+    if waiting >= max_queue:
+        raise Overloaded(
+            f"the inference queue is full ({waiting} requests waiting, --max-queue {max_queue}); retry later",
+            retry_after_s=1.0,
+        )
+
+
 class Scheduler:
     def __init__(self, config: EngineConfig, allocator: BlockAllocator, eos_id: int) -> None:
         self.config = config
@@ -131,18 +116,12 @@ class Scheduler:
         self.preemptions = 0
         # Batch slots of the runner's token buffer not held by an admitted sequence.
         self._free_batch_slots = list(range(config.max_batch_size - 1, -1, -1))
-        self._rows: list[Sequence] = []
 
     # -- admission -------------------------------------------------------------------------
 
     def add(self, request: GenerationRequest) -> Sequence:
         """Queue a request; Overloaded when the queue is full or it can never fit the cache."""
-        if len(self.waiting) >= self.config.max_queue:
-            raise Overloaded(
-                f"the inference queue is full ({len(self.waiting)} requests waiting, --max-queue "
-                f"{self.config.max_queue}); retry later",
-                retry_after_s=1.0,
-            )
+        check_queue_room(len(self.waiting), self.config.max_queue)
         prompt_len = len(request.prompt_ids)
         max_gen = request.params.max_gen_len or self.config.max_seq_len
         max_len = min(prompt_len + max_gen, self.config.max_seq_len)
@@ -214,63 +193,62 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.prefilling or self.decoding)
 
-    def schedule(self) -> StepPlan | None:
+    def schedule(self) -> ScheduledStep | None:
         """Plan the next step and advance the bookkeeping as if it ran (see the module doc)."""
         self._admit()
         # Decode and prefill take turns while both have work.
         if self.decoding and not (self.prefilling and self._last_was_decode):
-            plan = self._decode_plan()
-            if plan is not None:
+            step = self._decode_step()
+            if step is not None:
                 self._last_was_decode = True
-                return plan
+                return step
             # Nothing to decode (all preempted, or only waiting for tokens in flight).
             self._admit()
         if self.prefilling:
             self._last_was_decode = False
-            return self._prefill_plan()
+            return self._prefill_step()
         return None
 
     def _slot(self, sequence: Sequence, position: int) -> int:
         return sequence.blocks[position // self.block_size] * self.block_size + position % self.block_size
 
-    def _prefill_plan(self) -> StepPlan:
+    def _prefill_step(self) -> ScheduledStep:
         budget = self.config.prefill_chunk
-        rows: list[tuple[Sequence, int]] = []
+        chunks: list[tuple[Sequence, int]] = []
         width = 0
         for sequence in self.prefilling:
             chunk = min(len(sequence.tokens) - sequence.num_computed, budget)
             new_width = max(width, chunk)
-            if rows and (len(rows) + 1) * new_width > budget:
+            # Rows are padded to the widest chunk: the padded batch must fit the budget.
+            if chunks and (len(chunks) + 1) * new_width > budget:
                 break
-            rows.append((sequence, chunk))
+            chunks.append((sequence, chunk))
             width = new_width
-        plan = self._empty_plan(decode=False, fresh=all(s.num_computed == 0 for s, _ in rows))
-        for i, (sequence, chunk) in enumerate(rows):
+        rows = []
+        for sequence, chunk in chunks:
             start = sequence.num_computed
             positions = list(range(start, start + chunk))
-            pad = width - chunk
-            plan.tokens.append(sequence.tokens[start : start + chunk] + [0] * pad)
-            # Padding repeats the last position (a harmless query) and writes to the reserved block.
-            plan.positions.append(positions + [positions[-1]] * pad)
-            plan.slots.append([self._slot(sequence, p) for p in positions] + [PAD_SLOT] * pad)
-            plan.context_lens.append(start + chunk)
-            plan.sample_index.append(chunk - 1)
+            echo = None
             if sequence.echo_pending:
-                plan.echo_rows.append(i)
-                plan.echo_targets.append(
-                    sequence.tokens[start + 1 : min(start + chunk + 1, sequence.prompt_len)]
+                echo = sequence.tokens[start + 1 : min(start + chunk + 1, sequence.prompt_len)]
+            rows.append(
+                self._row(
+                    sequence,
+                    tokens=sequence.tokens[start : start + chunk],
+                    positions=positions,
+                    sample_index=chunk - 1,
+                    samples=start + chunk == len(sequence.tokens),
+                    echo_targets=echo,
                 )
-            self._add_sampling(plan, sequence, samples=start + chunk == len(sequence.tokens))
-        self._add_block_tables(plan, [s for s, _ in rows])
-        self._rows = []
-        for sequence, chunk in rows:
+            )
+        plan = StepPlan(decode=False, fresh=all(s.num_computed == 0 for s, _ in chunks), rows=rows)
+        for sequence, chunk in chunks:
             sequence.num_computed += chunk
             if sequence.num_computed == len(sequence.tokens):
                 self._sampled(sequence)
-            self._rows.append(sequence)
-        return plan
+        return ScheduledStep(plan, [sequence for sequence, _ in chunks])
 
-    def _decode_plan(self) -> StepPlan | None:
+    def _decode_step(self) -> ScheduledStep | None:
         # Grow block tables first; preempt the newest sequences when the pool runs dry.
         for sequence in list(self.decoding):
             if sequence not in self.decoding:
@@ -284,24 +262,48 @@ class Scheduler:
                 if victim is sequence:
                     break
         # A sequence whose planned tokens already reach its limit only waits for them to come back.
-        rows = [s for s in self.decoding if s.scheduled_len < s.max_len]
-        if not rows:
+        sequences = [s for s in self.decoding if s.scheduled_len < s.max_len]
+        if not sequences:
             return None
-        plan = self._empty_plan(decode=True, fresh=False)
-        for sequence in rows:
+        rows = []
+        for sequence in sequences:
             position = sequence.scheduled_len - 1
-            plan.tokens.append([-1 if sequence.pending else sequence.tokens[-1]])
-            plan.positions.append([position])
-            plan.slots.append([self._slot(sequence, position)])
-            plan.context_lens.append(position + 1)
-            plan.sample_index.append(0)
-            self._add_sampling(plan, sequence, samples=True)
-        self._add_block_tables(plan, rows)
-        for sequence in rows:
+            token = -1 if sequence.pending else sequence.tokens[-1]
+            rows.append(
+                self._row(sequence, tokens=[token], positions=[position], sample_index=0, samples=True)
+            )
+        for sequence in sequences:
             sequence.num_computed += 1
             self._sampled(sequence)
-        self._rows = rows
-        return plan
+        return ScheduledStep(StepPlan(decode=True, fresh=False, rows=rows), sequences)
+
+    def _row(
+        self,
+        sequence: Sequence,
+        *,
+        tokens: list[int],
+        positions: list[int],
+        sample_index: int,
+        samples: bool,
+        echo_targets: list[int] | None = None,
+    ) -> StepRow:
+        """`sequence`'s row, planned before its bookkeeping advances."""
+        params = sequence.request.params
+        return StepRow(
+            tokens=tokens,
+            positions=positions,
+            slots=[self._slot(sequence, p) for p in positions],
+            block_table=list(sequence.blocks),
+            context_len=positions[-1] + 1,
+            sample_index=sample_index,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=sequence.request.seed,
+            step=sequence.scheduled_len - sequence.prompt_len,
+            batch_slot=sequence.batch_slot,
+            samples=samples,
+            echo_targets=echo_targets,
+        )
 
     def _sampled(self, sequence: Sequence) -> None:
         """The planned step samples `sequence`'s next token: it is in flight until `apply`."""
@@ -311,46 +313,22 @@ class Scheduler:
             self.decoding.append(sequence)
             sequence.phase = Phase.DECODE
 
-    @staticmethod
-    def _empty_plan(decode: bool, fresh: bool) -> StepPlan:
-        return StepPlan(decode, fresh, [], [], [], [], [], [], [], [], [], [])
-
-    @staticmethod
-    def _add_sampling(plan: StepPlan, sequence: Sequence, samples: bool) -> None:
-        params = sequence.request.params
-        plan.temperature.append(params.temperature)
-        plan.top_p.append(params.top_p)
-        plan.seeds.append(sequence.request.seed)
-        plan.steps.append(sequence.scheduled_len - sequence.prompt_len)
-        plan.batch_slots.append(sequence.batch_slot)
-        plan.samples.append(samples)
-
-    @staticmethod
-    def _add_block_tables(plan: StepPlan, sequences: list[Sequence]) -> None:
-        width = max(len(s.blocks) for s in sequences)
-        plan.block_tables = [s.blocks + [0] * (width - len(s.blocks)) for s in sequences]
-
     # -- results ---------------------------------------------------------------------------
-
-    def rows_of(self, plan: StepPlan) -> list[Sequence]:
-        """The sequences of the plan `schedule()` just returned, in row order."""
-        return list(self._rows)
 
     def apply(
         self,
-        plan: StepPlan,
-        rows: list[Sequence],
+        step: ScheduledStep,
         tokens: list[int],
         logprobs: list[float],
         echo_logprobs: dict[int, list[float]],
     ) -> list[SequenceUpdate]:
         """Record a step's sampled tokens. Rows of sequences released since it was planned are dropped."""
         updates = []
-        for i, sequence in enumerate(rows):
+        for i, (sequence, row) in enumerate(zip(step.sequences, step.plan.rows, strict=True)):
             if sequence.phase is Phase.FINISHED:
                 continue
             echo = echo_logprobs.get(i)
-            if not plan.samples[i]:
+            if not row.samples:
                 updates.append(SequenceUpdate(sequence, None, 0.0, echo))
                 continue
             # A preempted sequence (WAITING) keeps its token: it was drawn at the right step.

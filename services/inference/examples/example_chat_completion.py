@@ -13,8 +13,8 @@ from pathlib import Path
 import torch.distributed as dist
 
 from services.common.dialog import Message, Role
+from services.common.sampling import SamplingParams
 from services.inference.model.generation import Llama
-from services.inference.model.sampling import SamplingParams
 
 S, U, A = Role.SYSTEM, Role.USER, Role.ASSISTANT
 DIALOGS = [

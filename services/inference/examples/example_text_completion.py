@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from services.common.sampling import SamplingParams
 from services.inference.model.generation import Llama
-from services.inference.model.sampling import SamplingParams
 
 PROMPTS = [
     # For these prompts, the expected answer is the natural continuation of the prompt.

@@ -18,10 +18,11 @@ from torch import Tensor
 
 from services.common.dialog import Message, Role
 from services.common.errors import InvalidRequest
+from services.common.sampling import SamplingParams, seed_as_int64
 from services.inference.model.chat_format import encode_dialog, encode_text
 from services.inference.model.checkpoint import default_dtype, load_model
 from services.inference.model.parallel import ParallelContext, init_parallel, local_kv_heads
-from services.inference.model.sampling import SamplingParams, sample, seed_as_int64
+from services.inference.model.sampling import sample
 from services.inference.model.tokenizer import Tokenizer
 from services.inference.model.transformer import ModelArgs, Transformer
 

@@ -10,57 +10,11 @@ same on every tensor-parallel rank.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from services.common.errors import FieldViolation, InvalidRequest
-
-MAX_STOP_STRINGS = 8
-MAX_STOP_BYTES = 256
 _U32 = 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.6
-    top_p: float = 0.9
-    max_gen_len: int | None = None
-    seed: int | None = None
-    logprobs: bool = False
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
-
-    def validate(self, field: str = "sampling") -> None:
-        """Raise InvalidRequest naming the field and its allowed range."""
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            _reject(
-                f"{field}.temperature", f"must be a finite number >= 0 (0 = greedy), got {self.temperature}"
-            )
-        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
-            _reject(f"{field}.top_p", f"must be in (0, 1], got {self.top_p}")
-        if self.max_gen_len is not None and self.max_gen_len <= 0:
-            _reject(f"{field}.max_gen_len", f"must be >= 1 when set, got {self.max_gen_len}")
-        if self.seed is not None and not 0 <= self.seed < 2**64:
-            _reject(f"{field}.seed", f"must be in [0, 2^64), got {self.seed}")
-        if len(self.stop) > MAX_STOP_STRINGS:
-            _reject(f"{field}.stop", f"at most {MAX_STOP_STRINGS} stop strings, got {len(self.stop)}")
-        for i, text in enumerate(self.stop):
-            size = len(text.encode("utf-8"))
-            if not 0 < size <= MAX_STOP_BYTES:
-                _reject(f"{field}.stop[{i}]", f"must be 1 to {MAX_STOP_BYTES} bytes of UTF-8, got {size}")
-
-
-def _reject(field: str, description: str) -> None:
-    raise InvalidRequest(f"{field} {description}", [FieldViolation(field, description)])
-
-
-def seed_as_int64(seed: int) -> int:
-    """A uint64 seed (as on the wire) reinterpreted as the int64 that `sample` takes."""
-    return seed - 2**64 if seed >= 2**63 else seed
 
 
 def _mix32(x: Tensor) -> Tensor:

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from services.common.sampling import SamplingParams
 from services.inference.model.generation import Llama
-from services.inference.model.sampling import SamplingParams
 
 TOKENS = [[1, 5, 300, 41, 999, 17, 64, 2, 77, 500, 3, 250], [1, 800, 12, 13, 14, 15, 16, 900, 420, 42, 7, 9]]
 PROMPTS = [[1, 300, 41, 999], [1, 12, 13, 14, 15, 16, 900]]

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from services.common.sampling import SamplingParams
 from services.inference.model.checkpoint import load_model
 from services.inference.model.generation import Llama
 from services.inference.model.parallel import init_parallel
-from services.inference.model.sampling import SamplingParams
 from services.inference.model.tokenizer import Tokenizer
 
 # Token ids below 1000 so any vocabulary (the demo tokenizer's included) accepts them.

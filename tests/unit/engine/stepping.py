@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from services.inference.engine.blocks import BlockAllocator
 from services.inference.engine.config import EngineConfig
-from services.inference.engine.kv_cache import BlockAllocator, KVStorage
+from services.inference.engine.kv_cache import KVStorage
 from services.inference.engine.runner import ModelRunner
 from services.inference.engine.scheduler import Scheduler
 from services.inference.model.transformer import ModelArgs, Transformer
@@ -36,11 +37,10 @@ def run_to_completion(scheduler: Scheduler, runner: ModelRunner, max_steps: int)
     for _ in range(max_steps):
         if not scheduler.has_work():
             break
-        plan = scheduler.schedule()
-        assert plan is not None
-        rows = scheduler.rows_of(plan)
-        result = runner.run(plan)
-        for update in scheduler.apply(plan, rows, result.tokens, result.logprobs, result.echo_logprobs):
+        step = scheduler.schedule()
+        assert step is not None
+        result = runner.run(step.plan)
+        for update in scheduler.apply(step, result.tokens, result.logprobs, result.echo_logprobs):
             if update.token is not None and scheduler.finish_reason(update.sequence):
                 scheduler.release(update.sequence)
     assert not scheduler.has_work()

@@ -19,13 +19,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from services.common.sampling import SamplingParams
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.kv_cache import KVStorage, StepCache
 from services.inference.engine.request import GenerationRequest
 from services.inference.engine.runner import build_runner, graph_batch_sizes
 from services.inference.engine.scheduler import Scheduler
 from services.inference.kernels import decode_gemm, kv_write
-from services.inference.model.sampling import SamplingParams
 from services.inference.model.transformer import Transformer, init_random_weights, rope_tables
 from tests.support.processes import ROOT
 from tests.unit.engine.stepping import ARGS, PROMPTS, run_to_completion

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from services.common.sampling import SamplingParams
 from services.inference.engine.request import GenerationRequest
 from services.inference.engine.runner import PendingStep
-from services.inference.engine.scheduler import Scheduler, Sequence, StepPlan
-from services.inference.model.sampling import SamplingParams
+from services.inference.engine.scheduler import ScheduledStep, Scheduler, Sequence
 from services.inference.model.transformer import Transformer, init_random_weights
 from tests.unit.engine.stepping import ARGS, PROMPTS, tiny_runner
 
@@ -33,16 +33,16 @@ def overlapped_run(model: Transformer, num_blocks: int, eos: int) -> tuple[list[
     scheduler = Scheduler(config, allocator, eos_id=eos)
     params = SamplingParams(temperature=0, max_gen_len=NEW)
     sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)]
-    in_flight: tuple[StepPlan, list[Sequence], PendingStep] | None = None
+    in_flight: tuple[ScheduledStep, PendingStep] | None = None
     wasted = 0
     for _ in range(300):
-        plan = scheduler.schedule()
-        launched = None if plan is None else (plan, scheduler.rows_of(plan), runner.launch(plan))
+        step = scheduler.schedule()
+        launched = None if step is None else (step, runner.launch(step.plan))
         if in_flight is not None:
-            done_plan, rows, pending = in_flight
+            done, pending = in_flight
             result = pending.result()
-            updates = scheduler.apply(done_plan, rows, result.tokens, result.logprobs, result.echo_logprobs)
-            wasted += sum(done_plan.samples) - sum(u.token is not None for u in updates)
+            updates = scheduler.apply(done, result.tokens, result.logprobs, result.echo_logprobs)
+            wasted += sum(row.samples for row in done.plan.rows) - sum(u.token is not None for u in updates)
             for update in updates:
                 if update.token is not None and scheduler.finish_reason(update.sequence):
                     scheduler.release(update.sequence)

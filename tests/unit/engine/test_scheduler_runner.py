@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from services.common.sampling import SamplingParams
 from services.inference.engine.request import GenerationRequest
 from services.inference.engine.scheduler import Scheduler
-from services.inference.model.sampling import SamplingParams
 from services.inference.model.transformer import Transformer, init_random_weights
 from tests.unit.engine.stepping import ARGS, PROMPTS, run_to_completion, tiny_runner
 

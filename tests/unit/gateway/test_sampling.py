@@ -8,7 +8,7 @@ from llamagate.v1 import types_pb2
 from services.common.errors import InvalidRequest
 from services.gateway.sampling import SamplingParams
 
-inference_sampling = pytest.importorskip("services.inference.sampling")
+inference_sampling = pytest.importorskip("services.common.sampling")
 
 
 def rejected(validate) -> bool:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from services.common.sampling import SamplingParams
 from services.inference.demo import DemoPaths
 from services.inference.model.checkpoint import default_dtype, load_model
 from services.inference.model.generation import Llama
 from services.inference.model.parallel import ParallelContext
-from services.inference.model.sampling import SamplingParams
 
 from .conftest import CPU_MP1
 

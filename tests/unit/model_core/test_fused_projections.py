@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from services.common.sampling import SamplingParams
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.request import GenerationRequest
 from services.inference.engine.runner import build_runner
 from services.inference.engine.scheduler import Scheduler
 from services.inference.model.checkpoint import load_model, meta_params, save_meta_checkpoint
 from services.inference.model.hf_format import save_hf_checkpoint
-from services.inference.model.sampling import SamplingParams
 from services.inference.model.transformer import Attention, Transformer
 from tests.support.processes import ROOT
 from tests.unit.engine.stepping import run_to_completion

@@ -7,9 +7,9 @@ import torch
 
 from services.common.dialog import Message, Role
 from services.common.errors import InvalidRequest
+from services.common.sampling import SamplingParams
 from services.inference.demo import DemoPaths
 from services.inference.model.generation import Llama
-from services.inference.model.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_gen_len=12)
 

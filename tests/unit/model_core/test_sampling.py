@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from services.common.errors import InvalidRequest
-from services.inference.model.sampling import SamplingParams, sample, seed_as_int64
+from services.common.sampling import SamplingParams, seed_as_int64
+from services.inference.model.sampling import sample
 
 
 def _batch(
