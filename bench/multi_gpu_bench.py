@@ -7,7 +7,7 @@ seeded Meta checkpoint, then on every rank:
   3. collective cost of one decode step: 2 all-reduces of [b, 1, dim] per layer (+ the embedding
      and logits all-gathers), timed eagerly and replayed from a CUDA graph as the engine runs them;
   4. greedy tokens of the plain eager model (no cache) and of the engine, for fixed prompts;
-  5. the engine (services/inference/engine.py, rank 0 schedules and broadcasts each step):
+  5. the engine (services/inference/engine/engine.py, rank 0 schedules and broadcasts each step):
      batch-1 decode tok/s, 32/64-stream throughput, TTFT for 512- and 2048-token prompts.
 A run with --write-reference stores its greedy tokens; a run with --reference compares with them.
 
