@@ -10,7 +10,7 @@ from google.rpc import error_details_pb2, status_pb2
 from llamagate.client import ChatClient, InvalidArgumentError, RateLimitedError, UnavailableError
 from llamagate.client.errors import ERROR_TYPES, ApiError, UnknownError, error_from_status
 from services.common.errors import FieldViolation, InvalidRequest, Overloaded
-from tests.unit.client.fake_gateway import FakeChatService, serve_in_thread
+from tests.support.fake_gateway import FakeChatService, serve_in_thread
 
 
 def _packed(message: object) -> any_pb2.Any:

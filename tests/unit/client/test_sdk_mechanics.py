@@ -21,7 +21,7 @@ from llamagate.client import (
 )
 from llamagate.v1 import types_pb2
 from services.common.errors import Unavailable
-from tests.unit.client.fake_gateway import ChatCall, FakeChatService, accepted, delta, done, serve_in_thread
+from tests.support.fake_gateway import ChatCall, FakeChatService, accepted, delta, done, serve_in_thread
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05)
 

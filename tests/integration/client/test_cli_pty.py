@@ -1,7 +1,7 @@
 """`llamagate chat` in a pseudo-terminal against a scripted ChatService that streams slowly.
 
-The real stack's version is tests/integration/client/test_cli_stack.py; this one pins the terminal
-behaviour (streaming, Ctrl-C cancels the reply not the session) in a couple of seconds.
+The real stack's version is test_cli_stack.py; this one pins the terminal behaviour (streaming,
+Ctrl-C cancels the reply not the session) without the stack, in a few seconds.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import pytest
 
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import types_pb2
+from tests.support.fake_gateway import ChatCall, FakeChatService, accepted, delta, done, serve_in_thread
 from tests.support.processes import ROOT
-from tests.unit.client.fake_gateway import ChatCall, FakeChatService, accepted, delta, done, serve_in_thread
+
+pytestmark = pytest.mark.slow
 
 WORDS = 60
 
