@@ -36,12 +36,13 @@ import torch  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from services.common.dialog import Message, Role  # noqa: E402
+from services.common.verdicts import Direction  # noqa: E402
 from services.safety.batcher import BatcherConfig  # noqa: E402
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig  # noqa: E402
 from services.safety.device import parse_device, resolve_dtype  # noqa: E402
 from services.safety.moderation import SafetyChecker  # noqa: E402
 from services.safety.policy import DEFAULT_POLICY, load_policy  # noqa: E402
-from services.safety.verdict import CheckItem, Direction  # noqa: E402
+from services.safety.verdict import CheckItem  # noqa: E402
 from tests.support.processes import ServiceProcess, free_port, python_module, wait_serving  # noqa: E402
 
 PROMPTS = [
