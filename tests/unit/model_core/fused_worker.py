@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from services.inference.model.checkpoint import load_model
+from services.inference.model.fusion import fuse_projections
 from services.inference.model.parallel import init_parallel
 
 TOKENS = [[1, 5, 200, 41, 99, 17, 64, 2, 77, 150, 3, 250], [1, 180, 12, 13, 14, 15, 16, 90, 42, 7, 9, 11]]
@@ -23,7 +24,7 @@ def logits_before_and_after(ckpt: Path) -> dict[str, object]:
         unfused = model(tokens)
         names_before = sorted(name for name, _ in model.named_parameters())
         elements_before = sum(p.numel() for p in model.parameters())
-        model.fuse_projections()
+        fuse_projections(model)
         fused = model(tokens)
     return {
         "unfused": unfused,

@@ -19,8 +19,9 @@ from services.inference.engine.request import GenerationRequest
 from services.inference.engine.runner import build_runner
 from services.inference.engine.scheduler import Scheduler
 from services.inference.model.checkpoint import load_model, meta_params, save_meta_checkpoint
+from services.inference.model.fusion import FusedAttention, fuse_projections
 from services.inference.model.hf_format import save_hf_checkpoint
-from services.inference.model.transformer import Attention, Transformer
+from services.inference.model.transformer import Transformer
 from tests.support.processes import ROOT
 from tests.unit.engine.stepping import run_to_completion
 from tests.unit.model_core import fused_worker
@@ -54,18 +55,18 @@ def test_fused_model_gives_the_unfused_logits_and_frees_the_separate_weights() -
     reference = copy.deepcopy(model)
     elements = sum(p.numel() for p in model.parameters())
     tokens = torch.tensor(fused_worker.TOKENS)
-    model.fuse_projections()
+    fuse_projections(model)
     names = [name for name, _ in model.named_parameters()]
     assert layer_names(names) & SEPARATE_NAMES == set()
     assert layer_names(names) >= FUSED_NAMES
     assert sum(p.numel() for p in model.parameters()) == elements
     attention = model.layers[0].attention
-    assert isinstance(attention, Attention)
+    assert isinstance(attention, FusedAttention)
     assert attention.qkv_widths == (8 * 8, 4 * 8, 4 * 8) and attention.kv_heads == 4
     with torch.inference_mode():
         torch.testing.assert_close(model(tokens), reference(tokens), atol=ATOL, rtol=RTOL)
         # A second call (build_runner runs on every rebuild) changes nothing.
-        model.fuse_projections()
+        fuse_projections(model)
         torch.testing.assert_close(model(tokens), reference(tokens), atol=ATOL, rtol=RTOL)
 
 
@@ -76,7 +77,7 @@ def test_checkpoints_load_by_the_separate_names_then_fuse(checkpoints: list[Path
         assert layer_names(list(model.state_dict())) >= SEPARATE_NAMES, ckpt.name
         with torch.inference_mode():
             unfused = model(tokens)
-            model.fuse_projections()
+            fuse_projections(model)
             torch.testing.assert_close(model(tokens), unfused, atol=ATOL, rtol=RTOL, msg=ckpt.name)
 
 
