@@ -37,6 +37,11 @@ class ServerConfig:
     keepalive_timeout_s: float = 20.0
     min_client_ping_interval_s: float = 10.0
     max_concurrent_streams: int = 1024
+    # A client's connection is closed (GOAWAY) after this long, so clients that balance over DNS
+    # (`dns:///`, round robin) re-resolve and reach replicas added since they connected. Calls in
+    # flight then get max_connection_age_grace_s to finish (None: the drain time, grace_s).
+    max_connection_age_s: float = 300.0
+    max_connection_age_grace_s: float | None = None
     tls: ServerTls | None = None
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
 
@@ -52,6 +57,17 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
     group.add_argument("--port", type=int, default=default_port, help="gRPC port (0 picks a free one)")
     group.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
     group.add_argument("--grace-s", type=float, default=30.0, help="drain time after SIGTERM")
+    group.add_argument(
+        "--max-connection-age-s",
+        type=float,
+        default=300.0,
+        help="close each client connection after this long, so DNS-balancing clients find new replicas",
+    )
+    group.add_argument(
+        "--max-connection-age-grace-s",
+        type=float,
+        help="time calls in flight get once their connection's age is up (default: --grace-s)",
+    )
     group.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS")
     group.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     group.add_argument("--tls-client-ca", type=Path, help="CA of client certificates; enables mTLS")
@@ -65,11 +81,17 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca)
     elif args.tls_client_ca:
         raise SystemExit("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+    if args.max_connection_age_s <= 0:
+        raise SystemExit("--max-connection-age-s must be > 0")
+    if args.max_connection_age_grace_s is not None and args.max_connection_age_grace_s < 0:
+        raise SystemExit("--max-connection-age-grace-s must be >= 0")
     return ServerConfig(
         host=args.host,
         port=args.port,
         max_message_bytes=args.max_message_bytes,
         grace_s=args.grace_s,
+        max_connection_age_s=args.max_connection_age_s,
+        max_connection_age_grace_s=args.max_connection_age_grace_s,
         tls=tls,
     )
 
@@ -85,6 +107,9 @@ class GrpcServer:
         self.config = config
         self.service_names = list(service_names)
         ms = lambda s: int(s * 1000)  # noqa: E731
+        age_grace_s = config.max_connection_age_grace_s
+        if age_grace_s is None:
+            age_grace_s = config.grace_s
         self.server = grpc.aio.server(
             interceptors=[*config.extra_interceptors, ErrorInterceptor()],
             options=[
@@ -95,6 +120,8 @@ class GrpcServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", ms(config.min_client_ping_interval_s)),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+                ("grpc.max_connection_age_ms", ms(config.max_connection_age_s)),
+                ("grpc.max_connection_age_grace_ms", ms(age_grace_s)),
                 # A second server on a taken port must fail to start, not silently share the port.
                 ("grpc.so_reuseport", 0),
             ],

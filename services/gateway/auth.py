@@ -1,6 +1,6 @@
 """API keys and tenants: `authorization: Bearer <key>` metadata -> the tenant and its limits.
 
-The keys file is YAML, loaded once at start:
+The keys file is YAML, loaded at start and again whenever it changes (`ApiKeyFileWatcher`):
 
     tenants:
       acme:
@@ -12,11 +12,20 @@ The keys file is YAML, loaded once at start:
 
 Keys are looked up by their sha256, so plain keys and hashed keys are the same to the lookup and
 the gateway never keeps a presented key longer than the request.
+
+Reload: the watcher polls the file's identity (device, inode, size, mtime of the file the path
+resolves to). A Kubernetes Secret volume updates by swapping a `..data` symlink to a new directory,
+so the resolved file is a new inode; an in-place rewrite changes size or mtime. A changed file is
+parsed in full and swapped in at once; a file that does not parse keeps the keys in force (an error
+is logged), so a bad edit never locks every tenant out or lets a revoked key back in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +34,8 @@ from typing import Any
 import yaml
 
 from services.common.errors import Unauthenticated
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,10 @@ class ApiKeys:
 
     def __init__(self, by_hash: Mapping[str, Tenant]) -> None:
         self._by_hash = dict(by_hash)
+
+    def replace_with(self, other: ApiKeys) -> None:
+        """Take `other`'s keys. One reference assignment: a lookup sees the old set or the new one."""
+        self._by_hash = other._by_hash
 
     @property
     def tenants(self) -> list[Tenant]:
@@ -109,3 +124,54 @@ def parse_api_keys(document: Any, source: str = "api keys") -> ApiKeys:
 
 def load_api_keys(path: Path) -> ApiKeys:
     return parse_api_keys(yaml.safe_load(path.read_text()), str(path))
+
+
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(path: Path) -> FileIdentity:
+    """(device, inode, size, mtime) of the file `path` resolves to (symlinks followed)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class ApiKeyFileWatcher:
+    """Reloads `keys` from `path` whenever the file changes; see the module docstring."""
+
+    def __init__(self, keys: ApiKeys, path: Path, interval_s: float = 2.0) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.keys = keys
+        self.path = path
+        self.interval_s = interval_s
+        self.reloads = 0
+        self._seen: FileIdentity | None = self._identity()
+
+    def _identity(self) -> FileIdentity | None:
+        try:
+            return file_identity(self.path)
+        except OSError:
+            return None  # mid-swap or removed: keep the keys in force, look again next time
+
+    def check_once(self) -> bool:
+        """Reload if the file changed since the last look; True when new keys were swapped in."""
+        identity = self._identity()
+        if identity is None or identity == self._seen:
+            return False
+        self._seen = identity
+        try:
+            fresh = load_api_keys(self.path)
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            log.error(
+                "api keys file %s changed but is not valid; keeping the keys in force: %s", self.path, error
+            )
+            return False
+        self.keys.replace_with(fresh)
+        self.reloads += 1
+        log.info("api keys reloaded from %s: %d tenants", self.path, len(fresh.tenants))
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await asyncio.to_thread(self.check_once)

@@ -9,6 +9,7 @@ from pathlib import Path
 from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
 from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, telemetry_config_from_args
 from services.common.tls import ClientTls
+from services.gateway.audit import AuditRetention
 from services.gateway.moderation import ModerationConfig, ModerationMode
 from services.gateway.pipeline import PipelineConfig
 from services.gateway.servicer import StreamLimits
@@ -30,6 +31,10 @@ class GatewayConfig:
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
     # TLS of the gateway's own calls to the backends (None = plaintext, e.g. on loopback).
     backend_tls: ClientTls | None = None
+    audit_retention: AuditRetention = field(default_factory=AuditRetention)
+    audit_export: str = "none"  # "none" | "stdout" | "otlp"
+    # How often the API keys file is looked at for changes.
+    api_keys_reload_s: float = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--audit-text", action="store_true", help="also store the judged text in the audit log"
+    )
+    parser.add_argument(
+        "--audit-max-total-mb",
+        type=float,
+        default=0.0,
+        help="delete the oldest closed audit files beyond this total (0: no limit)",
+    )
+    parser.add_argument(
+        "--audit-max-age-h",
+        type=float,
+        default=0.0,
+        help="delete closed audit files older than this (0: keep)",
+    )
+    parser.add_argument(
+        "--audit-min-free-mb",
+        type=float,
+        default=0.0,
+        help="delete the oldest closed audit files while the volume has less free space (0: off)",
+    )
+    parser.add_argument(
+        "--audit-export",
+        choices=["none", "stdout", "otlp"],
+        default="none",
+        help="also ship each record once on disk: JSON lines on stdout, or OTLP logs (OTEL_EXPORTER_OTLP_*)",
+    )
+    parser.add_argument(
+        "--api-keys-reload-s",
+        type=float,
+        default=2.0,
+        help="how often the API keys file is checked for changes",
     )
     parser.add_argument("--chunk-tokens", type=int, default=16, help="most tokens held back before a check")
     parser.add_argument(
@@ -100,6 +135,14 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         raise SystemExit("--max-turns must be >= 1")
     if args.stream_idle_timeout_s <= 0 or args.max_stream_duration_s <= 0:
         raise SystemExit("--stream-idle-timeout-s and --max-stream-duration-s must be > 0")
+    if args.api_keys_reload_s <= 0:
+        raise SystemExit("--api-keys-reload-s must be > 0")
+    if min(args.audit_max_total_mb, args.audit_max_age_h, args.audit_min_free_mb) < 0:
+        raise SystemExit("--audit-max-total-mb, --audit-max-age-h and --audit-min-free-mb must be >= 0")
+    if args.audit_max_total_mb and args.audit_max_total_mb < 2 * args.audit_max_file_mb:
+        raise SystemExit(
+            "--audit-max-total-mb must be at least twice --audit-max-file-mb (the open file stays)"
+        )
     backend_tls = None
     if args.backend_ca:
         backend_tls = ClientTls(
@@ -123,4 +166,11 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         audit_max_file_bytes=int(args.audit_max_file_mb * 1024 * 1024),
         stream_limits=StreamLimits(args.max_turns, args.stream_idle_timeout_s, args.max_stream_duration_s),
         backend_tls=backend_tls,
+        audit_retention=AuditRetention(
+            max_total_bytes=int(args.audit_max_total_mb * 1024 * 1024),
+            max_age_s=args.audit_max_age_h * 3600.0,
+            min_free_bytes=int(args.audit_min_free_mb * 1024 * 1024),
+        ),
+        audit_export=args.audit_export,
+        api_keys_reload_s=args.api_keys_reload_s,
     )

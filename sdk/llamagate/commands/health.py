@@ -1,7 +1,9 @@
 """`llamagate health`: ask a service whether it is serving (grpc.health.v1), as probes and scripts do.
 
-Exit status 0 when every asked service is SERVING, 1 otherwise. With --wait, keep asking until they
-all are or the time runs out (e.g. in a start-up script).
+Without --service, asks the server as a whole and, on a gateway, each backend as the gateway sees
+it (llamagate.v1.InferenceService, llamagate.v1.SafetyService). Exit status 0 when everything asked
+is SERVING, 1 otherwise. With --wait, keep asking until it all is or the time runs out (e.g. in a
+start-up script).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from typing import Any
 
 from llamagate.client import ApiError, check_health
+from llamagate.client.health import backend_health
 from llamagate.commands.options import (
     EXIT_ERROR,
     ConnectionConfig,
@@ -55,12 +58,15 @@ def run(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait
     while True:
         statuses = {service: _status(connection.target, service, connection, timeout) for service in services}
-        healthy = all(status == "SERVING" for status in statuses.values())
+        backends = {} if args.service else _backends(connection, timeout)
+        healthy = all(status == "SERVING" for status in [*statuses.values(), *backends.values()])
         if healthy or time.monotonic() >= deadline:
             break
         time.sleep(POLL_INTERVAL_S)
     for service, status in statuses.items():
         print(f"{connection.target} {service or '(server)'}: {status}")
+    for service, status in backends.items():
+        print(f"{connection.target} backend {service}: {status}")
     return 0 if healthy else EXIT_ERROR
 
 
@@ -69,3 +75,10 @@ def _status(target: str, service: str, connection: ConnectionConfig, timeout: fl
         return check_health(target, service, tls=connection.tls, timeout=timeout)
     except ApiError as error:
         return f"{error.code.name} ({error.message})"
+
+
+def _backends(connection: ConnectionConfig, timeout: float) -> dict[str, str]:
+    try:
+        return backend_health(connection.target, tls=connection.tls, timeout=timeout)
+    except ApiError:
+        return {}  # nothing answers: the server line already says why
