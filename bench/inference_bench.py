@@ -33,13 +33,13 @@ from pathlib import Path
 
 import torch
 
+from services.common.sampling import SamplingParams
 from services.inference.config import DECODE_GEMMS, EngineConfig
 from services.inference.engine.engine import Engine
 from services.inference.engine.kv_cache import blocks_for
 from services.inference.engine.request import Delta, Done, Event, Failed, GenerationRequest, Started
 from services.inference.engine.runner import ModelRunner, build_runner
 from services.inference.kernels import decode_gemm
-from services.common.sampling import SamplingParams
 from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer
 
 SHAPES = {**CONFIGS, "tiny": ModelArgs(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=64)}

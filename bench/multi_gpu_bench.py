@@ -44,8 +44,8 @@ import torch.distributed as dist
 
 from bench import inference_bench, make_checkpoint
 from services.inference.config import EngineConfig
-from services.inference.engine.engine import Engine, run_follower
 from services.inference.engine.blocks import BlockAllocator, blocks_for
+from services.inference.engine.engine import Engine, run_follower
 from services.inference.engine.ranks import StepBroadcaster
 from services.inference.engine.runner import ModelRunner, build_runner
 from services.inference.model.checkpoint import load_model, read_model_args
