@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from llamagate.v1 import types_pb2
-
 from services.common.dialog import Message, Role
 from services.common.errors import FieldViolation, InvalidRequest
 from services.common.verdicts import CategoryScore, Direction, Verdict

@@ -254,11 +254,6 @@ class Telemetry:
         log.info("metrics endpoint on http://%s:%d/metrics", self.config.metrics_host, self.metrics_port)
         return self.metrics_port
 
-    def install_as_global(self) -> None:
-        """For third-party instrumentation that only looks at the global providers; `__main__` only."""
-        trace.set_tracer_provider(self.tracer_provider)
-        metrics.set_meter_provider(self.meter_provider)
-
     def shutdown(self) -> None:
         """Idempotent, so both a `finally:` and a signal path may call it."""
         if self._shut_down:

@@ -40,9 +40,3 @@ def reject_unknown_fields(message: Message) -> None:
             "regenerate your client from the server's llamagate.v1 .proto files",
             [FieldViolation(p, "unknown field") for p in paths],
         )
-
-
-def require(condition: bool, field: str, description: str) -> None:
-    """Raise InvalidRequest naming `field` when `condition` is false."""
-    if not condition:
-        raise InvalidRequest(f"{field}: {description}", [FieldViolation(field, description)])

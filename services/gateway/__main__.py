@@ -9,7 +9,6 @@ import sys
 
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from services.common.logs import configure_logging
-from services.common.metrics import GatewayMetrics
 from services.common.server import GrpcServer
 from services.common.telemetry import setup_telemetry
 from services.gateway.audit import AuditSink
@@ -17,6 +16,7 @@ from services.gateway.auth import load_api_keys
 from services.gateway.config import GatewayConfig, build_parser, config_from_args
 from services.gateway.dependencies import DependencyMonitor
 from services.gateway.grpc_backends import GrpcInference, GrpcSafety, open_channel
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.pipeline import ReplyPipeline
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.servicer import ChatServicer

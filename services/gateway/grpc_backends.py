@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+
 from llamagate.v1 import (
     inference_service_pb2 as inf_pb,
 )
@@ -25,7 +26,6 @@ from llamagate.v1 import (
 from llamagate.v1 import (
     types_pb2,
 )
-
 from services.common.convert import direction_to_pb, messages_to_pb, verdict_from_pb
 from services.common.dialog import Message
 from services.common.errors import (

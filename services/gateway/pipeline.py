@@ -25,7 +25,6 @@ from opentelemetry import trace
 
 from services.common.dialog import Message, Role
 from services.common.errors import DeadlineExceeded, LlamagateError, Unavailable
-from services.common.tracing import safety_span
 from services.common.verdicts import Direction, Verdict
 from services.gateway.audit import AuditCategory, AuditRecord, AuditSink, text_sha256
 from services.gateway.backends import (
@@ -40,6 +39,7 @@ from services.gateway.backends import (
     SafetyBackend,
 )
 from services.gateway.moderation import Chunk, Chunker, ModerationConfig, ModerationMode
+from services.gateway.tracing import safety_span
 
 DEFAULT_REFUSAL = "I can't help with that. The request or the reply was stopped by the safety policy."
 

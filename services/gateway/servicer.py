@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry import trace
+
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
-from opentelemetry import trace
-
 from services.common.convert import verdict_to_pb
 from services.common.dialog import SPECIAL_TAGS_ERROR, Message, Role, contains_special_tags
 from services.common.errors import (
@@ -36,11 +36,10 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.logs import bind_request_id
-from services.common.metrics import GatewayMetrics
-from services.common.tracing import turn_span
 from services.gateway.auth import ApiKeys, Tenant
 from services.gateway.backends import FinishReason, GenerationRequest
 from services.gateway.conversation import Conversation
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.pipeline import (
     Accepted,
     Done,
@@ -52,6 +51,7 @@ from services.gateway.pipeline import (
 )
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.sampling import SamplingParams
+from services.gateway.tracing import turn_span
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import torch
 
 from services.common.errors import Unavailable
 from services.common.logs import configure_logging
-from services.common.metrics import InferenceMetrics, SchedulerSnapshot
 from services.common.server import GrpcServer
 from services.common.telemetry import setup_telemetry
 from services.inference.config import InferenceConfig, parse_config
@@ -24,6 +23,7 @@ from services.inference.engine.blocks import BlockAllocator
 from services.inference.engine.engine import Engine, run_follower
 from services.inference.engine.ranks import StepBroadcaster
 from services.inference.engine.runner import ModelRunner, build_runner
+from services.inference.metrics import InferenceMetrics, SchedulerSnapshot
 from services.inference.model.checkpoint import load_model
 from services.inference.model.parallel import ParallelContext, init_parallel
 from services.inference.model.tokenizer import Tokenizer

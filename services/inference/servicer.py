@@ -17,9 +17,7 @@ from llamagate.v1 import types_pb2
 from services.common.convert import messages_from_pb
 from services.common.errors import InvalidRequest, LlamagateError, Unavailable
 from services.common.logs import bind_request_id
-from services.common.metrics import InferenceMetrics
 from services.common.sampling import SamplingParams, seed_as_int64
-from services.common.tracing import GenerationTrace
 from services.inference.engine.engine import Engine
 from services.inference.engine.request import (
     Delta,
@@ -30,9 +28,11 @@ from services.inference.engine.request import (
     GenerationRequest,
     Started,
 )
+from services.inference.metrics import InferenceMetrics
 from services.inference.model.chat_format import encode_dialog, encode_text
 from services.inference.model.tokenizer import Tokenizer
 from services.inference.model.transformer import ModelArgs
+from services.inference.tracing import GenerationTrace
 
 _FINISH = {
     FinishReason.STOP: types_pb2.FINISH_REASON_STOP,

@@ -23,17 +23,17 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
 
+from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
 from services.common.dialog import Message, Role
 from services.common.logs import configure_logging
-from services.common.metrics import SafetyMetrics
 from services.common.server import GrpcServer
 from services.common.telemetry import Telemetry, setup_telemetry
 from services.common.verdicts import Direction
 from services.safety.classifiers.base import Classifier
 from services.safety.classifiers.factory import build_classifier
 from services.safety.config import SafetyConfig, build_parser, config_from_args
+from services.safety.metrics import SafetyMetrics
 from services.safety.moderation import SafetyChecker
 from services.safety.policy import Policy, PolicyError, load_policy
 from services.safety.servicer import SafetyServicer

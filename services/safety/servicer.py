@@ -6,13 +6,13 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+
 from llamagate.v1 import safety_service_pb2 as pb
 from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
-
 from services.common.convert import direction_from_pb, messages_from_pb, verdict_to_pb
 from services.common.errors import FieldViolation, InvalidRequest
-from services.common.metrics import SafetyMetrics
 from services.common.verdicts import Verdict
+from services.safety.metrics import SafetyMetrics
 from services.safety.moderation import OutputStream, SafetyChecker
 from services.safety.verdict import CheckItem
 

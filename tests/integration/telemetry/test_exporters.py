@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.metrics import InferenceMetrics, SchedulerSnapshot
 from services.common.telemetry import add_telemetry_arguments, setup_telemetry, telemetry_config_from_args
+from services.inference.metrics import InferenceMetrics, SchedulerSnapshot
 from tests.integration.telemetry.otlp_collector import OtlpCollector
 
 

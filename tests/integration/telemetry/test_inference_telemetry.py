@@ -17,9 +17,18 @@ from opentelemetry.trace import SpanKind, StatusCode
 from llamagate.v1 import inference_service_pb2 as pb
 from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
-from services.common.metrics import InferenceMetrics
 from services.common.server import GrpcServer, ServerConfig
-from services.common.tracing import (
+from services.inference.__main__ import scheduler_snapshot
+from services.inference.config import EngineConfig
+from services.inference.demo import DemoPaths, write_demo
+from services.inference.engine.engine import Engine
+from services.inference.engine.runner import build_runner
+from services.inference.metrics import InferenceMetrics
+from services.inference.model.checkpoint import load_model
+from services.inference.model.parallel import init_parallel
+from services.inference.model.tokenizer import Tokenizer
+from services.inference.servicer import InferenceServicer, model_info
+from services.inference.tracing import (
     DECODE_SPAN,
     FINISH_EVENT,
     FIRST_TOKEN_EVENT,
@@ -27,15 +36,6 @@ from services.common.tracing import (
     PREFILL_SPAN,
     QUEUE_WAIT_SPAN,
 )
-from services.inference.__main__ import scheduler_snapshot
-from services.inference.model.checkpoint import load_model
-from services.inference.config import EngineConfig
-from services.inference.demo import DemoPaths, write_demo
-from services.inference.engine.engine import Engine
-from services.inference.model.parallel import init_parallel
-from services.inference.engine.runner import build_runner
-from services.inference.servicer import InferenceServicer, model_info
-from services.inference.model.tokenizer import Tokenizer
 from tests.integration.telemetry.two_hop import Hop, make_hop
 from tests.unit.telemetry.readings import collect, labels
 

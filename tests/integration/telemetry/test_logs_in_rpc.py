@@ -11,7 +11,7 @@ import pytest
 
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from services.common.logs import JsonFormatter
-from services.common.tracing import TURN_SPAN
+from services.gateway.tracing import TURN_SPAN
 from tests.integration.telemetry.conftest import Topology
 from tests.integration.telemetry.two_hop import FRONT_LOGGER
 

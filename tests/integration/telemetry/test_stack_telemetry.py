@@ -18,16 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2 as types_pb
-from services.common.tracing import (
+from services.gateway.tracing import SAFETY_INPUT_SPAN, SAFETY_OUTPUT_SPAN, TURN_SPAN
+from services.inference.tracing import (
     DECODE_SPAN,
     FINISH_EVENT,
     FIRST_TOKEN_EVENT,
     GENERATE_SPAN,
     PREFILL_SPAN,
     QUEUE_WAIT_SPAN,
-    SAFETY_INPUT_SPAN,
-    SAFETY_OUTPUT_SPAN,
-    TURN_SPAN,
 )
 from tests.integration.telemetry.otlp_collector import ExportedSpan, OtlpCollector
 from tests.support.processes import free_port

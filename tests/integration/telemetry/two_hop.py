@@ -27,10 +27,13 @@ from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 from llamagate.v1 import types_pb2 as types_pb
 from services.common.errors import InvalidRequest
 from services.common.logs import bind_request_id
-from services.common.metrics import GatewayMetrics, InferenceMetrics, SafetyMetrics, SchedulerSnapshot
 from services.common.server import GrpcServer, ServerConfig
 from services.common.telemetry import Telemetry, TelemetryConfig, setup_telemetry
-from services.common.tracing import GenerationTrace, safety_span, turn_span
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.tracing import safety_span, turn_span
+from services.inference.metrics import InferenceMetrics, SchedulerSnapshot
+from services.inference.tracing import GenerationTrace
+from services.safety.metrics import SafetyMetrics
 
 FRONT_LOGGER = "llamagate.test.front"
 UNSAFE_WORD = "forbidden"

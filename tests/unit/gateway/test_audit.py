@@ -6,8 +6,8 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from llamagate.formats.audit import AuditCategory, AuditFilter, AuditRecord, audit_files, read_records
 
+from llamagate.formats.audit import AuditCategory, AuditFilter, AuditRecord, audit_files, read_records
 from services.gateway.audit import AuditSink
 
 

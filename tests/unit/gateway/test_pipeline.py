@@ -9,8 +9,8 @@ import dataclasses
 import time
 
 import pytest
-from llamagate.formats.audit import read_records
 
+from llamagate.formats.audit import read_records
 from services.common.dialog import Message, Role
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.verdicts import Direction

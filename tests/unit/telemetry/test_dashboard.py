@@ -9,7 +9,9 @@ from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 
-from services.common.metrics import GatewayMetrics, InferenceMetrics, SafetyMetrics, SchedulerSnapshot
+from services.gateway.metrics import GatewayMetrics
+from services.inference.metrics import InferenceMetrics, SchedulerSnapshot
+from services.safety.metrics import SafetyMetrics
 from tests.support.processes import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "llamagate.json"

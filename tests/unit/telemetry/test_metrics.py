@@ -8,14 +8,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.common.metrics import (
-    TTFT_BUCKETS_S,
-    GatewayMetrics,
-    InferenceMetrics,
-    SafetyMetrics,
-    SchedulerSnapshot,
-)
+from services.common.metrics import TTFT_BUCKETS_S
 from services.common.telemetry import TelemetryConfig, setup_telemetry
+from services.gateway.metrics import GatewayMetrics
+from services.inference.metrics import InferenceMetrics, SchedulerSnapshot
+from services.safety.metrics import SafetyMetrics
 from tests.unit.telemetry.readings import collect, labels
 
 

@@ -10,17 +10,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.common.metrics import InferenceMetrics, SchedulerSnapshot
-from services.common.tracing import (
+from services.gateway.tracing import SAFETY_OUTPUT_SPAN, TURN_SPAN, safety_span, turn_span
+from services.inference.metrics import InferenceMetrics, SchedulerSnapshot
+from services.inference.tracing import (
     DECODE_SPAN,
     GENERATE_SPAN,
     PREFILL_SPAN,
     QUEUE_WAIT_SPAN,
-    SAFETY_OUTPUT_SPAN,
-    TURN_SPAN,
     GenerationTrace,
-    safety_span,
-    turn_span,
 )
 from tests.unit.telemetry.readings import collect, labels
 
