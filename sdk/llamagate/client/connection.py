@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from llamagate.client.version import __version__
+from llamagate.v1 import chat_service_pb2 as chat_pb
 
 ChannelOptions = Sequence[tuple[str, str | int]]
 Metadata = tuple[tuple[str, str], ...]
@@ -42,6 +44,18 @@ class TlsConfig:
             private_key=read(self.key_file),
             certificate_chain=read(self.cert_file),
         )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ChatService stub (on a blocking or a grpc.aio channel) and the metadata every call carries."""
+
+    stub: Any
+    metadata: Metadata
+
+    def complete(self, request: chat_pb.CompleteRequest, timeout_s: float | None) -> Any:
+        """Start a Complete call; `timeout_s` is its gRPC deadline."""
+        return self.stub.Complete(request, metadata=self.metadata, timeout=timeout_s)
 
 
 def auth_metadata(api_key: str | None) -> Metadata:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from llamagate.client.types import (
     Accepted,
@@ -15,6 +16,12 @@ from llamagate.client.types import (
     TextChunk,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from llamagate.client.reply_machine import ReplyMachine
+
+MachineT = TypeVar("MachineT", bound="ReplyMachine[Any]")
+EventsT = TypeVar("EventsT")
 
 
 @dataclass
@@ -61,8 +68,24 @@ class ReplyState:
         return done
 
 
-class ReplyResult:
-    """Read-only results of a reply; subclasses say how to get a finished `ReplyState`."""
+class ReplyResult(Generic[MachineT, EventsT]):
+    """A reply's machine (reply_machine.py), the events a client's transport gets by driving it, and
+    the read-only results.
+
+    Subclasses drive the machine in `_run` (a generator or an async one) and say how to get a
+    finished `ReplyState`: wait for it, or refuse until it is.
+    """
+
+    def __init__(self, machine: MachineT) -> None:
+        self._machine = machine
+        self._events = self._run()
+
+    @property
+    def done(self) -> bool:
+        return self._machine.state.done is not None
+
+    def _run(self) -> EventsT:
+        raise NotImplementedError
 
     def _finished(self) -> ReplyState:
         raise NotImplementedError

@@ -29,6 +29,15 @@ ResponseT = TypeVar("ResponseT", chat_pb.ChatResponse, chat_pb.CompleteResponse)
 
 
 @dataclass(frozen=True)
+class Retrying:
+    """How the machines retry: the policy, the randomness of its jitter, and the clock they read."""
+
+    policy: RetryPolicy
+    rng: random.Random
+    clock: Clock = time.monotonic
+
+
+@dataclass(frozen=True)
 class Step:
     """What a transport does after feeding the machine, in field order.
 
@@ -52,20 +61,18 @@ class Step:
 class ReplyMachine(Generic[ResponseT]):
     """One reply of a Chat or Complete stream, across its attempts.
 
-    `timeout_s` bounds the whole reply, retries included; `clock` is monotonic seconds.
+    `timeout_s` bounds the whole reply, retries included.
     """
 
     # How errors name the reply and say that a stream ended before its Done.
     noun: ClassVar[str]
     ended_early: ClassVar[str]
 
-    def __init__(
-        self, policy: RetryPolicy, rng: random.Random, timeout_s: float | None, clock: Clock = time.monotonic
-    ) -> None:
-        self._policy = policy
-        self._rng = rng
-        self._clock = clock
-        self._deadline = None if timeout_s is None else clock() + timeout_s
+    def __init__(self, retrying: Retrying, timeout_s: float | None) -> None:
+        self._policy = retrying.policy
+        self._rng = retrying.rng
+        self._clock = retrying.clock
+        self._deadline = None if timeout_s is None else self._clock() + timeout_s
         self.state = ReplyState()
         self.attempt = 1
         self.error: ApiError | None = None
@@ -140,15 +147,8 @@ class CompletionMachine(ReplyMachine[chat_pb.CompleteResponse]):
     noun = "completion"
     ended_early = "the gateway ended the stream before the completion was done"
 
-    def __init__(
-        self,
-        request: chat_pb.CompleteRequest,
-        policy: RetryPolicy,
-        rng: random.Random,
-        timeout_s: float | None,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        super().__init__(policy, rng, timeout_s, clock)
+    def __init__(self, request: chat_pb.CompleteRequest, retrying: Retrying, timeout_s: float | None) -> None:
+        super().__init__(retrying, timeout_s)
         self.request = request
 
     def _decode(self, response: chat_pb.CompleteResponse) -> ReplyEvent | None:
@@ -179,12 +179,10 @@ class ChatTurn(ReplyMachine[chat_pb.ChatResponse]):
         conversation: Conversation,
         content: str,
         sampling: Sampling,
-        policy: RetryPolicy,
-        rng: random.Random,
+        retrying: Retrying,
         timeout_s: float | None,
-        clock: Clock = time.monotonic,
     ) -> None:
-        super().__init__(policy, rng, timeout_s, clock)
+        super().__init__(retrying, timeout_s)
         self._conversation = conversation
         self.content = content
         self.sampling = sampling
@@ -212,19 +210,10 @@ class ChatTurn(ReplyMachine[chat_pb.ChatResponse]):
 class SessionMachine:
     """A chat session's protocol state: its conversation and its turns, one streaming at a time."""
 
-    def __init__(
-        self,
-        conversation: Conversation,
-        policy: RetryPolicy,
-        rng: random.Random,
-        timeout_s: float | None,
-        clock: Clock = time.monotonic,
-    ) -> None:
+    def __init__(self, conversation: Conversation, retrying: Retrying, timeout_s: float | None) -> None:
         self._conversation = conversation
-        self._policy = policy
-        self._rng = rng
+        self._retrying = retrying
         self._timeout_s = timeout_s
-        self._clock = clock
         self._turn: ChatTurn | None = None
 
     @property
@@ -246,10 +235,8 @@ class SessionMachine:
             self._conversation,
             content,
             self._conversation.sampling.merged(sampling),
-            self._policy,
-            self._rng,
+            self._retrying,
             timeout_s if timeout_s is not None else self._timeout_s,
-            self._clock,
         )
         return self._turn
 

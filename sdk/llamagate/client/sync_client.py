@@ -1,26 +1,32 @@
-"""The blocking client: `ChatClient`, its chat sessions and their streamed replies."""
+"""The blocking client: `ChatClient`, its chat sessions and their streamed replies.
+
+A thin transport around reply_machine.py: it makes blocking gRPC calls, feeds the machines what
+they return and does what the machines' steps say (yield, raise, sleep and try again).
+"""
 
 from __future__ import annotations
 
-import os
 import queue
-import random
 import threading
 import time
-import weakref
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Self
 
 import grpc
 
-from llamagate.client.connection import ChannelOptions, Metadata, TlsConfig, auth_metadata, open_channel
-from llamagate.client.conversation import CANCEL_REQUEST, Conversation
-from llamagate.client.errors import ApiError, DeadlineExceededError, UnavailableError, error_from_call
-from llamagate.client.reply import ReplyResult, ReplyState
-from llamagate.client.retry import RetryPolicy
-from llamagate.client.types import Done, FinishReason, Message, ReplyEvent, Sampling, TextChunk, event_from_pb
+from llamagate.client.client_base import ClientBase, CompletionBase, SessionBase
+from llamagate.client.connection import ChannelOptions, Endpoint, TlsConfig, open_channel
+from llamagate.client.conversation import CANCEL_REQUEST
+from llamagate.client.errors import UnavailableError
+from llamagate.client.reply import MachineT, ReplyResult, ReplyState
+from llamagate.client.reply_machine import (
+    ChatTurn,
+    CompletionMachine,
+    Step,
+    Submission,
+)
+from llamagate.client.types import ReplyEvent, Sampling, TextChunk
 from llamagate.v1 import chat_service_pb2 as chat_pb
-from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 
 _HALF_CLOSE = None
 
@@ -28,11 +34,11 @@ _HALF_CLOSE = None
 class _ChatStream:
     """One Chat RPC. Requests go through a queue that gRPC's sender thread drains in order."""
 
-    def __init__(self, stub: Any, metadata: Metadata, start: chat_pb.ChatRequest, sampling: Sampling) -> None:
-        self.sampling = sampling
+    def __init__(self, endpoint: Endpoint, first: Submission) -> None:
+        self.sampling = first.stream_sampling
         self._requests: queue.Queue[chat_pb.ChatRequest | None] = queue.Queue()
-        self._requests.put(start)
-        self._call = stub.Chat(iter(self._requests.get, _HALF_CLOSE), metadata=metadata)
+        self._requests.put(first.request)
+        self._call = endpoint.stub.Chat(iter(self._requests.get, _HALF_CLOSE), metadata=endpoint.metadata)
 
     @property
     def ended(self) -> bool:
@@ -54,40 +60,76 @@ class _ChatStream:
         self._call.cancel()
 
 
-class _Deadline:
-    """An optional wall-clock limit; `on_expiry` runs on a timer thread when it passes."""
+class _Alarm:
+    """Runs `on_expiry` on a timer thread after `timeout_s`: a blocking read has no timeout of its own."""
 
-    def __init__(self, timeout_s: float | None, on_expiry: Any) -> None:
+    def __init__(self, timeout_s: float | None, on_expiry: Callable[[], None]) -> None:
         self.expired = False
-        self._at = time.monotonic() + timeout_s if timeout_s is not None else None
         self._timer: threading.Timer | None = None
         if timeout_s is not None:
             self._timer = threading.Timer(timeout_s, self._expire, args=(on_expiry,))
             self._timer.daemon = True
             self._timer.start()
 
-    def _expire(self, on_expiry: Any) -> None:
+    def _expire(self, on_expiry: Callable[[], None]) -> None:
         self.expired = True
         on_expiry()
-
-    def remaining(self) -> float | None:
-        return None if self._at is None else max(0.0, self._at - time.monotonic())
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
 
 
-def _keep_failure(owner: Reply | Completion, events: Iterator[ReplyEvent]) -> Iterator[ReplyEvent]:
-    """Remember the error that ended `events`, so `wait()` and the result properties raise it again."""
-    try:
-        yield from events
-    except ApiError as error:
-        owner._error = error
-        raise
+class _Streamed(ReplyResult[MachineT, Iterator[ReplyEvent]]):
+    """What Reply and Completion share: iterating runs the machine, one read per step."""
+
+    def __iter__(self) -> Iterator[ReplyEvent]:
+        return self._events
+
+    def text_chunks(self) -> Iterator[str]:
+        """Just the text, as it arrives (a completion's echoed prompt first, when asked for)."""
+        for event in self._events:
+            if isinstance(event, TextChunk):
+                yield event.text
+
+    def wait(self) -> Self:
+        """Block until the reply is finished; raises its ApiError if it failed."""
+        for _ in self._events:
+            pass
+        if self._machine.error is not None:
+            raise self._machine.error
+        return self
+
+    def _finished(self) -> ReplyState:
+        self.wait()
+        return self._machine.state
+
+    def _run(self) -> Iterator[ReplyEvent]:
+        try:
+            while not self._machine.finished:
+                step = self._read()
+                if step.event is not None:
+                    yield step.event
+                elif step.error is not None:
+                    raise step.error
+                elif step.retry_in_s is not None:
+                    time.sleep(step.retry_in_s)
+                    self._start_attempt()
+        finally:
+            self._stop()
+
+    def _read(self) -> Step:
+        """Read the stream once, feed the machine what happened, cancel what the step abandons."""
+        raise NotImplementedError
+
+    def _start_attempt(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        """Iteration ended (the reply finished, or the caller stopped iterating)."""
 
 
-class Reply(ReplyResult):
+class Reply(_Streamed[ChatTurn]):
     """One streamed reply. Iterate it for events, or read `text` / `finish_reason` / `refusal`,
     which wait for the reply to finish.
 
@@ -96,43 +138,12 @@ class Reply(ReplyResult):
                 print(event.text, end="", flush=True)
     """
 
-    def __init__(
-        self, session: ChatSession, content: str, sampling: Sampling, timeout_s: float | None
-    ) -> None:
+    def __init__(self, session: ChatSession, turn: ChatTurn) -> None:
+        super().__init__(turn)
         self._session = session
-        self._content = content
-        self._sampling = sampling
-        self._state = ReplyState()
-        self._cancel_requested = False
-        self._error: ApiError | None = None
-        self._deadline = _Deadline(timeout_s, session._drop_stream)
-        self._events = _keep_failure(self, self._run())
-        session._submit(content, sampling)
-
-    def __iter__(self) -> Iterator[ReplyEvent]:
-        return self._events
-
-    def text_chunks(self) -> Iterator[str]:
-        """Just the text, as it arrives."""
-        for event in self._events:
-            if isinstance(event, TextChunk):
-                yield event.text
-
-    @property
-    def done(self) -> bool:
-        return self._state.done is not None
-
-    @property
-    def _streaming(self) -> bool:
-        return self._state.done is None and self._error is None
-
-    def wait(self) -> Reply:
-        """Block until the reply is finished; raises its ApiError if it failed."""
-        for _ in self._events:
-            pass
-        if self._error is not None:
-            raise self._error
-        return self
+        # The timeout ends a read that blocks forever by cancelling the stream under it.
+        self._alarm = _Alarm(turn.remaining_s(), session._drop_stream)
+        session._submit(turn)
 
     def cancel(self) -> None:
         """Ask the server to stop this reply; it then ends with FinishReason.CANCELLED.
@@ -140,87 +151,35 @@ class Reply(ReplyResult):
         Safe to call from a signal handler or another thread. Text already generated may still
         arrive before the Done event.
         """
-        if self.done or self._cancel_requested:
-            return
-        self._cancel_requested = True
-        self._session._send_cancel()
+        if self._machine.request_cancel():
+            self._session._send_cancel()
 
-    def _finished(self) -> ReplyState:
-        self.wait()
-        return self._state
-
-    def _run(self) -> Iterator[ReplyEvent]:
-        policy, attempt = self._session._retry, 1
+    def _read(self) -> Step:
         try:
-            while True:
-                try:
-                    response = self._session._read()
-                except grpc.RpcError as rpc_error:
-                    error = self._deadline_aware(error_from_call(rpc_error))
-                else:
-                    if response is not None:
-                        event = event_from_pb(response)
-                        if event is None:
-                            continue
-                        self._state.apply(event)
-                        if isinstance(event, Done):
-                            # Before yielding: a caller may never resume this generator after Done.
-                            self._deadline.stop()
-                            self._session._finished(self._content, self._state)
-                        yield event
-                        if isinstance(event, Done):
-                            return
-                        continue
-                    error = UnavailableError("the gateway ended the chat stream before the reply was done")
-                self._session._drop_stream()
-                if self._cancel_requested:
-                    yield self._state.finish_locally(FinishReason.CANCELLED)
-                    return
-                if not policy.should_retry(error, attempt, streamed_text=self._state.streamed_text):
-                    raise error
-                self._sleep(policy.backoff_s(attempt, self._session._rng, error.retry_after), error)
-                attempt += 1
-                self._state = ReplyState()
-                self._session._submit(self._content, self._sampling)
-        finally:
-            self._deadline.stop()
+            response = self._session._read()
+        except (grpc.RpcError, UnavailableError) as error:
+            step = self._machine.on_timeout() if self._alarm.expired else self._machine.on_error(error)
+        else:
+            step = self._machine.on_response(response)
+        if step.final:
+            self._alarm.stop()  # now: a caller may never resume the generator after Done
+        if step.abandon:
+            self._session._drop_stream()
+        return step
 
-    def _deadline_aware(self, error: ApiError) -> ApiError:
-        if self._deadline.expired:
-            return DeadlineExceededError("the reply did not finish within its timeout")
-        return error
+    def _start_attempt(self) -> None:
+        self._session._submit(self._machine)
 
-    def _sleep(self, seconds: float, error: ApiError) -> None:
-        remaining = self._deadline.remaining()
-        if remaining is not None and remaining <= seconds:
-            raise DeadlineExceededError(
-                f"the reply's timeout passed while retrying after: {error}"
-            ) from error
-        time.sleep(seconds)
+    def _stop(self) -> None:
+        self._alarm.stop()
 
 
-class ChatSession:
+class ChatSession(SessionBase[_ChatStream]):
     """A conversation on one Chat stream. One reply at a time; `send` the next turn when it is done.
 
     If the stream breaks between turns (e.g. the gateway restarted), the next `send` opens a new one
     carrying the conversation so far, so the session goes on.
     """
-
-    def __init__(self, client: ChatClient, conversation: Conversation, timeout_s: float | None) -> None:
-        self._stub = client._stub
-        self._metadata = client._metadata
-        self._retry = client._retry
-        self._rng = client._rng
-        self._conversation = conversation
-        self._timeout_s = timeout_s
-        self._stream: _ChatStream | None = None
-        self._reply: Reply | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def history(self) -> tuple[Message, ...]:
-        """The turns so far, as the gateway remembers them."""
-        return tuple(self._conversation.history)
 
     def send(self, content: str, *, sampling: Sampling | None = None, timeout: float | None = None) -> Reply:
         """Send the next user turn; returns its Reply, which streams as you iterate it.
@@ -228,27 +187,11 @@ class ChatSession:
         `sampling` overrides the session's parameters for this reply only; `timeout` (seconds) bounds
         the whole reply, retries included (default: the session's).
         """
-        if self._reply is not None and self._reply._streaming:
-            raise RuntimeError(
-                "the previous reply is still streaming: iterate it, wait() or cancel() it first"
-            )
-        effective = self._conversation.sampling.merged(sampling)
-        self._reply = Reply(self, content, effective, timeout if timeout is not None else self._timeout_s)
-        return self._reply
-
-    def reset(self) -> None:
-        """Forget the conversation (the system prompt and sampling stay); the next turn starts afresh."""
-        self._drop_stream()
-        self._conversation.reset()
+        return Reply(self, self._machine.next_turn(content, sampling, timeout))
 
     def close(self) -> None:
-        with self._lock:
-            stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        if self._reply is not None and self._reply._streaming:
-            stream.cancel()
-        else:
+        stream = self._stream_to_close()
+        if stream is not None:
             stream.close()
 
     def __enter__(self) -> ChatSession:
@@ -257,16 +200,19 @@ class ChatSession:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _submit(self, content: str, sampling: Sampling) -> None:
-        if self._stream is not None and self._stream.ended:
-            # It ended between turns (e.g. the gateway drained it): continue on a new one.
-            self._drop_stream()
+    def _submit(self, turn: ChatTurn) -> None:
         with self._lock:
-            if self._stream is None:
-                start = self._conversation.start_request(content, sampling)
-                self._stream = _ChatStream(self._stub, self._metadata, start, sampling)
-            else:
-                self._stream.send(Conversation.turn_request(content, sampling, self._stream.sampling))
+            stream = self._stream
+            usable = stream is not None and not stream.ended
+            submission = turn.submission(stream.sampling if stream is not None and usable else None)
+            if submission.new_stream:
+                self._stream = _ChatStream(self._endpoint, submission)
+        if stream is None:
+            return
+        if submission.new_stream:
+            stream.cancel()  # it ended between turns (e.g. the gateway drained it)
+        else:
+            stream.send(submission.request)
 
     def _read(self) -> chat_pb.ChatResponse | None:
         stream = self._stream
@@ -279,99 +225,24 @@ class ChatSession:
         if stream is not None:
             stream.send(CANCEL_REQUEST)
 
-    def _drop_stream(self) -> None:
-        with self._lock:
-            stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.cancel()
 
-    def _finished(self, content: str, state: ReplyState) -> None:
-        self._conversation.record(content, state)
-
-
-class Completion(ReplyResult):
+class Completion(_Streamed[CompletionMachine], CompletionBase[Iterator[ReplyEvent]]):
     """One streamed text completion; iterate it, or read `text` (waits for the end)."""
 
-    def __init__(self, client: ChatClient, request: chat_pb.CompleteRequest, timeout_s: float | None) -> None:
-        self._client = client
-        self._request = request
-        self._state = ReplyState()
-        self._cancel_requested = False
-        self._error: ApiError | None = None
-        self._deadline_at = time.monotonic() + timeout_s if timeout_s is not None else None
-        self._call: Any = self._start()
-        self._events = _keep_failure(self, self._run())
+    def _read(self) -> Step:
+        try:
+            step = self._machine.on_response(next(self._call, None))
+        except grpc.RpcError as error:
+            step = self._machine.on_error(error)
+        if step.abandon:
+            self._call.cancel()
+        return step
 
-    def __iter__(self) -> Iterator[ReplyEvent]:
-        return self._events
-
-    @property
-    def done(self) -> bool:
-        return self._state.done is not None
-
-    @property
-    def echo_text(self) -> str:
-        """The echoed prompt, when the request asked for `echo`."""
-        return self._finished().echo_text
-
-    def text_chunks(self) -> Iterator[str]:
-        """Just the text as it arrives (the echoed prompt first, when asked for)."""
-        for event in self._events:
-            if isinstance(event, TextChunk):
-                yield event.text
-
-    def wait(self) -> Completion:
-        for _ in self._events:
-            pass
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def cancel(self) -> None:
-        """Stop the completion; iteration then ends with a Done whose reason is CANCELLED."""
-        self._cancel_requested = True
-        self._call.cancel()
-
-    def _finished(self) -> ReplyState:
-        self.wait()
-        return self._state
-
-    def _start(self) -> Any:
-        timeout = None if self._deadline_at is None else max(0.0, self._deadline_at - time.monotonic())
-        return self._client._stub.Complete(self._request, metadata=self._client._metadata, timeout=timeout)
-
-    def _run(self) -> Iterator[ReplyEvent]:
-        policy, attempt = self._client._retry, 1
-        while True:
-            try:
-                for response in self._call:
-                    event = event_from_pb(response.event, echo=response.echo)
-                    if event is None:
-                        continue
-                    self._state.apply(event)
-                    yield event
-                    if isinstance(event, Done):
-                        return
-                error: ApiError = UnavailableError(
-                    "the gateway ended the stream before the completion was done"
-                )
-            except grpc.RpcError as rpc_error:
-                error = error_from_call(rpc_error)
-            if self._cancel_requested:
-                yield self._state.finish_locally(FinishReason.CANCELLED)
-                return
-            if not policy.should_retry(error, attempt, streamed_text=self._state.streamed_text):
-                raise error
-            wait = policy.backoff_s(attempt, self._client._rng, error.retry_after)
-            if self._deadline_at is not None and time.monotonic() + wait >= self._deadline_at:
-                raise DeadlineExceededError(f"the completion's timeout passed while retrying after: {error}")
-            time.sleep(wait)
-            attempt += 1
-            self._state = ReplyState()
-            self._call = self._start()
+    def _start_attempt(self) -> None:
+        self._start_call()
 
 
-class ChatClient:
+class ChatClient(ClientBase[grpc.Channel, ChatSession, Completion]):
     """A connection to a llamagate gateway.
 
         with ChatClient("localhost:50051", api_key="...") as client:
@@ -383,63 +254,11 @@ class ChatClient:
     `timeout`: default limit in seconds for one reply or completion (None: no limit).
     """
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        api_key: str | None = None,
-        tls: TlsConfig | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        channel_options: ChannelOptions = (),
-        rng: random.Random | None = None,
-    ) -> None:
-        self.target = target
-        self._channel = open_channel(target, tls, channel_options)
-        self._stub = chat_grpc.ChatServiceStub(self._channel)
-        self._metadata = auth_metadata(api_key)
-        self._retry = retry or RetryPolicy()
-        self._timeout_s = timeout
-        self._rng = rng or random.Random()
-        # Closed with the client, so no stream (and its gRPC sender thread) outlives it.
-        self._sessions: weakref.WeakSet[ChatSession] = weakref.WeakSet()
-
-    @classmethod
-    def from_env(cls, **kwargs: Any) -> ChatClient:
-        """A client for $LLAMAGATE_TARGET (default localhost:50051) with key $LLAMAGATE_API_KEY."""
-        target = os.environ.get("LLAMAGATE_TARGET", "localhost:50051")
-        return cls(target, api_key=os.environ.get("LLAMAGATE_API_KEY"), **kwargs)
-
-    def chat(
-        self,
-        *,
-        system_prompt: str = "",
-        sampling: Sampling | None = None,
-        history: Sequence[Message] = (),
-        timeout: float | None = None,
-    ) -> ChatSession:
-        """A new conversation. `history`: earlier user/assistant turns to continue from.
-
-        Nothing is sent until the first `send`.
-        """
-        conversation = Conversation(system_prompt, sampling or Sampling(), list(history))
-        session = ChatSession(self, conversation, timeout if timeout is not None else self._timeout_s)
-        self._sessions.add(session)
-        return session
-
-    def complete(
-        self,
-        prompt: str,
-        *,
-        sampling: Sampling | None = None,
-        echo: bool = False,
-        timeout: float | None = None,
-    ) -> Completion:
-        """Continue `prompt` with a pretrained model; returns the streaming Completion."""
-        request = chat_pb.CompleteRequest(prompt=prompt, sampling=(sampling or Sampling()).to_pb(), echo=echo)
-        return Completion(self, request, timeout if timeout is not None else self._timeout_s)
+    _session_type = ChatSession
+    _completion_type = Completion
 
     def close(self) -> None:
+        # Each open stream holds a gRPC sender thread: none may outlive the client.
         for session in list(self._sessions):
             session.close()
         self._channel.close()
@@ -449,3 +268,6 @@ class ChatClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _open_channel(self, target: str, tls: TlsConfig | None, options: ChannelOptions) -> grpc.Channel:
+        return open_channel(target, tls, options)

@@ -23,7 +23,7 @@ from llamagate.client import (
     UnavailableError,
 )
 from llamagate.client.conversation import Conversation
-from llamagate.client.reply_machine import ChatTurn, CompletionMachine, SessionMachine, Step
+from llamagate.client.reply_machine import ChatTurn, CompletionMachine, Retrying, SessionMachine, Step
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import types_pb2
 
@@ -64,15 +64,8 @@ def turn_of(
     clock: FakeClock | None = None,
 ) -> ChatTurn:
     conversation = conversation or Conversation()
-    return ChatTurn(
-        conversation,
-        "hello",
-        conversation.sampling,
-        policy,
-        random.Random(0),
-        timeout_s,
-        clock or FakeClock(),
-    )
+    retrying = Retrying(policy, random.Random(0), clock or FakeClock())
+    return ChatTurn(conversation, "hello", conversation.sampling, retrying, timeout_s)
 
 
 def test_a_turn_yields_its_events_and_its_done_enters_the_conversation() -> None:
@@ -193,7 +186,7 @@ def test_a_backoff_longer_than_the_time_left_ends_the_reply_with_a_deadline() ->
 
 def test_a_completion_decodes_echo_and_names_itself_in_errors() -> None:
     request = chat_pb.CompleteRequest(prompt="The sky")
-    machine = CompletionMachine(request, NO_RETRY, random.Random(0), None, FakeClock())
+    machine = CompletionMachine(request, Retrying(NO_RETRY, random.Random(0), FakeClock()), None)
     echoed = machine.on_response(chat_pb.CompleteResponse(event=delta("The sky"), echo=True))
     assert echoed.event == TextChunk("The sky", (7,), echo=True)
     machine.on_response(chat_pb.CompleteResponse(event=delta(" is blue")))
@@ -205,7 +198,7 @@ def test_a_completion_decodes_echo_and_names_itself_in_errors() -> None:
 
 def test_a_session_has_one_streaming_turn_at_a_time() -> None:
     conversation = Conversation(sampling=Sampling(temperature=0.2))
-    session = SessionMachine(conversation, NO_RETRY, random.Random(0), 30.0, FakeClock())
+    session = SessionMachine(conversation, Retrying(NO_RETRY, random.Random(0), FakeClock()), 30.0)
     first = session.next_turn("one", Sampling(max_gen_len=4), None)
     assert first.sampling == Sampling(temperature=0.2, max_gen_len=4)
     assert first.remaining_s() == 30.0 and session.streaming
