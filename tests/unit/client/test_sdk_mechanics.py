@@ -309,3 +309,37 @@ def test_a_stream_the_server_closed_between_turns_is_replaced(
         time.sleep(pause_s)  # 0: the close races the next turn; 0.2: the stream is already over
         assert session.send("two").text == "answer 1"
     assert [m.content for m in service.chat_calls[1].received[0].start.messages] == ["one", "answer 0", "two"]
+
+
+async def _echo_then_stall(request: object, call: object) -> None:
+    """The first Complete call fails before any text; the second echoes the prompt, then stalls."""
+    assert hasattr(call, "index") and hasattr(call, "send")
+    if call.index == 0:
+        raise Unavailable("warming up")
+    await call.send(accepted("c1"))
+    await call.send(delta("The sky"), echo=True)
+    await asyncio.sleep(30)
+
+
+def test_cancelling_a_completion_ends_it_as_cancelled(service: FakeChatService, target: str) -> None:
+    service.complete_script = _echo_then_stall
+    with ChatClient(target, retry=FAST_RETRY) as client:
+        completion = client.complete("The sky", echo=True)
+        for event in completion:
+            if isinstance(event, TextChunk):
+                completion.cancel()
+        assert completion.finish_reason is FinishReason.CANCELLED
+        assert completion.echo_text == "The sky" and completion.text == ""
+    assert service.complete_calls == 2
+
+
+async def test_async_completion_retries_and_cancels(service: FakeChatService, target: str) -> None:
+    service.complete_script = _echo_then_stall
+    async with AsyncChatClient(target, retry=FAST_RETRY) as client:
+        completion = client.complete("The sky", echo=True)
+        async for event in completion:
+            if isinstance(event, TextChunk):
+                completion.cancel()
+        assert completion.finish_reason is FinishReason.CANCELLED
+        assert completion.echo_text == "The sky" and completion.text == ""
+    assert service.complete_calls == 2
