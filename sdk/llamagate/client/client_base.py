@@ -119,7 +119,8 @@ class ClientBase(Generic[ChannelT, SessionT, CompletionT]):
         self._timeout_s = timeout
         self._channel = self._open_channel(target, tls, channel_options)
         self._endpoint = Endpoint(chat_grpc.ChatServiceStub(self._channel), metadata)
-        # So that the client can close its sessions' streams when it closes.
+        # The blocking client closes its sessions' streams as it closes (grpc.aio's channel close
+        # ends the asyncio client's).
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @classmethod

@@ -1,4 +1,5 @@
-"""How one reply adds up from its events, and the read-only view of a finished reply both clients share."""
+"""How one reply adds up from its events, and the view of a reply (its machine, events, results) both
+clients share."""
 
 from __future__ import annotations
 
