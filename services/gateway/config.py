@@ -10,9 +10,9 @@ from services.common.server import ServerConfig, add_server_arguments, server_co
 from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, telemetry_config_from_args
 from services.common.tls import ClientTls
 from services.gateway.audit import AuditRetention
+from services.gateway.chat_turns import StreamLimits
 from services.gateway.moderation import ModerationConfig, ModerationMode
 from services.gateway.pipeline import PipelineConfig
-from services.gateway.servicer import StreamLimits
 
 DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9101

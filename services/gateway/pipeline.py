@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from opentelemetry import trace
 
@@ -39,6 +39,17 @@ from services.gateway.backends import (
     SafetyBackend,
 )
 from services.gateway.moderation import Chunk, Chunker, ModerationConfig, ModerationMode
+from services.gateway.outcomes import (
+    Admitted,
+    Cancelled,
+    Ending,
+    GenerationEnded,
+    Progress,
+    Refused,
+    ReplyEnded,
+    Stopped,
+    StreamOutcome,
+)
 from services.gateway.tracing import safety_span
 
 DEFAULT_REFUSAL = "I can't help with that. The request or the reply was stopped by the safety policy."
@@ -98,25 +109,6 @@ class Done:
 ReplyEvent = Accepted | Text | SafetyNotice | Done
 
 
-@dataclass
-class _ReplyState:
-    """What one reply has done so far, shared by the pipeline's phases."""
-
-    finish: FinishReason = FinishReason.STOP
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    released: str = ""
-    held: Chunk | None = None
-    ended: bool = False  # Done was emitted (cancel or safety stop)
-    chunks_judged: int = 0  # numbers the output chunks in their trace spans
-
-    def done(self, request: ReplyRequest) -> Done:
-        self.ended = True
-        return Done(
-            request.request_id, self.finish, self.prompt_tokens, self.completion_tokens, self.released
-        )
-
-
 def render_dialog(dialog: Sequence[Message]) -> str:
     """The judged text of an input check, for the audit hash: one "role: content" line per message."""
     return "\n".join(f"{m.role}: {m.content}" for m in dialog)
@@ -140,6 +132,47 @@ class ReplyPipeline:
     async def run(self, request: ReplyRequest, cancel: asyncio.Event) -> AsyncGenerator[ReplyEvent, None]:
         """The events of one reply. Setting `cancel` ends it with CANCELLED."""
         yield Accepted(request.request_id)
+        admitted = await self._check_input(request)
+        if isinstance(admitted, Refused):
+            for event in self._ending(request, admitted):
+                yield event
+            return
+        # A safe input may reach the model while its verdict is being made durable: generating
+        # releases nothing. The verdict is on disk before its notice or any text goes out.
+        buffered = self.config.moderation.mode is ModerationMode.BUFFER
+        try:
+            generation = self._inference.generate(request.generation, self._remaining(request))
+        except BaseException:
+            await admitted.durable
+            raise
+        output_check = (
+            None if buffered else self._safety.output_check(request.context, self._remaining(request))
+        )
+        try:
+            await admitted.durable
+            if admitted.verdict is not None:
+                yield SafetyNotice(admitted.verdict)
+            streamed: StreamOutcome | None = None
+            async with contextlib.aclosing(self._stream(request, generation, output_check, cancel)) as items:
+                async for item in items:
+                    if isinstance(item, Text):
+                        yield item
+                    else:
+                        streamed = item
+            assert streamed is not None, "the streaming stage ends with its outcome"
+            ending = (
+                await self._judge_whole(request, streamed)
+                if isinstance(streamed, GenerationEnded)
+                else streamed
+            )
+            for event in self._ending(request, ending):
+                yield event
+        finally:
+            generation.close()
+            if output_check is not None:
+                output_check.close()
+
+    async def _check_input(self, request: ReplyRequest) -> Refused | Admitted:
         verdict, durable = await self._judge_started(
             request,
             Direction.INPUT,
@@ -149,38 +182,8 @@ class ReplyPipeline:
         )
         if verdict is not None and not verdict.safe:
             await durable
-            yield SafetyNotice(verdict, self.config.refusal)
-            yield Done(request.request_id, FinishReason.SAFETY, 0, 0, "")
-            return
-        # A safe input may reach the model while its verdict is being made durable: generating
-        # releases nothing. The verdict is on disk before its notice or any text goes out.
-        buffered = self.config.moderation.mode is ModerationMode.BUFFER
-        try:
-            generation = self._inference.generate(request.generation, self._remaining(request))
-        except BaseException:
-            await durable
-            raise
-        output_check = (
-            None if buffered else self._safety.output_check(request.context, self._remaining(request))
-        )
-        state = _ReplyState()
-        try:
-            await durable
-            if verdict is not None:
-                yield SafetyNotice(verdict)
-            async with contextlib.aclosing(
-                self._stream(request, generation, output_check, cancel, state)
-            ) as events:
-                async for event in events:
-                    yield event
-            if state.ended:
-                return
-            async for event in self._finish(request, state):
-                yield event
-        finally:
-            generation.close()
-            if output_check is not None:
-                output_check.close()
+            return Refused(verdict)
+        return Admitted(verdict, durable)
 
     async def _stream(
         self,
@@ -188,42 +191,60 @@ class ReplyPipeline:
         generation: Generation,
         output_check: OutputCheck | None,
         cancel: asyncio.Event,
-        state: _ReplyState,
-    ) -> AsyncGenerator[ReplyEvent, None]:
-        """Release checked chunks while generating; ends early (state.finish set) on cancel or violation."""
+    ) -> AsyncGenerator[Text | StreamOutcome, None]:
+        """Release checked chunks while generating; the last item is how the stage ended."""
         chunker = Chunker(self.config.moderation)
+        finish = FinishReason.STOP
+        prompt_tokens = completion_tokens = 0
+        released = ""
+        chunks_judged = 0  # numbers the output chunks in their trace spans
+
+        def progress() -> Progress:
+            return Progress(prompt_tokens, completion_tokens, released)
+
         async with contextlib.aclosing(_events_or_cancel(generation, cancel)) as events:
             async for event in events:
                 if event is None:
-                    state.finish = FinishReason.CANCELLED
-                    yield state.done(request)
+                    yield Cancelled(progress())
                     return
                 if isinstance(event, GenerationStarted):
-                    state.prompt_tokens = event.prompt_tokens
+                    prompt_tokens = event.prompt_tokens
                 elif isinstance(event, GenerationDone):
-                    state.finish = event.finish_reason
-                    state.prompt_tokens = event.prompt_tokens or state.prompt_tokens
-                    state.completion_tokens = event.completion_tokens or state.completion_tokens
+                    finish = event.finish_reason
+                    prompt_tokens = event.prompt_tokens or prompt_tokens
+                    completion_tokens = event.completion_tokens or completion_tokens
                 elif event.echo:
                     # The echoed prompt was judged by the input check.
                     yield Text(event.text, event.token_ids, event.logprobs, echo=True)
                 else:
-                    state.completion_tokens += len(event.token_ids)
+                    completion_tokens += len(event.token_ids)
                     chunk = chunker.push(event.text, event.token_ids, event.logprobs)
-                    if chunk is not None:
-                        assert output_check is not None
-                        async for out in self._release(request, output_check, chunk, generation, state):
-                            yield out
-                        if state.ended:
-                            return
+                    if chunk is None:
+                        continue
+                    assert output_check is not None
+                    outcome = await self._release(
+                        request, output_check, chunk, generation, progress(), chunks_judged
+                    )
+                    chunks_judged += 1
+                    if isinstance(outcome, Stopped):
+                        yield outcome
+                        return
+                    released += chunk.text
+                    yield outcome
         tail = chunker.flush()
-        if tail is None:
+        if tail is not None and output_check is None:
+            # Buffer mode: released only after the final check.
+            yield GenerationEnded(finish, progress(), held=tail)
             return
-        if output_check is None:
-            state.held = tail  # buffer mode: released only after the final check
-            return
-        async for out in self._release(request, output_check, tail, generation, state):
-            yield out
+        if tail is not None:
+            assert output_check is not None
+            outcome = await self._release(request, output_check, tail, generation, progress(), chunks_judged)
+            if isinstance(outcome, Stopped):
+                yield outcome
+                return
+            released += tail.text
+            yield outcome
+        yield GenerationEnded(finish, progress())
 
     async def _release(
         self,
@@ -231,34 +252,31 @@ class ReplyPipeline:
         output_check: OutputCheck,
         chunk: Chunk,
         generation: Generation,
-        state: _ReplyState,
-    ) -> AsyncGenerator[ReplyEvent, None]:
-        """Judge `chunk` in context; release it if safe, else cancel the generation and stop the reply."""
-        state.chunks_judged += 1
+        progress: Progress,
+        chunk_index: int,
+    ) -> Text | Stopped:
+        """Judge `chunk` in context: its text to release if safe, else the generation is cancelled."""
         try:
             verdict = await self._judge(
                 request,
                 Direction.OUTPUT,
                 "chunk",
-                state.released + chunk.text,
+                progress.released + chunk.text,
                 lambda timeout: output_check.check_chunk(chunk.text, timeout),
-                chunk_index=state.chunks_judged - 1,
+                chunk_index=chunk_index,
             )
         except BaseException:
             await generation.cancel()
             raise
         if verdict is not None and not verdict.safe:
             await generation.cancel()
-            state.finish = FinishReason.SAFETY
-            yield SafetyNotice(verdict, self.config.refusal)
-            yield state.done(request)
-            return
-        state.released += chunk.text
-        yield Text(chunk.text, chunk.token_ids, chunk.logprobs)
+            return Stopped(verdict, progress)
+        return Text(chunk.text, chunk.token_ids, chunk.logprobs)
 
-    async def _finish(self, request: ReplyRequest, state: _ReplyState) -> AsyncGenerator[ReplyEvent, None]:
-        """The reference practice: judge the whole reply once it is complete, then Done."""
-        reply = state.released + (state.held.text if state.held is not None else "")
+    async def _judge_whole(self, request: ReplyRequest, ended: GenerationEnded) -> ReplyEnded | Stopped:
+        """The reference practice: judge the whole reply once it is complete."""
+        held = ended.held
+        reply = ended.progress.released + (held.text if held is not None else "")
         whole = (*request.context, Message(Role.ASSISTANT, reply))
         verdict = await self._judge(
             request,
@@ -268,16 +286,36 @@ class ReplyPipeline:
             lambda timeout: self._safety.check(whole, Direction.OUTPUT, timeout),
         )
         if verdict is not None and not verdict.safe:
-            state.finish = FinishReason.SAFETY
-            yield SafetyNotice(verdict, self.config.refusal)
-            yield state.done(request)
-            return
-        if state.held is not None:
-            state.released = reply
-            yield Text(state.held.text, state.held.token_ids, state.held.logprobs)
-        if verdict is not None:
-            yield SafetyNotice(verdict)
-        yield state.done(request)
+            return Stopped(verdict, ended.progress)
+        return ReplyEnded(ended.finish_reason, replace(ended.progress, released=reply), verdict, held)
+
+    def _ending(self, request: ReplyRequest, ending: Ending) -> list[ReplyEvent]:
+        """The last events of a reply, ending with Done, for the way it ended."""
+
+        def done(finish: FinishReason, progress: Progress) -> Done:
+            return Done(
+                request.request_id,
+                finish,
+                progress.prompt_tokens,
+                progress.completion_tokens,
+                progress.released,
+            )
+
+        match ending:
+            case Refused(verdict):
+                return [SafetyNotice(verdict, self.config.refusal), done(FinishReason.SAFETY, Progress())]
+            case Stopped(verdict, progress):
+                return [SafetyNotice(verdict, self.config.refusal), done(FinishReason.SAFETY, progress)]
+            case Cancelled(progress):
+                return [done(FinishReason.CANCELLED, progress)]
+            case ReplyEnded(finish, progress, verdict, held):
+                events: list[ReplyEvent] = []
+                if held is not None:
+                    events.append(Text(held.text, held.token_ids, held.logprobs))
+                if verdict is not None:
+                    events.append(SafetyNotice(verdict))
+                events.append(done(finish, progress))
+                return events
 
     def _remaining(self, request: ReplyRequest) -> float | None:
         if request.deadline is None:

@@ -14,11 +14,12 @@ from llamagate.v1 import types_pb2
 from services.common.server import GrpcServer, ServerConfig
 from services.gateway.audit import AuditSink
 from services.gateway.auth import parse_api_keys
+from services.gateway.chat_turns import StreamLimits
 from services.gateway.config import build_parser, config_from_args
 from services.gateway.moderation import ModerationConfig
 from services.gateway.pipeline import PipelineConfig, ReplyPipeline
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.servicer import ChatServicer, StreamLimits
+from services.gateway.servicer import ChatServicer
 from tests.unit.gateway.scripted_backends import ScriptedGeneration, ScriptedInference, ScriptedSafety
 
 KEY = (("authorization", "Bearer k"),)
