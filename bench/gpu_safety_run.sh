@@ -19,6 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+# The three source roots (contract, SDK, servers), for hosts without the editable installs of `make setup`.
+export PYTHONPATH="$PWD/proto:$PWD/sdk:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 DRY=${DRY:-0}
 LOGS=${OUT:-$(mktemp -d)}
@@ -126,8 +128,8 @@ say "layout: safety on CPUs $SAFETY_CPUS ($SAFETY_THREADS threads), inference on
     "gateway on $GATEWAY_CPUS, bench clients on the rest; DRY=$DRY; logs in $LOGS"
 
 # The stubs are generated, never committed. Without mypy-protobuf's plugins, protoc alone suffices to run.
-if ls llamagate/v1/*_pb2.py >/dev/null 2>&1 && ! "$PY" -c "import grpc_tools" 2>/dev/null; then
-    say "using the gRPC stubs already in llamagate/v1 (no grpc_tools here)"
+if ls proto/llamagate/v1/*_pb2.py >/dev/null 2>&1 && ! "$PY" -c "import grpc_tools" 2>/dev/null; then
+    say "using the gRPC stubs already in proto/llamagate/v1 (no grpc_tools here)"
 elif ! "$PY" proto/gen_python.py >"$LOGS/gen_proto.log" 2>&1; then
     "$PY" - <<'EOF'
 from pathlib import Path
@@ -135,9 +137,9 @@ from pathlib import Path
 import grpc_tools
 from grpc_tools import protoc
 
-protos = sorted(str(p.relative_to("proto")) for p in Path("proto").rglob("*.proto"))
+protos = sorted(str(p.relative_to("proto")) for p in Path("proto/llamagate").rglob("*.proto"))
 well_known = Path(grpc_tools.__file__).parent / "_proto"
-args = ["protoc", "-Iproto", f"-I{well_known}", "--python_out=.", "--grpc_python_out=.", *protos]
+args = ["protoc", "-Iproto", f"-I{well_known}", "--python_out=proto", "--grpc_python_out=proto", *protos]
 raise SystemExit(protoc.main(args))
 EOF
 fi
