@@ -30,7 +30,7 @@ MODEL_PARALLEL = {
     "llama-2-70b": 8,
     "llama-2-70b-chat": 8,
 }
-EXTRA_OVERLAYS = ("llama-2-7b-chat-llama-guard",)
+EXTRA_OVERLAYS = ("llama-2-7b-chat-llama-guard", "llama-2-7b-chat-spare")
 IMAGE_TAG = "0.1.0"
 SERVICES = ("inference", "safety", "gateway")
 GPU = "nvidia.com/gpu"

@@ -17,6 +17,7 @@ from tests.deploy.manifests import (
     Doc,
     containers,
     find,
+    pod_specs,
 )
 
 
@@ -56,7 +57,7 @@ def test_gpus_ranks_and_model_parallel_agree(rendered: dict[str, list[Doc]], mod
 
 @pytest.mark.parametrize("model", sorted(MODEL_PARALLEL))
 def test_download_job_fetches_this_model(rendered: dict[str, list[Doc]], model: str) -> None:
-    job = find(rendered[model], "Job", "llamagate-download-weights")
+    job = find(rendered[model], "Job", f"llamagate-download-{model}")
     (c,) = containers([job])
     script = " ".join(c.expanded_args())
     size = re.fullmatch(r"llama-2-(\d+b)(-chat)?", model)
@@ -74,6 +75,12 @@ def test_download_job_fetches_this_model(rendered: dict[str, list[Doc]], model: 
     # Failures a retry cannot fix (usage, expired link, disk full, bad checksum) end the Job.
     (rule,) = job["spec"]["podFailurePolicy"]["rules"]
     assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2, 3, 4, 6]
+    # Present and empty: Kubernetes 1.26-1.28's schema requires the field (test_policy checks 1.27).
+    assert rule["onPodConditions"] == []
+    # The Job fills this model's own claim.
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["template"]["spec"]["volumes"]
+              if "persistentVolumeClaim" in v]  # fmt: skip
+    assert claims == [f"llamagate-weights-{model}"]
     # The marker the inference init container waits for names the same model.
     assert f"/models/.llamagate-complete-{model}" in script
     deployment = find(rendered[model], "Deployment", "llamagate-inference")
@@ -102,9 +109,9 @@ def test_inference_pod_shape(rendered: dict[str, list[Doc]], model: str) -> None
     assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory"
     # Weights: read-only from the claim the Job fills.
     weights = volumes[mounts["/models"]["name"]]["persistentVolumeClaim"]
-    assert weights == {"claimName": "llamagate-weights", "readOnly": True}
+    assert weights == {"claimName": f"llamagate-weights-{model}", "readOnly": True}
     assert mounts["/models"]["readOnly"] is True
-    pvc = find(docs, "PersistentVolumeClaim", "llamagate-weights")
+    pvc = find(docs, "PersistentVolumeClaim", f"llamagate-weights-{model}")
     assert re.fullmatch(r"\d+Gi", pvc["spec"]["resources"]["requests"]["storage"])
     # GPU nodes only.
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
@@ -112,16 +119,25 @@ def test_inference_pod_shape(rendered: dict[str, list[Doc]], model: str) -> None
     # Weight loading may take many minutes: the startup probe allows at least 20.
     startup = c.spec["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 20 * 60
-    # Streams get drained: the kubelet waits longer than the server's own drain.
+    # Streams get drained: the kubelet outwaits torchrun, which outwaits the server's own drain (its
+    # default 30 s would SIGKILL a draining rank; tests/integration/operations/test_torchrun_drain).
     grace = float(flag(c.expanded_args(), "--grace-s"))
-    assert pod["terminationGracePeriodSeconds"] > grace >= 60
+    shutdown = float(flag(c.expanded_args(), "--shutdown-timeout"))
+    assert pod["terminationGracePeriodSeconds"] > shutdown >= grace + 10
+    assert grace >= 60
 
 
 @pytest.mark.parametrize("overlay", [*sorted(MODEL_PARALLEL), *EXTRA_OVERLAYS])
 def test_services_and_exposure(rendered: dict[str, list[Doc]], overlay: str) -> None:
     docs = rendered[overlay]
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-    assert set(services) == {"llamagate-inference", "llamagate-safety", "llamagate-gateway"}
+    assert set(services) == {
+        "llamagate-inference",
+        "llamagate-safety",
+        "llamagate-gateway",
+        "llamagate-gateway-pods",  # the StatefulSet's governing Service (headless, in-cluster only)
+    }
+    assert services["llamagate-gateway-pods"]["spec"]["clusterIP"] == "None"
     # Headless, so DNS lists every pod and the gateway balances per call.
     assert services["llamagate-inference"]["spec"]["clusterIP"] == "None"
     assert services["llamagate-safety"]["spec"]["clusterIP"] == "None"
@@ -132,7 +148,8 @@ def test_services_and_exposure(rendered: dict[str, list[Doc]], overlay: str) -> 
     assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "llamagate-gateway"
     assert ingress["spec"]["tls"][0]["secretName"] == "llamagate-gateway-tls"
 
-    gateway = find(docs, "Deployment", "llamagate-gateway")
+    gateway = find(docs, "StatefulSet", "llamagate-gateway")
+    assert gateway["spec"]["serviceName"] == "llamagate-gateway-pods"
     (c,) = containers([gateway])
     args = c.spec["args"]
     ns = "$(POD_NAMESPACE)"
@@ -147,7 +164,7 @@ def test_services_and_exposure(rendered: dict[str, list[Doc]], overlay: str) -> 
     hpa = find(docs, "HorizontalPodAutoscaler", "llamagate-gateway")
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": "StatefulSet",
         "name": "llamagate-gateway",
     }
     assert "replicas" not in gateway["spec"], "the HPA owns the gateway's replica count"
@@ -162,11 +179,15 @@ def test_probes_are_grpc_health_on_the_serving_port(rendered: dict[str, list[Doc
     metrics = {"inference": 9102, "safety": 9103, "gateway": 9101}
     docs = rendered[overlay]
     for name, port in ports.items():
-        deployment = find(docs, "Deployment", f"llamagate-{name}")
+        deployment = find(docs, "StatefulSet" if name == "gateway" else "Deployment", f"llamagate-{name}")
         (c,) = containers([deployment], init=False)
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            # The kubelet's native gRPC probe calls grpc.health.v1.Health/Check on that port.
-            assert c.spec[probe]["grpc"] == {"port": port}, f"{name} {probe}"
+            # The kubelet's native gRPC probe calls grpc.health.v1.Health/Check on that port; the
+            # gateway's readiness asks "readiness", which follows its backends (services/gateway/readiness.py).
+            expected = {"port": port}
+            if name == "gateway" and probe == "readinessProbe":
+                expected["service"] = "readiness"  # type: ignore[assignment]
+            assert c.spec[probe]["grpc"] == expected, f"{name} {probe}"
         args = c.expanded_args()
         assert flag(args, "--port") == str(port)
         assert flag(args, "--metrics-port") == str(metrics[name])
@@ -227,7 +248,7 @@ def test_multinode_example_splits_the_70b_model_over_nodes(rendered: dict[str, l
     ]
     lws = find(docs, "LeaderWorkerSet", "llamagate-inference")
     nodes = lws["spec"]["leaderWorkerTemplate"]["size"]
-    for c in containers([lws]):
+    for c in containers([lws], init=False):
         env = c.env()
         gpus = int(c.spec["resources"]["limits"][GPU])
         assert int(env["NODES"]) == nodes
@@ -244,7 +265,26 @@ def test_multinode_example_splits_the_70b_model_over_nodes(rendered: dict[str, l
             assert needed in script
     service = find(docs, "Service", "llamagate-inference")
     assert service["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
-    leader = next(c for c in containers([lws]) if c.owner.endswith("leaderTemplate"))
+    # Every pod of the group waits for this model's complete weights, from this model's claim, and
+    # torchrun outwaits the server's drain.
+    model = next(iter(containers([lws], init=False))).env()["MODEL_NAME"]
+    claim = f"llamagate-weights-{model}"
+    find(docs, "PersistentVolumeClaim", claim)
+    for owner, _, pod in pod_specs(lws):
+        (wait,) = pod["initContainers"]
+        assert wait["name"] == "wait-for-weights", owner
+        assert f"/models/.llamagate-complete-{model}" in " ".join(wait["args"]).replace(
+            "$(MODEL_NAME)", model
+        )
+        assert {
+            v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+        } == {claim}
+        (c,) = pod["containers"]
+        assert "--shutdown-timeout=140" in " ".join(c["command"]) and "--grace-s=120" in " ".join(
+            c["command"]
+        )
+        assert pod["terminationGracePeriodSeconds"] > 140
+    leader = next(c for c in containers([lws], init=False) if c.owner.endswith("leaderTemplate"))
     assert leader.spec["readinessProbe"]["grpc"] == {"port": 50052}
 
 
@@ -252,7 +292,7 @@ def test_gateway_command_line_is_accepted_by_the_gateway(rendered: dict[str, lis
     """The manifest's flags against the gateway's own parser, so a renamed flag fails here, not in a pod."""
     from services.gateway.config import build_parser, config_from_args
 
-    (c,) = containers([find(rendered["llama-2-7b-chat"], "Deployment", "llamagate-gateway")])
+    (c,) = containers([find(rendered["llama-2-7b-chat"], "StatefulSet", "llamagate-gateway")])
     assert c.spec["command"] == ["python", "-m", "services.gateway"]
     args = [a.replace("$(POD_NAMESPACE)", "llamagate") for a in c.spec["args"]]
     config = config_from_args(build_parser().parse_args(args))
@@ -268,7 +308,7 @@ def test_download_command_line_is_accepted_by_the_cli(rendered: dict[str, list[D
 
     from llamagate.cli import build_parser
 
-    (c,) = containers([find(rendered[model], "Job", "llamagate-download-weights")])
+    (c,) = containers([find(rendered[model], "Job", f"llamagate-download-{model}")])
     script = c.expanded_args()[-1]
     download, _, after = script.partition(" && ")
     assert after.startswith("touch ")
@@ -277,3 +317,81 @@ def test_download_command_line_is_accepted_by_the_cli(rendered: dict[str, list[D
     args = build_parser().parse_args(words[1:])
     assert args.url_file is not None and str(args.url_file) == "/var/run/secrets/llama/url"
     assert str(args.out) == "/models"
+
+
+def test_weights_claim_and_download_job_are_named_per_model(rendered: dict[str, list[Doc]]) -> None:
+    """Switching overlays creates a new claim (of the new size) and a new Job beside the old ones."""
+    for model in MODEL_PARALLEL:
+        docs = rendered[model]
+        claims = [d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"]
+        jobs = [d["metadata"]["name"] for d in docs if d["kind"] == "Job"]
+        assert claims == [f"llamagate-weights-{model}"]
+        assert jobs == [f"llamagate-download-{model}"]
+        # The pods' label, which the egress policy selects, stays the same for every model.
+        (job,) = [d for d in docs if d["kind"] == "Job"]
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "llamagate-download-weights"
+
+
+@pytest.mark.parametrize("overlay", [*sorted(MODEL_PARALLEL), *EXTRA_OVERLAYS])
+def test_inference_has_a_disruption_budget_over_its_pods(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    deployment = find(docs, "Deployment", "llamagate-inference")
+    pdb = find(docs, "PodDisruptionBudget", "llamagate-inference")
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    assert pdb["spec"]["minAvailable"] == 1
+
+
+def test_the_spare_component_runs_two_replicas_and_surges_rollouts(rendered: dict[str, list[Doc]]) -> None:
+    base = find(rendered["llama-2-7b-chat"], "Deployment", "llamagate-inference")
+    assert base["spec"]["replicas"] == 1
+    spare = find(rendered["llama-2-7b-chat-spare"], "Deployment", "llamagate-inference")
+    assert spare["spec"]["replicas"] == 2
+    # A rollout adds the new replica before it takes an old one away; a drain leaves one serving.
+    assert spare["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    pdb = find(rendered["llama-2-7b-chat-spare"], "PodDisruptionBudget", "llamagate-inference")
+    assert 0 < pdb["spec"]["minAvailable"] < spare["spec"]["replicas"]
+    (spread,) = spare["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == spare["spec"]["selector"]["matchLabels"]
+    # Nothing else differs from the overlay it extends.
+    assert (
+        inference_container(rendered["llama-2-7b-chat-spare"]).spec
+        == inference_container(rendered["llama-2-7b-chat"]).spec
+    )
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+    match = re.fullmatch(r"(\d+)(Mi|Gi|Ti)", quantity)
+    assert match, quantity
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def test_each_gateway_replica_keeps_its_audit_trail_on_its_own_volume(rendered: dict[str, list[Doc]]) -> None:
+    from services.gateway.config import build_parser, config_from_args
+
+    gateway = find(rendered["llama-2-7b-chat"], "StatefulSet", "llamagate-gateway")
+    (template,) = gateway["spec"]["volumeClaimTemplates"]
+    assert template["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # Scale-in and deletion keep the claims (the trail outlives its pods).
+    assert gateway["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    (c,) = containers([gateway])
+    mounts = {m["mountPath"]: m["name"] for m in c.spec["volumeMounts"]}
+    assert mounts["/var/lib/llamagate/audit"] == template["metadata"]["name"]
+    assert template["metadata"]["name"] not in {v["name"] for v in c.pod["volumes"]}, "not an emptyDir"
+    config = config_from_args(
+        build_parser().parse_args([a.replace("$(POD_NAMESPACE)", "ns") for a in c.spec["args"]])
+    )
+    assert str(config.audit_dir) == "/var/lib/llamagate/audit"
+    # Retention never lets the trail fill the claim: its size cap plus the free space it keeps fit.
+    volume_bytes = _mebibytes(template["spec"]["resources"]["requests"]["storage"]) * 1024 * 1024
+    retention = config.audit_retention
+    assert retention.max_total_bytes and retention.min_free_bytes and retention.max_age_s
+    assert retention.max_total_bytes + retention.min_free_bytes < volume_bytes
+    assert retention.max_total_bytes >= 2 * config.audit_max_file_bytes

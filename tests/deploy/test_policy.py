@@ -23,7 +23,9 @@ from tests.deploy.manifests import (
 )
 
 ALL = [*sorted(MODEL_PARALLEL), *EXTRA_OVERLAYS, "multinode"]
-K8S_VERSION = "1.32.0"  # oldest Kubernetes these manifests target (native gRPC probes are GA since 1.27)
+K8S_VERSION = "1.32.0"  # the version the namespace's Pod Security level is pinned to
+# The oldest Kubernetes docs/deploy.md supports (native gRPC probes are GA since 1.27), and the newest.
+K8S_VERSIONS = ("1.27.0", "1.28.0", K8S_VERSION)
 CHECKOV = REPO / ".work" / "deploy-tools" / "bin" / "checkov"
 
 # Checkov checks we do not follow, and why. Everything else must pass.
@@ -44,9 +46,10 @@ def checkov_or_fail() -> Path:
     return CHECKOV
 
 
+@pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("overlay", ALL)
 def test_objects_validate_against_the_kubernetes_openapi_schemas(
-    rendered: dict[str, list[Doc]], overlay: str
+    rendered: dict[str, list[Doc]], overlay: str, version: str
 ) -> None:
     checked = 0
     for doc in rendered[overlay]:
@@ -59,10 +62,10 @@ def test_objects_validate_against_the_kubernetes_openapi_schemas(
                     "metadata": {"name": owner.replace("/", "-").replace(".", "-").lower()},
                     "template": {"metadata": meta, "spec": spec},
                 }
-                kubernetes_validate.validate(wrapped, K8S_VERSION, strict=True)
+                kubernetes_validate.validate(wrapped, version, strict=True)
                 checked += 1
             continue
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(doc, version, strict=True)
         checked += 1
     assert checked >= 15
 
@@ -113,7 +116,11 @@ def test_every_container_is_hardened_and_sized(rendered: dict[str, list[Doc]], o
 
 def _selects(policy: Doc, labels: dict[str, str]) -> bool:
     selector = policy["spec"]["podSelector"]
-    assert set(selector) <= {"matchLabels"}, "only matchLabels selectors are used (and understood here)"
+    assert set(selector) <= {"matchLabels", "matchExpressions"}
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", "only `In` expressions are used (and understood here)"
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
     return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
 
 
@@ -160,11 +167,75 @@ def test_network_policy_admits_only_the_gateway(
     )
 
 
-def test_default_deny_covers_the_namespace(rendered: dict[str, list[Doc]]) -> None:
+def test_default_deny_covers_the_namespace_both_ways(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["llama-2-7b-chat"]
-    deny = [d for d in docs if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"] == {}]
+    deny = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"] == {} and not d["spec"].get("egress")
+    ]
     assert len(deny) == 1 and "ingress" not in deny[0]["spec"]
-    assert deny[0]["spec"]["policyTypes"] == ["Ingress"]
+    assert deny[0]["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
+DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+COLLECTOR = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+
+
+def _egress(docs: list[Doc], labels: dict[str, str]) -> list[tuple[dict[str, Any], Any]]:
+    """(peer, ports) pairs that pods with these labels may open connections to."""
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and _selects(d, labels)]
+    assert any("Egress" in p["spec"]["policyTypes"] for p in policies), f"{labels}: egress is not isolated"
+    allowed = []
+    for p in policies:
+        for rule in p["spec"].get("egress", []):
+            assert rule.get("to"), f"{p['metadata']['name']}: a rule without `to` allows everywhere"
+            for peer in rule["to"]:
+                allowed.append((peer, rule.get("ports")))
+    return allowed
+
+
+def _canonical(flows: Any) -> list[str]:
+    return sorted(json.dumps(flow, sort_keys=True) for flow in flows)
+
+
+def _pod(name: str) -> dict[str, Any]:
+    return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}
+
+
+@pytest.mark.parametrize("overlay", [*sorted(MODEL_PARALLEL), *EXTRA_OVERLAYS])
+def test_egress_is_denied_but_for_the_flows_each_workload_needs(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    dns = (DNS, DNS_PORTS)
+    collector = (COLLECTOR, [{"protocol": "TCP", "port": 4317}])
+    expected = {
+        "llamagate-gateway": [
+            dns,
+            (_pod("llamagate-inference"), [{"protocol": "TCP", "port": 50052}]),
+            (_pod("llamagate-safety"), [{"protocol": "TCP", "port": 50053}]),
+            collector,
+        ],
+        "llamagate-inference": [dns, collector],
+        "llamagate-safety": [dns, collector],
+    }
+    for name, flows in expected.items():
+        allowed = _egress(docs, {"app.kubernetes.io/name": name})
+        assert _canonical(allowed) == _canonical(flows), name
+    # The download Job: DNS, and HTTPS to public addresses only.
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    allowed = _egress(docs, job["spec"]["template"]["metadata"]["labels"])
+    assert dns in allowed and len(allowed) == 2
+    (internet,) = [(peer, ports) for peer, ports in allowed if "ipBlock" in peer]
+    assert internet[1] == [{"protocol": "TCP", "port": 443}]
+    block = internet[0]["ipBlock"]
+    assert block["cidr"] == "0.0.0.0/0"
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(block["except"])
 
 
 def test_multinode_ranks_admit_only_their_group(rendered: dict[str, list[Doc]]) -> None:
@@ -173,6 +244,11 @@ def test_multinode_ranks_admit_only_their_group(rendered: dict[str, list[Doc]]) 
     worker = {**group, "app.kubernetes.io/name": "llamagate-inference-worker"}
     admitted = _admitted(docs, worker)
     assert admitted == [({"podSelector": {"matchLabels": group}}, None)]
+    # Out: DNS and the other ranks of the group (rendezvous, NCCL), nothing else.
+    egress = _egress(docs, worker)
+    assert _canonical(egress) == _canonical(
+        [(DNS, DNS_PORTS), ({"podSelector": {"matchLabels": group}}, None)]
+    )
 
 
 def test_checkov_kubernetes_checks_pass(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
