@@ -11,14 +11,15 @@ from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from services.common.logs import configure_logging
 from services.common.server import GrpcServer
 from services.common.telemetry import setup_telemetry
-from services.gateway.audit import AuditSink
-from services.gateway.auth import load_api_keys
+from services.gateway.audit import AuditSink, build_exporter
+from services.gateway.auth import ApiKeyFileWatcher, load_api_keys
 from services.gateway.config import GatewayConfig, build_parser, config_from_args
 from services.gateway.dependencies import DependencyMonitor
 from services.gateway.grpc_backends import GrpcInference, GrpcSafety, open_channel
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pipeline import ReplyPipeline
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.readiness import Readiness
 from services.gateway.servicer import ChatServicer
 
 SERVICE_NAME = "llamagate.v1.ChatService"
@@ -31,7 +32,12 @@ async def serve(config: GatewayConfig) -> None:
         dataclasses.replace(config.server, extra_interceptors=telemetry.server_interceptors()), [SERVICE_NAME]
     )
     api_keys = load_api_keys(config.api_keys_file)
-    audit = AuditSink(config.audit_dir, max_file_bytes=config.audit_max_file_bytes)
+    audit = AuditSink(
+        config.audit_dir,
+        max_file_bytes=config.audit_max_file_bytes,
+        retention=config.audit_retention,
+        exporter=build_exporter(config.audit_export, config.telemetry.service_name),
+    )
     interceptors = telemetry.client_interceptors()
     inference_channel = open_channel(config.inference_target, config.backend_tls, interceptors)
     safety_channel = open_channel(config.safety_target, config.backend_tls, interceptors)
@@ -62,7 +68,17 @@ async def serve(config: GatewayConfig) -> None:
         server.health,
         {"llamagate.v1.InferenceService": inference_channel, "llamagate.v1.SafetyService": safety_channel},
     )
-    monitoring = asyncio.create_task(monitor.run())
+    # Readiness ("readiness") follows the backends; liveness ("") stays SERVING (readiness.py).
+    required = ["llamagate.v1.InferenceService"]
+    if not config.pipeline.fail_open:
+        required.append("llamagate.v1.SafetyService")
+    background = [
+        asyncio.create_task(Readiness(server.health, monitor, required).run()),
+        asyncio.create_task(
+            ApiKeyFileWatcher(api_keys, config.api_keys_file, config.api_keys_reload_s).run()
+        ),
+        asyncio.create_task(audit.run_retention()),
+    ]
     log.info(
         "gateway serving on %s:%d (inference %s, safety %s, %d tenants, audit %s, moderation %s/%d tokens)",
         config.server.host,
@@ -77,7 +93,8 @@ async def serve(config: GatewayConfig) -> None:
     try:
         await server.wait_for_stop_request()
     finally:
-        monitoring.cancel()
+        for task in background:
+            task.cancel()
         await server.stop()
         await inference_channel.close()
         await safety_channel.close()
