@@ -21,6 +21,7 @@ from services.common.tls import ServerTls, server_credentials
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+DEFAULT_MAX_CONNECTION_AGE_GRACE_S = 900.0
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -38,10 +39,12 @@ class ServerConfig:
     min_client_ping_interval_s: float = 10.0
     max_concurrent_streams: int = 1024
     # A client's connection is closed (GOAWAY) after this long, so clients that balance over DNS
-    # (`dns:///`, round robin) re-resolve and reach replicas added since they connected. Calls in
-    # flight then get max_connection_age_grace_s to finish (None: the drain time, grace_s).
+    # (`dns:///`, round robin) re-resolve and reach replicas added since they connected. New calls
+    # go to a new connection at once; calls in flight get max_connection_age_grace_s to finish on the
+    # old one before it is cut, so it must outlast the longest call a service allows (a generation,
+    # a Chat stream).
     max_connection_age_s: float = 300.0
-    max_connection_age_grace_s: float | None = None
+    max_connection_age_grace_s: float = DEFAULT_MAX_CONNECTION_AGE_GRACE_S
     tls: ServerTls | None = None
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=tuple)
 
@@ -66,7 +69,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
     group.add_argument(
         "--max-connection-age-grace-s",
         type=float,
-        help="time calls in flight get once their connection's age is up (default: --grace-s)",
+        help="time calls in flight get once their connection's age is up, then they are cut "
+        f"(default {DEFAULT_MAX_CONNECTION_AGE_GRACE_S:g}; the gateway: at least its longest Chat stream)",
     )
     group.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS")
     group.add_argument("--tls-key", type=Path, help="server private key (PEM)")
@@ -91,7 +95,11 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_bytes=args.max_message_bytes,
         grace_s=args.grace_s,
         max_connection_age_s=args.max_connection_age_s,
-        max_connection_age_grace_s=args.max_connection_age_grace_s,
+        max_connection_age_grace_s=(
+            DEFAULT_MAX_CONNECTION_AGE_GRACE_S
+            if args.max_connection_age_grace_s is None
+            else args.max_connection_age_grace_s
+        ),
         tls=tls,
     )
 
@@ -107,9 +115,6 @@ class GrpcServer:
         self.config = config
         self.service_names = list(service_names)
         ms = lambda s: int(s * 1000)  # noqa: E731
-        age_grace_s = config.max_connection_age_grace_s
-        if age_grace_s is None:
-            age_grace_s = config.grace_s
         self.server = grpc.aio.server(
             interceptors=[*config.extra_interceptors, ErrorInterceptor()],
             options=[
@@ -121,7 +126,7 @@ class GrpcServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.max_concurrent_streams", config.max_concurrent_streams),
                 ("grpc.max_connection_age_ms", ms(config.max_connection_age_s)),
-                ("grpc.max_connection_age_grace_ms", ms(age_grace_s)),
+                ("grpc.max_connection_age_grace_ms", ms(config.max_connection_age_grace_s)),
                 # A second server on a taken port must fail to start, not silently share the port.
                 ("grpc.so_reuseport", 0),
             ],

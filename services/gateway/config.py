@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,8 +151,13 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         )
     elif args.backend_cert or args.backend_key:
         raise SystemExit("--backend-cert/--backend-key (mTLS) need --backend-ca")
+    server = server_config_from_args(args)
+    if args.max_connection_age_grace_s is None:
+        # A connection past its age must not cut a Chat stream before the stream's own limit.
+        grace_s = max(server.max_connection_age_grace_s, args.max_stream_duration_s)
+        server = dataclasses.replace(server, max_connection_age_grace_s=grace_s)
     return GatewayConfig(
-        server=server_config_from_args(args),
+        server=server,
         pipeline=PipelineConfig(
             moderation=ModerationConfig(ModerationMode(args.moderation), args.chunk_tokens),
             safety_timeout_s=args.safety_timeout_s,

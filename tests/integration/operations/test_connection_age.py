@@ -88,12 +88,24 @@ async def test_a_stream_outliving_the_age_finishes_within_the_grace() -> None:
     assert len(set(messages)) == 1
 
 
-def test_the_flags_default_to_five_minutes_with_the_drain_time_as_grace() -> None:
+def test_the_flags_default_to_five_minutes_with_a_grace_that_outlasts_long_calls() -> None:
     parser = argparse.ArgumentParser()
     add_server_arguments(parser, 50051)
     config = server_config_from_args(parser.parse_args(["--grace-s", "120"]))
-    assert config.max_connection_age_s == 300.0 and config.max_connection_age_grace_s is None
+    assert (config.max_connection_age_s, config.max_connection_age_grace_s) == (300.0, 900.0)
     config = server_config_from_args(
         parser.parse_args(["--max-connection-age-s", "60", "--max-connection-age-grace-s", "90"])
     )
     assert (config.max_connection_age_s, config.max_connection_age_grace_s) == (60.0, 90.0)
+
+
+def test_the_gateway_never_cuts_a_chat_stream_before_its_own_limit() -> None:
+    from services.gateway.config import build_parser, config_from_args
+
+    required = ["--inference-target", "x:1", "--safety-target", "x:2", "--api-keys", "k", "--audit-dir", "a"]
+    config = config_from_args(build_parser().parse_args(required))
+    assert config.server.max_connection_age_grace_s >= config.stream_limits.max_duration_s
+    config = config_from_args(build_parser().parse_args([*required, "--max-stream-duration-s", "7200"]))
+    assert config.server.max_connection_age_grace_s == 7200
+    config = config_from_args(build_parser().parse_args([*required, "--max-connection-age-grace-s", "30"]))
+    assert config.server.max_connection_age_grace_s == 30  # an explicit value is kept
