@@ -20,7 +20,7 @@ from services.inference.model.checkpoint import load_model
 from services.inference.model.parallel import init_parallel
 from services.inference.model.tokenizer import Tokenizer
 from services.inference.servicer import InferenceServicer, model_info
-from tests.integration.inference_service.conftest import DemoModel
+from tests.support.inference_service import DemoModel
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from services.inference.engine.config import EngineConfig
 from services.inference.engine.runner import build_runner
 from services.inference.model.checkpoint import load_model
 from services.inference.model.parallel import init_parallel
-from tests.integration.inference_service.conftest import DemoModel
+from tests.support.inference_service import DemoModel
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llamagate.v1 import inference_service_pb2 as pb
 from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
-from tests.integration.inference_service.conftest import (
+from tests.support.inference_service import (
     DemoModel,
     Outbox,
     channel,

@@ -18,7 +18,7 @@ from llamagate.v1 import inference_service_pb2 as pb
 from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
 from services.inference.model.tokenizer import Tokenizer
-from tests.integration.inference_service.conftest import (
+from tests.support.inference_service import (
     MAX_SEQ_LEN,
     SERVICE,
     DemoModel,

@@ -15,8 +15,8 @@ from services.inference.demo import DemoPaths
 from services.inference.model.checkpoint import meta_params, save_meta_checkpoint
 from services.inference.model.hf_format import save_hf_checkpoint
 from tests.integration.model_core import mp_worker
+from tests.support.models import full_state, random_model, tiny_args
 from tests.support.processes import ROOT
-from tests.unit.model_core.conftest import full_state, random_model, tiny_args
 
 pytestmark = pytest.mark.slow
 

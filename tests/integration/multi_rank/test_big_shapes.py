@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from services.inference.model.transformer import CONFIGS
-from tests.integration.multi_rank.conftest import RankResults, make_checkpoint, run_ranks
+from tests.support.checkpoints import RankResults, make_checkpoint, run_ranks
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import torch
 
 from services.inference.model.checkpoint import load_model
 from services.inference.model.parallel import ParallelContext
-from tests.integration.multi_rank.conftest import make_checkpoint
+from tests.support.checkpoints import make_checkpoint
 from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.slow

@@ -4,16 +4,14 @@ both survive torch.compile(fullgraph=True), and on CUDA the engine generates the
 them as without.
 
 The kernels run where Triton can run them: on CUDA, or on CPU under TRITON_INTERPRET=1 (Triton reads
-that variable when a kernel is defined, so a CPU session without it runs this file again in a child
-process that sets it).
+that variable when a kernel is defined, so on CPU tests/integration/inference_service/
+test_kernels_interpreted.py runs this file again in a child process that sets it).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -28,7 +26,6 @@ from services.inference.engine.scheduler import Scheduler
 from services.inference.kernels import decode_gemm, kv_write
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.transformer import Transformer, init_random_weights, rope_tables
-from tests.support.processes import ROOT
 from tests.unit.engine.stepping import ARGS, PROMPTS, run_to_completion
 
 HAS_TRITON = kv_write.triton is not None
@@ -38,18 +35,6 @@ DEVICE = "cuda" if CUDA else "cpu"
 kernels = pytest.mark.skipif(
     not HAS_TRITON or not (CUDA or INTERPRETING), reason="needs Triton on CUDA, or TRITON_INTERPRET=1"
 )
-
-
-@pytest.mark.skipif(
-    not HAS_TRITON or CUDA or INTERPRETING, reason="runs the kernel tests under the interpreter"
-)
-def test_kernels_pass_under_the_triton_interpreter_on_cpu() -> None:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not gpu", __file__]
-    command += ["-k", "not under_the_triton_interpreter"]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
-    assert " passed" in done.stdout and " skipped" not in done.stdout, done.stdout[-2000:]
 
 
 def decode_inputs(

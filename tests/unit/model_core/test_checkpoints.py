@@ -23,8 +23,7 @@ from services.inference.model.checkpoint import (
 from services.inference.model.hf_format import HFWeights, from_rotate_half, save_hf_checkpoint, to_rotate_half
 from services.inference.model.parallel import ParallelContext, local_shard, split_dim
 from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer
-
-from .conftest import CPU_MP1, assert_same_weights, full_state, random_model, tiny_args
+from tests.support.models import CPU_MP1, assert_same_weights, full_state, random_model, tiny_args
 
 
 def _hf_model(tmp_path: Path, *, kv_heads: int, tied: bool = False) -> tuple[LlamaForCausalLM, Path]:

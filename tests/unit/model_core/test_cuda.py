@@ -10,8 +10,7 @@ from services.inference.demo import DemoPaths
 from services.inference.model.checkpoint import default_dtype, load_model
 from services.inference.model.generation import Llama
 from services.inference.model.parallel import ParallelContext
-
-from .conftest import CPU_MP1
+from tests.support.models import CPU_MP1
 
 pytestmark = [
     pytest.mark.gpu,

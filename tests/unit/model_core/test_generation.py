@@ -1,6 +1,9 @@
-"""The reference-style generator on the demo model: KV cache, batching, echo, logprobs, EOS."""
+"""The reference-style generator on a demo-shaped model (random weights, the demo tokenizer): KV
+cache, batching, echo, logprobs, EOS."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,15 +11,19 @@ import torch
 from services.common.dialog import Message, Role
 from services.common.errors import InvalidRequest
 from services.common.sampling import SamplingParams
-from services.inference.demo import DemoPaths
+from services.inference.demo import DEMO_ARGS
 from services.inference.model.generation import Llama
+from services.inference.model.tokenizer import Tokenizer
+from tests.support.models import CPU_MP1, random_model
 
 GREEDY = SamplingParams(temperature=0.0, max_gen_len=12)
 
 
 @pytest.fixture(scope="module")
-def llama(demo: DemoPaths) -> Llama:
-    return Llama.build(demo.ckpt_dir, demo.tokenizer, max_seq_len=96, max_batch_size=4, device="cpu")
+def llama(tokenizer: Tokenizer) -> Llama:
+    return Llama(
+        random_model(replace(DEMO_ARGS, max_seq_len=96), seed=3), tokenizer, CPU_MP1, max_batch_size=4
+    )
 
 
 def _greedy_without_cache(llama: Llama, prompt: list[int], steps: int) -> list[int]:

@@ -1,5 +1,5 @@
-"""Run under torchrun by test_fused_projections.py: each rank loads its shard of every checkpoint
-given, computes logits before and after `fuse_projections`, and saves them to OUT/<index>.rank<rank>.pt."""
+"""Run under torchrun by test_fused_shards.py: each rank loads its shard of every checkpoint given,
+computes logits before and after `fuse_projections`, and saves them to OUT/<index>.rank<rank>.pt."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ import torch.distributed as dist
 from services.inference.model.checkpoint import load_model
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.parallel import init_parallel
-
-TOKENS = [[1, 5, 200, 41, 99, 17, 64, 2, 77, 150, 3, 250], [1, 180, 12, 13, 14, 15, 16, 90, 42, 7, 9, 11]]
+from tests.support.models import PROMPT_TOKENS
 
 
 def logits_before_and_after(ckpt: Path) -> dict[str, object]:
     ctx = init_parallel("cpu")
     model = load_model(ckpt, ctx=ctx, dtype=torch.float32, max_seq_len=64)
-    tokens = torch.tensor(TOKENS)
+    tokens = torch.tensor(PROMPT_TOKENS)
     with torch.inference_mode():
         unfused = model(tokens)
         names_before = sorted(name for name, _ in model.named_parameters())

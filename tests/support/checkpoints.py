@@ -1,4 +1,5 @@
-"""Checkpoints written by bench/make_checkpoint.py and a runner for tests.integration.multi_rank.rank_worker."""
+"""Checkpoints written by bench/make_checkpoint.py, and a runner of tests.integration.multi_rank.rank_worker
+over one or more ranks."""
 
 from __future__ import annotations
 
