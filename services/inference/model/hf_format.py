@@ -1,4 +1,6 @@
-"""Hugging Face Llama checkpoints (`config.json` + `*.safetensors`, LlamaForCausalLM names).
+"""Hugging Face Llama checkpoints (`config.json` + `*.safetensors`, LlamaForCausalLM names): the one
+place that knows the format, read (`read_model_args`, `HFWeights`) and written (`save_hf_checkpoint`)
+from the same tables.
 
 Two differences from Meta's layout: the names, and the rows of wq / wk. Meta's rotary embedding
 rotates interleaved pairs (x0, x1), (x2, x3), ...; Hugging Face's `rotate_half` rotates the first
@@ -35,6 +37,20 @@ _LAYER_NAMES = {
     "ffn_norm": "post_attention_layernorm",
 }
 _TOP_NAMES = {"tok_embeddings": "model.embed_tokens", "norm": "model.norm", "output": "lm_head"}
+# config.json key -> (the ModelArgs field it is read into, the ModelArgs attribute it is written
+# from: the resolved value where the field may be unset).
+_CONFIG_FIELDS: dict[str, tuple[str, str]] = {
+    "hidden_size": ("dim", "dim"),
+    "num_hidden_layers": ("n_layers", "n_layers"),
+    "num_attention_heads": ("n_heads", "n_heads"),
+    "num_key_value_heads": ("n_kv_heads", "kv_heads"),
+    "vocab_size": ("vocab_size", "vocab_size"),
+    "intermediate_size": ("ffn_hidden_dim", "hidden_dim"),
+    "rms_norm_eps": ("norm_eps", "norm_eps"),
+    "rope_theta": ("rope_theta", "rope_theta"),
+}
+# Keys a config may leave out: ModelArgs' defaults (all heads are kv heads, eps 1e-5, theta 10000) apply.
+_OPTIONAL = frozenset({"num_key_value_heads", "rms_norm_eps", "rope_theta"})
 # Rotary frequencies some transformers versions saved with the weights: recomputed, never loaded.
 _IGNORED_SUFFIX = "rotary_emb.inv_freq"
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)\.weight$")
@@ -64,6 +80,15 @@ def from_rotate_half(w: Tensor, n_heads: int) -> Tensor:
     return w.view(n_heads, 2, rows // n_heads // 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
+def rotated_heads(name: str, args: ModelArgs) -> int | None:
+    """How many heads weight `name` (our naming) holds if its rows are permuted for rotate_half."""
+    if name.endswith("attention.wq.weight"):
+        return args.n_heads
+    if name.endswith("attention.wk.weight"):
+        return args.kv_heads
+    return None
+
+
 def read_model_args(ckpt_dir: Path) -> ModelArgs:
     config: dict[str, Any] = json.loads((ckpt_dir / HF_CONFIG).read_text())
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
@@ -81,16 +106,15 @@ def read_model_args(ckpt_dir: Path) -> ModelArgs:
         problems.append(f"head_dim {config['head_dim']} is not hidden_size / num_attention_heads")
     if problems:
         raise HFCheckpointError(f"{ckpt_dir}/{HF_CONFIG}: " + "; ".join(problems))
-    return ModelArgs(
-        dim=config["hidden_size"],
-        n_layers=config["num_hidden_layers"],
-        n_heads=heads,
-        n_kv_heads=config.get("num_key_value_heads") or heads,
-        vocab_size=config["vocab_size"],
-        ffn_hidden_dim=config["intermediate_size"],
-        norm_eps=config.get("rms_norm_eps", 1e-5),
-        rope_theta=rope.get("rope_theta", config.get("rope_theta", 10000.0)),
-    )
+    values = {
+        field: config[key]
+        for key, (field, _) in _CONFIG_FIELDS.items()
+        if key not in _OPTIONAL or config.get(key) is not None
+    }
+    values.setdefault("n_kv_heads", heads)
+    if "rope_theta" in rope:  # newer transformers keep it with the other rotary parameters
+        values["rope_theta"] = rope["rope_theta"]
+    return ModelArgs(**values)
 
 
 class HFWeights:
@@ -139,11 +163,9 @@ class HFWeights:
             size = shape[dim] // world_size
             start, stop = rank * size, (rank + 1) * size
             tensor = piece[start:stop] if dim == 0 else piece[:, start:stop]
-        if name.endswith("attention.wq.weight"):
-            tensor = from_rotate_half(tensor, self.args.n_heads // world_size)
-        elif name.endswith("attention.wk.weight"):
-            tensor = from_rotate_half(tensor, self.args.kv_heads // world_size)
-        return tensor
+        heads = rotated_heads(name, self.args)
+        # The permutation stays within a head, so this rank's block of whole heads is undone alone.
+        return tensor if heads is None else from_rotate_half(tensor, heads // world_size)
 
 
 def save_hf_checkpoint(state: Mapping[str, Tensor], args: ModelArgs, out_dir: Path) -> None:
@@ -151,23 +173,13 @@ def save_hf_checkpoint(state: Mapping[str, Tensor], args: ModelArgs, out_dir: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, tensor in state.items():
-        if name.endswith("attention.wq.weight"):
-            tensor = to_rotate_half(tensor, args.n_heads)
-        elif name.endswith("attention.wk.weight"):
-            tensor = to_rotate_half(tensor, args.kv_heads)
-        tensors[hf_name(name)] = tensor.contiguous()
+        heads = rotated_heads(name, args)
+        tensors[hf_name(name)] = (tensor if heads is None else to_rotate_half(tensor, heads)).contiguous()
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": args.dim,
-        "intermediate_size": args.hidden_dim,
-        "num_hidden_layers": args.n_layers,
-        "num_attention_heads": args.n_heads,
-        "num_key_value_heads": args.kv_heads,
-        "vocab_size": args.vocab_size,
-        "rms_norm_eps": args.norm_eps,
-        "rope_theta": args.rope_theta,
+        **{key: getattr(args, attribute) for key, (_, attribute) in _CONFIG_FIELDS.items()},
         "max_position_embeddings": args.max_seq_len,
         "hidden_act": "silu",
         "tie_word_embeddings": False,
