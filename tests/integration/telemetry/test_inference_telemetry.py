@@ -36,7 +36,7 @@ from services.inference.tracing import (
     PREFILL_SPAN,
     QUEUE_WAIT_SPAN,
 )
-from tests.integration.telemetry.two_hop import Hop, make_hop
+from tests.support.two_hop import Hop, make_hop
 from tests.unit.telemetry.readings import collect, labels
 
 pytestmark = pytest.mark.slow  # trains the demo model once (tens of seconds on a small CPU box)

@@ -12,8 +12,7 @@ import pytest
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from services.common.logs import JsonFormatter
 from services.gateway.tracing import TURN_SPAN
-from tests.integration.telemetry.conftest import Topology
-from tests.integration.telemetry.two_hop import FRONT_LOGGER
+from tests.support.two_hop import FRONT_LOGGER, Topology
 
 PROMPT = "my very private question about soup"
 

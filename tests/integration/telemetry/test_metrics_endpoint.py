@@ -6,8 +6,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from llamagate.v1 import chat_service_pb2 as chat_pb
-from tests.integration.telemetry.conftest import Topology
-from tests.integration.telemetry.two_hop import GENERATED_WORDS, TENANT, UNSAFE_WORD, Hop
+from tests.support.two_hop import GENERATED_WORDS, TENANT, UNSAFE_WORD, Hop, Topology
 from tests.unit.telemetry.readings import collect, labels
 
 SAFE_TURNS = 3

@@ -17,8 +17,7 @@ from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 from llamagate.v1 import types_pb2 as types_pb
 from services.gateway.tracing import SAFETY_INPUT_SPAN, SAFETY_OUTPUT_SPAN, TURN_SPAN
 from services.inference.tracing import DECODE_SPAN, GENERATE_SPAN, PREFILL_SPAN, QUEUE_WAIT_SPAN
-from tests.integration.telemetry.conftest import Topology
-from tests.integration.telemetry.two_hop import GENERATED_WORDS, UNSAFE_WORD, Hop
+from tests.support.two_hop import GENERATED_WORDS, UNSAFE_WORD, Hop, Topology
 
 COMPLETE = "/llamagate.v1.ChatService/Complete"
 CHAT = "/llamagate.v1.ChatService/Chat"

@@ -34,6 +34,7 @@ from services.gateway.tracing import safety_span, turn_span
 from services.inference.metrics import InferenceMetrics, SchedulerSnapshot
 from services.inference.tracing import GenerationTrace
 from services.safety.metrics import SafetyMetrics
+from tests.support.processes import free_port
 
 FRONT_LOGGER = "llamagate.test.front"
 UNSAFE_WORD = "forbidden"
@@ -256,3 +257,36 @@ async def start_front(hop: Hop, back_channel: grpc.aio.Channel) -> None:
     chat_grpc.add_ChatServiceServicer_to_server(servicer, hop.server.server)
     await hop.server.start()
     await hop.server.set_serving(True)
+
+
+@dataclass
+class Topology:
+    client: Hop
+    front: Hop
+    back: Hop
+    channel: grpc.aio.Channel  # client -> front, with the client's interceptors
+
+    @property
+    def chat(self) -> chat_grpc.ChatServiceStub:
+        return chat_grpc.ChatServiceStub(self.channel)
+
+
+async def open_topology(metrics_ports: bool) -> AsyncIterator[Topology]:
+    """client -> front -> back on loopback; `metrics_ports` gives front and back a /metrics endpoint."""
+    back = make_hop("back", free_port() if metrics_ports else 0)
+    front = make_hop("front", free_port() if metrics_ports else 0)
+    client = make_hop("client")
+    await start_back(back)
+    back_channel = grpc.aio.insecure_channel(back.target, interceptors=front.telemetry.client_interceptors())
+    await start_front(front, back_channel)
+    channel = grpc.aio.insecure_channel(front.target, interceptors=client.telemetry.client_interceptors())
+    try:
+        yield Topology(client, front, back, channel)
+    finally:
+        await channel.close()
+        for hop in (front, back):
+            assert hop.server is not None
+            await hop.server.stop()
+        await back_channel.close()
+        for hop in (client, front, back):
+            hop.telemetry.shutdown()
