@@ -16,10 +16,13 @@ from services.gateway.auth import ApiKeyFileWatcher, load_api_keys
 from services.gateway.config import GatewayConfig, build_parser, config_from_args
 from services.gateway.dependencies import DependencyMonitor
 from services.gateway.grpc_backends import GrpcInference, GrpcSafety, open_channel
+from services.gateway.http.app import OpenAIRoutes, openai_app
+from services.gateway.http.server import HttpServer
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pipeline import ReplyPipeline
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.readiness import Readiness
+from services.gateway.replies import Replies
 from services.gateway.servicer import ChatServicer
 
 SERVICE_NAME = "llamagate.v1.ChatService"
@@ -48,11 +51,14 @@ async def serve(config: GatewayConfig) -> None:
         audit,
         tracer=telemetry.tracer,
     )
+    # One limiter and one set of metrics for both transports: a tenant's limits span gRPC and HTTP.
+    limiter = RateLimiter()
+    metrics = GatewayMetrics.create(telemetry.meter)
     servicer = ChatServicer(
         pipeline,
         api_keys,
-        RateLimiter(),
-        GatewayMetrics.create(telemetry.meter),
+        limiter,
+        metrics,
         config.stream_limits,
         tracer=telemetry.tracer,
     )
@@ -61,9 +67,6 @@ async def serve(config: GatewayConfig) -> None:
     server.install_signal_handlers()
     if config.pipeline.fail_open:
         log.warning("FAIL-OPEN is on: text is released unchecked while the safety service is down (audited)")
-    # Serving as soon as the configuration is loaded: the backends are reached per call, and a
-    # backend that is down fails those calls with UNAVAILABLE (never with unchecked text).
-    await server.set_serving(True)
     monitor = DependencyMonitor(
         server.health,
         {"llamagate.v1.InferenceService": inference_channel, "llamagate.v1.SafetyService": safety_channel},
@@ -72,8 +75,25 @@ async def serve(config: GatewayConfig) -> None:
     required = ["llamagate.v1.InferenceService"]
     if not config.pipeline.fail_open:
         required.append("llamagate.v1.SafetyService")
+    readiness = Readiness(server.health, monitor, required)
+    http = None
+    if config.http is not None:
+        # The OpenAI-compatible port: the same pipeline, keys, limits and metrics (docs/gateway.md).
+        # Bound before the gateway reports SERVING, so SERVING means both ports answer.
+        routes = OpenAIRoutes(
+            Replies(pipeline, limiter, metrics, telemetry.tracer),
+            api_keys,
+            config.http.model,
+            lambda: readiness.ready,
+        )
+        http = HttpServer(openai_app(routes, telemetry.tracer, telemetry.meter), config.http)
+        await http.start()
+        log.info("OpenAI-compatible HTTP API on %s:%d", config.http.host, config.http.port)
+    # Serving as soon as the configuration is loaded: the backends are reached per call, and a
+    # backend that is down fails those calls with UNAVAILABLE (never with unchecked text).
+    await server.set_serving(True)
     background = [
-        asyncio.create_task(Readiness(server.health, monitor, required).run()),
+        asyncio.create_task(readiness.run()),
         asyncio.create_task(
             ApiKeyFileWatcher(api_keys, config.api_keys_file, config.api_keys_reload_s).run()
         ),
@@ -95,7 +115,8 @@ async def serve(config: GatewayConfig) -> None:
     finally:
         for task in background:
             task.cancel()
-        await server.stop()
+        # Both ports drain at once, each within the drain time.
+        await asyncio.gather(server.stop(), http.stop() if http is not None else asyncio.sleep(0))
         await inference_channel.close()
         await safety_channel.close()
         await audit.close()

@@ -12,6 +12,7 @@ from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, 
 from services.common.tls import ClientTls
 from services.gateway.audit import AuditRetention
 from services.gateway.chat_turns import StreamLimits
+from services.gateway.http.server import HttpConfig
 from services.gateway.moderation import ModerationConfig, ModerationMode
 from services.gateway.pipeline import PipelineConfig
 
@@ -36,6 +37,8 @@ class GatewayConfig:
     audit_export: str = "none"  # "none" | "stdout" | "otlp"
     # How often the API keys file is looked at for changes.
     api_keys_reload_s: float = 2.0
+    # The OpenAI-compatible HTTP port (None = not served).
+    http: HttpConfig | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--backend-cert", type=Path, help="client certificate for mTLS to the backends")
     group.add_argument("--backend-key", type=Path, help="client key for mTLS to the backends")
     group.add_argument("--backend-server-name", help="expected name in the backends' certificates")
+    group = parser.add_argument_group("OpenAI-compatible HTTP API (docs/gateway.md)")
+    group.add_argument(
+        "--http-port", type=int, help="serve /v1/chat/completions etc. on this port (unset: off)"
+    )
+    group.add_argument("--http-host", help="address of the HTTP port (default: --host)")
+    group.add_argument("--http-model", default="llama-2-chat", help="the model id /v1/models lists")
+    group.add_argument(
+        "--http-keep-alive-s",
+        type=float,
+        default=75.0,
+        help="how long an idle HTTP/1.1 connection stays open (above the clients' pool expiry)",
+    )
     add_server_arguments(parser, DEFAULT_PORT)
     add_telemetry_arguments(parser, DEFAULT_METRICS_PORT)
     return parser
@@ -156,6 +171,19 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         # A connection past its age must not cut a Chat stream before the stream's own limit.
         grace_s = max(server.max_connection_age_grace_s, args.max_stream_duration_s)
         server = dataclasses.replace(server, max_connection_age_grace_s=grace_s)
+    http = None
+    if args.http_port is not None:
+        if not 0 <= args.http_port < 65536 or args.http_keep_alive_s <= 0:
+            raise SystemExit("--http-port must be a port number and --http-keep-alive-s > 0")
+        # The same certificate (and client CA) as the gRPC port; the same drain time.
+        http = HttpConfig(
+            args.http_host or server.host,
+            args.http_port,
+            args.http_model,
+            server.grace_s,
+            args.http_keep_alive_s,
+            server.tls,
+        )
     return GatewayConfig(
         server=server,
         pipeline=PipelineConfig(
@@ -179,4 +207,5 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         ),
         audit_export=args.audit_export,
         api_keys_reload_s=args.api_keys_reload_s,
+        http=http,
     )

@@ -142,6 +142,13 @@ class Stack:
     audit_dir: Path
     workdir: Path
     tls: TlsFiles | None = None
+    # The gateway's OpenAI-compatible HTTP port (bound before its gRPC health says SERVING).
+    http_port: int = 0
+
+    @property
+    def http_base_url(self) -> str:
+        """Base URL of the OpenAI-compatible API, as the `openai` client takes it."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}/v1"
 
     @property
     def gateway_target(self) -> str:
@@ -199,7 +206,7 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
     keys_file = workdir / "api_keys.yaml"
     write_api_keys(keys_file, api_key, config.tenants)
     audit_dir = workdir / "audit"
-    inference_port, safety_port, gateway_port = free_port(), free_port(), free_port()
+    inference_port, safety_port, gateway_port, http_port = free_port(), free_port(), free_port(), free_port()
     common: tuple[str, ...] = ("--host", "127.0.0.1")
     backend_tls: tuple[str, ...] = ()
     if config.tls is not None:
@@ -249,6 +256,7 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
             "--api-keys", str(keys_file),
             "--audit-dir", str(audit_dir),
             "--port", str(gateway_port),
+            "--http-port", str(http_port),
             *common,
             *telemetry_flags("gateway"),
             *backend_tls,
@@ -257,7 +265,7 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
         gateway_port,
         workdir / "gateway.log",
     )  # fmt: skip
-    stack = Stack(inference, safety, gateway, api_key, audit_dir, workdir, config.tls)
+    stack = Stack(inference, safety, gateway, api_key, audit_dir, workdir, config.tls, http_port)
     try:
         for process in (inference, safety):
             process.start(wait=False)
