@@ -193,11 +193,12 @@ class AuditSink:
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
-                self._export(lines)
+                if self.exporter is not None:
+                    # Off the event loop: a slow stdout pipe must not stall the replies.
+                    await asyncio.to_thread(self._export, lines)
 
     def _export(self, lines: list[bytes]) -> None:
-        if self.exporter is None:
-            return
+        assert self.exporter is not None
         try:
             self.exporter.export(lines)
         except Exception:
