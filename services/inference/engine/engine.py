@@ -136,8 +136,8 @@ class Engine:
                 raise self._failure
             if not self._thread.is_alive():
                 raise Unavailable("the inference engine is not running (starting or shutting down)")
-            # Refused here, on the caller's thread, while the count of waiting requests is known; the
-            # scheduler applies the same rule again when the request reaches it.
+            # Refused at once on the caller's thread, from the count last published; the scheduler
+            # applies the same rule to its exact queue when the request reaches it.
             check_queue_room(self._pending_submits + self._stats.waiting, self.config.max_queue)
             self._pending_submits += 1
             handle = next(self._handles)

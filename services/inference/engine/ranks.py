@@ -1,8 +1,9 @@
 """Rank 0 tells the other ranks what to run: each step's plan, broadcast with torch.distributed.
 
 Every rank must make the same forward call (the tensor-parallel layers all-reduce inside it), so
-rank 0 broadcasts the plan before running it; `None` tells the followers to stop. A plan is a few
-small lists, so broadcast_object_list (one pickle, two collectives) costs far less than a step.
+rank 0 broadcasts the plan before running it; `None` tells the followers to stop. A plan is a
+handful of rows of small lists, so broadcast_object_list (one pickle, two collectives) costs far
+less than a step.
 """
 
 from __future__ import annotations
