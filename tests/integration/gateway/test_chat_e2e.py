@@ -11,10 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from llamagate.formats.audit import AuditFilter, read_records
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
-from llamagate.formats.audit import AuditFilter, read_records
 from tests.integration.gateway.chat_session import (
     CANCEL,
     ChatSession,

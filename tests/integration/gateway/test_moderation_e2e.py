@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from llamagate.formats.audit import AuditFilter, read_records
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
-from llamagate.formats.audit import AuditFilter, read_records
 from tests.integration.gateway.chat_session import (
     ChatSession,
     finished_line,
