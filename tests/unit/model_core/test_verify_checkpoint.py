@@ -31,7 +31,9 @@ def test_a_llama2_checkpoint_loads(tmp_path: Path, capsys: pytest.CaptureFixture
     LlamaForCausalLM(tiny_config()).save_pretrained(tmp_path)
 
     assert main([str(tmp_path)]) == 0
-    assert capsys.readouterr().out.startswith(f"ok: {tmp_path}: the inference server loads it (2 layers, dim 64")
+    assert capsys.readouterr().out.startswith(
+        f"ok: {tmp_path}: the inference server loads it (2 layers, dim 64"
+    )
 
 
 def test_a_model_the_server_cannot_serve_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,6 +43,8 @@ def test_a_model_the_server_cannot_serve_is_named(tmp_path: Path, capsys: pytest
     assert "biases in attention/MLP are not part of Llama 2" in capsys.readouterr().err
 
 
-def test_a_directory_without_a_checkpoint_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_directory_without_a_checkpoint_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([str(tmp_path)]) == EXIT_INVALID
     assert f"could not load {tmp_path}" in capsys.readouterr().err
