@@ -27,8 +27,3 @@ def llama2_config_problems(config: dict[str, Any]) -> list[str]:
         problems.append(f"head_dim {config['head_dim']} is not hidden_size / num_attention_heads")
     return problems
 
-
-def rope_theta(config: dict[str, Any]) -> float:
-    """The rotary base, wherever this version of transformers wrote it."""
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    return float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))

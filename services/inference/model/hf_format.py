@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from llamagate.formats.llama_hf import llama2_config_problems
 from services.inference.model.transformer import ModelArgs
 
 HF_CONFIG = "config.json"
@@ -91,21 +92,12 @@ def rotated_heads(name: str, args: ModelArgs) -> int | None:
 
 def read_model_args(ckpt_dir: Path) -> ModelArgs:
     config: dict[str, Any] = json.loads((ckpt_dir / HF_CONFIG).read_text())
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    problems = []
-    if config.get("model_type", "llama") != "llama":
-        problems.append(f"model_type is {config.get('model_type')!r}, not 'llama'")
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        problems.append(f"rope scaling {rope} is not supported (Llama 2 uses plain rotary embeddings)")
-    if config.get("hidden_act", "silu") != "silu":
-        problems.append(f"hidden_act is {config['hidden_act']!r}, not 'silu'")
-    if config.get("attention_bias") or config.get("mlp_bias"):
-        problems.append("biases in attention/MLP are not part of Llama 2")
-    heads = config["num_attention_heads"]
-    if config.get("head_dim") not in (None, config["hidden_size"] // heads):
-        problems.append(f"head_dim {config['head_dim']} is not hidden_size / num_attention_heads")
+    # The same rules `llamagate verify-hf` applies before a checkpoint is copied to a node.
+    problems = llama2_config_problems(config)
     if problems:
         raise HFCheckpointError(f"{ckpt_dir}/{HF_CONFIG}: " + "; ".join(problems))
+    heads = config["num_attention_heads"]
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     values = {
         field: config[key]
         for key, (field, _) in _CONFIG_FIELDS.items()
