@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from tests.reliability.conftest import ReliabilityStack
 from tests.reliability.faults import BackgroundLoad, check_fault_report
 from tests.reliability.loadgen import OK_FINISHES, LoadConfig, ReplyOutcome
 from tests.reliability.probes import health_status, wait_health
 from tests.reliability.ranks import as_torchrun_group, kill_group, rank_pids
 from tests.support.processes import ServiceProcess
+from tests.support.reliability import ReliabilityStack
 
 pytestmark = pytest.mark.slow
 

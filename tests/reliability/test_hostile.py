@@ -18,7 +18,6 @@ from llamagate.v1 import inference_service_pb2_grpc as inf_grpc
 from llamagate.v1 import safety_service_pb2 as safety_pb
 from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 from llamagate.v1 import types_pb2
-from tests.reliability.conftest import ReliabilityStack
 from tests.reliability.hostile import (
     ALLOWED,
     FUZZ,
@@ -32,6 +31,7 @@ from tests.reliability.hostile import (
     tokenize_requests,
 )
 from tests.reliability.probes import health_status
+from tests.support.reliability import ReliabilityStack
 
 pytestmark = pytest.mark.slow
 

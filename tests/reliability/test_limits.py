@@ -17,8 +17,8 @@ import pytest
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
-from tests.reliability.conftest import ReliabilityStack, gateway_options, start_extra_gateway
 from tests.reliability.probes import health_status
+from tests.support.reliability import ReliabilityStack, gateway_options, start_extra_gateway
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,6 @@ from dataclasses import replace
 
 import pytest
 
-from tests.reliability.conftest import ReliabilityStack
 from tests.reliability.loadgen import LoadConfig, run_load
 from tests.reliability.probes import (
     process_tree_rss_bytes,
@@ -22,6 +21,7 @@ from tests.reliability.probes import (
     wait_health,
     wait_scheduler_idle,
 )
+from tests.support.reliability import ReliabilityStack
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import pytest
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
-from tests.reliability.conftest import ReliabilityStack
 from tests.reliability.loadgen import LoadConfig, run_load
 from tests.reliability.probes import process_tree_rss_bytes, wait_scheduler_idle
+from tests.support.reliability import ReliabilityStack
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.http.loadgen import HttpLoadConfig, audit_gaps, run_http_load
-from tests.reliability.conftest import reliability_stack_config
 from tests.reliability.probes import unchecked_deliveries, wait_scheduler_idle
 from tests.support.processes import free_port
+from tests.support.reliability import reliability_stack_config
 from tests.support.stack import Stack, require_services, running_stack
 
 pytestmark = pytest.mark.slow
