@@ -87,7 +87,7 @@ async def serve(config: GatewayConfig) -> None:
             lambda: readiness.ready,
         )
         http = HttpServer(openai_app(routes, telemetry.tracer, telemetry.meter), config.http)
-        await http.start()
+        await http.start(on_exit=server.request_stop)
         log.info("OpenAI-compatible HTTP API on %s:%d", config.http.host, config.http.port)
     # Serving as soon as the configuration is loaded: the backends are reached per call, and a
     # backend that is down fails those calls with UNAVAILABLE (never with unchecked text).

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from services.common.tls import ServerTls
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,15 @@ class HttpServer:
         )
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Serve in a task; return once the port is bound (raise if binding failed)."""
+    async def start(self, on_exit: Callable[[], None] | None = None) -> None:
+        """Serve in a task; return once the port is bound (raise if binding failed).
+
+        `on_exit` is called when serving ends for any reason: the gateway stops with a port that
+        failed, so the orchestrator restarts it rather than leaving half of its API down.
+        """
         self._task = asyncio.create_task(self._server.serve())
+        if on_exit is not None:
+            self._task.add_done_callback(lambda _: on_exit())
         while not self._server.started:
             if self._task.done():
                 self._task.result()
@@ -82,7 +91,11 @@ class HttpServer:
         if self._task is None:
             return
         self._server.should_exit = True
-        await self._task
+        try:
+            await self._task
+        except Exception:
+            # The gRPC port's drain and the backends' shutdown still run; the cause is in the log.
+            log.exception("the HTTP server stopped with an error")
 
 
 def _path(path: Path | None) -> str | None:
