@@ -7,13 +7,11 @@ whitespace at which segments end.
 
 from __future__ import annotations
 
-import time
 from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.server import ServerConfig
 from services.safety.segments import (
     MAX_SEGMENT_CHARS,
     SegmentCache,
@@ -187,20 +185,6 @@ def test_a_streams_cached_rows_are_rows_of_every_longer_output(parts: list[str],
         settled = {row.tokens for row in plan.rows if row.settled}
         longer = {row.tokens for row in plan_rows(output + "".join(parts), words, window).rows}
         assert settled <= longer
-
-
-def test_texts_up_to_the_message_limit_are_planned_quickly_whatever_their_shape() -> None:
-    limit = ServerConfig.max_message_bytes
-    for text in (
-        "." * limit,  # one run of stops
-        "a. " * (limit // 3),  # a fragment too short to stand alone, repeated
-        "Every word here differs " * (limit // 24),
-    ):
-        start = time.perf_counter()
-        plan = plan_rows(text, words, 254)
-        assert time.perf_counter() - start < 30
-        assert plan.judged_tokens == len(sequence(text))
-        assert all(len(row.tokens) <= 254 for row in plan.rows)
 
 
 def test_a_request_run_into_the_next_sentence_without_punctuation_is_its_own_segment() -> None:
