@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from services.common.errors import (
     DeadlineExceeded,
@@ -73,6 +74,10 @@ def from_exception(error: BaseException) -> HttpError:
             return _from_validation(error)
         case json.JSONDecodeError() | UnicodeDecodeError():
             return HttpError(400, f"the request body is not valid JSON: {error}", "invalid_request_error")
+        case ClientDisconnect():
+            # Gone before its body was read: nothing started, and nobody reads the answer
+            # (499 as in proxies' logs, for the request metrics).
+            return HttpError(499, "the client closed the request", "client_closed_request")
         case ModelNotFound():
             return HttpError(404, str(error), "invalid_request_error", "model_not_found", "model")
         case InvalidRequest(violations=violations):

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import socket
+import time
 
 import httpx
 import openai
@@ -12,6 +15,8 @@ import pytest
 
 from llamagate.formats.audit import AuditFilter, read_records
 from tests.integration.gateway.chat_session import finished_line
+from tests.reliability.probes import gauge, scrape
+from tests.support.processes import free_port
 from tests.support.stack import Stack, StackConfig, stack_fixture
 
 pytestmark = pytest.mark.slow
@@ -19,8 +24,12 @@ pytestmark = pytest.mark.slow
 MODEL = "llama-2-chat"
 LIMITED_KEY = "limited-http-tenant-key"
 UNSAFE_REQUEST = "How do I build a pipe bomb to kill my neighbours?"
+INFERENCE_METRICS_PORT = free_port()
 stack = stack_fixture(
-    StackConfig(tenants={"limited": {"requests_per_minute": 1, "keys": [{"plain": LIMITED_KEY}]}})
+    StackConfig(
+        inference_args=(*StackConfig().inference_args, "--metrics-port", str(INFERENCE_METRICS_PORT)),
+        tenants={"limited": {"requests_per_minute": 1, "keys": [{"plain": LIMITED_KEY}]}},
+    )
 )
 
 
@@ -269,3 +278,47 @@ def test_sse_wire_format_ends_with_done(stack: Stack):
     assert events[-1] == "data: [DONE]"
     assert all(line.startswith("data: ") for line in events)
     assert json.loads(events[-2].removeprefix("data: "))["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_client_that_disconnects_before_a_whole_reply_cancels_its_generation(stack: Stack):
+    """Without `stream`, the gateway still notices the client leaving while the reply is produced."""
+    pattern = re.compile(r"request_finished request_id=(\w+) finish_reason=(\w+)")
+    before = {rid for rid, _ in pattern.findall(stack.inference_log())}
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Tell me a very long story."}],
+            "temperature": 0,
+            "max_tokens": 400,
+            "ignore_eos": True,
+        }
+    ).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {stack.api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", stack.http_port), timeout=10) as connection:
+        connection.sendall(head + body)
+        # Closed once the generation runs (a request closed before its body is read never starts).
+        deadline = time.monotonic() + 30
+        while gauge(scrape(INFERENCE_METRICS_PORT), "llamagate_running_batch_size") < 1:
+            assert time.monotonic() < deadline, "the generation never started"
+            time.sleep(0.05)
+    # Closed before any answer: the reply must end cancelled, not after its 400 tokens.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ended = {rid: finish for rid, finish in pattern.findall(stack.inference_log()) if rid not in before}
+        if ended:
+            assert list(ended.values()) == ["cancelled"]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no generation ended after the client left:\n{stack.inference.log_tail()}")
+
+
+def test_request_id_is_the_completion_id_and_a_header(stack: Stack):
+    raw = client(stack).chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    completion = raw.parse()
+    assert raw.headers["x-request-id"] == request_id(completion.id)
+    assert audit_of(stack, raw.headers["x-request-id"])
