@@ -58,9 +58,20 @@ class HttpTelemetry:
         route = scope["path"] if scope["path"] in ROUTES else "other"
         method = scope["method"]
         status = 500
+        counted = False
         started = time.monotonic()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         tracer = trace.NoOpTracer() if route in UNTRACED else self._tracer
+        labels = {"route": route, "method": method}
+
+        def count() -> None:
+            # At the response's start, before its first byte: a client that has its answer
+            # always finds its request counted.
+            nonlocal counted
+            counted = True
+            if self._metrics is not None:
+                self._metrics.requests.add(1, {**labels, "status": str(status)})
+
         with tracer.start_as_current_span(
             f"{method} {route}",
             context=propagate.extract(headers),
@@ -75,12 +86,15 @@ class HttpTelemetry:
                     span.set_attribute("http.response.status_code", status)
                     if status >= 500:
                         span.set_status(Status(StatusCode.ERROR))
+                    count()
                 await send(message)
 
             try:
                 await self._app(scope, receive, send_status)
             finally:
+                if not counted:
+                    count()
                 if self._metrics is not None:
-                    labels = {"route": route, "method": method, "status": str(status)}
-                    self._metrics.requests.add(1, labels)
-                    self._metrics.duration.record(time.monotonic() - started, labels)
+                    self._metrics.duration.record(
+                        time.monotonic() - started, {**labels, "status": str(status)}
+                    )
