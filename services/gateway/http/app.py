@@ -16,7 +16,6 @@ written to the socket. A client that goes away cancels its generation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -169,6 +168,10 @@ class OpenAIRoutes:
         except Exception as error:
             await reply.close()
             return error_response(error)
+        except BaseException:
+            # The handler itself is cancelled (the drain ran out of time): the reply goes with it.
+            reply.abandon()
+            raise
         finally:
             gone.cancel()
         # From here on Starlette watches for the disconnect: it cancels the body, which drops the reply.
@@ -216,7 +219,11 @@ async def _disconnected(request: Request) -> None:
 async def _unless_gone(work: Awaitable[T], gone: asyncio.Task[None], reply: ReplyTask) -> T:
     """Await `work`; a disconnect meanwhile cancels the reply, which then ends with its Done."""
     task = asyncio.ensure_future(work)
-    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
     if not task.done():
         reply.cancel()
     return await task
@@ -251,8 +258,6 @@ async def _server_sent(
     finally:
         # Not awaited: this may run inside the cancel scope of a disconnect.
         reply.abandon()
-        with contextlib.suppress(RuntimeError):
-            await events.aclose()
 
 
 def openai_app(routes: OpenAIRoutes, tracer: trace.Tracer, meter: metrics.Meter | None = None) -> ASGIApp:
