@@ -49,6 +49,18 @@ def check_no_special_tags(dialog: Dialog, field: str = "dialog.messages") -> Non
             )
 
 
+def check_user_messages_not_empty(dialog: Dialog, field: str = "dialog.messages") -> None:
+    """The public API's rule for empty input: a user message that is empty or only whitespace is
+    refused, as a ChatTurn's content and a Complete prompt are. Assistant messages may be empty (a
+    model may answer with nothing). The model layer keeps the reference's rules, which allow it."""
+    for i, message in enumerate(dialog):
+        if message.role is Role.USER and not message.content.strip():
+            raise InvalidRequest(
+                f"{field}[{i}].content is empty: send the user's message",
+                [FieldViolation(f"{field}[{i}].content", "empty or only whitespace")],
+            )
+
+
 def check_roles(dialog: Dialog, *, must_end_with: Role | None, field: str = "dialog.messages") -> None:
     """Roles must be [system] user assistant user ... ; `must_end_with` pins the last role."""
     if not dialog:

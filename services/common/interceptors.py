@@ -15,7 +15,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
-from services.common.errors import InvalidRequest, LlamagateError
+from services.common.errors import FieldViolation, InvalidRequest, LlamagateError
 from services.common.validation import reject_unknown_fields
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,13 @@ Handler: TypeAlias = grpc.RpcMethodHandler
 async def _abort(context: grpc.aio.ServicerContext, error: LlamagateError) -> None:
     status = rpc_status.to_status(error.to_status())
     await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _internal(error: Exception) -> LlamagateError:
+    """A bug, not a request error: logged with its traceback; the caller gets INTERNAL with
+    ErrorInfo (grpc's own UNKNOWN would carry no details)."""
+    log.error("unexpected error in a call", exc_info=error)
+    return LlamagateError(f"internal error ({type(error).__name__}); it was logged on the server")
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,10 @@ class _Undecodable:
     def error(self) -> InvalidRequest:
         return InvalidRequest(
             f"the request is not a valid {self.message_type}: {self.reason} "
-            "(send a message serialized from the llamagate.v1 protos; string fields must be UTF-8)"
+            "(send a message serialized from the llamagate.v1 protos; string fields must be UTF-8)",
+            # The message as a whole: which field broke the parse is not known.
+            [FieldViolation("", f"not a valid {self.message_type}: {self.reason}")],
+            reason="UNDECODABLE_REQUEST",
         )
 
 
@@ -83,6 +93,10 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], streaming_requ
             return await behavior(request, context)
         except LlamagateError as error:
             await _abort(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, _internal(error))
 
     return wrapper
 
@@ -98,6 +112,10 @@ def _wrap_stream_response(behavior: Callable[..., AsyncIterator[Any]], streaming
                 yield response
         except LlamagateError as error:
             await _abort(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, _internal(error))
 
     return wrapper
 

@@ -67,14 +67,18 @@ class ApiKeys:
         """The tenant of the request's bearer key; Unauthenticated with what to fix otherwise."""
         values = [v for k, v in (metadata or ()) if k.lower() == "authorization"]
         if not values:
-            raise Unauthenticated("missing 'authorization: Bearer <api key>' metadata")
+            raise Unauthenticated(
+                "missing 'authorization: Bearer <api key>' metadata", reason="API_KEY_MISSING"
+            )
         value = values[0].decode() if isinstance(values[0], bytes) else values[0]
         scheme, _, key = value.strip().partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise Unauthenticated("the authorization metadata must be 'Bearer <api key>'")
+            raise Unauthenticated(
+                "the authorization metadata must be 'Bearer <api key>'", reason="API_KEY_MALFORMED"
+            )
         tenant = self._by_hash.get(hash_key(key.strip()))
         if tenant is None:
-            raise Unauthenticated("invalid API key")
+            raise Unauthenticated("invalid API key", reason="API_KEY_INVALID")
         return tenant
 
 

@@ -1,8 +1,16 @@
 """The turns of one Chat stream, as a state machine.
 
-    AWAITING_TURN ──ChatStart / ChatTurn──> REPLYING ──Done sent──> AWAITING_TURN
-          │                                    │ └──ChatCancel──> REPLYING (the reply ends CANCELLED)
-          └──client closes──> CLOSED           └──client closes──> DRAINING ──Done sent──> CLOSED
+    AWAITING_TURN ──ChatStart / ChatTurn──> REPLYING ──Done sent, none queued──> AWAITING_TURN
+          │                                 │  │ └──ChatTurn──> REPLYING (queued behind the reply)
+          │                                 │  ├──ChatCancel──> REPLYING (the reply ends CANCELLED)
+          │                                 │  └──Done sent, one queued──> REPLYING (its reply begins)
+          └──client closes──> CLOSED        └──client closes──> DRAINING ──Done sent, none queued──> CLOSED
+                                                  (DRAINING answers the queued turns first, like REPLYING)
+
+A streaming client may send ahead (grpcurl sends every message of its input at once): a turn that
+arrives while a reply streams waits, in order, in a queue bounded by `StreamLimits.max_queued_turns`,
+and is answered with its own Accepted..Done when the replies before it are done. It is checked when
+it arrives, so a bad turn fails the stream at once. A ChatCancel cancels only the reply in flight.
 
 Its inputs arrive on one queue from two sources: the client's messages (read by a task, so a
 ChatCancel is seen while a reply streams) and the events of the reply in flight (produced by
@@ -19,6 +27,7 @@ import contextlib
 import enum
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -26,14 +35,16 @@ from llamagate.v1 import chat_service_pb2 as chat_pb
 from services.common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
+    FieldViolation,
     InvalidRequest,
     Overloaded,
+    PromptTooLong,
     Unavailable,
 )
 from services.common.logs import bind_request_id
 from services.gateway.auth import Tenant
 from services.gateway.backends import GenerationRequest
-from services.gateway.conversation import Conversation
+from services.gateway.conversation import Conversation, UserTurn
 from services.gateway.pipeline import Done, ReplyEvent, ReplyRequest
 from services.gateway.replies import Replies, TurnMeter
 from services.gateway.tracing import turn_span
@@ -42,17 +53,31 @@ from services.gateway.tracing import turn_span
 @dataclass(frozen=True)
 class StreamLimits:
     """Per-Chat-stream limits (gateway flags --max-turns, --stream-idle-timeout-s,
-    --max-stream-duration-s; docs/reliability.md)."""
+    --max-stream-duration-s, --max-queued-turns; docs/reliability.md)."""
 
     max_turns: int = 256
     idle_timeout_s: float = 300.0
     max_duration_s: float = 3600.0
+    # Turns that may wait behind the reply in flight: enough for a client that sends ahead, small
+    # enough that a stream cannot hold an unbounded backlog of work.
+    max_queued_turns: int = 8
 
     def check_turn(self, turns_so_far: int) -> None:
         if turns_so_far >= self.max_turns:
             raise Overloaded(
                 f"this Chat stream has had its {self.max_turns} turns (gateway --max-turns "
-                f"{self.max_turns}): open a new stream, with a ChatStart carrying the dialog so far"
+                f"{self.max_turns}): open a new stream, with a ChatStart carrying the dialog so far",
+                reason="TURN_LIMIT_REACHED",
+                metadata={"max_turns": str(self.max_turns)},
+            )
+
+    def check_queue(self, queued: int) -> None:
+        if queued >= self.max_queued_turns:
+            raise Overloaded(
+                f"{queued} turns already wait behind the reply in flight, the most this gateway queues "
+                f"(--max-queued-turns {self.max_queued_turns}): send the next turn after a done event",
+                reason="TURN_QUEUE_FULL",
+                metadata={"max_queued_turns": str(self.max_queued_turns)},
             )
 
 
@@ -91,8 +116,10 @@ TurnInput = ClientMessage | ClientClosed | ReplyOutput | ReplyFinished | StreamF
 
 class TurnState(enum.Enum):
     AWAITING_TURN = "no reply in flight; the client's next message is awaited (idle limit runs)"
-    REPLYING = "a reply streams; a ChatCancel stops it, a new turn is refused"
-    DRAINING = "the client closed its side mid-reply; the reply finishes, then the stream ends"
+    REPLYING = "a reply streams; a ChatCancel stops it, a new turn is queued"
+    DRAINING = (
+        "the client closed its side mid-reply; the reply and the queued turns finish, then the stream ends"
+    )
     CLOSED = "the stream is over"
 
 
@@ -103,6 +130,10 @@ class _Turn:
     task: asyncio.Task[None]
     cancel: asyncio.Event
     meter: TurnMeter
+
+
+# When the reply's prompt does not fit the model: what the client can do about it.
+_TOO_LONG_ADVICE = "shorten this message, or open a new stream with less of the dialog so far"
 
 
 class ChatTurns:
@@ -123,8 +154,9 @@ class ChatTurns:
         self._limits = limits
         self._deadline = deadline
         self._conversation: Conversation | None = None
-        self._turns = 0
+        self._turns = 0  # replies begun or queued
         self._turn: _Turn | None = None
+        self._queued: deque[UserTurn] = deque()
         self._opened = time.monotonic()
         # Since when the stream has waited for the client; None while a reply streams.
         self._waiting_since: float | None = self._opened
@@ -165,31 +197,65 @@ class ChatTurns:
     def _on_client_message(self, request: chat_pb.ChatRequest) -> None:
         action = request.WhichOneof("action")
         if action == "cancel":
-            # Ignored when no reply streams: the next reply gets a fresh event.
+            # Ignored when no reply streams: the next reply gets a fresh event. Queued turns stay.
             if self._turn is not None:
                 self._turn.cancel.set()
             return
-        if self.state is not TurnState.AWAITING_TURN:
-            raise FailedPrecondition(
-                f"a {action} arrived while a reply is streaming: wait for its done event, "
-                "or send ChatCancel first"
-            )
-        self._limits.check_turn(self._turns)
-        conversation = self._next_conversation(request, action)
+        if action == "start":
+            if self._conversation is not None:
+                raise FailedPrecondition(
+                    "the conversation is already started: send a ChatTurn for the next message",
+                    reason="CONVERSATION_ALREADY_STARTED",
+                )
+            self._limits.check_turn(self._turns)
+            self._conversation = Conversation.from_start(request.start)
+            self._turns += 1
+            self._begin_reply()
+            return
+        if action == "turn":
+            if self._conversation is None:
+                raise FailedPrecondition(
+                    "send a ChatStart first: a ChatTurn continues a started conversation",
+                    reason="CONVERSATION_NOT_STARTED",
+                )
+            self._limits.check_turn(self._turns)
+            turn = self._conversation.check_turn(request.turn)
+            if self.state is TurnState.AWAITING_TURN:
+                self._conversation.add_user_turn(turn)
+                self._turns += 1
+                self._begin_reply()
+            else:
+                self._limits.check_queue(len(self._queued))
+                self._queued.append(turn)
+                self._turns += 1
+            return
+        raise InvalidRequest(
+            "the ChatRequest sets no action: send start, turn or cancel",
+            [FieldViolation("action", "not set: set start, turn or cancel")],
+        )
+
+    def _begin_reply(self) -> None:
+        """The reply to the conversation's last user message starts streaming."""
+        assert self._conversation is not None
         self._replies.admit(self._tenant)
-        self._conversation = conversation
-        self._turns += 1
         cancel = asyncio.Event()
         meter = self._replies.meter(self._tenant)  # the turn's clock starts before its reply
-        task = asyncio.create_task(self._produce(self._reply_request(conversation), cancel))
+        request = self._reply_request(self._conversation)
+        task = asyncio.create_task(self._produce(request, cancel, self._conversation.longest_field))
         self._turn = _Turn(task, cancel, meter)
-        self.state = TurnState.REPLYING
+        if self.state is TurnState.AWAITING_TURN:
+            self.state = TurnState.REPLYING
         self._waiting_since = None
 
     def _on_done_sent(self) -> None:
-        # The turn is over: the next one may come (its task may still be unwinding).
+        # The turn is over (its task may still be unwinding): the next queued one begins, or the
+        # stream waits for the client, or it ends when the client has closed its side.
         self._turn = None
-        if self.state is TurnState.DRAINING:
+        if self._queued:
+            assert self._conversation is not None
+            self._conversation.add_user_turn(self._queued.popleft())
+            self._begin_reply()
+        elif self.state is TurnState.DRAINING:
             self.state = TurnState.CLOSED
         else:
             self.state = TurnState.AWAITING_TURN
@@ -207,22 +273,6 @@ class ChatTurns:
         self._conversation.record_reply(done.finish_reason, done.reply_text)
         self._replies.finished(self._tenant, done)
 
-    def _next_conversation(self, request: chat_pb.ChatRequest, action: str | None) -> Conversation:
-        if action == "start":
-            if self._conversation is not None:
-                raise FailedPrecondition(
-                    "the conversation is already started: send a ChatTurn for the next message"
-                )
-            return Conversation.from_start(request.start)
-        if action == "turn":
-            if self._conversation is None:
-                raise FailedPrecondition(
-                    "send a ChatStart first: a ChatTurn continues a started conversation"
-                )
-            self._conversation.add_user_turn(request.turn)
-            return self._conversation
-        raise InvalidRequest("the ChatRequest sets no action: send start, turn or cancel")
-
     def _reply_request(self, conversation: Conversation) -> ReplyRequest:
         request_id = uuid.uuid4().hex
         dialog = tuple(conversation.messages)
@@ -234,8 +284,10 @@ class ChatTurns:
             deadline=self._deadline(),
         )
 
-    async def _produce(self, request: ReplyRequest, cancel: asyncio.Event) -> None:
-        """Run one reply, handing its events (which end with Done) or its error to the machine."""
+    async def _produce(self, request: ReplyRequest, cancel: asyncio.Event, longest_field: str) -> None:
+        """Run one reply, handing its events (which end with Done) or its error to the machine.
+
+        A prompt too long for the model is told about the client's own field (`longest_field`)."""
         # Entered in this task, the one that starts the backend calls: grpc.aio copies the current
         # trace context into each call when it is created. A failure leaves the span with its error.
         try:
@@ -250,6 +302,8 @@ class ChatTurns:
                             return
                         self.inputs.put_nowait(ReplyOutput(event))
                 raise Unavailable(f"reply {request.request_id} ended without a done event")
+        except PromptTooLong as error:
+            self.inputs.put_nowait(StreamFailed(error.named(longest_field, _TOO_LONG_ADVICE)))
         except Exception as error:
             self.inputs.put_nowait(StreamFailed(error))
 

@@ -33,6 +33,7 @@ from services.common.errors import (
     InvalidRequest,
     LlamagateError,
     Overloaded,
+    PromptTooLong,
     Unavailable,
 )
 from services.common.tls import ClientTls, channel_credentials, channel_options
@@ -81,23 +82,36 @@ def _safety_error(error: grpc.aio.AioRpcError | asyncio.TimeoutError, timeout_s:
     return Unavailable(f"the safety service {reason}; no unchecked text was released, retry later")
 
 
+def _status_details(error: grpc.aio.AioRpcError) -> list[Any]:
+    """The google.rpc.Status details the backend attached (packed Any messages)."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            return list(status_pb2.Status.FromString(value).details)
+    return []
+
+
 def _retry_after(error: grpc.aio.AioRpcError, default_s: float = 1.0) -> float:
     """The backend's RetryInfo delay, passed on to the client (default when it sent none)."""
-    for key, value in error.trailing_metadata() or ():
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            info = error_details_pb2.RetryInfo()
-            if detail.Unpack(info):
-                return info.retry_delay.ToTimedelta().total_seconds()
+    for detail in _status_details(error):
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.ToTimedelta().total_seconds()
     return default_s
+
+
+def _prompt_too_long(error: grpc.aio.AioRpcError) -> PromptTooLong | None:
+    """The inference service's PROMPT_TOO_LONG with its numbers; the caller names its own field."""
+    for detail in _status_details(error):
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and (numbers := PromptTooLong.numbers(info)) is not None:
+            return PromptTooLong("prompt", *numbers, "shorten the prompt")
+    return None
 
 
 def _inference_error(error: grpc.aio.AioRpcError) -> LlamagateError:
     code, details = error.code(), error.details() or ""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidRequest(details)
+        return _prompt_too_long(error) or InvalidRequest(details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return Overloaded(
             f"the inference service is overloaded: {details}", retry_after_s=_retry_after(error)

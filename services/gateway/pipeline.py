@@ -425,9 +425,12 @@ async def _events_or_cancel(
     following: asyncio.Future[GenerationEvent] | None = None
     try:
         while True:
-            following = asyncio.ensure_future(anext(events))
-            await asyncio.wait({following, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-            if not following.done():
+            # A cancel already made wins over an event already made: with a fast backend both are
+            # ready at every wait, and the client's cancel must still end the reply.
+            following = None if cancel.is_set() else asyncio.ensure_future(anext(events))
+            if following is not None:
+                await asyncio.wait({following, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+            if following is None or not following.done():
                 await generation.cancel()
                 yield None
                 return

@@ -15,7 +15,13 @@ from llamagate.v1 import inference_service_pb2 as pb
 from llamagate.v1 import inference_service_pb2_grpc as pb_grpc
 from llamagate.v1 import types_pb2
 from services.common.convert import messages_from_pb
-from services.common.errors import InvalidRequest, LlamagateError, Unavailable
+from services.common.errors import (
+    FieldViolation,
+    InvalidRequest,
+    LlamagateError,
+    PromptTooLong,
+    Unavailable,
+)
 from services.common.logs import bind_request_id
 from services.common.sampling import SamplingParams, seed_as_int64
 from services.inference.engine.engine import Engine
@@ -94,7 +100,24 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             )
         if which == "prompt" and start.prompt:
             return encode_text(self._tokenizer, start.prompt)
-        raise InvalidRequest("start.input is empty: set start.prompt (text) or start.dialog")
+        raise InvalidRequest(
+            "start.input is empty: set start.prompt (text) or start.dialog",
+            [FieldViolation("start.prompt", "empty"), FieldViolation("start.dialog", "empty")],
+        )
+
+    def _validate(self, request: GenerationRequest) -> None:
+        """The engine's checks; a prompt too long becomes PROMPT_TOO_LONG with both numbers in its
+        ErrorInfo, so the gateway can tell its own client which field to shorten."""
+        try:
+            self._engine.validate(request)
+        except InvalidRequest as error:
+            max_prompt_tokens = self._engine.config.max_seq_len - 1
+            if len(request.prompt_ids) <= max_prompt_tokens:
+                raise
+            field = error.violations[0].field if error.violations else "start.input"
+            raise PromptTooLong(
+                field, len(request.prompt_ids), max_prompt_tokens, "", message=error.message
+            ) from None
 
     async def Generate(
         self, request_iterator: AsyncIterator[pb.GenerateRequest], context: grpc.aio.ServicerContext
@@ -114,7 +137,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         request = GenerationRequest(
             start.request_id or uuid.uuid4().hex, tuple(prompt), params, seed_as_int64(seed), echo=start.echo
         )
-        self._engine.validate(request)
+        self._validate(request)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
 

@@ -41,8 +41,25 @@ def test_turn_overrides_only_what_it_sets():
     base = SamplingParams.from_pb(types_pb2.SamplingParams(temperature=0.0, max_gen_len=5, stop=["a"]))
     turn = SamplingParams.from_pb(types_pb2.SamplingParams(max_gen_len=9))
     merged = base.overridden_by(turn)
-    assert (merged.temperature, merged.max_gen_len, merged.stop) == (0.0, 9, ())
-    assert merged.to_pb() == types_pb2.SamplingParams(temperature=0.0, max_gen_len=9)
+    assert (merged.temperature, merged.max_gen_len, merged.stop) == (0.0, 9, ("a",))
+    assert merged.to_pb() == types_pb2.SamplingParams(temperature=0.0, max_gen_len=9, stop=["a"])
+
+
+def test_turn_merges_field_by_field_including_the_flags():
+    base = SamplingParams.from_pb(types_pb2.SamplingParams(logprobs=True, stop=["END"], ignore_eos=True))
+    only_temperature = base.overridden_by(SamplingParams.from_pb(types_pb2.SamplingParams(temperature=1.0)))
+    assert (only_temperature.logprobs, only_temperature.stop, only_temperature.ignore_eos) == (
+        True,
+        ("END",),
+        True,
+    )
+    assert only_temperature.temperature == 1.0
+    # A flag the turn sets, false included, wins; a stop list it sends replaces the start's.
+    off = base.overridden_by(
+        SamplingParams.from_pb(types_pb2.SamplingParams(logprobs=False, ignore_eos=False, stop=["X"]))
+    )
+    assert (off.logprobs, off.stop, off.ignore_eos) == (False, ("X",), False)
+    assert off.to_pb().HasField("logprobs") and not off.to_pb().logprobs
 
 
 def test_messages_name_the_field():
