@@ -13,9 +13,9 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import ErrorInterceptor
+from services.common.reflection import enable_reflection
 from services.common.tls import ServerTls, server_credentials
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,7 @@ class GrpcServer:
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        enable_reflection([*self.service_names, health.SERVICE_NAME], self.server)
         self.port = 0
         self._stopping = asyncio.Event()
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -50,6 +51,27 @@ async def test_reflection_lists_the_service_and_health(server: GrpcServer) -> No
         await call.done_writing()
     names = {s.name for s in reply.list_services_response.service}
     assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+
+async def test_reflection_v1_answers_as_v1alpha_does(server: GrpcServer) -> None:
+    """grpc.reflection.v1: the request written as raw bytes (field 7 list_services, then field 4
+    file_containing_symbol), the replies read with the wire-identical v1alpha messages."""
+    list_services = b"\x3a\x00"
+    symbol = b"grpc.health.v1.Health"
+    by_symbol = b"\x22" + bytes([len(symbol)]) + symbol
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        info = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=lambda raw: raw,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        replies = [reply async for reply in info(iter([list_services, by_symbol]))]
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
+    assert "grpc.reflection.v1alpha.ServerReflection" in names
+    [file_bytes] = replies[1].file_descriptor_response.file_descriptor_proto
+    described = descriptor_pb2.FileDescriptorProto.FromString(file_bytes)
+    assert described.package == "grpc.health.v1" and [s.name for s in described.service] == ["Health"]
 
 
 async def test_oversized_message_is_resource_exhausted(server: GrpcServer) -> None:
