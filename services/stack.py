@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -245,6 +246,37 @@ def build_services(config: StackConfig) -> list[Service]:
     ]  # fmt: skip
 
 
+def cli_command() -> str:
+    """The `llamagate` command as it can be pasted into a fresh shell: the script installed next to
+    this interpreter (a virtualenv's bin/, which a fresh shell does not have on PATH), else this
+    interpreter running the CLI module."""
+    script = Path(sys.executable).parent / "llamagate"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m llamagate.cli"
+
+
+def banner(services: list[Service], workdir: Path, api_key: str, llamagate: str) -> str:
+    """What `make run` prints once the stack serves: where each service listens and commands that
+    work as printed (`llamagate` is the command from `cli_command`)."""
+    inference, safety, gateway = services
+    audit = shlex.quote(str(workdir / "audit"))
+    return f"""
+llamagate is running (DEMO model: tiny, trained for seconds; it babbles corpus-like sentences):
+  gateway    {gateway.target}   llamagate.v1.ChatService   (log {gateway.log_path})
+  inference  {inference.target}   llamagate.v1.InferenceService (internal)
+  safety     {safety.target}   llamagate.v1.SafetyService    (internal)
+  audit log  {workdir / "audit"}   ({llamagate} audit --dir {audit})
+
+dev API key: {api_key}
+  export LLAMAGATE_TARGET={gateway.target} LLAMAGATE_API_KEY={api_key}
+  {llamagate} chat                       # interactive chat
+  {llamagate} complete "Once upon a time"
+  grpcurl -plaintext -H "authorization: Bearer {api_key}" -d '{{"start": {{"messages": [{{"role": "ROLE_USER", "content": "Hello"}}]}}}}' {gateway.target} llamagate.v1.ChatService/Chat
+
+A service that dies is restarted (the dev key stays). Ctrl-C stops all three."""
+
+
 def parse_args(argv: list[str] | None) -> StackConfig:
     parser = argparse.ArgumentParser(prog="python -m services.stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -298,24 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             service.wait_serving(deadline)
         services[2].start()
         services[2].wait_serving(deadline)
-        gateway, inference, safety = services[2], services[0], services[1]
-        print(
-            f"""
-llamagate is running (DEMO model: tiny, trained for seconds; it babbles corpus-like sentences):
-  gateway    {gateway.target}   llamagate.v1.ChatService   (log {gateway.log_path})
-  inference  {inference.target}   llamagate.v1.InferenceService (internal)
-  safety     {safety.target}   llamagate.v1.SafetyService    (internal)
-  audit log  {config.workdir / "audit"}   (llamagate audit --dir {config.workdir / "audit"})
-
-dev API key: {api_key}
-  export LLAMAGATE_TARGET={gateway.target} LLAMAGATE_API_KEY={api_key}
-  llamagate chat                       # interactive chat
-  llamagate complete "Once upon a time"
-  grpcurl -plaintext -H "authorization: Bearer {api_key}" -d '{{"start": {{"messages": [{{"role": "ROLE_USER", "content": "Hello"}}]}}}}' {gateway.target} llamagate.v1.ChatService/Chat
-
-A service that dies is restarted (the dev key stays). Ctrl-C stops all three.""",
-            flush=True,
-        )
+        print(banner(services, config.workdir, api_key, cli_command()), flush=True)
         while not stop.wait(0.5):
             for service in services:
                 supervise(service, backoff, time.monotonic())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import time
 import pexpect
 import pytest
 
+from services.stack import Service, banner, cli_command
 from tests.support.processes import ROOT, free_port
 from tests.support.stack import Stack
 
@@ -162,3 +164,47 @@ def test_health_of_the_gateway_and_a_missing_target(stack: Stack) -> None:
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stdout
     nobody = llamagate(stack, "health", "--target", f"127.0.0.1:{free_port()}", "--timeout", "1")
     assert nobody.returncode == 1 and "UNAVAILABLE" in nobody.stdout
+
+
+def test_complete_into_a_closed_pipe_exits_quietly(stack: Stack) -> None:
+    # `llamagate complete ... | head` with head already gone: the first write meets a closed pipe.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "llamagate.cli", "complete", "--max-gen-len", "32", "Once upon a time"],
+            cwd=ROOT,
+            env=cli_env(stack),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 128 + signal.SIGPIPE, done.stderr
+    assert done.stderr == ""
+
+
+def test_the_make_run_banner_commands_work_when_pasted_into_a_fresh_shell(stack: Stack, tmp_path) -> None:
+    services = [
+        Service(name, [], int(target.rsplit(":", 1)[1]), tmp_path / f"{name}.log", "127.0.0.1")
+        for name, target in (
+            ("inference", stack.inference_target),
+            ("safety", stack.safety_target),
+            ("gateway", stack.gateway_target),
+        )
+    ]
+    text = banner(services, tmp_path, stack.api_key, cli_command())
+    lines = [line.strip() for line in text.splitlines()]
+    export = next(line for line in lines if line.startswith("export "))
+    complete = next(line for line in lines if " complete " in line)
+    # A fresh login shell: none of this process's PATH, virtualenv or PYTHONPATH.
+    done = subprocess.run(
+        ["env", "-i", f"HOME={tmp_path}", "/bin/sh", "-c", f"{export}\n{complete} --max-gen-len 8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
