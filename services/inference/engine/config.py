@@ -42,6 +42,8 @@ class EngineConfig:
     # Launch step N+1 before reading back step N's tokens, so the host's per-step work overlaps
     # the device's (off: one step at a time, for measuring what the overlap buys).
     overlap_steps: bool = True
+    # Reuse the KV blocks of cached prompt prefixes across requests (blocks.py, scheduler.py).
+    prefix_caching: bool = True
     # A step (one collective round over all ranks) taking longer than this means a rank is gone.
     step_timeout_s: float = 120.0
 

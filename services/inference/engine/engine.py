@@ -310,13 +310,15 @@ class Engine:
         generated = max(sequence.num_generated, 0)
         ended_on_eos = reason is FinishReason.STOP and sequence.tokens[-1] == self._tokenizer.eos_id
         completion = generated - 1 if ended_on_eos else generated
-        done = Done(reason, sequence.prompt_len, completion)
+        done = Done(reason, sequence.prompt_len, completion, sequence.cached_prompt_tokens)
         item.sink(done)
         log.info(
-            "request_finished request_id=%s finish_reason=%s prompt_tokens=%d completion_tokens=%d duration_ms=%.1f",
+            "request_finished request_id=%s finish_reason=%s prompt_tokens=%d cached_prompt_tokens=%d "
+            "completion_tokens=%d duration_ms=%.1f",
             sequence.request.request_id,
             reason.value,
             done.prompt_tokens,
+            done.cached_prompt_tokens,
             done.completion_tokens,
             (time.monotonic() - item.started_at) * 1000,
         )

@@ -51,6 +51,8 @@ class Done:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    # Prompt tokens whose keys/values came from the prefix cache instead of being computed.
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,13 @@ decode needs a block and none is free, the most recently admitted sequence is pr
 are freed and it is recomputed later from its tokens (sampling is a pure function of seed and step,
 so it continues exactly where it stopped). Pure Python on one thread: no torch, no gRPC.
 
+With prefix caching on, every full block is registered in the allocator's prefix cache once its
+tokens are known, and an admitted sequence takes the cached blocks of its longest cached prefix and
+prefills only the rest: its first chunk starts at a block boundary, with those blocks already in
+its table. The block holding the last token is never taken from the cache (its logits pick the next
+token, so it is computed), so no step ever writes into a block another sequence shares. The plan
+carries the block tables, so every rank uses the blocks rank 0 picked.
+
 Bookkeeping advances when a step is *planned*, not when its tokens come back: a row that samples
 leaves a token in flight (`Sequence.pending`), and the next decode step can be planned and started
 before that token is known. Such a row's input token is -1 and the runner reads it from the device,
@@ -24,6 +31,7 @@ from dataclasses import dataclass, field
 from services.common.errors import Overloaded
 from services.inference.engine.blocks import BlockAllocator, blocks_for
 from services.inference.engine.config import EngineConfig
+from services.inference.engine.prefix_hash import extend_hashes
 from services.inference.engine.request import FinishReason, GenerationRequest
 from services.inference.engine.step_plan import StepPlan, StepRow
 
@@ -50,6 +58,13 @@ class Sequence:
     pending: int = 0
     # Row of the runner's on-device token buffer that holds this sequence's latest sampled token.
     batch_slot: int = -1
+    # Prefix-cache hashes of the first full blocks of `tokens` (extended as they are needed).
+    block_hashes: list[bytes] = field(default_factory=list)
+    # Leading blocks of `blocks` that are in the prefix cache (taken from it or registered).
+    num_cached_blocks: int = 0
+    # Prompt tokens whose keys/values came from the prefix cache at first admission (usage).
+    cached_prompt_tokens: int = 0
+    admitted: bool = False
 
     @property
     def scheduled_len(self) -> int:
@@ -92,6 +107,12 @@ class SchedulerStats:
     free_blocks: int
     total_blocks: int
     preemptions: int
+    # Prefix cache: blocks registered, blocks evicted, and prompt tokens of admitted requests
+    # looked up / served from the cache (their ratio is the hit rate).
+    cached_blocks: int = 0
+    evictions: int = 0
+    prompt_tokens_looked_up: int = 0
+    prompt_tokens_cached: int = 0
 
 
 def check_queue_room(waiting: int, max_queue: int) -> None:
@@ -114,6 +135,8 @@ class Scheduler:
         self.decoding: list[Sequence] = []
         self._last_was_decode = False
         self.preemptions = 0
+        self.prompt_tokens_looked_up = 0
+        self.prompt_tokens_cached = 0
         # Batch slots of the runner's token buffer not held by an admitted sequence.
         self._free_batch_slots = list(range(config.max_batch_size - 1, -1, -1))
 
@@ -142,18 +165,51 @@ class Scheduler:
             sequence = self.waiting[0]
             if sequence.pending:  # preempted with a token in flight: its prompt is not complete yet
                 return
+            hits = self._cached_prefix(sequence)
+            fresh_blocks = blocks_for(len(sequence.tokens), self.block_size) - len(hits)
+            # Unreferenced cached blocks count as free until a sequence takes them.
+            needed = fresh_blocks + sum(1 for block in hits if not self.allocator.referenced(block))
             # One block of headroom so the first decode step of what runs does not preempt at once.
-            needed = blocks_for(len(sequence.tokens), self.block_size)
             if self.allocator.num_free < needed + 1 and (self.prefilling or self.decoding):
                 return
             if self.allocator.num_free < needed:
                 return
             self.waiting.popleft()
-            sequence.blocks = self.allocator.allocate(needed)
+            self.allocator.acquire(hits)
+            sequence.blocks = hits + self.allocator.allocate(fresh_blocks)
             sequence.batch_slot = self._free_batch_slots.pop()
-            sequence.num_computed = 0
+            sequence.num_computed = len(hits) * self.block_size
+            sequence.num_cached_blocks = len(hits)
+            if not sequence.admitted:
+                sequence.admitted = True
+                sequence.cached_prompt_tokens = sequence.num_computed
+                if self.config.prefix_caching:
+                    self.prompt_tokens_looked_up += sequence.prompt_len
+                    self.prompt_tokens_cached += sequence.num_computed
             sequence.phase = Phase.PREFILL
             self.prefilling.append(sequence)
+
+    def _cached_prefix(self, sequence: Sequence) -> list[int]:
+        """Cached blocks `sequence` can start from: its longest cached prefix of full blocks that
+        stops before its last token (computed for its logits). None when it scores its prompt."""
+        if not self.config.prefix_caching or sequence.echo_pending:
+            return []
+        extend_hashes(sequence.block_hashes, sequence.tokens, self.block_size)
+        usable = (len(sequence.tokens) - 1) // self.block_size
+        return self.allocator.lookup(sequence.block_hashes[:usable])
+
+    def _cache_full_blocks(self, sequence: Sequence) -> None:
+        """Register the blocks of `sequence` that are full of known tokens (their keys/values are
+        written by a step planned already; any reader's step runs after it)."""
+        if not self.config.prefix_caching:
+            return
+        full = min(sequence.num_computed, len(sequence.tokens)) // self.block_size
+        if full <= sequence.num_cached_blocks:
+            return
+        extend_hashes(sequence.block_hashes, sequence.tokens[: full * self.block_size], self.block_size)
+        for index in range(sequence.num_cached_blocks, full):
+            self.allocator.register(sequence.blocks[index], sequence.block_hashes[index])
+        sequence.num_cached_blocks = full
 
     # -- leaving ---------------------------------------------------------------------------
 
@@ -170,8 +226,8 @@ class Scheduler:
 
     def _free_blocks_and_slot(self, sequence: Sequence) -> None:
         # A step in flight may still write these blocks and this slot; any later owner's step runs
-        # after it on the same device stream, so the reuse is safe.
-        self.allocator.free(sequence.blocks)
+        # after it on the same device stream, so the reuse is safe. Tail first: see free().
+        self.allocator.free(sequence.blocks[::-1])
         sequence.blocks = []
         if sequence.batch_slot >= 0:
             self._free_batch_slots.append(sequence.batch_slot)
@@ -244,6 +300,7 @@ class Scheduler:
         plan = StepPlan(decode=False, fresh=all(s.num_computed == 0 for s, _ in chunks), rows=rows)
         for sequence, chunk in chunks:
             sequence.num_computed += chunk
+            self._cache_full_blocks(sequence)
             if sequence.num_computed == len(sequence.tokens):
                 self._sampled(sequence)
         return ScheduledStep(plan, [sequence for sequence, _ in chunks])
@@ -334,6 +391,8 @@ class Scheduler:
             # A preempted sequence (WAITING) keeps its token: it was drawn at the right step.
             sequence.pending -= 1
             sequence.tokens.append(tokens[i])
+            if sequence.phase is Phase.DECODE:
+                self._cache_full_blocks(sequence)
             updates.append(SequenceUpdate(sequence, tokens[i], logprobs[i], echo))
         return updates
 
@@ -357,4 +416,8 @@ class Scheduler:
             free_blocks=self.allocator.num_free,
             total_blocks=self.allocator.usable_blocks,
             preemptions=self.preemptions,
+            cached_blocks=self.allocator.num_cached,
+            evictions=self.allocator.evictions,
+            prompt_tokens_looked_up=self.prompt_tokens_looked_up,
+            prompt_tokens_cached=self.prompt_tokens_cached,
         )

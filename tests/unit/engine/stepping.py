@@ -15,10 +15,17 @@ ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, max
 PROMPTS = [[1, 5, 9, 13, 2, 7, 8, 9, 10, 11, 12], [1, 3], [1, *[4] * 15, 50], [1, 9, 9]]
 
 
-def tiny_runner(model: Transformer, num_blocks: int) -> tuple[EngineConfig, BlockAllocator, ModelRunner]:
+def tiny_runner(
+    model: Transformer, num_blocks: int, prefix_caching: bool = True
+) -> tuple[EngineConfig, BlockAllocator, ModelRunner]:
     """Blocks of 4 tokens, chunks of 7, 4 sequences at most: small enough to force preemption."""
     config = EngineConfig(
-        max_seq_len=128, max_batch_size=4, kv_block_size=4, num_kv_blocks=num_blocks, prefill_chunk=7
+        max_seq_len=128,
+        max_batch_size=4,
+        kv_block_size=4,
+        num_kv_blocks=num_blocks,
+        prefill_chunk=7,
+        prefix_caching=prefix_caching,
     )
     storage = KVStorage(
         n_layers=ARGS.n_layers,

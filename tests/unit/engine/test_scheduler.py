@@ -20,7 +20,11 @@ BLOCK = 4
 
 
 def scheduler(
-    num_blocks: int = 32, max_batch_size: int = 4, prefill_chunk: int = 8, max_queue: int = 8
+    num_blocks: int = 32,
+    max_batch_size: int = 4,
+    prefill_chunk: int = 8,
+    max_queue: int = 8,
+    prefix_caching: bool = True,
 ) -> Scheduler:
     config = EngineConfig(
         max_seq_len=64,
@@ -29,6 +33,7 @@ def scheduler(
         num_kv_blocks=num_blocks,
         prefill_chunk=prefill_chunk,
         max_queue=max_queue,
+        prefix_caching=prefix_caching,
     )
     return Scheduler(config, BlockAllocator(num_blocks), eos_id=EOS)
 
@@ -142,7 +147,8 @@ def test_a_full_queue_and_a_request_larger_than_the_cache_are_refused() -> None:
 
 
 def test_the_newest_sequence_is_preempted_when_blocks_run_out_and_resumes_from_its_tokens() -> None:
-    s = scheduler(num_blocks=5, prefill_chunk=16)  # 4 usable blocks
+    # Without the prefix cache, which would give the preempted sequence its own blocks back.
+    s = scheduler(num_blocks=5, prefill_chunk=16, prefix_caching=False)  # 4 usable blocks
     old = s.add(request(prompt_len=4, max_gen_len=8, name="old"))
     finish(s, planned(s))
     new = s.add(request(prompt_len=3, max_gen_len=8, name="new"))

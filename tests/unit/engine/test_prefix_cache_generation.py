@@ -1,0 +1,96 @@
+"""With the prefix cache, greedy tokens equal recomputing from scratch (and the cache off): over
+multi-turn chats, a shared system prompt arriving while it is in use, prompts diverging mid-block,
+and after eviction and preemption in a cache too small for everyone; every block comes back."""
+
+from __future__ import annotations
+
+import random
+from itertools import pairwise
+
+import pytest
+
+from services.inference.engine.scheduler import Scheduler
+from services.inference.model.transformer import Transformer, init_random_weights
+from tests.unit.engine.conversations import Chat, greedy_reference, run_chats
+from tests.unit.engine.stepping import ARGS, tiny_runner
+
+SYSTEM = [1, 11, 12, 13, 14, 15, 16, 17, 18, 19]  # 2.5 blocks of 4
+
+
+@pytest.fixture(scope="module")
+def model() -> Transformer:
+    model = Transformer(ARGS)
+    init_random_weights(model, 1)
+    return model.eval()
+
+
+def chats_of(spec: list[tuple[list[list[int]], int, int]]) -> list[Chat]:
+    return [Chat(messages, max_gen, start) for messages, max_gen, start in spec]
+
+
+def run(
+    model: Transformer, spec: list[tuple[list[list[int]], int, int]], num_blocks: int, caching: bool
+) -> tuple[list[Chat], Scheduler]:
+    config, allocator, runner = tiny_runner(model, num_blocks, prefix_caching=caching)
+    scheduler = Scheduler(config, allocator, eos_id=-1)
+    chats = chats_of(spec)
+    run_chats(scheduler, runner, chats)
+    assert allocator.num_free == allocator.usable_blocks
+    return chats, scheduler
+
+
+def check_against_reference(model: Transformer, chats: list[Chat]) -> None:
+    for chat in chats:
+        for turn in chat.turns:
+            prompt = list(turn.request.prompt_ids)
+            assert turn.tokens == greedy_reference(model, prompt, chat.max_gen_len)
+
+
+def test_multi_turn_chats_reuse_their_history_and_match_recompute(model: Transformer) -> None:
+    spec = [
+        ([[1, 5, 9, 13, 2, 7], [30, 31, 32], [40, 41]], 6, 0),
+        ([[1, 3], [50, 51, 52, 53, 54], [60]], 5, 2),
+    ]
+    cached, scheduler = run(model, spec, 40, caching=True)
+    check_against_reference(model, cached)
+    uncached, _ = run(model, spec, 40, caching=False)
+    for on, off in zip(cached, uncached, strict=True):
+        assert [t.tokens for t in on.turns] == [t.tokens for t in off.turns]
+        assert on.turns[0].cached_prompt_tokens == 0
+        # Every later turn finds the earlier turn's full blocks (its last token was never fed back).
+        for earlier, later in pairwise(on.turns):
+            assert later.cached_prompt_tokens == (len(earlier.tokens) - 1) // 4 * 4
+        assert all(t.cached_prompt_tokens == 0 for t in off.turns)
+    stats = scheduler.stats()
+    assert 0 < stats.prompt_tokens_cached < stats.prompt_tokens_looked_up
+
+
+def test_a_shared_system_prompt_is_reused_while_in_use_and_diverging_mid_block(model: Transformer) -> None:
+    # The first stream decodes for a while; the others arrive during its decode, share its first
+    # two blocks and diverge inside the third (SYSTEM ends mid-block).
+    spec = [([[*SYSTEM, 20, 21]], 12, 0)] + [([[*SYSTEM, 30 + i, 31]], 6, 4 + i) for i in range(3)]
+    chats, _ = run(model, spec, 40, caching=True)
+    check_against_reference(model, chats)
+    assert [c.turns[0].cached_prompt_tokens for c in chats] == [0, 8, 8, 8]
+
+
+def test_more_conversations_than_cache_space_lose_nothing(model: Transformer) -> None:
+    rng = random.Random(3)
+    spec = [
+        (
+            [[1, *rng.choices(range(3, 90), k=rng.randint(2, 9))] for _ in range(3)],
+            rng.randint(3, 7),
+            rng.randint(0, 12),
+        )
+        for _ in range(6)
+    ]
+    for chat in spec:
+        chat[0][0][:1] = SYSTEM[:5]  # a short shared start
+    # 16 blocks of 4 = 60 usable tokens for six chats growing to ~50 tokens each.
+    chats, scheduler = run(model, spec, 16, caching=True)
+    stats = scheduler.stats()
+    assert stats.evictions > 0 and stats.prompt_tokens_cached > 0
+    check_against_reference(model, chats)
+    uncached, _ = run(model, spec, 16, caching=False)
+    for on, off in zip(chats, uncached, strict=True):
+        assert [t.tokens for t in on.turns] == [t.tokens for t in off.turns]
