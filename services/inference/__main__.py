@@ -23,7 +23,7 @@ from services.inference.engine.blocks import BlockAllocator
 from services.inference.engine.engine import Engine, run_follower
 from services.inference.engine.ranks import StepBroadcaster
 from services.inference.engine.runner import ModelRunner, build_runner
-from services.inference.metrics import InferenceMetrics, SchedulerSnapshot
+from services.inference.metrics import InferenceMetrics, SchedulerSnapshot, snapshot_of
 from services.inference.model.checkpoint import load_model
 from services.inference.model.parallel import ParallelContext, init_parallel
 from services.inference.model.tokenizer import Tokenizer
@@ -37,9 +37,7 @@ def scheduler_snapshot(engine: Engine | None) -> SchedulerSnapshot:
     """The scheduler gauges; called on the metrics exporter's thread (`stats()` copies under a lock)."""
     if engine is None:
         return SchedulerSnapshot(0, 0, 0.0)  # still loading
-    stats = engine.stats()
-    in_use = 1.0 - stats.free_blocks / max(stats.total_blocks, 1)
-    return SchedulerSnapshot(stats.waiting, stats.prefilling + stats.decoding, in_use)
+    return snapshot_of(engine.stats())
 
 
 def load_engine(

@@ -64,6 +64,12 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         action="store_true",
         help="rotary and the KV-cache write as separate kernels (the fused Triton kernel is the default on CUDA)",
     )
+    p.add_argument(
+        "--prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reuse the KV cache of prompt prefixes seen before (a chat's history, a shared system prompt)",
+    )
     add_server_arguments(p, default_port=50052)
     add_telemetry_arguments(p, DEFAULT_METRICS_PORT)
     a = p.parse_args(argv)
@@ -83,6 +89,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         decode_gemm=a.decode_gemm,
         fused_kv_write=not a.no_fused_kv_write,
         step_timeout_s=a.step_timeout_s,
+        prefix_caching=a.prefix_caching,
     )
     try:
         engine.validate()

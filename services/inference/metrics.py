@@ -5,9 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, ObservableGauge, Observation
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Counter,
+    Histogram,
+    Meter,
+    ObservableCounter,
+    ObservableGauge,
+    Observation,
+)
 
 from services.common.metrics import REQUEST_BUCKETS_S, TTFT_BUCKETS_S, seconds_histogram
+from services.inference.engine.scheduler import SchedulerStats
 
 # Inter-token latency is one decode step (sub-ms to ~1 s).
 INTER_TOKEN_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
@@ -18,6 +27,25 @@ class SchedulerSnapshot:
     queue_depth: int
     running_batch_size: int
     kv_cache_utilization: float  # fraction of KV-cache blocks in use, 0..1
+    # The prefix cache: blocks cached now, and running totals since the engine started.
+    prefix_cache_blocks: int = 0
+    prefix_cache_evictions: int = 0
+    prefix_cache_lookup_tokens: int = 0
+    prefix_cache_hit_tokens: int = 0
+
+
+def snapshot_of(stats: SchedulerStats) -> SchedulerSnapshot:
+    # Unreferenced cached blocks count as free: any allocation may evict them.
+    in_use = 1.0 - stats.free_blocks / max(stats.total_blocks, 1)
+    return SchedulerSnapshot(
+        stats.waiting,
+        stats.prefilling + stats.decoding,
+        in_use,
+        prefix_cache_blocks=stats.cached_blocks,
+        prefix_cache_evictions=stats.evictions,
+        prefix_cache_lookup_tokens=stats.prompt_tokens_looked_up,
+        prefix_cache_hit_tokens=stats.prompt_tokens_cached,
+    )
 
 
 @dataclass(frozen=True)
@@ -40,6 +68,10 @@ class InferenceMetrics:
     queue_depth: ObservableGauge
     running_batch_size: ObservableGauge
     kv_cache_utilization: ObservableGauge
+    prefix_cache_blocks: ObservableGauge
+    prefix_cache_evictions: ObservableCounter
+    prefix_cache_lookup_tokens: ObservableCounter
+    prefix_cache_hit_tokens: ObservableCounter
 
     @classmethod
     def create(cls, meter: Meter, scheduler_state: Callable[[], SchedulerSnapshot]) -> InferenceMetrics:
@@ -93,6 +125,31 @@ class InferenceMetrics:
                 [observe("kv_cache_utilization")],
                 unit="1",
                 description="Fraction of KV-cache blocks in use",
+            ),
+            prefix_cache_blocks=meter.create_observable_gauge(
+                "llamagate_prefix_cache_blocks",
+                [observe("prefix_cache_blocks")],
+                unit="{block}",
+                description="KV-cache blocks in the prefix cache (shared, or free until evicted)",
+            ),
+            prefix_cache_evictions=meter.create_observable_counter(
+                "llamagate_prefix_cache_evictions_total",
+                [observe("prefix_cache_evictions")],
+                unit="{block}",
+                description="Cached blocks evicted to make room",
+            ),
+            # hit tokens / lookup tokens is the prefix cache's hit rate.
+            prefix_cache_lookup_tokens=meter.create_observable_counter(
+                "llamagate_prefix_cache_lookup_tokens_total",
+                [observe("prefix_cache_lookup_tokens")],
+                unit="{token}",
+                description="Prompt tokens of admitted requests looked up in the prefix cache",
+            ),
+            prefix_cache_hit_tokens=meter.create_observable_counter(
+                "llamagate_prefix_cache_hit_tokens_total",
+                [observe("prefix_cache_hit_tokens")],
+                unit="{token}",
+                description="Prompt tokens served from the prefix cache instead of prefilled",
             ),
         )
 

@@ -3,14 +3,16 @@ each turn's prompt is the previous prompt + its reply + a new message, as the ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from services.common.sampling import SamplingParams
 from services.inference.engine.request import GenerationRequest
-from services.inference.engine.runner import ModelRunner, PendingStep
+from services.inference.engine.runner import PendingStep
 from services.inference.engine.scheduler import ScheduledStep, Scheduler, Sequence
+from services.inference.engine.step_plan import StepPlan
 from services.inference.model.transformer import Transformer
 
 
@@ -32,11 +34,15 @@ class Chat:
 
 
 def run_chats(
-    scheduler: Scheduler, runner: ModelRunner | None, chats: list[Chat], max_steps: int = 5000
+    scheduler: Scheduler,
+    launch: Callable[[StepPlan], PendingStep] | None,
+    chats: list[Chat],
+    max_steps: int = 5000,
 ) -> None:
     """Every chat's turns to the end, each turn submitted once the previous reply is complete.
 
-    `runner` None plays every step with token 5 (scheduling only). Step N+1 is planned and launched
+    `launch` (a runner's, or one that broadcasts the plan first) runs each step; None plays every
+    step with token 5 (scheduling only). Step N+1 is planned and launched
     before step N's tokens are applied, as the engine does.
     """
     live: dict[Sequence, Chat] = {}
@@ -57,7 +63,7 @@ def run_chats(
         step = scheduler.schedule()
         launched = None
         if step is not None:
-            launched = (step, None if runner is None else runner.launch(step.plan))
+            launched = (step, None if launch is None else launch(step.plan))
         if in_flight is not None:
             done, pending = in_flight
             rows = len(done.plan.rows)

@@ -34,7 +34,7 @@ def run(
     config, allocator, runner = tiny_runner(model, num_blocks, prefix_caching=caching)
     scheduler = Scheduler(config, allocator, eos_id=-1)
     chats = chats_of(spec)
-    run_chats(scheduler, runner, chats)
+    run_chats(scheduler, runner.launch, chats)
     assert allocator.num_free == allocator.usable_blocks
     return chats, scheduler
 
