@@ -54,6 +54,8 @@ class GenerationDone:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    # Of prompt_tokens, those the model took from its prefix cache.
+    cached_prompt_tokens: int = 0
 
 
 GenerationEvent = GenerationStarted | GenerationDelta | GenerationDone

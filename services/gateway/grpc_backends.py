@@ -182,7 +182,9 @@ class GrpcGeneration:
                     # The server ends the stream right after done; reading that end closes the
                     # call's client trace span now rather than when the call is collected.
                     await self._call.read()
-                    yield GenerationDone(reason, usage.prompt_tokens, usage.completion_tokens)
+                    yield GenerationDone(
+                        reason, usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens
+                    )
                     return
         except grpc.aio.AioRpcError as error:
             raise _inference_error(error) from None

@@ -24,6 +24,8 @@ class Progress:
     completion_tokens: int = 0
     # Everything released as reply text (not echo).
     released: str = ""
+    # Of prompt_tokens, those the model took from its prefix cache.
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)

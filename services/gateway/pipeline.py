@@ -104,6 +104,8 @@ class Done:
     completion_tokens: int
     # Everything released as reply text (not echo), for the conversation history.
     reply_text: str
+    # Of prompt_tokens, those the model took from its prefix cache.
+    cached_prompt_tokens: int = 0
 
 
 ReplyEvent = Accepted | Text | SafetyNotice | Done
@@ -195,12 +197,12 @@ class ReplyPipeline:
         """Release checked chunks while generating; the last item is how the stage ended."""
         chunker = Chunker(self.config.moderation)
         finish = FinishReason.STOP
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached_prompt_tokens = 0
         released = ""
         chunks_judged = 0  # numbers the output chunks in their trace spans
 
         def progress() -> Progress:
-            return Progress(prompt_tokens, completion_tokens, released)
+            return Progress(prompt_tokens, completion_tokens, released, cached_prompt_tokens)
 
         async with contextlib.aclosing(_events_or_cancel(generation, cancel)) as events:
             async for event in events:
@@ -213,6 +215,7 @@ class ReplyPipeline:
                     finish = event.finish_reason
                     prompt_tokens = event.prompt_tokens or prompt_tokens
                     completion_tokens = event.completion_tokens or completion_tokens
+                    cached_prompt_tokens = event.cached_prompt_tokens
                 elif event.echo:
                     # The echoed prompt was judged by the input check.
                     yield Text(event.text, event.token_ids, event.logprobs, echo=True)
@@ -299,6 +302,7 @@ class ReplyPipeline:
                 progress.prompt_tokens,
                 progress.completion_tokens,
                 progress.released,
+                progress.cached_prompt_tokens,
             )
 
         match ending:

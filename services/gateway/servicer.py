@@ -62,7 +62,9 @@ def event_to_pb(event: ReplyEvent) -> chat_pb.ChatResponse:
         done=chat_pb.Done(
             finish_reason=_FINISH_TO_PB[event.finish_reason],
             usage=types_pb2.Usage(
-                prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens
+                prompt_tokens=event.prompt_tokens,
+                completion_tokens=event.completion_tokens,
+                cached_prompt_tokens=event.cached_prompt_tokens,
             ),
             request_id=event.request_id,
         )

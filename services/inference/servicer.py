@@ -215,7 +215,9 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
                         event.finish_reason.value, event.prompt_tokens, event.completion_tokens, at_ns
                     )
                     usage = types_pb2.Usage(
-                        prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens
+                        prompt_tokens=event.prompt_tokens,
+                        completion_tokens=event.completion_tokens,
+                        cached_prompt_tokens=event.cached_prompt_tokens,
                     )
                     yield pb.GenerateResponse(
                         done=pb.GenerateDone(finish_reason=_FINISH[event.finish_reason], usage=usage)

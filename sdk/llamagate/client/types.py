@@ -93,6 +93,9 @@ class Direction(enum.Enum):
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Of prompt_tokens, those the server reused from its prefix cache (OpenAI's
+    # prompt_tokens_details.cached_tokens).
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,9 @@ def event_from_pb(response: chat_pb.ChatResponse, *, echo: bool = False) -> Repl
         done = response.done
         return Done(
             finish_reason=_enum_or_unspecified(FinishReason, done.finish_reason),
-            usage=Usage(done.usage.prompt_tokens, done.usage.completion_tokens),
+            usage=Usage(
+                done.usage.prompt_tokens, done.usage.completion_tokens, done.usage.cached_prompt_tokens
+            ),
             request_id=done.request_id,
         )
     return None

@@ -148,7 +148,8 @@ class Repl:
         if self._config.show_usage:
             usage = reply.usage
             print(
-                f"[{reply.request_id}: {usage.prompt_tokens} prompt + {usage.completion_tokens} reply tokens]",
+                f"[{reply.request_id}: {usage.prompt_tokens} prompt ({usage.cached_prompt_tokens} cached)"
+                f" + {usage.completion_tokens} reply tokens]",
                 file=self._out,
             )
         self._out.flush()

@@ -105,6 +105,7 @@ def _as_json(completion: Completion) -> dict[str, Any]:
         "usage": {
             "prompt_tokens": completion.usage.prompt_tokens,
             "completion_tokens": completion.usage.completion_tokens,
+            "cached_prompt_tokens": completion.usage.cached_prompt_tokens,
         },
         "tokens": [
             {"text": c.text, "token_ids": list(c.token_ids), "logprobs": list(c.logprobs), "echo": c.echo}
