@@ -31,13 +31,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from services.common.dialog import Message, Role
+from services.common.errors import PromptTooLong
 from services.gateway.auth import ApiKeys, Tenant
 from services.gateway.backends import GenerationRequest
 from services.gateway.http.errors import HttpError, ModelNotFound, from_exception, not_found
 from services.gateway.http.openai_format import Kind, OpenAIReply
 from services.gateway.http.schemas import ChatCompletionRequest, CompletionRequest
 from services.gateway.http.telemetry import HttpMetrics, HttpTelemetry
-from services.gateway.pipeline import Accepted, ReplyEvent, ReplyRequest
+from services.gateway.pipeline import Done, ReplyEvent, ReplyRequest, Text
 from services.gateway.replies import Replies
 from services.gateway.reply_task import ReplyTask
 
@@ -85,7 +86,8 @@ class OpenAIRoutes:
             generation=GenerationRequest(request_id, sampling, dialog=dialog),
         )
         formatter = OpenAIReply(Kind.CHAT, body.model, body.logprobs, body.stream)
-        return await self._respond(request, tenant, reply, formatter, body.include_usage())
+        too_long = ("messages", "shorten the messages, or send less of the dialog so far")
+        return await self._respond(request, tenant, reply, formatter, body.include_usage(), too_long)
 
     async def completions(self, request: Request) -> Response:
         try:
@@ -104,7 +106,8 @@ class OpenAIRoutes:
             generation=GenerationRequest(request_id, sampling, prompt=prompt, echo=body.echo),
         )
         formatter = OpenAIReply(Kind.COMPLETION, body.model, body.logprobs is not None, body.stream)
-        return await self._respond(request, tenant, reply, formatter, body.include_usage())
+        too_long = ("prompt", "shorten the prompt")
+        return await self._respond(request, tenant, reply, formatter, body.include_usage(), too_long)
 
     async def models(self, request: Request) -> Response:
         try:
@@ -152,13 +155,16 @@ class OpenAIRoutes:
         reply_request: ReplyRequest,
         formatter: OpenAIReply,
         usage: bool,
+        too_long: tuple[str, str],
     ) -> Response:
+        """`too_long`: the field a prompt beyond the model's context is told about, and the advice."""
         reply = ReplyTask.start(self.replies, tenant, reply_request)
         events = reply.events()
         headers = {"x-request-id": reply_request.request_id}
         gone = asyncio.create_task(_disconnected(request))
         try:
-            # Up to the first event after the input check: errors until then get their HTTP status.
+            # Up to the first text or the end: errors until then (the input check, the safety or
+            # inference service down, a prompt beyond the context) get their HTTP status.
             opening = await _unless_gone(_opening(events), gone, reply)
             if not formatter.stream:
                 for event in opening:
@@ -167,6 +173,8 @@ class OpenAIRoutes:
                 return JSONResponse(formatter.whole(), headers=headers)
         except Exception as error:
             await reply.close()
+            if isinstance(error, PromptTooLong):
+                error = error.named(*too_long)
             return error_response(error)
         except BaseException:
             # The handler itself is cancelled (the drain ran out of time): the reply goes with it.
@@ -196,11 +204,12 @@ class OpenAIRoutes:
 
 
 async def _opening(events: AsyncGenerator[ReplyEvent, None]) -> list[ReplyEvent]:
-    """The events up to and including the first one after Accepted."""
+    """The events up to and including the first text or the Done (the verdicts before them say
+    nothing to an OpenAI client yet)."""
     opening: list[ReplyEvent] = []
     async for event in events:
         opening.append(event)
-        if not isinstance(event, Accepted):
+        if isinstance(event, Text | Done):
             break
     return opening
 

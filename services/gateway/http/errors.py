@@ -23,6 +23,7 @@ from services.common.errors import (
     InvalidRequest,
     LlamagateError,
     Overloaded,
+    PromptTooLong,
     Unauthenticated,
     Unavailable,
 )
@@ -80,6 +81,9 @@ def from_exception(error: BaseException) -> HttpError:
             return HttpError(499, "the client closed the request", "client_closed_request")
         case ModelNotFound():
             return HttpError(404, str(error), "invalid_request_error", "model_not_found", "model")
+        case PromptTooLong(field=field):
+            # OpenAI's code for a prompt beyond the model's context.
+            return HttpError(400, error.message, "invalid_request_error", "context_length_exceeded", field)
         case InvalidRequest(violations=violations):
             param = violations[0].field if violations else None
             return HttpError(400, error.message, "invalid_request_error", "invalid_value", param)

@@ -322,3 +322,21 @@ def test_request_id_is_the_completion_id_and_a_header(stack: Stack):
     completion = raw.parse()
     assert raw.headers["x-request-id"] == request_id(completion.id)
     assert audit_of(stack, raw.headers["x-request-id"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_prompt_beyond_the_context_is_400_context_length_exceeded(stack: Stack, stream: bool):
+    # The stack's model has a 512-token context; the status comes before any byte of a stream.
+    long_text = " ".join(f"garden{i}" for i in range(400))
+    api = client(stack)
+    with pytest.raises(openai.BadRequestError) as chat_error:
+        api.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": long_text}], stream=stream
+        )
+    assert chat_error.value.code == "context_length_exceeded" and chat_error.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as completion_error:
+        api.completions.create(model=MODEL, prompt=long_text, stream=stream)
+    assert (
+        completion_error.value.code == "context_length_exceeded" and completion_error.value.param == "prompt"
+    )
+    assert "at most" in completion_error.value.message
