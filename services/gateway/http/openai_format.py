@@ -46,11 +46,13 @@ def safety_field(verdict: Verdict, refusal: str) -> dict[str, Any]:
     }
 
 
-def usage(done: Done) -> dict[str, int]:
+def usage(done: Done) -> dict[str, Any]:
     return {
         "prompt_tokens": done.prompt_tokens,
         "completion_tokens": done.completion_tokens,
         "total_tokens": done.prompt_tokens + done.completion_tokens,
+        # The prompt tokens the inference service's prefix cache served (0 when none or off).
+        "prompt_tokens_details": {"cached_tokens": done.cached_prompt_tokens},
     }
 
 

@@ -340,3 +340,16 @@ def test_prompt_beyond_the_context_is_400_context_length_exceeded(stack: Stack, 
         completion_error.value.code == "context_length_exceeded" and completion_error.value.param == "prompt"
     )
     assert "at most" in completion_error.value.message
+
+
+def test_usage_reports_the_prompt_tokens_the_prefix_cache_served(stack: Stack):
+    system = " ".join(f"Rule {i}: answer kindly and briefly." for i in range(12))
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Hello there."}]
+    api = client(stack)
+    first = api.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=2)
+    again = api.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=2)
+    assert first.usage is not None and again.usage is not None
+    details = again.usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens is not None
+    # The same dialog again: its full blocks come from the cache (never the last token's block).
+    assert 0 < details.cached_tokens < again.usage.prompt_tokens == first.usage.prompt_tokens
