@@ -2,12 +2,15 @@
 
 `ErrorInterceptor` is the one place where domain exceptions become gRPC statuses, and where every
 incoming message is checked for fields the contract does not know and for bytes that do not parse.
+`ClosingStreamsInterceptor`, outermost, makes a cancelled response stream unwind in its own task.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -102,13 +105,15 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], streaming_requ
 
 
 def _wrap_stream_response(behavior: Callable[..., AsyncIterator[Any]], streaming_request: bool) -> Callable:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
         try:
             if streaming_request:
                 request = _checked_requests(request)
             else:
                 _check(request)
-            async for response in behavior(request, context):
+            # Closed by the call's task (ClosingStreamsInterceptor), not here: the layer above may
+            # drop this generator unclosed, and its finalizer runs in a task of its own.
+            async for response in close_with_the_call(behavior(request, context)):
                 yield response
         except LlamagateError as error:
             await _abort(context, error)
@@ -145,5 +150,74 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return make_handler(
             wrap(behavior, handler.request_streaming),
             request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+# The response streams of the call running in this task, for `ClosingStreamsInterceptor` to close.
+_streams_to_close: ContextVar[list[AsyncGenerator[Any, None]] | None] = ContextVar(
+    "llamagate_streams_to_close", default=None
+)
+
+
+def close_with_the_call(stream: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+    """Have the call's `ClosingStreamsInterceptor` close `stream` in the call's task when it ends.
+
+    For a stream iterated by a layer that does not close what it iterates (the tracing
+    interceptor's `async for`): dropped there, it would be closed later by the finalizer, elsewhere.
+    """
+    streams = _streams_to_close.get()
+    if streams is not None:
+        streams.append(stream)
+    return stream
+
+
+def _written_in_its_own_task(behavior: Callable[..., AsyncIterator[Any]]) -> Callable:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> None:
+        streams: list[AsyncGenerator[Any, None]] = []
+        token = _streams_to_close.set(streams)
+        try:
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    await context.write(response)
+        finally:
+            for stream in streams:
+                await stream.aclose()
+            _streams_to_close.reset(token)
+
+    return handler
+
+
+class ClosingStreamsInterceptor(grpc.aio.ServerInterceptor):
+    """Serves each response stream from a coroutine that writes what the handler's async generator
+    yields, and closes that generator, and every stream handed to `close_with_the_call`, when the
+    call ends, in the call's own task.
+
+    grpc.aio iterates a generator handler itself: when the client cancels while a message is being
+    sent, the generator is left suspended and closed later by the async generator finalizer, in a
+    new task with a copy of the context. Every `with` inside it then exits in a foreign context:
+    OpenTelemetry's server span fails to detach its context ("Failed to detach context", an ERROR
+    with a traceback) and a context variable's reset raises ("created in a different Context").
+    The tracing interceptor's own generator does the same to the one it iterates, hence the
+    registry. Closed here, a cancel unwinds where it was entered. Register it first (outermost).
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler.response_streaming:
+            return handler
+        if handler.request_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                _written_in_its_own_task(handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.unary_stream_rpc_method_handler(
+            _written_in_its_own_task(handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

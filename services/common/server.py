@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.common.interceptors import ErrorInterceptor
+from services.common.interceptors import ClosingStreamsInterceptor, ErrorInterceptor
 from services.common.reflection import enable_reflection
 from services.common.tls import ServerTls, server_credentials
 
@@ -116,7 +116,7 @@ class GrpcServer:
         self.service_names = list(service_names)
         ms = lambda s: int(s * 1000)  # noqa: E731
         self.server = grpc.aio.server(
-            interceptors=[*config.extra_interceptors, ErrorInterceptor()],
+            interceptors=[ClosingStreamsInterceptor(), *config.extra_interceptors, ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),

@@ -1,7 +1,8 @@
 """One exception type per gRPC status code, built from a failed call and its rich status details.
 
 The gateway attaches google.rpc details to its errors (BadRequest field violations for bad input,
-RetryInfo when it is overloaded); `error_from_rpc` decodes them with grpcio-status so callers can
+ErrorInfo with a stable reason on every error, RetryInfo when it is overloaded); `error_from_rpc`
+decodes them with grpcio-status so callers can
 write `except RateLimitedError as e: time.sleep(e.retry_after or 1)`.
 """
 
@@ -27,6 +28,8 @@ class ApiError(Exception):
     """A llamagate call failed. `code` is the gRPC status; `message` says what to change.
 
     `retry_after` is the server's suggested delay in seconds (google.rpc.RetryInfo), when it sent one.
+    `reason` is the server's stable name for the failure (google.rpc.ErrorInfo, UPPER_SNAKE_CASE,
+    e.g. "PROMPT_TOO_LONG" or "TURN_QUEUE_FULL"), with its numbers in `metadata`; "" when none came.
     `details` holds every google.rpc detail message the server attached, already unpacked.
     """
 
@@ -39,12 +42,16 @@ class ApiError(Exception):
         details: tuple[object, ...] = (),
         retry_after: float | None = None,
         field_violations: tuple[FieldViolation, ...] = (),
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{self.code.name}: {message}")
         self.message = message
         self.details = details
         self.retry_after = retry_after
         self.field_violations = field_violations
+        self.reason = reason
+        self.metadata = dict(metadata or {})
 
 
 class CancelledError(ApiError):
@@ -172,17 +179,22 @@ def error_from_status(code: grpc.StatusCode, message: str, status: status_pb2.St
     details = tuple(_unpack(d) for d in status.details) if status is not None else ()
     retry_after = None
     violations: list[FieldViolation] = []
+    info = error_details_pb2.ErrorInfo()
     for detail in details:
         if isinstance(detail, error_details_pb2.RetryInfo):
             retry_after = detail.retry_delay.ToNanoseconds() / 1e9
         elif isinstance(detail, error_details_pb2.BadRequest):
             violations.extend(FieldViolation(v.field, v.description) for v in detail.field_violations)
+        elif isinstance(detail, error_details_pb2.ErrorInfo):
+            info = detail
     error_type = ERROR_TYPES.get(code, UnknownError)
     return error_type(
         message or code.name.lower(),
         details=details,
         retry_after=retry_after,
         field_violations=tuple(violations),
+        reason=info.reason,
+        metadata=dict(info.metadata),
     )
 
 

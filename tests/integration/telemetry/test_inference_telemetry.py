@@ -5,8 +5,11 @@ client received, for a finished, a cancelled and a refused request."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -57,14 +60,44 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoPaths:
     return write_demo(tmp_path_factory.mktemp("demo"))
 
 
-def _engine(demo: DemoPaths) -> tuple[Engine, Tokenizer, pb.GetModelInfoResponse]:
+class CancelAwaitingEngine(Engine):
+    """The real engine, whose model steps after the first few wait until a cancel has reached it.
+
+    The demo model is fast: unheld, it can generate every token of a request before a client's
+    cancel makes it through the loaded event loops of the client and the server, and the request
+    then ends "length". Held, it cannot finish before the cancel arrives.
+    """
+
+    FREE_STEPS = 6  # enough for the prefill and the first tokens the client waits for
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cancel_arrived = threading.Event()
+        launch = self._runner.launch
+        steps = itertools.count(1)
+
+        def held_launch(plan: Any) -> Any:
+            if next(steps) > self.FREE_STEPS:
+                self.cancel_arrived.wait(timeout=60)
+            return launch(plan)
+
+        self._runner.launch = held_launch  # type: ignore[method-assign]
+
+    def cancel(self, handle: int) -> None:
+        super().cancel(handle)
+        self.cancel_arrived.set()
+
+
+def _engine(
+    demo: DemoPaths, engine_type: type[Engine] = Engine
+) -> tuple[Engine, Tokenizer, pb.GetModelInfoResponse]:
     model = load_model(
         demo.ckpt_dir, ctx=init_parallel("cpu"), dtype=torch.float32, max_seq_len=CONFIG.max_seq_len
     )
     tokenizer = Tokenizer(demo.tokenizer)
     runner, allocator = build_runner(model, CONFIG)
     info = model_info("demo", model.args, 1, CONFIG.max_batch_size, True)
-    return Engine(CONFIG, runner, tokenizer, allocator), tokenizer, info
+    return engine_type(CONFIG, runner, tokenizer, allocator), tokenizer, info
 
 
 async def _serve(
@@ -91,6 +124,17 @@ async def _serve(
 @pytest.fixture
 async def served(demo: DemoPaths) -> AsyncIterator[Served]:
     engine, tokenizer, info = _engine(demo)
+    engine.start()
+    try:
+        async for value in _serve(engine, tokenizer, info):
+            yield value
+    finally:
+        engine.stop(drain=False, timeout_s=10)
+
+
+@pytest.fixture
+async def served_until_cancelled(demo: DemoPaths) -> AsyncIterator[Served]:
+    engine, tokenizer, info = _engine(demo, CancelAwaitingEngine)
     engine.start()
     try:
         async for value in _serve(engine, tokenizer, info):
@@ -174,7 +218,8 @@ async def test_a_finished_generation_has_contiguous_phases_and_matching_metrics(
     assert metrics["llamagate_kv_cache_utilization"][labels()].value == 0.0
 
 
-async def test_a_client_cancel_ends_the_spans_as_cancelled(served: Served) -> None:
+async def test_a_client_cancel_ends_the_spans_as_cancelled(served_until_cancelled: Served) -> None:
+    served = served_until_cancelled
     requests: asyncio.Queue[pb.GenerateRequest | None] = asyncio.Queue()
     await requests.put(_start(200))
 

@@ -99,3 +99,17 @@ def test_nothing_listening_is_unavailable_after_the_retries() -> None:
     policy = RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.01)
     with ChatClient(f"127.0.0.1:{free_port()}", retry=policy) as client, pytest.raises(UnavailableError):
         client.complete("hi").wait()
+
+
+def test_error_info_becomes_reason_and_metadata() -> None:
+    info = error_details_pb2.ErrorInfo(
+        reason="PROMPT_TOO_LONG",
+        domain="llamagate.dev",
+        metadata={"prompt_tokens": "5000", "max_prompt_tokens": "4095"},
+    )
+    status = status_pb2.Status(code=3, message="too long")
+    status.details.append(_packed(info))
+    error = error_from_status(grpc.StatusCode.INVALID_ARGUMENT, "too long", status)
+    assert error.reason == "PROMPT_TOO_LONG"
+    assert error.metadata == {"prompt_tokens": "5000", "max_prompt_tokens": "4095"}
+    assert error_from_status(grpc.StatusCode.INTERNAL, "x", None).reason == ""
