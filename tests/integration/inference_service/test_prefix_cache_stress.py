@@ -1,6 +1,7 @@
 """More conversations than the KV cache holds, with the prefix cache on: every turn's greedy tokens
-equal those with the cache off and recomputing from scratch, blocks are evicted and sequences
-preempted along the way, and every block is back in the pool at the end."""
+equal those with the cache off and recomputing from scratch, blocks are evicted along the way, and
+every block is back in the pool at the end. (Preemption with the cache on is covered by
+tests/unit/engine/test_scheduler_runner.py and test_overlapped_steps.py, which run with it on.)"""
 
 from __future__ import annotations
 
