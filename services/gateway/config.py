@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=limits.max_duration_s,
         help="longest time one Chat stream stays open, replies included; then DEADLINE_EXCEEDED",
     )
+    group.add_argument(
+        "--max-queued-turns",
+        type=int,
+        default=limits.max_queued_turns,
+        help="most ChatTurns waiting behind the reply in flight on one stream; more: RESOURCE_EXHAUSTED",
+    )
     group = parser.add_argument_group("backend TLS")
     group.add_argument(
         "--backend-ca", type=Path, help="CA that signed the backends' certificates; enables TLS"
@@ -149,6 +155,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         raise SystemExit("--chunk-tokens must be >= 1")
     if args.max_turns < 1:
         raise SystemExit("--max-turns must be >= 1")
+    if args.max_queued_turns < 0:
+        raise SystemExit("--max-queued-turns must be >= 0")
     if args.stream_idle_timeout_s <= 0 or args.max_stream_duration_s <= 0:
         raise SystemExit("--stream-idle-timeout-s and --max-stream-duration-s must be > 0")
     if args.api_keys_reload_s <= 0:
@@ -198,7 +206,9 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         audit_dir=args.audit_dir,
         telemetry=telemetry_config_from_args(args, "llamagate-gateway"),
         audit_max_file_bytes=int(args.audit_max_file_mb * 1024 * 1024),
-        stream_limits=StreamLimits(args.max_turns, args.stream_idle_timeout_s, args.max_stream_duration_s),
+        stream_limits=StreamLimits(
+            args.max_turns, args.stream_idle_timeout_s, args.max_stream_duration_s, args.max_queued_turns
+        ),
         backend_tls=backend_tls,
         audit_retention=AuditRetention(
             max_total_bytes=int(args.audit_max_total_mb * 1024 * 1024),

@@ -139,8 +139,9 @@ async def test_undecodable_request_bytes_are_invalid_argument(limited: Gateway) 
 def test_limits_come_from_the_command_line() -> None:
     required = ["--inference-target", "i", "--safety-target", "s", "--api-keys", "k", "--audit-dir", "a"]
     limits = ["--max-turns", "3", "--stream-idle-timeout-s", "2", "--max-stream-duration-s", "9"]
+    limits += ["--max-queued-turns", "4"]
     assert config_from_args(build_parser().parse_args(required + limits)).stream_limits == StreamLimits(
-        3, 2.0, 9.0
+        3, 2.0, 9.0, 4
     )
     assert config_from_args(build_parser().parse_args(required)).stream_limits == StreamLimits()
     with pytest.raises(SystemExit, match="--max-turns"):
