@@ -46,7 +46,12 @@ def operated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operated]:
         env.setenv("OTEL_METRICS_EXPORTER", "none")
         env.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
         env.delenv("OTEL_SDK_DISABLED", raising=False)
-        config = StackConfig(gateway_args=("--metrics-port", str(metrics_port), "--grace-s", "60"))
+        # A long safety timeout, as in the reliability suite: on a busy 2-core box one check of the
+        # drained stream's many chunks can queue past the 2 s default, and the reply would then (by
+        # design) fail closed. A killed safety service still fails fast: its connection drops.
+        config = StackConfig(
+            gateway_args=("--metrics-port", str(metrics_port), "--grace-s", "60", "--safety-timeout-s", "15")
+        )
         with running_stack(tmp_path_factory.mktemp("http-operations-stack"), config) as stack:
             yield Operated(stack, collector, metrics_port)
     collector.stop()
