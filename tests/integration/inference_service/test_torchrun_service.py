@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,22 @@ async def test_two_ranks_with_concurrent_streams(mp1: ServiceProcess, mp2: Servi
         replies = await asyncio.gather(*(generate(stub2, start_request(p, n=12)) for p in prompts))
     assert [r.tokens for r in replies] == [r.tokens for r in reference]
     assert [r.done for r in replies] == [r.done for r in reference]
+
+
+async def test_two_ranks_reuse_a_chats_history_like_one(mp1: ServiceProcess, mp2: ServiceProcess) -> None:
+    """Rank 0's plans carry the cached blocks: both ranks read the same ones, and the tokens and
+    cached counts equal the MP-1 service's."""
+    # Unique, so neither service has cached it; each turn's prompt extends the last prompt + reply.
+    prompt = f"{uuid.uuid4().hex}: tell me about the weather today and tomorrow"
+    async with channel(mp1) as one, channel(mp2) as two:
+        stub1, stub2 = pb_grpc.InferenceServiceStub(one), pb_grpc.InferenceServiceStub(two)
+        for turn in range(3):
+            reference = await generate(stub1, start_request(prompt, n=12, ignore_eos=True))
+            reply = await generate(stub2, start_request(prompt, n=12, ignore_eos=True))
+            assert reply.tokens == reference.tokens
+            assert reply.done is not None and reply.done == reference.done
+            assert (reply.done.usage.cached_prompt_tokens > 0) == (turn > 0)
+            prompt = f"{prompt}{reply.text} and then {turn}"
 
 
 async def _held_stream(stub: pb_grpc.InferenceServiceStub) -> tuple[Outbox, grpc.aio.StreamStreamCall]:
