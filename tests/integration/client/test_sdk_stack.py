@@ -124,6 +124,21 @@ def test_bad_input_names_the_field_and_the_session_survives(stack: Stack) -> Non
         assert session.send("Hello!").text.strip()
 
 
+def test_an_empty_message_is_refused_first_and_later_alike(stack: Stack) -> None:
+    with client_for(stack) as client:
+        session = client.chat(sampling=GREEDY)
+        with pytest.raises(InvalidArgumentError) as first:
+            session.send("").wait()
+        assert [v.field for v in first.value.field_violations] == ["start.messages[0].content"]
+        assert session.send("Hello!").text.strip()
+        with pytest.raises(InvalidArgumentError) as later:
+            session.send("   ").wait()
+        assert [v.field for v in later.value.field_violations] == ["turn.content"]
+        with pytest.raises(InvalidArgumentError) as completion:
+            client.complete(" ").wait()
+        assert [v.field for v in completion.value.field_violations] == ["prompt"]
+
+
 def test_text_completion(stack: Stack) -> None:
     with client_for(stack) as client:
         completion = client.complete("Once upon a time", sampling=GREEDY, echo=True)

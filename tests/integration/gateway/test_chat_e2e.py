@@ -26,6 +26,7 @@ from tests.integration.gateway.chat_session import (
     wait_for_health,
 )
 from tests.support.stack import Stack, StackConfig, stack_fixture
+from tests.support.status_details import details_of, error_info_of, violations_of
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +53,16 @@ def test_health_and_reflection(stack: Stack):
         )
         names = {s.name for s in answer.list_services_response.service}
         assert "llamagate.v1.ChatService" in names
+        # Reflection v1 too (newer grpcurl asks it first): its messages are v1alpha's, renamed.
+        v1 = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="llamagate.v1.ChatService")
+        [answer] = v1(iter([request]), timeout=5)
+        files = answer.file_descriptor_response.file_descriptor_proto
+        assert any(b"llamagate/v1/chat_service.proto" in f for f in files)
     # The backends' state, as the gateway sees it.
     for dependency in ("llamagate.v1.InferenceService", "llamagate.v1.SafetyService"):
         wait_for_health(stack, dependency, "SERVING")
@@ -120,7 +131,10 @@ def test_cancel_ends_the_reply_and_its_generation(stack: Stack):
 
 def test_client_that_disconnects_cancels_its_generation(stack: Stack):
     chat = ChatSession(stack)
-    chat.send(start("Tell me a very long story.", temperature=0.0, max_gen_len=400, ignore_eos=True))
+    # No max_gen_len: with ignore_eos the generation can only end at the context limit (4096 tokens,
+    # seconds of work) or by the cancel. With 400 tokens the demo model could finish on a loaded
+    # machine before its first chunk had passed the output check and reached this client.
+    chat.send(start("Tell me a very long story.", temperature=0.0, ignore_eos=True))
     request_id = chat.next_event().accepted.request_id
     while not chat.next_event().HasField("delta"):
         pass
@@ -229,6 +243,8 @@ def assistant(content: str) -> types_pb2.Message:
             "stop",
         ),
         ([turn("hello")], grpc.StatusCode.FAILED_PRECONDITION, "ChatStart first"),
+        ([start("")], grpc.StatusCode.INVALID_ARGUMENT, "start.messages[0].content is empty"),
+        ([start(" \n ")], grpc.StatusCode.INVALID_ARGUMENT, "start.messages[0].content is empty"),
         ([chat_pb.ChatRequest()], grpc.StatusCode.INVALID_ARGUMENT, "no action"),
     ],
 )
@@ -247,6 +263,55 @@ def test_invalid_argument_names_the_field(stack: Stack):
 
 
 @pytest.mark.parametrize(
+    ("requests", "field"),
+    [
+        ([bad_start(system_prompt="<<SYS>> be brief", messages=[user("hi")])], "start.system_prompt"),
+        ([start("")], "start.messages[0].content"),
+        (
+            [bad_start(system_prompt="sys", messages=[user("a"), assistant("b"), user("[INST]")])],
+            "start.messages[2].content",
+        ),
+        ([start("hi", max_gen_len=1), turn(" ")], "turn.content"),
+        ([start("hi", max_gen_len=1), turn("<</SYS>>")], "turn.content"),
+        ([start("hi", max_gen_len=1), turn("more", top_p=2.0)], "turn.sampling.top_p"),
+        ([chat_pb.ChatRequest()], "action"),
+    ],
+)
+def test_every_invalid_argument_names_the_clients_field(stack: Stack, requests, field):
+    error = raw_chat(stack, *requests)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in violations_of(error)] == [field]
+
+
+def test_a_prompt_too_long_names_the_message_its_tokens_and_the_limit(stack: Stack):
+    # Far past the 4096-token context, still inside the gateway's message size limit.
+    huge = "lorem ipsum dolor sit amet " * 800
+    error = raw_chat(stack, bad_start(messages=[user("hi"), assistant("hello"), user(huge)]))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [(field, description)] = violations_of(error)
+    info = error_info_of(error)
+    assert field == "start.messages[2].content" and info.reason == "PROMPT_TOO_LONG"
+    prompt_tokens, limit = int(info.metadata["prompt_tokens"]), int(info.metadata["max_prompt_tokens"])
+    assert prompt_tokens > limit == 4095
+    assert f"{prompt_tokens} tokens" in description and str(limit) in description
+    assert "start.input" not in error.details()
+
+    with ChatSession(stack) as chat:  # the same through a turn, and through Complete
+        chat.send(start("hi", max_gen_len=2))
+        chat.reply()
+        chat.send(turn(huge))
+        error = rpc_error(chat.call)
+    assert [f for f, _ in violations_of(error)] == ["turn.content"]
+    with stack.gateway_channel() as channel:
+        call = chat_grpc.ChatServiceStub(channel).Complete(
+            chat_pb.CompleteRequest(prompt=huge), metadata=stack.metadata, timeout=60
+        )
+        error = rpc_error(call)
+    assert [f for f, _ in violations_of(error)] == ["prompt"]
+    assert error_info_of(error).reason == "PROMPT_TOO_LONG"
+
+
+@pytest.mark.parametrize(
     ("metadata", "message"),
     [
         ((), "missing"),
@@ -257,6 +322,7 @@ def test_invalid_argument_names_the_field(stack: Stack):
 def test_missing_or_invalid_api_key_is_unauthenticated(stack: Stack, metadata, message):
     error = raw_chat(stack, start("hi"), metadata=metadata)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED and message in error.details()
+    assert error_info_of(error).reason.startswith("API_KEY_")
     with stack.gateway_channel() as channel:
         call = chat_grpc.ChatServiceStub(channel).Complete(
             chat_pb.CompleteRequest(prompt="hi"), metadata=metadata, timeout=30
@@ -264,16 +330,42 @@ def test_missing_or_invalid_api_key_is_unauthenticated(stack: Stack, metadata, m
         assert rpc_error(call).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_turn_or_start_while_a_reply_streams_is_a_failed_precondition(stack: Stack):
-    for second in (turn("and now?"), start("again")):
-        with ChatSession(stack) as chat:
-            chat.send(start("Tell me a very long story.", temperature=0.0, max_gen_len=400, ignore_eos=True))
-            while not chat.next_event().HasField("delta"):
-                pass
-            chat.send(second)
-            error = rpc_error(chat.call)
-        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "while a reply is streaming" in error.details()
+def test_turns_sent_ahead_are_queued_and_answered_in_order(stack: Stack):
+    """As grpcurl sends `-d @` input: the start and two turns written at once, then the half-close."""
+    requests = [
+        start("Tell me a story.", temperature=0.0, max_gen_len=12),
+        turn("And another one.", max_gen_len=6),
+        turn("A last one.", logprobs=True),
+    ]
+    with stack.gateway_channel() as channel:
+        events = list(
+            chat_grpc.ChatServiceStub(channel).Chat(iter(requests), metadata=stack.metadata, timeout=120)
+        )
+    replies: list[Reply] = []
+    for event in events:
+        if event.HasField("accepted"):
+            replies.append(Reply([]))
+        replies[-1].events.append(event)
+    assert len(replies) == 3 and all(r.events[-1].HasField("done") for r in replies)
+    assert len({r.request_id for r in replies}) == 3
+    assert all(r.done.request_id == r.request_id for r in replies)
+    # Each reply's prompt holds the exchanges before it: they were answered one after another.
+    prompts = [r.done.usage.prompt_tokens for r in replies]
+    assert prompts[0] < prompts[1] < prompts[2]
+    # Field-wise sampling: the second turn set only max_gen_len (temperature 0 kept), the third
+    # only logprobs (its length back to the start's 12).
+    assert replies[1].done.usage.completion_tokens <= 6
+    assert replies[2].done.usage.completion_tokens <= 12
+    assert all(len(d.logprobs) == len(d.token_ids) for d in replies[2].deltas)
+    assert not any(d.logprobs for d in replies[0].deltas)
+
+
+def test_turns_past_the_queue_bound_are_resource_exhausted(stack: Stack):
+    requests = [start("Tell me a very long story.", temperature=0.0, ignore_eos=True)]
+    requests += [turn(f"Then part {i}.") for i in range(9)]  # one more than --max-queued-turns 8
+    error = raw_chat(stack, *requests)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info_of(error).reason == "TURN_QUEUE_FULL"
 
 
 def test_second_chat_start_is_a_failed_precondition(stack: Stack):
@@ -283,6 +375,7 @@ def test_second_chat_start_is_a_failed_precondition(stack: Stack):
         chat.send(start("Hello again"))
         error = rpc_error(chat.call)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "already started" in error.details()
+    assert error_info_of(error).reason == "CONVERSATION_ALREADY_STARTED"
 
 
 def test_unknown_fields_are_rejected(stack: Stack):
@@ -305,9 +398,9 @@ def test_rate_limit_is_resource_exhausted_with_retry_info(stack: Stack):
         chat.send(turn("Hello again"))
         error = rpc_error(chat.call)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "requests per minute" in error.details()
-    retry = error_details_pb2.RetryInfo()
-    assert rpc_status.from_call(error).details[0].Unpack(retry)
+    [retry] = [d for d in details_of(error) if isinstance(d, error_details_pb2.RetryInfo)]
     assert 0 < retry.retry_delay.ToTimedelta().total_seconds() <= 60
+    assert error_info_of(error).reason == "RESOURCE_EXHAUSTED"
 
 
 def test_concurrent_chats_all_complete(stack: Stack):
