@@ -104,7 +104,9 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], streaming_requ
     return wrapper
 
 
-def _wrap_stream_response(behavior: Callable[..., AsyncIterator[Any]], streaming_request: bool) -> Callable:
+def _wrap_stream_response(
+    behavior: Callable[..., AsyncGenerator[Any, None]], streaming_request: bool
+) -> Callable:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
         try:
             if streaming_request:
@@ -172,7 +174,7 @@ def close_with_the_call(stream: AsyncGenerator[Any, None]) -> AsyncGenerator[Any
     return stream
 
 
-def _written_in_its_own_task(behavior: Callable[..., AsyncIterator[Any]]) -> Callable:
+def _written_in_its_own_task(behavior: Callable[..., AsyncGenerator[Any, None]]) -> Callable:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> None:
         streams: list[AsyncGenerator[Any, None]] = []
         token = _streams_to_close.set(streams)
