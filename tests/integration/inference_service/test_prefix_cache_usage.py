@@ -4,6 +4,7 @@ its first (the prefix cache serves the first turn's blocks)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -56,7 +57,8 @@ def test_the_sdk_reports_the_cached_history_of_a_second_turn(stack: Stack) -> No
     assert first.usage.prompt_tokens // BLOCK * BLOCK <= usage.cached_prompt_tokens < usage.prompt_tokens
 
 
-def test_the_cli_prints_cached_prompt_tokens_with_usage(stack: Stack) -> None:
+def llamagate(stack: Stack, *args: str, stdin: str = "") -> str:
+    """The CLI's stdout, run as a user would with target and key exported."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -64,26 +66,33 @@ def test_the_cli_prints_cached_prompt_tokens_with_usage(stack: Stack) -> None:
         "LLAMAGATE_API_KEY": stack.api_key,
     }
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llamagate.cli",
-            "chat",
-            "--usage",
-            "--temperature",
-            "0",
-            "--max-gen-len",
-            "16",
-        ],
+        [sys.executable, "-m", "llamagate.cli", *args],
         cwd=ROOT,
         env=env,
-        input="Tell me a long story about the old lighthouse keeper.\nWhat happened next?\n",
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    lines = re.findall(r"\[\S+: (\d+) prompt \((\d+) cached\) \+ (\d+) reply tokens\]", done.stdout)
-    assert len(lines) == 2, done.stdout
+    return done.stdout
+
+
+def test_the_cli_prints_cached_prompt_tokens_with_usage(stack: Stack) -> None:
+    out = llamagate(
+        stack,
+        *("chat", "--usage", "--temperature", "0", "--max-gen-len", "16"),
+        stdin="Tell me a long story about the old lighthouse keeper.\nWhat happened next?\n",
+    )
+    lines = re.findall(r"\[\S+: (\d+) prompt \((\d+) cached\) \+ (\d+) reply tokens\]", out)
+    assert len(lines) == 2, out
     (prompt_1, cached_1, _), (prompt_2, cached_2, _) = [tuple(map(int, line)) for line in lines]
     assert cached_1 == 0 and prompt_1 // BLOCK * BLOCK <= cached_2 < prompt_2
+
+
+def test_complete_json_reports_cached_prompt_tokens(stack: Stack) -> None:
+    prompt = f"{uuid.uuid4().hex} once upon a time in a small village by the sea there lived"
+    args = ("complete", "--json", "--temperature", "0", "--max-gen-len", "4", prompt)
+    first, second = (json.loads(llamagate(stack, *args))["usage"] for _ in range(2))
+    assert first["cached_prompt_tokens"] == 0
+    assert second["cached_prompt_tokens"] == (second["prompt_tokens"] - 1) // BLOCK * BLOCK > 0
