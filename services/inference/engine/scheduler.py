@@ -64,6 +64,7 @@ class Sequence:
     num_cached_blocks: int = 0
     # Prompt tokens whose keys/values came from the prefix cache at first admission (usage).
     cached_prompt_tokens: int = 0
+    # Admitted once already: a preempted sequence's readmission is not a new prompt lookup.
     admitted: bool = False
 
     @property
@@ -191,7 +192,8 @@ class Scheduler:
 
     def _cached_prefix(self, sequence: Sequence) -> list[int]:
         """Cached blocks `sequence` can start from: its longest cached prefix of full blocks that
-        stops before its last token (computed for its logits). None when it scores its prompt."""
+        stops before its last token (computed for its logits). None for a request that scores its
+        prompt (echo logprobs need every position's logits)."""
         if not self.config.prefix_caching or sequence.echo_pending:
             return []
         extend_hashes(sequence.block_hashes, sequence.tokens, self.block_size)
