@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 import openai
 
 from llamagate.formats.audit import read_records
@@ -105,36 +105,51 @@ async def _one(
     request_id, finish, tokens = "", "", 0
     ttft: float | None = None
     deltas: list[str] = []
-    common = {
-        "model": config.model,
-        "max_tokens": config.max_tokens,
-        "temperature": 0.8,
-        "seed": seed,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    usage: openai.types.chat.ChatCompletionStreamOptionsParam = {"include_usage": True}
+
+    def take(text: str | None, finish_reason: str | None) -> str:
+        """Record a chunk's text; the reply's finish reason so far."""
+        nonlocal ttft
+        if text:
+            ttft = ttft if ttft is not None else time.monotonic() - sent
+            deltas.append(text)
+        return finish_reason or finish
+
     try:
         if chat:
-            stream = await api.chat.completions.create(
-                messages=[{"role": "user", "content": prompt}], **common
+            chat_stream = await api.chat.completions.create(
+                model=config.model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=config.max_tokens,
+                temperature=0.8,
+                seed=seed,
+                stream=True,
+                stream_options=usage,
             )
+            async for chat_chunk in chat_stream:
+                request_id = chat_chunk.id.split("-", 1)[1]
+                tokens = chat_chunk.usage.completion_tokens if chat_chunk.usage else tokens
+                if chat_chunk.choices:
+                    finish = take(chat_chunk.choices[0].delta.content, chat_chunk.choices[0].finish_reason)
         else:
-            stream = await api.completions.create(prompt=prompt, **common)
-        async for chunk in stream:
-            request_id = chunk.id.split("-", 1)[1]
-            if chunk.usage is not None:
-                tokens = chunk.usage.completion_tokens
-            if not chunk.choices:
-                continue
-            choice = chunk.choices[0]
-            text = choice.delta.content if chat else choice.text  # type: ignore[union-attr]
-            if text:
-                ttft = ttft if ttft is not None else time.monotonic() - sent
-                deltas.append(text)
-            finish = choice.finish_reason or finish
+            text_stream = await api.completions.create(
+                model=config.model,
+                prompt=prompt,
+                max_tokens=config.max_tokens,
+                temperature=0.8,
+                seed=seed,
+                stream=True,
+                stream_options=usage,
+            )
+            async for text_chunk in text_stream:
+                request_id = text_chunk.id.split("-", 1)[1]
+                tokens = text_chunk.usage.completion_tokens if text_chunk.usage else tokens
+                if text_chunk.choices:
+                    finish = take(text_chunk.choices[0].text, text_chunk.choices[0].finish_reason)
     except openai.RateLimitError:
         finish = SHED
-    except (openai.APIError, httpx.HTTPError) as error:
+    # Anything else (an error event, a dropped connection) is counted as an unexpected ending.
+    except Exception as error:
         return HttpOutcome(
             f"error:{type(error).__name__}", endpoint, ttft, tokens, time.monotonic() - sent, request_id,
             tuple(deltas), str(error),
@@ -165,8 +180,8 @@ async def _worker(
 
 async def run_http_load(config: HttpLoadConfig) -> HttpLoadReport:
     report = HttpLoadReport(config)
-    # One connection per stream, kept alive between its requests.
-    limits = httpx.Limits(max_connections=config.streams, max_keepalive_connections=config.streams)
+    # One connection per stream, kept alive between its requests (the client's own HTTP library).
+    limits = httpx2.Limits(max_connections=config.streams, max_keepalive_connections=config.streams)
     async with (
         openai.DefaultAsyncHttpxClient(limits=limits) as http,
         openai.AsyncOpenAI(
