@@ -28,7 +28,7 @@ RUN groupadd --gid 10001 llamagate \
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001:10001
-EXPOSE 50051 9101
+EXPOSE 50051 8080 9101
 # For plain `docker run`; Kubernetes uses its own gRPC probes.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s CMD ["python", "-c", "import grpc,sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; s=g.HealthStub(grpc.insecure_channel('127.0.0.1:50051')).Check(h.HealthCheckRequest(), timeout=4).status; sys.exit(s != h.HealthCheckResponse.SERVING)"]
 ENTRYPOINT ["python", "-m", "services.gateway"]

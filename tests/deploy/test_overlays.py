@@ -143,10 +143,17 @@ def test_services_and_exposure(rendered: dict[str, list[Doc]], overlay: str) -> 
     assert services["llamagate-safety"]["spec"]["clusterIP"] == "None"
     # Nothing but the Ingress reaches in from outside the namespace.
     assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in services.values())
-    (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
-    (rule,) = ingress["spec"]["rules"]
-    assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "llamagate-gateway"
-    assert ingress["spec"]["tls"][0]["secretName"] == "llamagate-gateway-tls"
+    ingresses = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Ingress"}
+    assert set(ingresses) == {"llamagate-gateway", "llamagate-gateway-http"}
+    for name, port, path in (("llamagate-gateway", "grpc", "/"), ("llamagate-gateway-http", "http", "/v1")):
+        (rule,) = ingresses[name]["spec"]["rules"]
+        (route,) = rule["http"]["paths"]
+        assert route["path"] == path
+        assert route["backend"]["service"] == {"name": "llamagate-gateway", "port": {"name": port}}
+        assert ingresses[name]["spec"]["tls"][0]["secretName"] == f"{name}-tls"
+    # Server-sent events must not wait in the proxy's buffer.
+    annotations = ingresses["llamagate-gateway-http"]["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
 
     gateway = find(docs, "StatefulSet", "llamagate-gateway")
     assert gateway["spec"]["serviceName"] == "llamagate-gateway-pods"
@@ -196,7 +203,8 @@ def test_probes_are_grpc_health_on_the_serving_port(rendered: dict[str, list[Doc
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/port"] == str(metrics[name])
         container_ports = {p["name"]: p["containerPort"] for p in c.spec["ports"]}
-        assert container_ports == {"grpc": port, "metrics": metrics[name]}
+        extra = {"http": 8080} if name == "gateway" else {}  # the OpenAI-compatible HTTP API
+        assert container_ports == {"grpc": port, "metrics": metrics[name], **extra}
 
 
 def test_safety_defaults_to_cpu_and_llama_guard_is_a_gpu_component(rendered: dict[str, list[Doc]]) -> None:
