@@ -230,10 +230,13 @@ async def test_a_client_cancel_ends_the_spans_as_cancelled(served_until_cancelle
     call = served.stub.Generate(outgoing())
     received = 0
     reason = None
+    cancel_sent = False
     async for reply in call:
         if reply.HasField("delta"):
             received += len(reply.delta.token_ids)
-            if received >= 2 and requests.empty():
+            if received >= 2 and not cancel_sent:
+                # One cancel: a second one written while the server ends the call fails the call.
+                cancel_sent = True
                 await requests.put(pb.GenerateRequest(cancel=pb.GenerateCancel()))
         elif reply.HasField("done"):
             reason = reply.done.finish_reason
