@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pty
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 
-import pexpect
 import pytest
+from pexpect.fdpexpect import fdspawn
 
 from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import types_pb2
@@ -63,17 +66,34 @@ def target() -> Iterator[str]:
         yield address
 
 
+def spawn_in_terminal(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], fdspawn]:
+    """Run argv on a new pseudo-terminal and return it with a pexpect handle on the terminal's master.
+
+    subprocess starts the child with vfork + exec, so no fork handler of this process runs in the
+    child: pexpect.spawn forks with pty.fork(), and in a process where gRPC already runs (the scripted
+    gateway's server thread) the child could die in gRPC's poller between fork and exec ("epoll_wait:
+    Bad file descriptor") before the CLI ever started.
+    """
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, cwd=str(ROOT), env=env, start_new_session=True
+        )
+    finally:
+        os.close(slave)
+    return process, fdspawn(master, encoding="utf-8", timeout=20)
+
+
 def test_ctrl_c_cancels_the_streaming_reply_and_the_prompt_comes_back(target: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LLAMAGATE_TARGET": target, "LLAMAGATE_API_KEY": "k"}
-    child = pexpect.spawn(
-        sys.executable, ["-m", "llamagate.cli", "chat"], cwd=str(ROOT), env=env, encoding="utf-8", timeout=20
-    )
+    process, child = spawn_in_terminal([sys.executable, "-m", "llamagate.cli", "chat"], env)
     try:
         child.expect_exact("you> ")
         child.sendline("tell me a story")
         child.expect_exact("llama> w0 ")
         child.expect_exact("w3 ")  # more words keep arriving: the reply streams
-        child.sendintr()
+        # What the terminal sends the foreground process on Ctrl-C.
+        process.send_signal(signal.SIGINT)
         child.expect_exact("[reply cancelled]")
         assert "w59" not in child.before
         child.expect_exact("you> ")
@@ -81,7 +101,9 @@ def test_ctrl_c_cancels_the_streaming_reply_and_the_prompt_comes_back(target: st
         child.expect_exact(f"w{WORDS - 1} ")
         child.expect_exact("you> ")
         child.sendline("/exit")
-        child.expect(pexpect.EOF)
+        assert process.wait(timeout=20) == 0
     finally:
-        child.close(force=True)
-    assert child.exitstatus == 0
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=20)
+        child.close()

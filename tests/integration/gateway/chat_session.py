@@ -120,8 +120,11 @@ class ChatSession:
                 return Reply(events)
 
     def close(self) -> None:
-        self._requests.put(None)
+        # A client that goes away: the call is cancelled (RST_STREAM) before its request stream ends.
+        # Ending the stream first would be a half-close, after which the gateway rightly finishes the
+        # reply in flight (DRAINING) and only the cancel that follows, racing it, would stop it.
         self.call.cancel()
+        self._requests.put(None)
         self._channel.close()
 
     def __enter__(self) -> ChatSession:
