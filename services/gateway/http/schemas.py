@@ -17,6 +17,7 @@ from services.common.dialog import (
     SPECIAL_TAGS_ERROR,
     Message,
     Role,
+    check_user_messages_not_empty,
     contains_special_tags,
     validate_chat_dialog,
 )
@@ -155,6 +156,8 @@ class ChatCompletionRequest(_Sampled):
             Message(Role.SYSTEM if m.role == "developer" else Role(m.role), m.text()) for m in self.messages
         )
         validate_chat_dialog(dialog, "messages")
+        # The same rule for empty input as ChatStart: an empty user message is a 400 naming it.
+        check_user_messages_not_empty(dialog, "messages")
         return dialog
 
     def chat_sampling(self) -> SamplingParams:

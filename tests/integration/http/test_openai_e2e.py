@@ -194,6 +194,7 @@ def test_bad_key_is_401(stack: Stack):
             "alternating",
         ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "Input should be"),
+        ({"messages": [{"role": "user", "content": "  "}]}, "messages[0].content", "is empty"),
     ],
 )
 def test_bad_params_are_400_naming_the_param(stack: Stack, params: dict, param: str, says: str):
