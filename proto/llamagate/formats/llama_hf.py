@@ -26,4 +26,3 @@ def llama2_config_problems(config: dict[str, Any]) -> list[str]:
     if heads and hidden and config.get("head_dim") not in (None, hidden // heads):
         problems.append(f"head_dim {config['head_dim']} is not hidden_size / num_attention_heads")
     return problems
-
