@@ -22,8 +22,17 @@ def block_hash(parent: bytes, tokens: Sequence[int]) -> bytes:
     return digest.digest()
 
 
-def extend_hashes(hashes: list[bytes], tokens: Sequence[int], block_size: int, salt: bytes = ROOT) -> None:
-    """Append to `hashes` (the chain of `tokens`' first full blocks) every further full block's hash."""
-    for index in range(len(hashes), len(tokens) // block_size):
+def extend_hashes(
+    hashes: list[bytes],
+    tokens: Sequence[int],
+    block_size: int,
+    salt: bytes = ROOT,
+    *,
+    blocks: int | None = None,
+) -> None:
+    """Append to `hashes` (the chain of `tokens`' first full blocks) every further full block's hash,
+    up to `blocks` blocks when given (so a caller need not copy a prefix of a long token list)."""
+    full = len(tokens) // block_size if blocks is None else min(blocks, len(tokens) // block_size)
+    for index in range(len(hashes), full):
         parent = hashes[-1] if hashes else salt
         hashes.append(block_hash(parent, tokens[index * block_size : (index + 1) * block_size]))

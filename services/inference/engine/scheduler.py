@@ -208,7 +208,7 @@ class Scheduler:
         full = min(sequence.num_computed, len(sequence.tokens)) // self.block_size
         if full <= sequence.num_cached_blocks:
             return
-        extend_hashes(sequence.block_hashes, sequence.tokens[: full * self.block_size], self.block_size)
+        extend_hashes(sequence.block_hashes, sequence.tokens, self.block_size, blocks=full)
         for index in range(sequence.num_cached_blocks, full):
             self.allocator.register(sequence.blocks[index], sequence.block_hashes[index])
         sequence.num_cached_blocks = full
