@@ -49,6 +49,14 @@ def check_no_special_tags(dialog: Dialog, field: str = "dialog.messages") -> Non
             )
 
 
+def check_prompt(prompt: str, field: str = "prompt") -> None:
+    """The public API's rules for a text prompt to continue: not empty, no chat-format tags."""
+    if not prompt.strip():
+        raise InvalidRequest(f"{field} is empty: send the text to continue", [FieldViolation(field, "empty")])
+    if contains_special_tags(prompt):
+        raise InvalidRequest(SPECIAL_TAGS_ERROR, [FieldViolation(field, "contains a special tag")])
+
+
 def check_user_messages_not_empty(dialog: Dialog, field: str = "dialog.messages") -> None:
     """The public API's rule for empty input: a user message that is empty or only whitespace is
     refused, as a ChatTurn's content and a Complete prompt are. Assistant messages may be empty (a

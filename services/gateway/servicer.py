@@ -18,8 +18,7 @@ from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import chat_service_pb2_grpc as chat_grpc
 from llamagate.v1 import types_pb2
 from services.common.convert import verdict_to_pb
-from services.common.dialog import SPECIAL_TAGS_ERROR, Message, Role, contains_special_tags
-from services.common.errors import FieldViolation, InvalidRequest
+from services.common.dialog import Message, Role, check_prompt
 from services.common.logs import bind_request_id
 from services.gateway.auth import ApiKeys
 from services.gateway.backends import FinishReason, GenerationRequest
@@ -108,12 +107,7 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
         self, request: chat_pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncGenerator[chat_pb.CompleteResponse, None]:
         tenant = self._keys.authenticate(context.invocation_metadata())
-        if not request.prompt.strip():
-            raise InvalidRequest(
-                "prompt is empty: send the text to continue", [FieldViolation("prompt", "empty")]
-            )
-        if contains_special_tags(request.prompt):
-            raise InvalidRequest(SPECIAL_TAGS_ERROR, [FieldViolation("prompt", "contains a special tag")])
+        check_prompt(request.prompt)
         sampling = SamplingParams.from_pb(request.sampling)
         sampling.validate("sampling")
         self._replies.admit(tenant)

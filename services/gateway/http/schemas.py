@@ -14,11 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.common.dialog import (
-    SPECIAL_TAGS_ERROR,
     Message,
     Role,
+    check_prompt,
     check_user_messages_not_empty,
-    contains_special_tags,
     validate_chat_dialog,
 )
 from services.common.errors import FieldViolation, InvalidRequest
@@ -205,12 +204,7 @@ class CompletionRequest(_Sampled):
             prompt = self.prompt[0]
         else:
             prompt = self.prompt
-        if not prompt.strip():
-            raise InvalidRequest(
-                "prompt is empty: send the text to continue", [FieldViolation("prompt", "empty")]
-            )
-        if contains_special_tags(prompt):
-            raise InvalidRequest(SPECIAL_TAGS_ERROR, [FieldViolation("prompt", "contains a special tag")])
+        check_prompt(prompt)
         return prompt
 
     def completion_sampling(self) -> SamplingParams:
