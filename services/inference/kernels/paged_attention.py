@@ -177,6 +177,24 @@ if triton is not None:
         out = tl.sum(acc * weight[:, None], 0) / tl.sum(l_sum * weight, 0)
         tl.store(O + row * stride_ob + head * stride_oh + d, out.to(O.dtype.element_ty))
 
+    def merge_splits(m_part: Tensor, l_part: Tensor, acc_part: Tensor, out: Tensor, splits: int) -> None:
+        """Write out [rows, h, d] from the unnormalised partials of each (row, head)'s splits:
+        m/l [rows, h, splits], acc [rows, h, splits, d], contiguous. Prefill (paged_prefill.py)
+        merges its split queries with this too, one row per query."""
+        rows, heads, head_dim = out.shape
+        _merge_kernel[(rows, heads)](
+            m_part,
+            l_part,
+            acc_part,
+            out,
+            out.stride(0),
+            out.stride(1),
+            NUM_HEADS=heads,
+            HEAD_DIM=head_dim,
+            SPLITS=splits,
+            SPLITS_PAD=triton.next_power_of_2(splits),
+        )
+
     @torch.library.custom_op("llamagate::paged_decode", mutates_args=())
     def _paged_decode(
         q: Tensor, k_all: Tensor, v_all: Tensor, layer: int, block_tables: Tensor, context_lens: Tensor
@@ -225,18 +243,7 @@ if triton is not None:
             num_warps=4,
         )
         if splits > 1:
-            _merge_kernel[(b, heads)](
-                m_part,
-                l_part,
-                acc_part,
-                out,
-                out.stride(0),
-                out.stride(1),
-                NUM_HEADS=heads,
-                HEAD_DIM=head_dim,
-                SPLITS=splits,
-                SPLITS_PAD=triton.next_power_of_2(splits),
-            )
+            merge_splits(m_part, l_part, acc_part, out, splits)
         return out
 
     @_paged_decode.register_fake
