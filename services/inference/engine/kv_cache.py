@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from services.inference.engine.blocks import blocks_for
-from services.inference.kernels import kv_write, paged_attention
+# blocks_for stays importable from here (bench/inference_bench.py imports it).
+from services.inference.engine.blocks import blocks_for as blocks_for
+from services.inference.kernels import kv_write, paged_attention, paged_prefill
 from services.inference.model.transformer import apply_rotary
 
 
@@ -49,7 +50,8 @@ class StepCache:
     token; `block_tables` [b, max_blocks] and `context_lens` [b] (tokens cached after this step)
     describe each row's whole sequence; `positions` [b, t] are the new tokens' positions.
     `fresh` means every row starts at position 0, so plain causal attention over the new
-    tokens is exact (right padding only adds rows nobody reads). `fused_rotary` (decode steps on
+    tokens is exact (right padding only adds rows nobody reads); other prefill chunks attend over
+    the paged cache in place (paged_prefill.py). `fused_rotary` (decode steps on
     CUDA) has one kernel rotate q/k and store k/v (kv_write.py).
     """
 
@@ -84,27 +86,10 @@ class StepCache:
             return F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
             ).transpose(1, 2)
-        return self._attend_with_prefix(layer_id, q)
-
-    def _attend_with_prefix(self, layer_id: int, q: Tensor) -> Tensor:
-        """A prefill chunk that continues a cached prefix: gather each row's keys, mask causally."""
-        block_size = self.storage.block_size
-        longest = int(self.context_lens.max())
-        n_blocks = blocks_for(longest, block_size)
-        table = self.block_tables[:, :n_blocks]
-        keys = self.storage.k[layer_id][table].flatten(1, 2)[:, :longest]  # [b, L, kvh, d]
-        values = self.storage.v[layer_id][table].flatten(1, 2)[:, :longest]
-        key_pos = torch.arange(longest, device=q.device)
-        mask = (key_pos[None, None, :] <= self.positions[:, :, None]) & (
-            key_pos[None, None, :] < self.context_lens[:, None, None]
+        # A chunk continuing a cached prefix reads the prefix where it lies (paged_prefill.py).
+        return paged_prefill.prefill(
+            q, storage.k, storage.v, layer_id, self.block_tables, self.context_lens, self.positions
         )
-        return F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            keys.transpose(1, 2),
-            values.transpose(1, 2),
-            attn_mask=mask.unsqueeze(1),
-            enable_gqa=True,
-        ).transpose(1, 2)
 
 
 def plan_num_blocks(

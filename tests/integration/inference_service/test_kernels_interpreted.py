@@ -1,5 +1,6 @@
-"""The decode-step Triton kernels on CPU: tests/unit/engine/test_decode_kernels.py run again under
-TRITON_INTERPRET=1, which Triton reads when a kernel is defined (so in a child process)."""
+"""The Triton kernels on CPU: tests/unit/engine/test_decode_kernels.py (decode step) and
+test_paged_prefill.py (prefill attention over the paged cache) run again under TRITON_INTERPRET=1,
+which Triton reads when a kernel is defined (so in a child process)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import torch
 from services.inference.kernels import kv_write
 from tests.support.processes import ROOT
 
-KERNEL_TESTS = ROOT / "tests" / "unit" / "engine" / "test_decode_kernels.py"
+ENGINE_TESTS = ROOT / "tests" / "unit" / "engine"
 
 
 @pytest.mark.skipif(
     kv_write.triton is None or torch.cuda.is_available(),
     reason="needs Triton; on CUDA the kernels run natively",
 )
-def test_kernels_pass_under_the_triton_interpreter_on_cpu() -> None:
+@pytest.mark.parametrize("tests", ["test_decode_kernels.py", "test_paged_prefill.py"])
+def test_kernels_pass_under_the_triton_interpreter_on_cpu(tests: str) -> None:
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable,
@@ -31,7 +33,7 @@ def test_kernels_pass_under_the_triton_interpreter_on_cpu() -> None:
         "no:cacheprovider",
         "-m",
         "not gpu",
-        str(KERNEL_TESTS),
+        str(ENGINE_TESTS / tests),
     ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
