@@ -10,7 +10,9 @@ One row of x (batch 1) is a plain multiply-accumulate in fp32; 2..16 rows go thr
 weights (the model code does not change, as tensor parallelism is applied to a built model):
 "cublas" keeps nn.Linear, "triton" always uses the kernel for decode steps of <= 16 rows on CUDA
 (bf16/fp16), and "auto" times both once per shape while the runner warms up and keeps the faster.
-Anything else (CPU, fp32, prefill, more rows) runs F.linear.
+Anything else (CPU, fp32, prefill, more rows) runs F.linear. FP8 projections (model/fp8.py) are
+not nn.Linears: whatever `kind`, they take fp8_linear.py's kernels, and `kind` applies to the rest
+(the output head).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from services.inference.kernels import DECODE_GEMMS
+from services.inference.kernels.fp8_linear import use_fp8_kernels
 
 try:
     import triton
@@ -281,6 +284,7 @@ def use_decode_gemm(model: nn.Module, kind: str) -> None:
     are shared, not copied, so this can switch back and forth on a loaded model."""
     if kind not in DECODE_GEMMS:
         raise ValueError(f"unknown decode GEMM {kind!r}: use one of {', '.join(DECODE_GEMMS)}")
+    use_fp8_kernels(model)
     for parent, name in _projections(model):
         old = getattr(parent, name)
         if kind == "cublas" and type(old) is nn.Linear:

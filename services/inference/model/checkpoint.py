@@ -9,7 +9,9 @@ Two formats are read:
 Any checkpoint loads on any model-parallel size that divides the heads: a rank's block of a weight
 is cut from the one or few source shards that overlap it (concatenated along the split dim), read
 through mmap so only the bytes of that block are touched. The model is built on the meta device and
-sharded before loading, so no rank ever materialises more than its own weights.
+sharded before loading, so no rank ever materialises more than its own weights. With FP8 weights
+each projection is quantized on the device as it is read, so a rank peaks at its FP8 shard plus
+one weight at the checkpoint's precision.
 """
 
 from __future__ import annotations
@@ -26,12 +28,20 @@ from torch import Tensor
 from tqdm import tqdm
 
 from services.inference.model import hf_format
+from services.inference.model.fp8 import (
+    FP8Linear,
+    check_fp8_device,
+    quantize,
+    quantize_projections,
+    row_absmax,
+)
 from services.inference.model.parallel import (
     ParallelContext,
     check_layout,
     local_shard,
     shard_model,
     split_dim,
+    whole_row_absmax,
 )
 from services.inference.model.transformer import ModelArgs, Transformer
 
@@ -96,8 +106,13 @@ def load_model(
     dtype: torch.dtype,
     max_seq_len: int,
     vocab_size: int | None = None,
+    fp8_weights: bool = False,
 ) -> Transformer:
-    """This rank's shard of the model in `dtype` on ctx.device, in eval mode, ready to run."""
+    """This rank's shard of the model in `dtype` on ctx.device, in eval mode, ready to run.
+
+    fp8_weights: the layers' projections are quantized to FP8 (fp8.py) as each is read, from the
+    checkpoint's own values, with whole-row scales for row-parallel blocks; the rest is in `dtype`.
+    """
     ckpt_dir = Path(ckpt_dir)
     args = replace(read_model_args(ckpt_dir), max_seq_len=max_seq_len)
     if vocab_size is not None and vocab_size != args.vocab_size:
@@ -109,10 +124,14 @@ def load_model(
         check_layout(args, ctx.world_size)
     except ValueError as error:
         raise CheckpointError(f"cannot load {ckpt_dir}: {error}") from None
+    if fp8_weights:
+        check_fp8_device(ctx.device)
     with torch.device("meta"):
         model = Transformer(args)
     full_shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     shard_model(model, ctx)
+    if fp8_weights:
+        quantize_projections(model)  # on meta: the structure, filled below
     with ExitStack() as stack:
         if checkpoint_format(ckpt_dir) == "hf":
             source: WeightSource = hf_format.HFWeights(ckpt_dir, args, full_shapes, stack)
@@ -120,7 +139,8 @@ def load_model(
             source = MetaWeights(ckpt_dir, full_shapes)
         _check_names(ckpt_dir, source.names(), set(full_shapes))
         state: dict[str, Tensor] = {}
-        params = list(model.named_parameters())
+        # Every rank walks the weights in the same order: row-parallel FP8 scales take a collective.
+        params = [(name, p) for name, p in model.named_parameters() if name in full_shapes]
         for name, param in tqdm(
             params, desc=f"loading {ckpt_dir.name}", unit="tensor", disable=not ctx.is_main, leave=False
         ):
@@ -130,7 +150,15 @@ def load_model(
                     f"{ckpt_dir}: {name} block has shape {tuple(tensor.shape)} for rank {ctx.rank} of "
                     f"{ctx.world_size}, expected {tuple(param.shape)} from the model's config"
                 )
-            state[name] = tensor.to(device=ctx.device, dtype=dtype)
+            module_name = name.removesuffix(".weight")
+            if isinstance(model.get_submodule(module_name), FP8Linear):
+                # Quantized from the checkpoint's values (not from a `dtype` copy) on the device.
+                block = tensor.to(device=ctx.device)
+                absmax = whole_row_absmax(name, row_absmax(block), ctx.world_size)
+                state[name], state[f"{module_name}.scale"] = quantize(block, absmax)
+                del block
+            else:
+                state[name] = tensor.to(device=ctx.device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
     model.build_rope(ctx.device)
     return model.eval().requires_grad_(False)

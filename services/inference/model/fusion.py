@@ -10,7 +10,8 @@ and each rank stacks its own column-parallel blocks, which stay column-parallel.
 feed-forward module keeps its identity (so tensor-parallel hooks stay) and takes the fused class,
 as torch.nn.utils.parametrize swaps a module's class; the model file keeps one forward path, which
 calls `project` / `gate_up`. The separate weights are freed as each layer is stacked, so memory
-peaks at the weights plus one layer's stacked copy.
+peaks at the weights plus one layer's stacked copy. FP8 projections (fp8.py) fuse the same way,
+their per-row scales stacked with their rows.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from services.inference.model.fp8 import FP8Linear
 from services.inference.model.transformer import Attention, FeedForward, Transformer, TransformerBlock
 
 
 class FusedAttention(Attention):
     """Attention whose wq, wk, wv run as one matmul; its output splits at `qkv_widths`."""
 
-    wqkv: nn.Linear
+    wqkv: nn.Linear | FP8Linear
     qkv_widths: tuple[int, int, int]
 
     @property
@@ -39,7 +41,7 @@ class FusedAttention(Attention):
 class FusedFeedForward(FeedForward):
     """A SwiGLU block whose w1 and w3 run as one matmul, gate and up halves side by side."""
 
-    w13: nn.Linear
+    w13: nn.Linear | FP8Linear
 
     def gate_up(self, x: Tensor) -> tuple[Tensor, Tensor]:
         gate, up = self.w13(x).chunk(2, dim=-1)
@@ -68,9 +70,21 @@ def fuse_projections(model: Transformer) -> Transformer:
     return model
 
 
-def stacked_linear(parts: tuple[nn.Linear, ...]) -> nn.Linear:
-    """One bias-free Linear whose output is the parts' outputs side by side."""
-    weight = torch.cat([part.weight.detach() for part in parts])
+def stacked_linear(parts: tuple[nn.Module, ...]) -> nn.Linear | FP8Linear:
+    """One bias-free Linear whose output is the parts' outputs side by side. FP8 parts stack their
+    scales with their rows (one scale per output row), as quantizing the stacked weight would."""
+    fp8 = [part for part in parts if isinstance(part, FP8Linear)]
+    if len(fp8) == len(parts):
+        return FP8Linear(
+            torch.cat([part.weight.detach() for part in fp8]),
+            torch.cat([part.scale.detach() for part in fp8]),
+        )
+    plain = [part for part in parts if isinstance(part, nn.Linear)]
+    if len(plain) != len(parts):
+        raise TypeError(
+            f"cannot stack {[type(part).__name__ for part in parts]}: FP8 and plain weights mixed"
+        )
+    weight = torch.cat([part.weight.detach() for part in plain])
     fused = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
     fused.weight = nn.Parameter(weight, requires_grad=False)
     return fused

@@ -94,7 +94,24 @@ def init_parallel(device: str | None = None) -> ParallelContext:
 
 def split_dim(param_name: str) -> int | None:
     """The dim along which `param_name` (e.g. "layers.3.attention.wq.weight") is split, or None."""
-    return SPLIT_DIMS.get(_LAYER_PREFIX.sub("", param_name).removesuffix(".weight"))
+    name = _LAYER_PREFIX.sub("", param_name)
+    if name.endswith(".scale"):
+        # FP8 per-output-channel scales (fp8.py) follow their weight's rows: split with a
+        # column-parallel weight; whole beside a row-parallel one, whose every row is on each rank.
+        return 0 if SPLIT_DIMS.get(name.removesuffix(".scale")) == 0 else None
+    return SPLIT_DIMS.get(name.removesuffix(".weight"))
+
+
+def whole_row_absmax(name: str, absmax: Tensor, world_size: int) -> Tensor:
+    """Per-output-channel absmax of weight `name` over whole rows, from this rank's block's.
+
+    A row-parallel weight's rows are split across the ranks, so its absmax is the max over every
+    rank's block (an all-reduce, while loading): every rank then quantizes with the scales MP 1
+    uses, and its fp8 block equals MP 1's. Other weights hold whole rows already.
+    """
+    if world_size > 1 and split_dim(name) == 1:
+        dist.all_reduce(absmax, op=dist.ReduceOp.MAX)
+    return absmax
 
 
 def check_layout(args: ModelArgs, world_size: int) -> None:
@@ -130,7 +147,8 @@ def local_shard(tensor: Tensor, dim: int | None, rank: int, world_size: int) -> 
 
 def shard_model(model: Transformer, ctx: ParallelContext) -> Transformer:
     """Keep this rank's block of every split weight and add the collectives. Works on a model on the
-    meta device too (only shapes change), which is how checkpoint.load_model builds a rank's shard."""
+    meta device too (only shapes change), which is how checkpoint.load_model builds a rank's shard,
+    and on FP8 projections (their scales split as `split_dim` says)."""
     if ctx.world_size == 1:
         return model
     check_layout(model.args, ctx.world_size)
@@ -138,10 +156,11 @@ def shard_model(model: Transformer, ctx: ParallelContext) -> Transformer:
         dim = split_dim(name)
         if dim is None:
             continue
-        module = model.get_submodule(name.removesuffix(".weight"))
+        module_name, _, attribute = name.rpartition(".")
+        module = model.get_submodule(module_name)
         # clone(): a view would keep the whole unsharded weight alive.
         local = local_shard(param.detach(), dim, ctx.rank, ctx.world_size).clone()
-        module.weight = nn.Parameter(local, requires_grad=False)
+        setattr(module, attribute, nn.Parameter(local, requires_grad=False))
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = local.shape
         elif isinstance(module, nn.Embedding):

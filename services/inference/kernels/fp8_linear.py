@@ -1,0 +1,306 @@
+"""FP8-weight projections on CUDA: a Triton skinny GEMM for decode rows, FP8 tensor cores for prefill.
+
+Decode (up to MAX_ROWS rows of x): memory-bound, so the kernel's job is to read each fp8 weight
+once at full bandwidth. Modelled on decode_gemm.py: each program owns a block of output channels,
+streams its rows of W over the whole of K with wide loads (16 e4m3 values per 16-byte load),
+converts them in registers and multiplies with the bf16/fp16 activations, accumulating in fp32; the
+per-channel scale is applied once to the accumulator before the single rounding to x's dtype. One
+row is a plain multiply-accumulate; more go through `tl.dot` on the weights converted to x's dtype
+(exact: every e4m3 value is a bf16 and an fp16 value). The activations stay in bf16 here: they
+are a few KB against megabytes of weights, so quantizing them would save nothing and cost accuracy.
+
+Prefill (more rows): compute-bound, where FP8 tensor cores run twice bf16's rate. The activations
+are quantized per token (one e4m3 scale per row: absmax/448, computed on the fly) and multiplied by
+`torch._scaled_mm` with the weights' per-channel scales applied in its epilogue (row-wise scaling:
+Hopper, bf16 output). Chosen over dequantizing the weights to bf16 per call, which writes and reads
+a bf16 copy of every weight (2.5x the weight bytes of the FP8 product) and so gives back much of
+what FP8 saves on a prefill; per-token scales keep the activation error at e4m3's rounding of each
+token's own range (bench/fp8_bench.py reports the logit error of both paths against bf16). Where
+row-wise scaling does not apply (fp16 activations, shapes not multiples of 16, Ada GPUs) prefill
+falls back to dequantize-then-matmul, as does everything off CUDA (fp8.FP8Linear's reference).
+
+`use_fp8_kernels(model)` gives the model's FP8 projections these paths (called by
+decode_gemm.use_decode_gemm, which the runner applies at build); the kernel is a custom op, so
+torch.compile(fullgraph=True) traces through it and CUDA graphs capture it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from services.inference.model.fp8 import FP8_DTYPE, FP8_MAX, FP8Linear
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the reference forward serves them.
+    triton = None
+
+# Rows of x (tokens in the step) up to which the Triton kernel runs; above it, prefill's FP8 matmul.
+MAX_ROWS = 16
+_DTYPES = (torch.bfloat16, torch.float16)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _fp8_gemv_kernel(  # type: ignore[no-untyped-def]
+        X,
+        W,
+        S,
+        Y,
+        N,
+        K,
+        stride_wn,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        EVEN_K: tl.constexpr,
+    ):
+        # One row of x: an fp32 [BLOCK_N, BLOCK_K] partial product per step, summed over K once at the end.
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = n < N
+        kk = tl.arange(0, BLOCK_K)
+        w_rows = W + n[:, None].to(tl.int64) * stride_wn
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for start in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
+                x = tl.load(X + start + kk)
+            else:
+                k_ok = start + kk < K
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+                x = tl.load(X + start + kk, mask=k_ok, other=0.0)
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+        scale = tl.load(S + n, mask=n_ok, other=0.0)
+        tl.store(Y + n, (tl.sum(acc, 1) * scale).to(Y.dtype.element_ty), mask=n_ok)
+
+    @triton.jit
+    def _fp8_skinny_kernel(  # type: ignore[no-untyped-def]
+        X,
+        W,
+        S,
+        Y,
+        M,
+        N,
+        K,
+        stride_xm,
+        stride_wn,
+        stride_ym,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        EVEN_K: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+    ):
+        # 2..BLOCK_M rows of x, padded to BLOCK_M (tl.dot needs 16); W is still read once.
+        m = tl.arange(0, BLOCK_M)
+        m_ok = m < M
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = n < N
+        kk = tl.arange(0, BLOCK_K)
+        w_rows = W + n[:, None].to(tl.int64) * stride_wn
+        x_rows = X + m[:, None] * stride_xm
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for start in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
+                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None], other=0.0)
+            else:
+                k_ok = start + kk < K
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            # Triton's CPU interpreter computes bf16 dots wrongly; there (tests only) fp32 is exact.
+            if DOT_FP32:
+                acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
+            else:
+                acc += tl.dot(x, tl.trans(w.to(x.dtype)))
+        scale = tl.load(S + n, mask=n_ok, other=0.0)
+        y = Y + m[:, None] * stride_ym + n[None, :]
+        tl.store(y, (acc * scale[None, :]).to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+    def _even_k(meta: dict[str, int]) -> bool:
+        return meta["K"] % meta["BLOCK_K"] == 0
+
+    # Wider K blocks than decode_gemm's: a byte per weight, so a 16-byte load per thread is 16 of them.
+    _GEMV_CONFIGS = [
+        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        for bn, bk, w, s in [
+            (2, 4096, 4, 1),
+            (4, 2048, 4, 1),
+            (4, 2048, 8, 2),
+            (8, 1024, 4, 1),
+            (8, 1024, 4, 2),
+            (8, 2048, 8, 1),
+            (16, 512, 4, 2),
+            (16, 1024, 8, 1),
+            (16, 1024, 4, 2),
+            (32, 512, 8, 2),
+            (32, 256, 4, 3),
+        ]
+    ]
+    _SKINNY_CONFIGS = [
+        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        for bn, bk, w, s in [
+            (16, 256, 4, 3),
+            (16, 512, 4, 2),
+            (32, 256, 4, 3),
+            (32, 512, 4, 2),
+            (32, 512, 8, 3),
+            (64, 256, 4, 3),
+            (64, 256, 8, 3),
+            (64, 128, 4, 4),
+        ]
+    ]
+    _gemv_tuned = triton.autotune(_GEMV_CONFIGS, key=["N", "K"])(
+        triton.heuristics({"EVEN_K": _even_k})(_fp8_gemv_kernel)
+    )
+    _skinny_tuned = triton.autotune(_SKINNY_CONFIGS, key=["N", "K", "BLOCK_M"])(
+        triton.heuristics({"EVEN_K": _even_k})(_fp8_skinny_kernel)
+    )
+
+    def _block_m(m: int) -> int:
+        return max(16, triton.next_power_of_2(m))
+
+    def launch(
+        x: Tensor,
+        weight: Tensor,
+        scale: Tensor,
+        out: Tensor,
+        config: dict[str, int] | None = None,
+        num_warps: int = 4,
+    ) -> None:
+        """out [M, N] = (x [M, K] @ weight [N, K].T) * scale [N]; autotuned, or with an explicit `config`
+        ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one)."""
+        m, k = x.shape
+        n = weight.shape[0]
+        if config is None and not x.is_cuda:
+            config = {"BLOCK_N": 16, "BLOCK_K": 64}
+        if config is None:
+            grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+            if m == 1:
+                _gemv_tuned[grid](x, weight, scale, out, n, k, weight.stride(0))
+            else:
+                _skinny_tuned[grid](
+                    x,
+                    weight,
+                    scale,
+                    out,
+                    m,
+                    n,
+                    k,
+                    x.stride(0),
+                    weight.stride(0),
+                    out.stride(0),
+                    BLOCK_M=_block_m(m),
+                    DOT_FP32=False,
+                )
+            return
+        grid_n = (triton.cdiv(n, config["BLOCK_N"]),)
+        even_k = k % config["BLOCK_K"] == 0
+        if m == 1:
+            _fp8_gemv_kernel[grid_n](
+                x, weight, scale, out, n, k, weight.stride(0), EVEN_K=even_k, num_warps=num_warps, **config
+            )
+        else:
+            _fp8_skinny_kernel[grid_n](
+                x,
+                weight,
+                scale,
+                out,
+                m,
+                n,
+                k,
+                x.stride(0),
+                weight.stride(0),
+                out.stride(0),
+                BLOCK_M=_block_m(m),
+                EVEN_K=even_k,
+                DOT_FP32=not x.is_cuda,
+                num_warps=num_warps,
+                **config,
+            )
+
+    @torch.library.custom_op("llamagate::fp8_matmul", mutates_args=())
+    def _fp8_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.stride(-1) != 1:
+            rows = rows.contiguous()
+        result = torch.empty(*x.shape[:-1], weight.shape[0], dtype=x.dtype, device=x.device)
+        launch(rows, weight, scale, result.view(-1, weight.shape[0]))
+        return result
+
+    @_fp8_matmul.register_fake
+    def _(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+        return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def kernel_applies(x: Tensor, weight: Tensor) -> bool:
+    """Few rows (decode steps, and short prompt chunks) of bf16/fp16 activations on CUDA."""
+    rows = math.prod(x.shape[:-1])
+    return (
+        triton is not None
+        and x.is_cuda
+        and 1 <= rows <= MAX_ROWS
+        and x.dtype in _DTYPES
+        and weight.stride(-1) == 1
+    )
+
+
+def scaled_mm_supported(weight: Tensor) -> bool:
+    """Whether torch._scaled_mm with row-wise scales serves this weight: Hopper or newer, dims
+    multiples of 16 (the activations must also be bf16, checked per call)."""
+    return (
+        weight.is_cuda
+        and weight.shape[0] % 16 == 0
+        and weight.shape[1] % 16 == 0
+        and weight.stride(-1) == 1
+        and torch.cuda.get_device_capability(weight.device) >= (9, 0)
+    )
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """[M, K] activations -> (e4m3 [M, K], fp32 [M, 1] scales): each token's absmax maps to 448."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float()
+    scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
+
+
+def scaled_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+    """x [..., K] @ (weight * scale[:, None]).T with per-token FP8 activations, on FP8 tensor cores."""
+    rows = x.reshape(-1, x.shape[-1])
+    values, row_scale = quantize_rows(rows)
+    # weight.t() is [K, N] column-major: the layout _scaled_mm wants for its second operand.
+    out = torch._scaled_mm(values, weight.t(), scale_a=row_scale, scale_b=scale[None, :], out_dtype=x.dtype)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+class FP8KernelLinear(FP8Linear):
+    """An FP8Linear whose CUDA products take the Triton kernel (few rows) or FP8 tensor cores."""
+
+    # Decided once per module (use_fp8_kernels), not per call: a device query does not trace.
+    prefill_fp8: bool = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if kernel_applies(x, self.weight):
+            return torch.ops.llamagate.fp8_matmul(x, self.weight, self.scale)
+        if self.prefill_fp8 and x.dtype == torch.bfloat16:
+            return scaled_matmul(x, self.weight, self.scale)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", prefill={'fp8 tensor cores' if self.prefill_fp8 else 'dequantized'}"
+
+
+def use_fp8_kernels(model: nn.Module, on: bool = True) -> int:
+    """Give every FP8 projection the CUDA paths (or, with on=False, the reference back), in place:
+    the class changes, the module (its weights, scales and tensor-parallel hooks) stays.
+    Returns how many projections are FP8."""
+    layers = [module for module in model.modules() if isinstance(module, FP8Linear)]
+    for module in layers:
+        module.__class__ = FP8KernelLinear if on else FP8Linear
+        if isinstance(module, FP8KernelLinear):
+            module.prefill_fp8 = scaled_mm_supported(module.weight)
+    return len(layers)
