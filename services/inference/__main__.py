@@ -50,7 +50,13 @@ def load_engine(
         dtype=getattr(torch, config.engine.dtype),
         max_seq_len=config.engine.max_seq_len,
         vocab_size=tokenizer.n_words,
+        fp8_weights=config.weights_dtype == "fp8",
     )
+    if config.weights_dtype == "fp8":
+        log.info(
+            "weights: layer projections in FP8 (e4m3, per-channel scales), the rest in %s",
+            config.engine.dtype,
+        )
     runner, allocator = build_runner(model, config.engine)
     runner.capture()
     return runner, allocator, model.args

@@ -12,8 +12,10 @@ from services.common.server import ServerConfig, add_server_arguments, server_co
 from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, telemetry_config_from_args
 from services.inference.engine.config import EngineConfig
 from services.inference.kernels import DECODE_GEMMS
+from services.inference.model.fp8 import check_fp8_device
 
 DEFAULT_METRICS_PORT = 9102
+WEIGHT_DTYPES = ("auto", "fp8")
 USAGE = """`torchrun --nproc_per_node MP -m services.inference --ckpt-dir DIR --tokenizer-path FILE ...`
 
 Every rank loads its shard and builds the same runner; rank 0 serves gRPC and schedules, the
@@ -27,9 +29,20 @@ class InferenceConfig:
     tokenizer_path: Path
     model_name: str
     engine: EngineConfig
+    # "auto": the projections in the engine's dtype; "fp8": e4m3 with per-channel scales (model/fp8.py).
+    weights_dtype: str
     server: ServerConfig
     # Rank 0 only: followers parse the same flags but neither export nor bind a metrics port.
     telemetry: TelemetryConfig
+
+
+def check_fp8_gpus(device: str) -> None:
+    """Refuse FP8 weights on CUDA when a visible GPU lacks FP8 support (ranks use any of them). With no
+    GPU visible, --device cuda fails at startup anyway, with its own message."""
+    if device != "cuda":
+        return
+    for index in range(torch.cuda.device_count()):
+        check_fp8_device(torch.device("cuda", index))
 
 
 def parse_config(argv: list[str] | None = None) -> InferenceConfig:
@@ -52,6 +65,14 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
     )
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument(
+        "--weights-dtype",
+        default="auto",
+        choices=WEIGHT_DTYPES,
+        help="auto: every weight in --dtype; fp8: the layers' projections in FP8 (e4m3, one scale per "
+        "output channel, quantized at load; GPUs of compute capability 8.9+, or CPU as a slow reference), "
+        "embeddings, norms and the output head in --dtype",
+    )
     p.add_argument("--no-compile", action="store_true", help="CUDA graphs of the eager decode step")
     p.add_argument(
         "--decode-gemm",
@@ -93,6 +114,8 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
     )
     try:
         engine.validate()
+        if a.weights_dtype == "fp8":
+            check_fp8_gpus(device)
     except ValueError as error:
         p.error(str(error))
     return InferenceConfig(
@@ -100,6 +123,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         a.tokenizer_path,
         a.model_name or a.ckpt_dir.name,
         engine,
+        a.weights_dtype,
         server_config_from_args(a),
         telemetry_config_from_args(a, "llamagate-inference"),
     )
