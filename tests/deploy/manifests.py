@@ -30,7 +30,13 @@ MODEL_PARALLEL = {
     "llama-2-70b": 8,
     "llama-2-70b-chat": 8,
 }
-EXTRA_OVERLAYS = ("llama-2-7b-chat-llama-guard", "llama-2-7b-chat-spare")
+# A release model served with FP8 weights (`--weights-dtype fp8`) on fewer GPUs than the release's
+# model-parallel size: overlay -> (the release model it serves, GPUs = model-parallel size).
+FP8_OVERLAYS = {
+    "llama-2-70b-chat-fp8": ("llama-2-70b-chat", 2),
+    "llama-2-13b-chat-fp8": ("llama-2-13b-chat", 1),
+}
+EXTRA_OVERLAYS = ("llama-2-7b-chat-llama-guard", "llama-2-7b-chat-spare", *FP8_OVERLAYS)
 IMAGE_TAG = "0.1.0"
 SERVICES = ("inference", "safety", "gateway")
 GPU = "nvidia.com/gpu"

@@ -10,6 +10,7 @@ import yaml
 
 from tests.deploy.manifests import (
     EXTRA_OVERLAYS,
+    FP8_OVERLAYS,
     GPU,
     MODEL_PARALLEL,
     OVERLAYS_DIR,
@@ -53,6 +54,50 @@ def test_gpus_ranks_and_model_parallel_agree(rendered: dict[str, list[Doc]], mod
     # The checkpoint directory is the model's folder of the release, sharded `mp` ways.
     assert flag(args, "--ckpt-dir") == f"/models/{model}"
     assert flag(args, "--model-name") == model
+
+
+@pytest.mark.parametrize("overlay", sorted(FP8_OVERLAYS))
+def test_fp8_overlays_serve_the_release_on_fewer_gpus_with_fp8_weights(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    """Only the precision, the GPU count and what follows from it differ from the release's overlay:
+    the same folder, claim and download Job, GPUs = ranks = model-parallel size."""
+    model, mp = FP8_OVERLAYS[overlay]
+    assert mp < MODEL_PARALLEL[model]
+    c = inference_container(rendered[overlay])
+    args = c.expanded_args()
+    assert int(c.spec["resources"]["limits"][GPU]) == int(c.spec["resources"]["requests"][GPU]) == mp
+    assert int(flag(args, "--nproc_per_node")) == int(c.env()["MODEL_PARALLEL"]) == mp
+    assert flag(args, "--weights-dtype") == "fp8"
+    assert flag(args, "--dtype") == "bfloat16"  # activations, embeddings, norms and the output head
+    assert flag(args, "--ckpt-dir") == f"/models/{model}"
+    assert flag(args, "--model-name") == model
+    release = inference_container(rendered[model])
+    ranks = f"--nproc_per_node={MODEL_PARALLEL[model]}"
+    expected = [a.replace(ranks, f"--nproc_per_node={mp}") for a in release.expanded_args()]
+    assert [a for a in args if a != "--weights-dtype=fp8"] == expected
+    assert c.spec["volumeMounts"] == release.spec["volumeMounts"]
+    assert c.pod["volumes"] == release.pod["volumes"]
+    job_names = {d["metadata"]["name"] for d in rendered[overlay] if d["kind"] == "Job"}
+    assert job_names == {f"llamagate-download-{model}"}
+    job = find(rendered[overlay], "Job", f"llamagate-download-{model}")
+    assert job["spec"] == find(rendered[model], "Job", f"llamagate-download-{model}")["spec"]
+
+
+@pytest.mark.parametrize("overlay", sorted(FP8_OVERLAYS))
+def test_inference_command_line_is_accepted_by_the_inference_service(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    """The manifest's flags against the service's own parser (on a machine without a GPU the FP8
+    capability check is left to the pod's GPU), so a renamed flag fails here, not in a pod."""
+    from services.inference.config import parse_config
+
+    args = inference_container(rendered[overlay]).expanded_args()
+    service_args = args[args.index("services.inference") + 1 :]
+    config = parse_config(service_args)
+    assert config.weights_dtype == "fp8"
+    assert (config.engine.device, config.engine.dtype) == ("cuda", "bfloat16")
+    assert config.model_name == FP8_OVERLAYS[overlay][0]
 
 
 @pytest.mark.parametrize("model", sorted(MODEL_PARALLEL))
