@@ -77,6 +77,23 @@ def read_until_prompt(child: pexpect.spawn, timeout_s: float = 60) -> list[tuple
     return pieces
 
 
+def press_ctrl_c_at_the_prompt(child: pexpect.spawn, typed: str) -> None:
+    """Type `typed` (no Enter), then Ctrl-C, and wait for the fresh prompt.
+
+    CPython's input() under GNU readline looks for a pending signal only when its select() on the
+    terminal is interrupted: a SIGINT that lands while readline is outside that select (drawing the
+    prompt, echoing a key) is noticed only at the next key. A person presses Ctrl-C again; so does
+    this, at most three times. Waiting for the echo of `typed` first means readline is reading keys.
+    """
+    child.send(typed)
+    child.expect_exact(typed)
+    for _ in range(3):
+        child.sendintr()
+        if child.expect_exact([PROMPT, pexpect.TIMEOUT], timeout=10) == 0:
+            return
+    raise AssertionError(f"Ctrl-C at the prompt gave no fresh prompt; the terminal shows {child.before!r}")
+
+
 def test_chat_streams_replies_cancels_on_ctrl_c_and_goes_on(stack: Stack) -> None:
     # --ignore-eos: the demo model ends its replies within a sentence or two; this one must last.
     child = spawn_chat(stack, "--temperature", "0.8", "--seed", "3", "--max-gen-len", "400", "--ignore-eos")
@@ -106,10 +123,9 @@ def test_chat_streams_replies_cancels_on_ctrl_c_and_goes_on(stack: Stack) -> Non
         child.expect_exact("(new conversation)")
         child.expect_exact(PROMPT)
 
-        # Ctrl-C at the prompt only clears the line.
-        child.sendintr()
-        child.expect_exact(PROMPT)
-        child.sendline("/exit")
+        # Ctrl-C at the prompt clears the line typed so far and gives a fresh prompt.
+        press_ctrl_c_at_the_prompt(child, typed="draft")
+        child.sendline("/exit")  # had "draft" been kept, this line would be a chat turn, not /exit
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
