@@ -1,11 +1,11 @@
-"""Prefix caching benchmark: the engine with its prefix cache on and off, one model, one run.
+"""Prefix caching and prefill attention benchmark: the engine with its prefix cache on and off, one
+model, one run, plus the paged prefill kernel on its own.
 
-    python -m bench.prefix_cache_bench                   # 7B, random weights, one GPU
-    python -m bench.prefix_cache_bench --device cpu --dtype float32 --shape tiny \\
-        --history-len 200 --reply-len 8 --message-len 10 --system-len 100 --streams 8 \\
-        --new-tokens 8 --batch1-tokens 16 --max-seq-len 512        # dry run on CPU
+    python -m bench.prefix_cache_bench --no-compile       # the full run on one GPU (7B and 13B)
+    TRITON_INTERPRET=1 python -m bench.prefix_cache_bench --dry-run      # tiny shapes on CPU
 
-Per mode (a fresh runner and engine each, the same weights):
+Per mode (a fresh runner and engine each, the same 7B weights):
+- fresh prompt: the TTFT of a --ttft-len-token prompt with nothing cached (median of 5);
 - chat: a conversation whose prompts grow turn by turn (prompt + reply + a new message, as the
   gateway sends them); the TTFT of the last turn, whose history is --history-len tokens and whose
   new message is --message-len tokens (median over --chats conversations);
@@ -15,8 +15,16 @@ Per mode (a fresh runner and engine each, the same weights):
 - batch-1 decode tok/s and --streams streams of distinct prompts (nothing to reuse): what the
   cache's bookkeeping costs when it cannot help.
 Everything is greedy, so the tokens of both modes are compared (bf16 kernels may round a near tie
-differently: a mismatch is reported with where it happened, not hidden). One markdown table is
-printed; the numbers go to $OUT/prefix_cache_bench.json.
+differently: a mismatch is reported with where it happened, not hidden).
+
+Besides the two modes:
+- kernels (bench/paged_prefill_bench.py): prefill attention over the paged cache, the Triton kernel
+  against the gather + masked SDPA path it replaced, correctness printed before timing;
+- fp32: the chat and shared-prompt workloads greedy in float32 on --fp32-shape (few layers), cache
+  on and off: whether the tokens agree there tells whether a bf16 mismatch is rounding;
+- --big-shape (13B): the TTFT of --big-ttft-lens prompts with caching off (chunks after the first
+  attend through the paged prefill kernel).
+One markdown table is printed; the numbers go to $OUT/prefix_cache_bench.json.
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
+from bench import paged_prefill_bench
 from bench.inference_bench import (
     IdTokenizer,
     Record,
@@ -43,6 +54,8 @@ from services.inference.engine.config import EngineConfig
 from services.inference.engine.engine import Engine, EngineStats
 from services.inference.engine.runner import build_runner
 from services.inference.model.transformer import Transformer
+
+T = TypeVar("T")
 
 
 def ttft_ms(record: Record) -> float:
@@ -71,6 +84,8 @@ def measure(
     out: dict[str, float] = {}
     tokens: dict[str, list[list[int]]] = {}
     run_requests(engine, random_prompts(2, args.prompt_len, vocab, 99), 4)  # warm the prefill shapes
+
+    out["fresh_ttft_ms"] = fresh_ttft_ms(engine, args.ttft_len, vocab)
 
     ttfts, replies = [], []
     for chat in range(args.chats):
@@ -104,6 +119,16 @@ def measure(
     return out, tokens
 
 
+def fresh_ttft_ms(engine: Engine, length: int, vocab: int) -> float:
+    """Median TTFT of 5 prompts of `length` tokens that share nothing, after one to warm the shapes."""
+    run_requests(engine, random_prompts(1, length, vocab, 999), 1)
+    ttfts = []
+    for seed in range(5):
+        (record,) = run_requests(engine, random_prompts(1, length, vocab, 1000 + seed), 1)
+        ttfts.append(ttft_ms(record))
+    return statistics.median(ttfts)
+
+
 def idle_stats(engine: Engine) -> EngineStats:
     """The engine's stats once it has published its idle state (a request's Done event comes
     before the loop publishes the step that ended it)."""
@@ -125,18 +150,71 @@ def throughput(records: list[Record], name: str) -> dict[str, float]:
 
 
 def run_mode(
-    model: Transformer, config: EngineConfig, args: argparse.Namespace
-) -> tuple[dict[str, float], dict[str, list[list[int]]]]:
+    model: Transformer,
+    config: EngineConfig,
+    args: argparse.Namespace,
+    workload: Callable[[Engine, argparse.Namespace, int], T],
+) -> T:
     runner, allocator = build_runner(model, config)
     runner.capture()
     engine = Engine(config, runner, IdTokenizer(model.args.vocab_size), allocator)  # type: ignore[arg-type]
     engine.start()
     try:
-        return measure(engine, args, model.args.vocab_size)
+        return workload(engine, args, model.args.vocab_size)
     finally:
         engine.stop(drain=False, timeout_s=60)
         del runner, allocator, engine
         free_runner()
+
+
+def greedy_tokens(engine: Engine, args: argparse.Namespace, vocab: int) -> dict[str, list[list[int]]]:
+    """The chat and shared-prompt workloads' greedy tokens alone (no timing)."""
+    chats = [chat_turns(engine, args, vocab, seed=10 + chat)[1] for chat in range(args.chats)]
+    system = random_prompts(1, args.system_len, vocab, 7)[0]
+    suffixes = random_prompts(args.streams + 1, args.suffix_len + 1, vocab, 8)
+    run_requests(engine, [system + suffixes[-1][1:]], 1)
+    records = run_requests(engine, [system + s[1:] for s in suffixes[:-1]], args.new_tokens)
+    return {"chat": chats, "shared": [r.tokens for r in records]}
+
+
+def fp32_agreement(args: argparse.Namespace, config: EngineConfig, device: torch.device) -> dict[str, object]:
+    """Greedy tokens with caching on vs off in float32: the paths differ (the cached run attends
+    over its prefix in other chunks), so only rounding can part them, and fp32 rounds 2^16 times
+    finer than bf16."""
+    label, _, model, _ = build_shape(args, args.fp32_shape, device, torch.float32)
+    fp32 = replace(config, dtype="float32", compile=False, cuda_graphs=False)
+    try:
+        on = run_mode(model, replace(fp32, prefix_caching=True), args, greedy_tokens)
+        off = run_mode(model, replace(fp32, prefix_caching=False), args, greedy_tokens)
+    finally:
+        del model
+        free_runner()
+    same = compare(on, off)
+    result: dict[str, object] = {"shape": label, "greedy": same}
+    result["equal"] = all(v["equal"] for v in same.values())  # type: ignore[index]
+    print("fp32 caching on vs off:", json.dumps(result), flush=True)
+    return result
+
+
+def big_ttft(
+    args: argparse.Namespace, config: EngineConfig, device: torch.device, dtype: torch.dtype
+) -> dict[str, object]:
+    """TTFT of fresh prompts of each --big-ttft-lens on --big-shape, caching off: prompts longer
+    than --prefill-chunk prefill in chunks, every chunk after the first through the paged kernel."""
+    label, _, model, _ = build_shape(args, args.big_shape, device, dtype)
+    plain = replace(config, prefix_caching=False, compile=False, cuda_graphs=False)
+    result: dict[str, object] = {"shape": label}
+    try:
+
+        def ttfts(engine: Engine, args: argparse.Namespace, vocab: int) -> dict[str, float]:
+            return {f"ttft_{n}_ms": fresh_ttft_ms(engine, n, vocab) for n in args.big_ttft_lens}
+
+        result |= run_mode(model, plain, args, ttfts)
+    finally:
+        del model
+        free_runner()
+    print(f"{label} caching off:", json.dumps(result), flush=True)
+    return result
 
 
 def compare(on: dict[str, list[list[int]]], off: dict[str, list[list[int]]]) -> dict[str, object]:
@@ -156,6 +234,7 @@ def compare(on: dict[str, list[list[int]]], off: dict[str, list[list[int]]]) -> 
 
 
 ROWS = [
+    ("fresh_ttft_ms", "fresh prompt: TTFT (ms)", False),
     ("chat_last_turn_ttft_ms", "chat: last turn TTFT (ms)", False),
     ("shared_p50_ttft_ms", "shared system prompt: p50 TTFT (ms)", False),
     ("shared_total_tok_s", "shared system prompt: total tok/s", True),
@@ -164,27 +243,68 @@ ROWS = [
     ("distinct_total_tok_s", "distinct prompts: total tok/s", True),
 ]
 
+# Shapes and lengths of a run on the CPU in seconds; flags given explicitly still win.
+DRY_RUN = {
+    "device": "cpu",
+    "dtype": "float32",
+    "shape": "tiny",
+    "max_seq_len": 512,
+    "max_batch_size": 8,
+    "prefill_chunk": 64,
+    "history_len": 200,
+    "reply_len": 8,
+    "message_len": 10,
+    "chats": 1,
+    "system_len": 100,
+    "suffix_len": 8,
+    "streams": 8,
+    "new_tokens": 8,
+    "prompt_len": 32,
+    "batch1_tokens": 16,
+    "ttft_len": 64,
+    "big_shape": "tiny",
+    "big_ttft_lens": [64, 256],
+    "fp32_shape": "tiny",
+}
+
 
 def table(
-    args: argparse.Namespace, on: dict[str, float], off: dict[str, float], same: dict[str, object]
+    args: argparse.Namespace,
+    label: str,
+    on: dict[str, float],
+    off: dict[str, float],
+    same: dict[str, object],
+    big: dict[str, object] | None,
+    fp32: dict[str, object] | None,
 ) -> str:
     lines = [
-        f"{args.shape}, history {args.history_len} + message {args.message_len} tokens ({args.turns} turns), "
-        f"{args.streams} streams x (system {args.system_len} + {args.suffix_len}) tokens",
+        f"{label}, fresh prompt {args.ttft_len} tokens, history {args.history_len} + message "
+        f"{args.message_len} tokens ({args.turns} turns), {args.streams} streams x (system {args.system_len} + "
+        f"{args.suffix_len}) tokens, prefill chunks of {args.prefill_chunk}",
         "",
         "| metric | caching on | caching off | on / off |",
         "|---|---:|---:|---:|",
     ]
-    for key, label, _ in ROWS:
+    for key, name, _ in ROWS:
         ratio = on[key] / off[key] if off[key] else float("nan")
-        lines.append(f"| {label} | {on[key]:.1f} | {off[key]:.1f} | {ratio:.2f} |")
+        lines.append(f"| {name} | {on[key]:.1f} | {off[key]:.1f} | {ratio:.2f} |")
     hit = on["prompt_tokens_cached"] / max(on["prompt_tokens_looked_up"], 1)
     lines.append(f"| prompt tokens from the cache | {hit:.1%} | - | |")
     lines.append(f"| greedy tokens on == off | {', '.join(f'{k}: {v}' for k, v in same.items())} | | |")
+    if big is not None:
+        for length in args.big_ttft_lens:
+            lines.append(
+                f"| {big['shape']} fresh prompt {length}: TTFT (ms) | - | {big[f'ttft_{length}_ms']:.1f} | |"
+            )
+    if fp32 is not None:
+        greedy = fp32["greedy"]
+        assert isinstance(greedy, dict)
+        agree = ", ".join(f"{k}: {v['equal']}" for k, v in greedy.items())
+        lines.append(f"| fp32 ({fp32['shape']}) greedy tokens on == off | {agree} | | |")
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -198,6 +318,7 @@ def main() -> None:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--num-kv-blocks", type=int)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--ttft-len", type=int, default=512, help="the fresh prompt's tokens")
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--history-len", type=int, default=3000, help="tokens before the last turn's message")
     parser.add_argument("--message-len", type=int, default=30)
@@ -211,12 +332,28 @@ def main() -> None:
         "--prompt-len", type=int, default=128, help="prompts of the batch-1 and distinct runs"
     )
     parser.add_argument("--batch1-tokens", type=int, default=256)
+    parser.add_argument("--big-shape", default="13B", help="the TTFT-only shape, caching off; none to skip")
+    parser.add_argument(
+        "--big-ttft-lens", type=lambda text: [int(n) for n in text.split(",")], default=[512, 2048]
+    )
+    parser.add_argument(
+        "--fp32-shape", default="7B:2", help="the shape of the fp32 on/off token check; none to skip"
+    )
+    parser.add_argument("--skip-kernels", action="store_true", help="no kernel-level benchmark")
+    parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (see DRY_RUN)")
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "prefix_cache_bench.json"
     )
     args = parser.parse_args()
+    if args.dry_run:
+        parser.set_defaults(**DRY_RUN)
+        args = parser.parse_args()
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    label, _, model, _ = build_shape(args, args.shape, device, dtype)
     config = EngineConfig(
         max_seq_len=args.max_seq_len,
         max_batch_size=args.max_batch_size,
@@ -228,14 +365,25 @@ def main() -> None:
         compile=args.compile and device.type == "cuda",
         cuda_graphs=device.type == "cuda",
     )
-    header: dict[str, object] = {"torch": torch.__version__, "device": str(device), "shape": label}
+    header: dict[str, object] = {"torch": torch.__version__, "device": str(device), "shape": args.shape}
     if device.type == "cuda":
         header["gpu"] = torch.cuda.get_device_name(device)
     print(json.dumps(header), flush=True)
-    on, on_tokens = run_mode(model, replace(config, prefix_caching=True), args)
+    t0 = time.perf_counter()
+    kernels: list[dict[str, object]] = []
+    if not args.skip_kernels:
+        # Triton's interpreter multiplies bf16 dots wrongly; fp16 stands in for it there.
+        interpreted = device.type == "cpu" and paged_prefill_bench.INTERPRETING
+        kernels = paged_prefill_bench.run(device, torch.float16 if interpreted else dtype, args.dry_run)
+    fp32 = None if args.fp32_shape == "none" else fp32_agreement(args, config, device)
+    label, _, model, _ = build_shape(args, args.shape, device, dtype)
+    on, on_tokens = run_mode(model, replace(config, prefix_caching=True), args, measure)
     print("caching on:", json.dumps(on), flush=True)
-    off, off_tokens = run_mode(model, replace(config, prefix_caching=False), args)
+    off, off_tokens = run_mode(model, replace(config, prefix_caching=False), args, measure)
     print("caching off:", json.dumps(off), flush=True)
+    del model
+    free_runner()
+    big = None if args.big_shape == "none" else big_ttft(args, config, device, dtype)
     same = compare(on_tokens, off_tokens)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
@@ -246,11 +394,19 @@ def main() -> None:
                 "on": on,
                 "off": off,
                 "greedy": same,
+                "big": big,
+                "fp32": fp32,
+                "kernels": kernels,
+                "wall_s": time.perf_counter() - t0,
             },
             indent=2,
         )
     )
-    print(table(args, on, off, {k: v["equal"] for k, v in same.items()}))  # type: ignore[index]
+    print(table(args, label, on, off, {k: v["equal"] for k, v in same.items()}, big, fp32))  # type: ignore[index]
+    if kernels:
+        print()
+        print(paged_prefill_bench.table(kernels))
+    print(f"\nwall time {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":
