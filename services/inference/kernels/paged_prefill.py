@@ -191,7 +191,8 @@ if triton is not None:
         head = kv_head * GROUP + g
         real = (query < T) & (g < GROUP)
         d = tl.arange(0, HEAD_DIM)
-        # Rows past the chunk see key 0 only: every row keeps a finite max, nothing divides by 0.
+        # Queries past the chunk take position 0 (key 0 stays visible): every row keeps a finite
+        # max and a nonzero sum.
         pos = tl.load(POS + row * stride_pb + query * stride_pt, mask=query < T, other=0)
         q = tl.load(
             Q + row * stride_qb + query[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
