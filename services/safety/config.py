@@ -33,6 +33,8 @@ class SafetyConfig:
     device: torch.device  # resolved: cpu or cuda, never auto
     dtype: torch.dtype | None  # None: each backend's own CPU choice (services/safety/device.py)
     telemetry: TelemetryConfig
+    # embedded on the CPU: compile the encoder with frozen weights (slower start, faster checks).
+    compile: bool = False
     # llama-guard: the release in --model-dir (1, 2, 3), which fixes its prompt and taxonomy.
     llama_guard_version: int = 1
 
@@ -76,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="weights dtype; auto: bfloat16 on cuda, each backend's own choice on cpu (default: auto)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="embedded classifier on the CPU: compile the encoder with frozen, prepacked weights "
+        "(faster checks, tens of seconds more at start)",
+    )
     add_server_arguments(parser, DEFAULT_PORT)
     add_telemetry_arguments(parser, DEFAULT_METRICS_PORT)
     return parser
@@ -88,6 +96,8 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         raise SystemExit("--classifier sequence needs --label-map")
     if args.llama_guard_version is not None and args.classifier != "llama-guard":
         raise SystemExit("--llama-guard-version applies to --classifier llama-guard only")
+    if args.compile and (args.classifier != "embedded" or args.device.type != "cpu"):
+        raise SystemExit("--compile applies to --classifier embedded with --device cpu (CUDA uses graphs)")
     if args.max_batch < 1 or args.max_wait_ms < 0:
         raise SystemExit("--max-batch must be >= 1, --max-wait-ms >= 0")
     return SafetyConfig(
@@ -103,5 +113,6 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         device=args.device,
         dtype=resolve_dtype(args.dtype, args.device),
         telemetry=telemetry_config_from_args(args, "llamagate-safety"),
+        compile=args.compile,
         llama_guard_version=args.llama_guard_version or 1,
     )

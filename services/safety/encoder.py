@@ -54,6 +54,11 @@ class EncoderConfig:
     # "fp16" is for GPUs without bf16; int8 dynamic quantization runs on the CPU only.
     precision: str = "bf16"
     device: torch.device = CPU
+    # CPU only: torch.compile the encoder with frozen weights. Eager bf16 linears re-lay-out their
+    # weights for oneDNN on every call, which dominates a short check on CPUs with AMX; inductor's
+    # freezing packs them once. One graph with dynamic shapes (one more for single rows) is compiled
+    # at load, which adds tens of seconds to start-up.
+    compile: bool = False
     # Low-rank updates of the fine-tuned classifier, by module name: (A, scaled B), merged into
     # the base weights once at load (W += B·A), so serving runs the base model's shapes and cost.
     adapters: Mapping[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
@@ -98,10 +103,20 @@ class SentenceEncoder:
         self.model = model.to(config.device)
         # [CLS] and [SEP] take two positions of the window.
         self.content_window = config.window - 2
+        if config.compile:
+            if config.device.type != "cpu":
+                raise ValueError(
+                    f"compile applies to the CPU encoder; on {config.device} use its CUDA graphs"
+                )
+            self.model = torch.compile(model, dynamic=True, options={"freezing": True})
+            # Single rows and batches compile separately (a dimension of 1 is specialised); both
+            # now, so that no check pays for compilation.
+            self.embed_ids([[self.tokenizer.cls_token_id]])
+            self.embed_ids([[self.tokenizer.cls_token_id]] * 2)
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.model.config.hidden_size)  # a compiled module forwards attributes to its model
 
     def token_ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -32,6 +32,8 @@ class EmbeddedConfig:
     # graph_max_rows run eagerly. The common shapes (up to 8 rows) are captured at start.
     cuda_graphs: bool = True
     graph_max_rows: int = 32
+    # On the CPU: compile the encoder with frozen weights (encoder.py says why).
+    compile: bool = False
 
 
 class EmbeddedClassifier(Classifier):
@@ -55,6 +57,7 @@ class EmbeddedClassifier(Classifier):
                 config.encoder_dir or minilm_dir(),
                 precision=precision,
                 device=config.device,
+                compile=config.compile,
                 adapters=adapters,
             )
         )

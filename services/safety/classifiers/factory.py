@@ -17,6 +17,7 @@ def build_classifier(config: SafetyConfig, policy: Policy) -> Classifier:
                 encoder_dir=config.encoder_dir,
                 device=config.device,
                 dtype=config.dtype,
+                compile=config.compile,
             )
         )
     assert config.model_dir is not None

@@ -170,3 +170,18 @@ def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
         for code, score in g.scores.items():
             # Half precision (bf16 weights) against fp32: the same judgement, a little noise.
             assert isinstance(score, float) and abs(score - w.scores[code]) <= 0.05
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--classifier", "sequence", "--model-dir", "m", "--label-map", "l", "--device", "cpu"],
+        pytest.param(
+            ["--device", "cuda"],
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ),
+    ],
+)
+def test_compile_outside_the_embedded_cpu_encoder_is_refused(flags: list[str]) -> None:
+    with pytest.raises(SystemExit, match="--compile applies to --classifier embedded with --device cpu"):
+        config_from_args(build_parser().parse_args(["--compile", *flags]))
