@@ -143,7 +143,10 @@ if triton is not None:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         return acc, l_sum, m_new
 
-    @triton.jit
+    # Chunk widths, table widths, the packed positions' row stride and the split count vary from step
+    # to step: specializing on them (==1, multiples of 16) would compile a variant for each on
+    # first use, mid-request.
+    @triton.jit(do_not_specialize=["POS", "T", "stride_btb", "stride_pb", "num_heads", "splits"])
     def _prefill_kernel(  # type: ignore[no-untyped-def]
         Q,
         K,
@@ -157,6 +160,8 @@ if triton is not None:
         ACC_PART,
         qk_scale,
         T,
+        num_heads,
+        splits,
         stride_qb,
         stride_qt,
         stride_qh,
@@ -176,15 +181,14 @@ if triton is not None:
         BLOCK_SIZE: tl.constexpr,
         BLOCK_N: tl.constexpr,
         IEEE: tl.constexpr,
-        NUM_HEADS: tl.constexpr,
-        SPLITS: tl.constexpr,
+        SPLIT: tl.constexpr,
     ):
         # One program per (row, query tile, kv head, key split). Tile row r is query
         # r // GROUP_PAD of the tile, with query head kv_head * GROUP + r % GROUP_PAD.
         row = tl.program_id(0)
         tile = tl.program_id(1)
-        kv_head = tl.program_id(2) // SPLITS
-        split = tl.program_id(2) % SPLITS
+        kv_head = tl.program_id(2) // splits
+        split = tl.program_id(2) % splits
         r = tl.arange(0, BLOCK_M * GROUP_PAD)
         query = tile * BLOCK_M + r // GROUP_PAD
         g = r % GROUP_PAD
@@ -201,13 +205,13 @@ if triton is not None:
         )
         # Causal: no key past the tile's last query position is read.
         hi = tl.minimum(tl.max(pos, 0) + 1, tl.load(LENS + row))
-        if SPLITS == 1:
-            lo = 0
-            end = hi
-        else:
-            chunk = tl.cdiv(tl.cdiv(hi, SPLITS), BLOCK_N) * BLOCK_N
+        if SPLIT:
+            chunk = tl.cdiv(tl.cdiv(hi, splits), BLOCK_N) * BLOCK_N
             lo = split * chunk
             end = tl.minimum(lo + chunk, hi)
+        else:
+            lo = 0
+            end = hi
         m = tl.full([BLOCK_M * GROUP_PAD], float("-inf"), tl.float32)
         l_sum = tl.zeros([BLOCK_M * GROUP_PAD], tl.float32)
         acc = tl.zeros([BLOCK_M * GROUP_PAD, HEAD_DIM], tl.float32)
@@ -227,7 +231,7 @@ if triton is not None:
                 stride_btb, stride_kb, stride_kt, stride_kh,
                 HEAD_DIM, BLOCK_SIZE, BLOCK_N, IEEE, True,
             )  # fmt: skip
-        if SPLITS == 1:
+        if not SPLIT:
             out = acc / l_sum[:, None]
             tl.store(
                 O + row * stride_ob + query[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :],
@@ -237,7 +241,7 @@ if triton is not None:
         else:
             # Partials as decode's merge kernel reads them: one "row" per (row, query), natural-log
             # max (the scores above are in log2 units). An empty split stores -inf, 0, 0.
-            part = ((row * T + query) * NUM_HEADS + head) * SPLITS + split
+            part = ((row * T + query) * num_heads + head) * splits + split
             tl.store(M_PART + part, m * 0.6931471805599453, mask=real)
             tl.store(L_PART + part, l_sum, mask=real)
             tl.store(ACC_PART + part[:, None] * HEAD_DIM + d[None, :], acc, mask=real[:, None])
@@ -285,6 +289,8 @@ if triton is not None:
             acc_part,
             math.log2(math.e) / math.sqrt(head_dim),
             t,
+            heads,
+            splits,
             q.stride(0),
             q.stride(1),
             q.stride(2),
@@ -304,8 +310,7 @@ if triton is not None:
             BLOCK_SIZE=k_cache.shape[1],
             BLOCK_N=BLOCK_N,
             IEEE=q.dtype == torch.float32,
-            NUM_HEADS=heads,
-            SPLITS=splits,
+            SPLIT=splits > 1,
             num_warps=8 if rows > 64 else 4,
             num_stages=NUM_STAGES,
         )
@@ -337,6 +342,26 @@ if triton is not None:
         positions: Tensor,
     ) -> Tensor:
         return torch.empty(q.shape, dtype=q.dtype, device=q.device)
+
+
+def warm_up(
+    heads: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, device: torch.device
+) -> None:
+    """Compile, on CUDA, every kernel variant a step of this head layout can pick (each query-tile
+    height, one pass and split keys), so no request waits for Triton's compiler."""
+    if device.type != "cuda" or triton is None:
+        return
+    group = heads // kv_heads
+    cache = torch.zeros(1, block_size, kv_heads, head_dim, dtype=dtype, device=device)
+    heights = sorted({tile_queries(1 << i, group)[0] for i in range(12)})
+    for t in heights:
+        q = torch.zeros(1, t, heads, head_dim, dtype=dtype, device=device)
+        # Every key in block 0: the values do not matter, only the shapes and types.
+        tables = torch.zeros(1, -(-t // block_size), dtype=torch.int32, device=device)
+        lens = torch.full((1,), t, dtype=torch.int32, device=device)
+        positions = torch.arange(t, device=device)[None]
+        for splits in (1, 2):
+            prefill_triton(q, cache, cache, tables, lens, positions, splits)
 
 
 def prefill(
