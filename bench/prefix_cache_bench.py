@@ -53,6 +53,7 @@ from bench.inference_bench import (
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.engine import Engine, EngineStats
 from services.inference.engine.runner import build_runner
+from services.inference.kernels import paged_prefill
 from services.inference.model.transformer import Transformer
 
 T = TypeVar("T")
@@ -157,6 +158,11 @@ def run_mode(
 ) -> T:
     runner, allocator = build_runner(model, config)
     runner.capture()
+    # Triton compiles a kernel variant on its first call: not inside a measured request.
+    shape, dtype = model.args, model.output.weight.dtype
+    paged_prefill.warm_up(
+        shape.n_heads, shape.kv_heads, shape.head_dim, config.kv_block_size, dtype, runner.device
+    )
     engine = Engine(config, runner, IdTokenizer(model.args.vocab_size), allocator)  # type: ignore[arg-type]
     engine.start()
     try:
