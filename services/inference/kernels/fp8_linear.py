@@ -1,27 +1,33 @@
-"""FP8-weight projections on CUDA: a Triton skinny GEMM for decode rows, FP8 tensor cores for prefill.
+"""FP8-weight projections on CUDA: a Triton skinny GEMM for few rows, FP8 tensor cores for larger
+decode batches, a one-pass dequantize for prefill. Measured in bench/RESULTS.md ("FP8 weights").
 
-Decode (up to MAX_ROWS rows of x): memory-bound, so the kernel's job is to read each fp8 weight
-once at full bandwidth. Modelled on decode_gemm.py: each program owns a block of output channels,
-streams its rows of W over the whole of K with wide loads (16 e4m3 values per 16-byte load),
-converts them in registers and multiplies with the bf16/fp16 activations, accumulating in fp32; the
-per-channel scale is applied once to the accumulator before the single rounding to x's dtype. One
-row is a plain multiply-accumulate; more go through `tl.dot` on the weights converted to x's dtype
-(exact: every e4m3 value is a bf16 and an fp16 value). The activations stay in bf16 here: they
-are a few KB against megabytes of weights, so quantizing them would save nothing and cost accuracy.
+Up to MAX_ROWS rows of x (decode at small batch, short prompt chunks): memory-bound, so the kernel's
+job is to read each fp8 weight once at full bandwidth. Modelled on decode_gemm.py: each program owns
+a block of output channels, streams its rows of W over the whole of K with wide loads (16 e4m3
+values per 16-byte load), converts them in registers and multiplies with the bf16/fp16 activations,
+accumulating in fp32; the per-channel scale is applied once to the accumulator before the single
+rounding to x's dtype. One row is a plain multiply-accumulate; more go through `tl.dot` on the
+weights converted to x's dtype (exact: every e4m3 value is a bf16 and an fp16 value). Activations
+stay in bf16: a few KB against megabytes of weights, so quantizing them would save nothing here.
 
-Prefill (more rows): compute-bound, where FP8 tensor cores run twice bf16's rate. The activations
-are quantized per token (one e4m3 scale per row: absmax/448, computed on the fly) and multiplied by
-`torch._scaled_mm` with the weights' per-channel scales applied in its epilogue (row-wise scaling:
-Hopper, bf16 output). Chosen over dequantizing the weights to bf16 per call, which writes and reads
-a bf16 copy of every weight (2.5x the weight bytes of the FP8 product) and so gives back much of
-what FP8 saves on a prefill; per-token scales keep the activation error at e4m3's rounding of each
-token's own range (bench/fp8_bench.py reports the logit error of both paths against bf16). Where
-row-wise scaling does not apply (fp16 activations, shapes not multiples of 16, Ada GPUs) prefill
-falls back to dequantize-then-matmul, as does everything off CUDA (fp8.FP8Linear's reference).
+Decode steps of more rows (17..64 streams): `torch._scaled_mm` with row-wise scales (each token's
+activations quantized to e4m3 with its own scale, the weights' per-channel scales in the epilogue;
+Hopper, bf16). These steps replay from CUDA graphs, which hide its host cost: on an H200 its matmuls
+took 3.1 ms of a 64-row 7B step against bf16's 3.8 ms, where the Triton kernel at 64 rows (bf16 dot)
+was slower than bf16 cuBLAS.
 
-`use_fp8_kernels(model)` gives the model's FP8 projections these paths (called by
-decode_gemm.use_decode_gemm, which the runner applies at build); the kernel is a custom op, so
-torch.compile(fullgraph=True) traces through it and CUDA graphs capture it.
+Prefill (more rows, run eagerly): the weight is dequantized to the activations' dtype by one Triton
+pass (read 1 byte, write 2 per weight) and multiplied by cuBLAS. Chosen over `_scaled_mm`, which
+was both slower here (a 512-token 7B prefill: 95 ms against 72 ms dequantized and 38 ms for bf16
+weights: eagerly, each call's host cost showed) and less accurate (per-token FP8 activations on top
+of FP8 weights: mean logit error 0.126 against 0.097 of the logits' spread on the random 7B).
+Prefill therefore costs more with FP8 weights than with bf16 ones; what FP8 buys is decode speed
+and memory.
+
+Elsewhere (off CUDA, fp32 activations) fp8.FP8Linear's reference runs. `use_fp8_kernels(model)`
+gives the model's FP8 projections these paths (called by decode_gemm.use_decode_gemm, which the
+runner applies at build); the kernels are custom ops, so torch.compile(fullgraph=True) traces
+through them and CUDA graphs capture them.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from services.inference.model.fp8 import FP8_DTYPE, FP8_MAX, FP8Linear
@@ -39,8 +46,11 @@ try:
 except ImportError:  # CPU-only installs: the reference forward serves them.
     triton = None
 
-# Rows of x (tokens in the step) up to which the Triton kernel runs; above it, prefill's FP8 matmul.
+# Rows of x (tokens in the step) up to which the Triton kernel runs.
 MAX_ROWS = 16
+# Where steps of more rows use FP8 tensor cores (per-token activation scales): "decode" steps only
+# (one token a row, replayed from CUDA graphs), "always", or "never" (dequantized weights instead).
+SCALED_MM = ("decode", "always", "never")
 _DTYPES = (torch.bfloat16, torch.float16)
 
 
@@ -121,6 +131,31 @@ if triton is not None:
         y = Y + m[:, None] * stride_ym + n[None, :]
         tl.store(y, (acc * scale[None, :]).to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
+    @triton.jit
+    def _dequantize_kernel(  # type: ignore[no-untyped-def]
+        W, S, OUT, N, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr
+    ):
+        # One read of the fp8 weight and one write of the result: 3 bytes a weight for bf16.
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        ok = (n < N)[:, None] & (k < K)[None, :]
+        offsets = n[:, None].to(tl.int64) * K + k[None, :]
+        w = tl.load(W + offsets, mask=ok, other=0.0).to(tl.float32)
+        scale = tl.load(S + n, mask=n < N, other=0.0)
+        tl.store(OUT + offsets, (w * scale[:, None]).to(OUT.dtype.element_ty), mask=ok)
+
+    @torch.library.custom_op("llamagate::fp8_dequantize", mutates_args=())
+    def _fp8_dequantize(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+        n, k = weight.shape
+        out = torch.empty(n, k, dtype=dtype, device=weight.device)
+        grid = (triton.cdiv(n, 16), triton.cdiv(k, 512))
+        _dequantize_kernel[grid](weight.contiguous(), scale, out, n, k, BLOCK_N=16, BLOCK_K=512)
+        return out
+
+    @_fp8_dequantize.register_fake
+    def _(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+        return weight.new_empty(weight.shape, dtype=dtype)
+
     def _even_k(meta: dict[str, int]) -> bool:
         return meta["K"] % meta["BLOCK_K"] == 0
 
@@ -131,14 +166,19 @@ if triton is not None:
             (2, 4096, 4, 1),
             (4, 2048, 4, 1),
             (4, 2048, 8, 2),
+            (4, 1024, 4, 3),
             (8, 1024, 4, 1),
             (8, 1024, 4, 2),
             (8, 2048, 8, 1),
+            (8, 512, 4, 4),
             (16, 512, 4, 2),
+            (16, 512, 8, 3),
             (16, 1024, 8, 1),
             (16, 1024, 4, 2),
             (32, 512, 8, 2),
             (32, 256, 4, 3),
+            (32, 256, 8, 4),
+            (64, 128, 8, 4),
         ]
     ]
     _SKINNY_CONFIGS = [
@@ -147,11 +187,15 @@ if triton is not None:
             (16, 256, 4, 3),
             (16, 512, 4, 2),
             (32, 256, 4, 3),
+            (32, 256, 4, 4),
             (32, 512, 4, 2),
             (32, 512, 8, 3),
+            (64, 128, 4, 3),
             (64, 256, 4, 3),
             (64, 256, 8, 3),
             (64, 128, 4, 4),
+            (128, 64, 4, 4),
+            (128, 128, 8, 3),
         ]
     ]
     _gemv_tuned = triton.autotune(_GEMV_CONFIGS, key=["N", "K"])(
@@ -237,13 +281,13 @@ if triton is not None:
         return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
-def kernel_applies(x: Tensor, weight: Tensor) -> bool:
+def kernel_applies(x: Tensor, weight: Tensor, max_rows: int = MAX_ROWS) -> bool:
     """Few rows (decode steps, and short prompt chunks) of bf16/fp16 activations on CUDA."""
     rows = math.prod(x.shape[:-1])
     return (
         triton is not None
         and x.is_cuda
-        and 1 <= rows <= MAX_ROWS
+        and 1 <= rows <= max_rows
         and x.dtype in _DTYPES
         and weight.stride(-1) == 1
     )
@@ -278,29 +322,44 @@ def scaled_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
 
 
 class FP8KernelLinear(FP8Linear):
-    """An FP8Linear whose CUDA products take the Triton kernel (few rows) or FP8 tensor cores."""
+    """An FP8Linear whose CUDA products take the Triton kernel (up to `max_rows` rows) or, beyond,
+    FP8 tensor cores (where `scaled_mm` says) or the weights dequantized by one Triton pass."""
 
-    # Decided once per module (use_fp8_kernels), not per call: a device query does not trace.
-    prefill_fp8: bool = False
+    # Set per module by use_fp8_kernels, not per call: a device query does not trace.
+    max_rows: int = MAX_ROWS
+    scaled_mm: str = "never"
 
     def forward(self, x: Tensor) -> Tensor:
-        if kernel_applies(x, self.weight):
+        if kernel_applies(x, self.weight, self.max_rows):
             return torch.ops.llamagate.fp8_matmul(x, self.weight, self.scale)
-        if self.prefill_fp8 and x.dtype == torch.bfloat16:
+        decode = x.dim() == 3 and x.shape[1] == 1
+        if x.dtype == torch.bfloat16 and (
+            self.scaled_mm == "always" or (self.scaled_mm == "decode" and decode)
+        ):
             return scaled_matmul(x, self.weight, self.scale)
+        if triton is not None and x.is_cuda:
+            return F.linear(x, torch.ops.llamagate.fp8_dequantize(self.weight, self.scale, x.dtype))
         return super().forward(x)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", prefill={'fp8 tensor cores' if self.prefill_fp8 else 'dequantized'}"
+        return (
+            super().extra_repr() + f", kernel up to {self.max_rows} rows, FP8 tensor cores: {self.scaled_mm}"
+        )
 
 
-def use_fp8_kernels(model: nn.Module, on: bool = True) -> int:
+def use_fp8_kernels(
+    model: nn.Module, on: bool = True, max_rows: int = MAX_ROWS, scaled_mm: str = SCALED_MM[0]
+) -> int:
     """Give every FP8 projection the CUDA paths (or, with on=False, the reference back), in place:
     the class changes, the module (its weights, scales and tensor-parallel hooks) stays.
-    Returns how many projections are FP8."""
+    max_rows: the most rows the Triton kernel takes; scaled_mm: one of SCALED_MM, for the steps of
+    more rows (where the GPU supports it; else they dequantize). Returns how many projections are FP8."""
+    if scaled_mm not in SCALED_MM:
+        raise ValueError(f"scaled_mm must be one of {', '.join(SCALED_MM)}, not {scaled_mm!r}")
     layers = [module for module in model.modules() if isinstance(module, FP8Linear)]
     for module in layers:
         module.__class__ = FP8KernelLinear if on else FP8Linear
         if isinstance(module, FP8KernelLinear):
-            module.prefill_fp8 = scaled_mm_supported(module.weight)
+            module.max_rows = max_rows
+            module.scaled_mm = scaled_mm if scaled_mm_supported(module.weight) else "never"
     return len(layers)

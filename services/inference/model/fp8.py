@@ -25,7 +25,8 @@ MP 1 and the same fp8 values in its block. Quantizing at load, per tensor as it 
 
 This module holds the format and the reference forward (dequantize, then F.linear), which runs on
 CPU and in tests as the oracle. On CUDA, kernels/fp8_linear.py swaps in the fast paths (a Triton
-skinny GEMM for decode rows, FP8 tensor-core matmuls for prefill); the model code does not change.
+skinny GEMM for few rows, FP8 tensor cores for larger decode batches, a one-pass dequantize for
+prefill); the model code does not change.
 """
 
 from __future__ import annotations

@@ -92,6 +92,19 @@ def test_fp8_matmul_op_takes_batched_inputs(m: int) -> None:
 
 
 @kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_dequantize_kernel_rounds_once_as_the_reference_does(dtype: torch.dtype) -> None:
+    weight, scale = fp8_weight(37, 600, seed=4)
+    got = torch.ops.llamagate.fp8_dequantize(weight, scale, dtype)
+    expected = dequantize(weight, scale, dtype)
+    if INTERPRETING and dtype == torch.bfloat16:
+        # The interpreter rounds fp32 -> bf16 toward zero (a GPU to nearest): one step apart at most.
+        torch.testing.assert_close(got, expected, rtol=2**-7, atol=0)
+    else:
+        assert torch.equal(got, expected)
+
+
+@kernels
 def test_fp8_op_compiles_with_fullgraph() -> None:
     weight, scale = fp8_weight(48, 64, seed=3)
     x = torch.randn(4, 1, 64, dtype=torch.bfloat16, device=DEVICE)
@@ -127,20 +140,24 @@ def test_the_kernel_module_falls_back_to_the_reference_off_cuda() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not FP8_GPU, reason="needs a GPU with FP8 (compute capability 8.9+)")
-@pytest.mark.parametrize("rows", [1, 16, 64, 300])
-def test_fp8_paths_on_7b_shapes_follow_the_reference(rows: int) -> None:
-    """The path each row count takes on CUDA (kernel up to 16 rows, FP8 tensor cores with per-token
-    activation scales beyond) against the dequantized bf16 product; the activations' own e4m3
-    rounding (prefill path only) bounds the error at a few percent of the output's scale."""
-    weight, scale = fp8_weight(4096, 11008, seed=rows)
+@pytest.mark.parametrize("scaled_mm", ["decode", "always"])
+@pytest.mark.parametrize("shape", [(1, 1), (16, 1), (64, 1), (1, 300)])
+def test_fp8_paths_on_7b_shapes_follow_the_reference(shape: tuple[int, int], scaled_mm: str) -> None:
+    """The path each step shape takes on CUDA (the kernel up to 16 rows; beyond, FP8 tensor cores
+    with per-token activation scales for decode steps, dequantized weights for prefill, unless
+    `always`) against the exact product: the activations' own e4m3 rounding (tensor cores only)
+    bounds the error at a few percent of the output's scale, bf16 rounding the rest."""
+    weight, scale = fp8_weight(4096, 11008, seed=sum(shape))
     module = fp8_linear.FP8KernelLinear(weight, scale)
-    fp8_linear.use_fp8_kernels(module)
-    x = torch.randn(rows, 11008, dtype=torch.bfloat16, device="cuda")
+    fp8_linear.use_fp8_kernels(module, scaled_mm=scaled_mm)
+    x = torch.randn(*shape, 11008, dtype=torch.bfloat16, device="cuda")
     with torch.inference_mode():
         out = module(x)
-    expected = reference(x, weight, scale)
-    error = float((out.double() - expected).abs().max() / expected.abs().max())
-    assert error < (0.01 if rows <= fp8_linear.MAX_ROWS else 0.08), error
+    expected = reference(x.flatten(0, 1), weight, scale)
+    error = float((out.flatten(0, 1).double() - expected).abs().max() / expected.abs().max())
+    rows = shape[0] * shape[1]
+    fp8_activations = rows > fp8_linear.MAX_ROWS and (scaled_mm == "always" or shape[1] == 1)
+    assert error < (0.08 if fp8_activations else 0.01), error
 
 
 @pytest.mark.gpu
