@@ -32,7 +32,7 @@ from services.inference.engine.kv_cache import KVStorage, StepCache, bytes_per_b
 from services.inference.engine.ranks import min_over_ranks
 from services.inference.engine.step_inputs import Layout, pack
 from services.inference.engine.step_plan import StepPlan
-from services.inference.kernels import kv_write
+from services.inference.kernels import kv_write, paged_prefill
 from services.inference.kernels.decode_gemm import use_decode_gemm
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.sampling import greedy_sample, sample
@@ -181,8 +181,20 @@ class ModelRunner:
 
     @torch.inference_mode()
     def capture(self) -> None:
-        """Capture decode graphs for padded batch sizes (largest first, sharing one memory pool)."""
-        if self.device.type != "cuda" or not self.config.cuda_graphs:
+        """Compile the paged prefill kernel's variants (so no request waits for Triton's compiler),
+        then capture decode graphs for padded batch sizes (largest first, sharing one memory pool)."""
+        if self.device.type != "cuda":
+            return
+        args, kv_heads = self.model.args, self.storage.k.shape[3]  # kv heads held by this rank
+        paged_prefill.warm_up(
+            kv_heads * (args.n_heads // args.kv_heads),
+            kv_heads,
+            args.head_dim,
+            self.storage.block_size,
+            self.storage.k.dtype,
+            self.device,
+        )
+        if not self.config.cuda_graphs:
             return
         sizes = graph_batch_sizes(self.config.max_batch_size, self.config.graph_sizes)
         biggest = sizes[-1]

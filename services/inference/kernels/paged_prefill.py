@@ -351,6 +351,13 @@ def warm_up(
     height, one pass and split keys), so no request waits for Triton's compiler."""
     if device.type != "cuda" or triton is None:
         return
+    launch_every_variant(heads, kv_heads, head_dim, block_size, dtype, device)
+
+
+def launch_every_variant(
+    heads: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, device: torch.device
+) -> None:
+    """One launch of each variant `warm_up` compiles (tests run it under Triton's interpreter)."""
     group = heads // kv_heads
     cache = torch.zeros(1, block_size, kv_heads, head_dim, dtype=dtype, device=device)
     heights = sorted({tile_queries(1 << i, group)[0] for i in range(12)})

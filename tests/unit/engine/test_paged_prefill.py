@@ -168,6 +168,13 @@ def test_one_query_continuing_a_long_prefix_splits_its_keys() -> None:
     torch.testing.assert_close(step.kernel(q), step.reference(q), atol=2e-5, rtol=1e-5)
 
 
+@kernels
+def test_every_variant_the_engine_warms_up_launches() -> None:
+    """What ModelRunner.capture compiles before serving: each query-tile height, one pass and split."""
+    dtype = torch.float16 if INTERPRETING else torch.bfloat16
+    paged_prefill.launch_every_variant(8, 2, HEAD_DIM, BLOCK, dtype, torch.device(DEVICE))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
 @pytest.mark.parametrize(("heads", "kv_heads"), [(32, 32), (64, 8)])
