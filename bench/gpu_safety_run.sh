@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Safety-check latency and the gateway's added time to first token on a GPU host.
 #
-#   bash bench/gpu_safety_run.sh          # a CUDA host with >= 16 CPU cores: 5-8 minutes
+#   bash bench/gpu_safety_run.sh          # a CUDA host with >= 16 CPU cores: 8-12 minutes
 #   DRY=1 bash bench/gpu_safety_run.sh    # any machine, CPU only, small counts: checks the run end to end
 #
 # 1. generates the gRPC stubs (proto/gen_python.py);
 # 2. times one Check of one <= 64-token user message through the safety service, next to the
 #    classifier alone in-process (bench/safety_bench.py --service): on the CPU pinned to 4 cores with
 #    4 threads that sleep when idle (the service's default), with 4 and with 3 (one core left to gRPC
-#    and the event loop) that spin (GOMP_SPINCOUNT=300000), then on CUDA;
+#    and the event loop) that spin (GOMP_SPINCOUNT=300000), compiled (--compile), then on CUDA;
 # 3. runs bench/gateway_bench.py at 1 and 32 streams with the model on the GPU and the safety
-#    service on the CPU, on its own 4 cores; inference, gateway and the bench's client on others.
+#    service on the CPU, on its own 4 cores; inference, gateway and the bench's client on others;
+#    then again with the safety service's encoder compiled.
 #
 # Needs python3 (PYTHON=... for another) with torch, transformers, grpcio and the services' other
 # requirements importable (PYTHONPATH may point at them); it installs nothing. Logs and the tables
@@ -163,6 +164,10 @@ if ((SAFETY_THREADS > 1)); then
     step 70 safety_cpu_threads$((SAFETY_THREADS - 1))_spin "${SPIN[@]}" "$PY" "${LATENCY[@]}" --device cpu \
         --threads $((SAFETY_THREADS - 1))
 fi
+# The encoder compiled with frozen weights (--compile): four graphs to build first (service and
+# in-process, single rows and batches).
+step 160 safety_cpu_threads"$SAFETY_THREADS"_compiled "$PY" "${LATENCY[@]}" --device cpu \
+    --threads "$SAFETY_THREADS" --compile
 if [[ $DEVICE == cuda ]]; then
     step 90 safety_cuda "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS"
 fi
@@ -176,6 +181,12 @@ step 170 gateway_safety_on_cpu "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFE
     --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
     --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" --gateway-cpus "$GATEWAY_CPUS" \
     --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}"
+# shellcheck disable=SC2086
+step 200 gateway_safety_on_cpu_compiled "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
+    "$PY" -m bench.gateway_bench --requests "$REQUESTS" --concurrency $STREAMS \
+    --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
+    --safety-flag=--compile --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" \
+    --gateway-cpus "$GATEWAY_CPUS" --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}"
 
 say ""
 say "done in $((SECONDS - started)) s; full logs in $LOGS"
