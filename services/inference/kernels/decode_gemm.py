@@ -4,7 +4,8 @@ At small batch a decode step is bound by reading the weights once. cuBLAS picks 
 for these shapes, some with split-K plus a separate reduce kernel (64 reduce launches per 7B step).
 Here each Triton program owns a block of output columns (rows of W), streams its rows of W over the
 whole of K with wide contiguous loads, and writes its outputs itself: no split-K and no reduce.
-One row of x (batch 1) is a plain multiply-accumulate in fp32; 2..16 rows go through `tl.dot`.
+One row of x (batch 1) is a plain multiply-accumulate in fp32; 2..16 rows go through `tl.dot` (the
+kernels are in skinny_gemm.py, shared with the FP8 weights of fp8_linear.py).
 
 `use_decode_gemm(model, kind)` swaps the model's projections for `DecodeLinear`s sharing the same
 weights (the model code does not change, as tensor parallelism is applied to a built model):
@@ -23,12 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from services.inference.kernels import DECODE_GEMMS
+from services.inference.kernels import DECODE_GEMMS, skinny_gemm
 from services.inference.kernels.fp8_linear import use_fp8_kernels
 
 try:
     import triton
-    import triton.language as tl
     import triton.testing
 except ImportError:  # CPU-only installs: F.linear serves them.
     triton = None
@@ -43,80 +43,6 @@ _auto_choice: dict[tuple[int, int, int, torch.dtype], bool] = {}
 
 
 if triton is not None:
-
-    @triton.jit
-    def _gemv_kernel(  # type: ignore[no-untyped-def]
-        X,
-        W,
-        Y,
-        N,
-        K,
-        stride_wn,
-        BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr,
-        EVEN_K: tl.constexpr,
-    ):
-        # One row of x: a [BLOCK_N, BLOCK_K] fp32 partial product per step, summed over K once at the end.
-        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = n < N
-        kk = tl.arange(0, BLOCK_K)
-        w_rows = W + n[:, None].to(tl.int64) * stride_wn
-        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-        for start in range(0, K, BLOCK_K):
-            if EVEN_K:
-                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
-                x = tl.load(X + start + kk)
-            else:
-                k_ok = start + kk < K
-                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-                x = tl.load(X + start + kk, mask=k_ok, other=0.0)
-            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
-        tl.store(Y + n, tl.sum(acc, 1).to(Y.dtype.element_ty), mask=n_ok)
-
-    @triton.jit
-    def _skinny_kernel(  # type: ignore[no-untyped-def]
-        X,
-        W,
-        Y,
-        M,
-        N,
-        K,
-        stride_xm,
-        stride_wn,
-        stride_ym,
-        BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr,
-        EVEN_K: tl.constexpr,
-        DOT_FP32: tl.constexpr,
-    ):
-        # 2..16 rows of x, padded to the 16 rows tl.dot needs; W is still read once.
-        m = tl.arange(0, 16)
-        m_ok = m < M
-        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = n < N
-        kk = tl.arange(0, BLOCK_K)
-        w_rows = W + n[:, None].to(tl.int64) * stride_wn
-        x_rows = X + m[:, None] * stride_xm
-        acc = tl.zeros([16, BLOCK_N], tl.float32)
-        for start in range(0, K, BLOCK_K):
-            if EVEN_K:
-                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
-                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None], other=0.0)
-            else:
-                k_ok = start + kk < K
-                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            # Triton's CPU interpreter computes bf16 dots wrongly; there (tests only) fp32 is exact.
-            if DOT_FP32:
-                acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
-            else:
-                acc += tl.dot(x, tl.trans(w))
-        y = Y + m[:, None] * stride_ym + n[None, :]
-        tl.store(y, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
-
-    def _even_k(meta: dict[str, int]) -> bool:
-        return meta["K"] % meta["BLOCK_K"] == 0
-
     _GEMV_CONFIGS = [
         triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
         for bn, bk, w, s in [
@@ -146,54 +72,14 @@ if triton is not None:
             (64, 256, 8, 3),
         ]
     ]
-    _gemv_tuned = triton.autotune(_GEMV_CONFIGS, key=["N", "K"])(
-        triton.heuristics({"EVEN_K": _even_k})(_gemv_kernel)
-    )
-    # Not keyed on M: the kernel pads every row count to 16, so the best tile does not depend on it.
-    _skinny_tuned = triton.autotune(_SKINNY_CONFIGS, key=["N", "K"])(
-        triton.heuristics({"EVEN_K": _even_k})(_skinny_kernel)
-    )
+    _TUNED = skinny_gemm.tuned(_GEMV_CONFIGS, _SKINNY_CONFIGS)
 
     def launch(
         x: Tensor, weight: Tensor, out: Tensor, config: dict[str, int] | None = None, num_warps: int = 4
     ) -> None:
         """out [M, N] = x [M, K] @ weight [N, K].T; autotuned, or with an explicit `config`
         ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one)."""
-        m, k = x.shape
-        n = weight.shape[0]
-        if config is None and not x.is_cuda:
-            config = {"BLOCK_N": 16, "BLOCK_K": 64}
-        if config is None:
-            grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-            if m == 1:
-                _gemv_tuned[grid](x, weight, out, n, k, weight.stride(0))
-            else:
-                _skinny_tuned[grid](
-                    x, weight, out, m, n, k, x.stride(0), weight.stride(0), out.stride(0), DOT_FP32=False
-                )
-            return
-        grid_n = (triton.cdiv(n, config["BLOCK_N"]),)
-        even_k = k % config["BLOCK_K"] == 0
-        if m == 1:
-            _gemv_kernel[grid_n](
-                x, weight, out, n, k, weight.stride(0), EVEN_K=even_k, num_warps=num_warps, **config
-            )
-        else:
-            _skinny_kernel[grid_n](
-                x,
-                weight,
-                out,
-                m,
-                n,
-                k,
-                x.stride(0),
-                weight.stride(0),
-                out.stride(0),
-                EVEN_K=even_k,
-                DOT_FP32=not x.is_cuda,
-                num_warps=num_warps,
-                **config,
-            )
+        skinny_gemm.launch(_TUNED, x, weight, None, out, config, num_warps)
 
     def _device_ms(fn: Callable[[], object]) -> float:
         # Triton's timer clears L2 before each call (a decode step finds no weight in L2) and keeps

@@ -2,7 +2,7 @@
 decode batches, a one-pass dequantize for prefill. Measured in bench/RESULTS.md ("FP8 weights").
 
 Up to MAX_ROWS rows of x (decode at small batch, short prompt chunks): memory-bound, so the kernel's
-job is to read each fp8 weight once at full bandwidth. Modelled on decode_gemm.py: each program owns
+job is to read each fp8 weight once at full bandwidth. The kernels are decode_gemm.py's (skinny_gemm.py): each program owns
 a block of output channels, streams its rows of W over the whole of K with wide loads (16 e4m3
 values per 16-byte load), converts them in registers and multiplies with the bf16/fp16 activations,
 accumulating in fp32; the per-channel scale is applied once to the accumulator before the single
@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from services.inference.kernels import skinny_gemm
 from services.inference.model.fp8 import FP8_DTYPE, FP8_MAX, FP8Linear
 
 try:
@@ -55,81 +56,6 @@ _DTYPES = (torch.bfloat16, torch.float16)
 
 
 if triton is not None:
-
-    @triton.jit
-    def _fp8_gemv_kernel(  # type: ignore[no-untyped-def]
-        X,
-        W,
-        S,
-        Y,
-        N,
-        K,
-        stride_wn,
-        BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr,
-        EVEN_K: tl.constexpr,
-    ):
-        # One row of x: an fp32 [BLOCK_N, BLOCK_K] partial product per step, summed over K once at the end.
-        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = n < N
-        kk = tl.arange(0, BLOCK_K)
-        w_rows = W + n[:, None].to(tl.int64) * stride_wn
-        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-        for start in range(0, K, BLOCK_K):
-            if EVEN_K:
-                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
-                x = tl.load(X + start + kk)
-            else:
-                k_ok = start + kk < K
-                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-                x = tl.load(X + start + kk, mask=k_ok, other=0.0)
-            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
-        scale = tl.load(S + n, mask=n_ok, other=0.0)
-        tl.store(Y + n, (tl.sum(acc, 1) * scale).to(Y.dtype.element_ty), mask=n_ok)
-
-    @triton.jit
-    def _fp8_skinny_kernel(  # type: ignore[no-untyped-def]
-        X,
-        W,
-        S,
-        Y,
-        M,
-        N,
-        K,
-        stride_xm,
-        stride_wn,
-        stride_ym,
-        BLOCK_M: tl.constexpr,
-        BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr,
-        EVEN_K: tl.constexpr,
-        DOT_FP32: tl.constexpr,
-    ):
-        # 2..BLOCK_M rows of x, padded to BLOCK_M (tl.dot needs 16); W is still read once.
-        m = tl.arange(0, BLOCK_M)
-        m_ok = m < M
-        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = n < N
-        kk = tl.arange(0, BLOCK_K)
-        w_rows = W + n[:, None].to(tl.int64) * stride_wn
-        x_rows = X + m[:, None] * stride_xm
-        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        for start in range(0, K, BLOCK_K):
-            if EVEN_K:
-                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
-                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None], other=0.0)
-            else:
-                k_ok = start + kk < K
-                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            # Triton's CPU interpreter computes bf16 dots wrongly; there (tests only) fp32 is exact.
-            if DOT_FP32:
-                acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
-            else:
-                acc += tl.dot(x, tl.trans(w.to(x.dtype)))
-        scale = tl.load(S + n, mask=n_ok, other=0.0)
-        y = Y + m[:, None] * stride_ym + n[None, :]
-        tl.store(y, (acc * scale[None, :]).to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
     @triton.jit
     def _dequantize_kernel(  # type: ignore[no-untyped-def]
@@ -155,9 +81,6 @@ if triton is not None:
     @_fp8_dequantize.register_fake
     def _(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
         return weight.new_empty(weight.shape, dtype=dtype)
-
-    def _even_k(meta: dict[str, int]) -> bool:
-        return meta["K"] % meta["BLOCK_K"] == 0
 
     # Wider K blocks than decode_gemm's: a byte per weight, so a 16-byte load per thread is 16 of them.
     _GEMV_CONFIGS = [
@@ -198,15 +121,7 @@ if triton is not None:
             (128, 128, 8, 3),
         ]
     ]
-    _gemv_tuned = triton.autotune(_GEMV_CONFIGS, key=["N", "K"])(
-        triton.heuristics({"EVEN_K": _even_k})(_fp8_gemv_kernel)
-    )
-    _skinny_tuned = triton.autotune(_SKINNY_CONFIGS, key=["N", "K", "BLOCK_M"])(
-        triton.heuristics({"EVEN_K": _even_k})(_fp8_skinny_kernel)
-    )
-
-    def _block_m(m: int) -> int:
-        return max(16, triton.next_power_of_2(m))
+    _TUNED = skinny_gemm.tuned(_GEMV_CONFIGS, _SKINNY_CONFIGS)
 
     def launch(
         x: Tensor,
@@ -218,54 +133,7 @@ if triton is not None:
     ) -> None:
         """out [M, N] = (x [M, K] @ weight [N, K].T) * scale [N]; autotuned, or with an explicit `config`
         ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one)."""
-        m, k = x.shape
-        n = weight.shape[0]
-        if config is None and not x.is_cuda:
-            config = {"BLOCK_N": 16, "BLOCK_K": 64}
-        if config is None:
-            grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-            if m == 1:
-                _gemv_tuned[grid](x, weight, scale, out, n, k, weight.stride(0))
-            else:
-                _skinny_tuned[grid](
-                    x,
-                    weight,
-                    scale,
-                    out,
-                    m,
-                    n,
-                    k,
-                    x.stride(0),
-                    weight.stride(0),
-                    out.stride(0),
-                    BLOCK_M=_block_m(m),
-                    DOT_FP32=False,
-                )
-            return
-        grid_n = (triton.cdiv(n, config["BLOCK_N"]),)
-        even_k = k % config["BLOCK_K"] == 0
-        if m == 1:
-            _fp8_gemv_kernel[grid_n](
-                x, weight, scale, out, n, k, weight.stride(0), EVEN_K=even_k, num_warps=num_warps, **config
-            )
-        else:
-            _fp8_skinny_kernel[grid_n](
-                x,
-                weight,
-                scale,
-                out,
-                m,
-                n,
-                k,
-                x.stride(0),
-                weight.stride(0),
-                out.stride(0),
-                BLOCK_M=_block_m(m),
-                EVEN_K=even_k,
-                DOT_FP32=not x.is_cuda,
-                num_warps=num_warps,
-                **config,
-            )
+        skinny_gemm.launch(_TUNED, x, weight, scale, out, config, num_warps)
 
     @torch.library.custom_op("llamagate::fp8_matmul", mutates_args=())
     def _fp8_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:

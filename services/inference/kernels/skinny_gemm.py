@@ -1,0 +1,177 @@
+"""The Triton kernels of y = x @ W.T for few rows of x and a large W, shared by decode_gemm.py
+(bf16/fp16 weights) and fp8_linear.py (e4m3 weights with one scale per output channel).
+
+Each program owns a block of output channels (rows of W), streams them over the whole of K with wide
+contiguous loads and writes its outputs itself: no split-K, no reduce kernel. The weight is converted
+to fp32 (one row of x) or to x's dtype (`tl.dot`, more rows) in registers; with a scale (FP8 weights)
+it multiplies the fp32 accumulator once, before the single rounding to the output's dtype. Each
+caller autotunes its own configurations (a byte per FP8 weight wants wider K blocks) through
+`tuned`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the callers' reference paths serve them.
+    triton = None
+
+# The fixed configuration of Triton's CPU interpreter (tests), which cannot autotune.
+INTERPRETER_CONFIG = {"BLOCK_N": 16, "BLOCK_K": 64}
+
+
+@dataclass(frozen=True)
+class TunedKernels:
+    """A caller's autotuned launchers: one row of x, and 2..BLOCK_M rows."""
+
+    gemv: Any
+    skinny: Any
+
+
+if triton is not None:
+
+    @triton.jit
+    def gemv_kernel(  # type: ignore[no-untyped-def]
+        X,
+        W,
+        S,
+        Y,
+        N,
+        K,
+        stride_wn,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        EVEN_K: tl.constexpr,
+        HAS_SCALE: tl.constexpr,
+    ):
+        # One row of x: an fp32 [BLOCK_N, BLOCK_K] partial product per step, summed over K once at the end.
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = n < N
+        kk = tl.arange(0, BLOCK_K)
+        w_rows = W + n[:, None].to(tl.int64) * stride_wn
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for start in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
+                x = tl.load(X + start + kk)
+            else:
+                k_ok = start + kk < K
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+                x = tl.load(X + start + kk, mask=k_ok, other=0.0)
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+        y = tl.sum(acc, 1)
+        if HAS_SCALE:
+            y = y * tl.load(S + n, mask=n_ok, other=0.0)
+        tl.store(Y + n, y.to(Y.dtype.element_ty), mask=n_ok)
+
+    @triton.jit
+    def skinny_kernel(  # type: ignore[no-untyped-def]
+        X,
+        W,
+        S,
+        Y,
+        M,
+        N,
+        K,
+        stride_xm,
+        stride_wn,
+        stride_ym,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        EVEN_K: tl.constexpr,
+        DOT_FP32: tl.constexpr,
+        HAS_SCALE: tl.constexpr,
+    ):
+        # 2..BLOCK_M rows of x, padded to BLOCK_M (tl.dot needs 16); W is still read once.
+        m = tl.arange(0, BLOCK_M)
+        m_ok = m < M
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = n < N
+        kk = tl.arange(0, BLOCK_K)
+        w_rows = W + n[:, None].to(tl.int64) * stride_wn
+        x_rows = X + m[:, None] * stride_xm
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for start in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None], other=0.0)
+                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None], other=0.0)
+            else:
+                k_ok = start + kk < K
+                w = tl.load(w_rows + start + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+                x = tl.load(x_rows + start + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            # Triton's CPU interpreter computes bf16 dots wrongly; there (tests only) fp32 is exact.
+            if DOT_FP32:
+                acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
+            else:
+                # Exact for e4m3 weights: every e4m3 value is a bf16 and an fp16 value.
+                acc += tl.dot(x, tl.trans(w.to(x.dtype)))
+        if HAS_SCALE:
+            acc = acc * tl.load(S + n, mask=n_ok, other=0.0)[None, :]
+        y = Y + m[:, None] * stride_ym + n[None, :]
+        tl.store(y, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+    def _even_k(meta: dict[str, int]) -> bool:
+        return meta["K"] % meta["BLOCK_K"] == 0
+
+    def block_m(m: int) -> int:
+        return max(16, triton.next_power_of_2(m))
+
+    def tuned(gemv_configs: Sequence[Any], skinny_configs: Sequence[Any]) -> TunedKernels:
+        """Launchers autotuned over these configurations, per weight shape (and padded row count)."""
+        return TunedKernels(
+            gemv=triton.autotune(list(gemv_configs), key=["N", "K"])(
+                triton.heuristics({"EVEN_K": _even_k})(gemv_kernel)
+            ),
+            skinny=triton.autotune(list(skinny_configs), key=["N", "K", "BLOCK_M"])(
+                triton.heuristics({"EVEN_K": _even_k})(skinny_kernel)
+            ),
+        )
+
+    def launch(
+        kernels: TunedKernels,
+        x: Tensor,
+        weight: Tensor,
+        scale: Tensor | None,
+        out: Tensor,
+        config: dict[str, int] | None = None,
+        num_warps: int = 4,
+    ) -> None:
+        """out [M, N] = (x [M, K] @ weight [N, K].T) (* scale [N]); autotuned by `kernels`, or with an
+        explicit `config` ({"BLOCK_N", "BLOCK_K"}: tests; the CPU interpreter gets a fixed one)."""
+        m, k = x.shape
+        n = weight.shape[0]
+        has_scale = scale is not None
+        s = scale if scale is not None else weight  # not read without a scale; any pointer will do
+        if config is None and not x.is_cuda:
+            config = INTERPRETER_CONFIG
+        if config is None:
+            grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+            if m == 1:
+                kernels.gemv[grid](x, weight, s, out, n, k, weight.stride(0), HAS_SCALE=has_scale)
+            else:
+                kernels.skinny[grid](
+                    x, weight, s, out, m, n, k, x.stride(0), weight.stride(0), out.stride(0),
+                    BLOCK_M=block_m(m), DOT_FP32=False, HAS_SCALE=has_scale,
+                )  # fmt: skip
+            return
+        grid_n = (triton.cdiv(n, config["BLOCK_N"]),)
+        even_k = k % config["BLOCK_K"] == 0
+        if m == 1:
+            gemv_kernel[grid_n](
+                x, weight, s, out, n, k, weight.stride(0),
+                EVEN_K=even_k, HAS_SCALE=has_scale, num_warps=num_warps, **config,
+            )  # fmt: skip
+        else:
+            skinny_kernel[grid_n](
+                x, weight, s, out, m, n, k, x.stride(0), weight.stride(0), out.stride(0),
+                BLOCK_M=block_m(m), EVEN_K=even_k, DOT_FP32=not x.is_cuda, HAS_SCALE=has_scale,
+                num_warps=num_warps, **config,
+            )  # fmt: skip
