@@ -1,6 +1,7 @@
-"""The Triton kernels on CPU: tests/unit/engine/test_decode_kernels.py (decode step) and
-test_paged_prefill.py (prefill attention over the paged cache) run again under TRITON_INTERPRET=1,
-which Triton reads when a kernel is defined (so in a child process)."""
+"""The Triton kernels on CPU: tests/unit/engine/test_decode_kernels.py (decode step),
+test_paged_prefill.py (prefill attention over the paged cache) and test_fp8_kernels.py (FP8 weights)
+run again under TRITON_INTERPRET=1, which Triton reads when a kernel is defined (so in a child
+process)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ ENGINE_TESTS = ROOT / "tests" / "unit" / "engine"
     kv_write.triton is None or torch.cuda.is_available(),
     reason="needs Triton; on CUDA the kernels run natively",
 )
-@pytest.mark.parametrize("tests", ["test_decode_kernels.py", "test_paged_prefill.py"])
+@pytest.mark.parametrize("tests", ["test_decode_kernels.py", "test_paged_prefill.py", "test_fp8_kernels.py"])
 def test_kernels_pass_under_the_triton_interpreter_on_cpu(tests: str) -> None:
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [

@@ -4,7 +4,7 @@ torch.compile(fullgraph=True); on CUDA also the FP8 tensor-core prefill path, an
 greedy tokens with FP8 weights (compiled, graph-captured decode steps) follow the eager FP8 model.
 
 The kernels run where Triton can run them: on CUDA, or on CPU under TRITON_INTERPRET=1 (read when
-a kernel is defined, so tests/integration/inference_service/test_fp8_kernels_interpreted.py runs
+a kernel is defined, so tests/integration/inference_service/test_kernels_interpreted.py runs
 this file again in a child process that sets it).
 """
 
