@@ -215,9 +215,11 @@ def test_the_make_run_banner_commands_work_when_pasted_into_a_fresh_shell(stack:
     lines = [line.strip() for line in text.splitlines()]
     export = next(line for line in lines if line.startswith("export "))
     complete = next(line for line in lines if " complete " in line)
-    # A fresh login shell: none of this process's PATH, virtualenv or PYTHONPATH.
+    # A fresh login shell: none of this process's PATH, virtualenv or PYTHONPATH. Seeded: the demo
+    # model's unseeded continuation is now and then flagged by the output check (exit 3), which is
+    # not what this test is about.
     done = subprocess.run(
-        ["env", "-i", f"HOME={tmp_path}", "/bin/sh", "-c", f"{export}\n{complete} --max-gen-len 8"],
+        ["env", "-i", f"HOME={tmp_path}", "/bin/sh", "-c", f"{export}\n{complete} --max-gen-len 8 --seed 1"],
         capture_output=True,
         text=True,
         timeout=120,
