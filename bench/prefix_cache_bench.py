@@ -2,6 +2,7 @@
 model, one run, plus the paged prefill kernel on its own.
 
     python -m bench.prefix_cache_bench --no-compile       # the full run on one GPU (7B and 13B)
+                                                          # (decode graphs of the eager step; prefill compiled)
     TRITON_INTERPRET=1 python -m bench.prefix_cache_bench --dry-run      # tiny shapes on CPU
 
 Per mode (a fresh runner and engine each, the same 7B weights):
@@ -23,7 +24,8 @@ Besides the two modes:
 - fp32: the chat and shared-prompt workloads greedy in float32 on --fp32-shape (few layers), cache
   on and off: whether the tokens agree there tells whether a bf16 mismatch is rounding;
 - --big-shape (13B): the TTFT of --big-ttft-lens prompts with caching off (chunks after the first
-  attend through the paged prefill kernel).
+  attend through the paged prefill kernel);
+- the fresh-prompt TTFT with the prefill forward compiled (the engine's default on CUDA) and eager.
 One markdown table is printed; the numbers go to $OUT/prefix_cache_bench.json.
 """
 
@@ -188,7 +190,7 @@ def fp32_agreement(args: argparse.Namespace, config: EngineConfig, device: torch
     over its prefix in other chunks), so only rounding can part them, and fp32 rounds 2^16 times
     finer than bf16."""
     label, _, model, _ = build_shape(args, args.fp32_shape, device, torch.float32)
-    fp32 = replace(config, dtype="float32", compile=False, cuda_graphs=False)
+    fp32 = replace(config, dtype="float32", compile=False, compile_prefill=False, cuda_graphs=False)
     try:
         on = run_mode(model, replace(fp32, prefix_caching=True), args, greedy_tokens)
         off = run_mode(model, replace(fp32, prefix_caching=False), args, greedy_tokens)
@@ -202,20 +204,27 @@ def fp32_agreement(args: argparse.Namespace, config: EngineConfig, device: torch
     return result
 
 
+def fresh_ttfts(engine: Engine, args: argparse.Namespace, vocab: int) -> dict[str, float]:
+    return {f"ttft_{n}_ms": fresh_ttft_ms(engine, n, vocab) for n in args.big_ttft_lens}
+
+
+def eager_prefill_ttft(engine: Engine, args: argparse.Namespace, vocab: int) -> dict[str, float]:
+    return {"fresh_ttft_ms": fresh_ttft_ms(engine, args.ttft_len, vocab)}
+
+
 def big_ttft(
     args: argparse.Namespace, config: EngineConfig, device: torch.device, dtype: torch.dtype
 ) -> dict[str, object]:
-    """TTFT of fresh prompts of each --big-ttft-lens on --big-shape, caching off: prompts longer
-    than --prefill-chunk prefill in chunks, every chunk after the first through the paged kernel."""
+    """TTFT of fresh prompts of each --big-ttft-lens on --big-shape, caching off, prefill compiled
+    and eager: prompts longer than --prefill-chunk prefill in chunks, every chunk after the first
+    through the paged kernel."""
     label, _, model, _ = build_shape(args, args.big_shape, device, dtype)
     plain = replace(config, prefix_caching=False, compile=False, cuda_graphs=False)
     result: dict[str, object] = {"shape": label}
     try:
-
-        def ttfts(engine: Engine, args: argparse.Namespace, vocab: int) -> dict[str, float]:
-            return {f"ttft_{n}_ms": fresh_ttft_ms(engine, n, vocab) for n in args.big_ttft_lens}
-
-        result |= run_mode(model, plain, args, ttfts)
+        result |= run_mode(model, plain, args, fresh_ttfts)
+        eager = run_mode(model, replace(plain, compile_prefill=False), args, fresh_ttfts)
+        result |= {f"eager_{k}": v for k, v in eager.items()}
     finally:
         del model
         free_runner()
@@ -297,10 +306,14 @@ def table(
     hit = on["prompt_tokens_cached"] / max(on["prompt_tokens_looked_up"], 1)
     lines.append(f"| prompt tokens from the cache | {hit:.1%} | - | |")
     lines.append(f"| greedy tokens on == off | {', '.join(f'{k}: {v}' for k, v in same.items())} | | |")
+    lines.append(
+        f"| fresh prompt: TTFT with eager prefill (ms) | - | {off['eager_prefill_fresh_ttft_ms']:.1f} | |"
+    )
     if big is not None:
         for length in args.big_ttft_lens:
             lines.append(
-                f"| {big['shape']} fresh prompt {length}: TTFT (ms) | - | {big[f'ttft_{length}_ms']:.1f} | |"
+                f"| {big['shape']} fresh prompt {length}: TTFT (ms), compiled / eager prefill | - | "
+                f"{big[f'ttft_{length}_ms']:.1f} / {big[f'eager_ttft_{length}_ms']:.1f} | |"
             )
     if fp32 is not None:
         greedy = fp32["greedy"]
@@ -387,6 +400,9 @@ def main() -> None:
     print("caching on:", json.dumps(on), flush=True)
     off, off_tokens = run_mode(model, replace(config, prefix_caching=False), args, measure)
     print("caching off:", json.dumps(off), flush=True)
+    eager = replace(config, prefix_caching=False, compile_prefill=False)
+    off["eager_prefill_fresh_ttft_ms"] = run_mode(model, eager, args, eager_prefill_ttft)["fresh_ttft_ms"]
+    print("caching off, eager prefill:", off["eager_prefill_fresh_ttft_ms"], flush=True)
     del model
     free_runner()
     big = None if args.big_shape == "none" else big_ttft(args, config, device, dtype)

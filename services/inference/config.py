@@ -73,7 +73,14 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         "output channel, quantized at load; GPUs of compute capability 8.9+, or CPU as a slow reference), "
         "embeddings, norms and the output head in --dtype",
     )
-    p.add_argument("--no-compile", action="store_true", help="CUDA graphs of the eager decode step")
+    p.add_argument(
+        "--no-compile", action="store_true", help="CUDA graphs of the eager decode step; eager prefill"
+    )
+    p.add_argument(
+        "--no-compile-prefill",
+        action="store_true",
+        help="prefill steps eager (decode still compiled): a faster start, a slower first token",
+    )
     p.add_argument(
         "--decode-gemm",
         default="auto",
@@ -107,6 +114,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         device=device,
         dtype=dtype,
         compile=not a.no_compile,
+        compile_prefill=not (a.no_compile or a.no_compile_prefill),
         decode_gemm=a.decode_gemm,
         fused_kv_write=not a.no_fused_kv_write,
         step_timeout_s=a.step_timeout_s,

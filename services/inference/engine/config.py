@@ -32,6 +32,8 @@ class EngineConfig:
     # GPU only: capture the decode step in CUDA graphs, optionally after torch.compile.
     cuda_graphs: bool = True
     compile: bool = True
+    # GPU only: prefill steps through torch.compile (dynamic shapes), compiled at start-up.
+    compile_prefill: bool = True
     # Decode batch sizes to capture graphs for (max_batch_size is always added); empty: 1, 2, 4, 8,
     # then every multiple of 8. Fewer sizes capture faster but pad more rows.
     graph_sizes: tuple[int, ...] = ()

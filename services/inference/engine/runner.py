@@ -1,6 +1,9 @@
 """Runs one `StepPlan` through the model on this rank: the same call on every rank.
 
-Prefill steps run eagerly (SDPA/flash for fresh prompts). Decode steps on CUDA replay a CUDA graph
+Prefill steps run the model's forward (flash attention for fresh prompts, the paged prefill kernel
+for chunks that continue a cached prefix), compiled on CUDA unless `compile` is off: eager, a 7B
+layer launches ~45 kernels and Python's time to launch them exceeds the GPU's time to run them
+for a few hundred tokens, so a short prompt's prefill waits on the host. Decode steps on CUDA replay a CUDA graph
 captured for the smallest padded batch size that fits, optionally of a torch.compile'd step; the
 whole step (token lookup + forward + sampling) is one replay fed by two host-to-device copies.
 A second graph per size serves all-greedy batches: argmax instead of the top-p sampler, which
@@ -31,7 +34,7 @@ from services.inference.engine.config import EngineConfig
 from services.inference.engine.kv_cache import KVStorage, StepCache, bytes_per_block, plan_num_blocks
 from services.inference.engine.ranks import min_over_ranks
 from services.inference.engine.step_inputs import Layout, pack
-from services.inference.engine.step_plan import StepPlan
+from services.inference.engine.step_plan import StepPlan, StepRow
 from services.inference.kernels import kv_write, paged_prefill
 from services.inference.kernels.decode_gemm import use_decode_gemm
 from services.inference.model.fusion import fuse_projections
@@ -72,6 +75,14 @@ class PendingStep:
         return StepResult(self._host[0].long().tolist(), self._host[1].tolist(), self._echo)
 
 
+def _dense(x: Tensor) -> Tensor:
+    return x.clone(memory_format=torch.contiguous_format)
+
+
+def _same(x: Tensor) -> Tensor:
+    return x
+
+
 def graph_batch_sizes(max_batch_size: int, wanted: tuple[int, ...] = ()) -> list[int]:
     sizes = wanted or (1, 2, 4, 8, *range(16, max_batch_size + 1, 8))
     return sorted({s for s in sizes if s <= max_batch_size} | {max_batch_size})
@@ -95,6 +106,7 @@ class ModelRunner:
         self._ints: Tensor | None = None
         self._floats: Tensor | None = None
         self._forward: Callable[[Tensor, Tensor], Tensor] = self._decode_logits
+        self._prefill: Callable[[Tensor, Tensor, StepCache], Tensor] = model
         self._fused_rotary = config.fused_kv_write and kv_write.fused_available(
             self.device, model.args.head_dim
         )
@@ -124,16 +136,22 @@ class ModelRunner:
         if plan.decode:
             tokens = self._tokens_in(tokens, batch_slots)
         positions = ints[:, layout.positions]
+        compiled = not plan.decode and tokens.shape[1] > 1 and self._prefill is not self.model
+        # The compiled prefill takes dense inputs: the strides of slices of the packed tensor vary
+        # with the step's layout and would each be a new guard, so a new compilation.
+        dense = _dense if compiled else _same
+        tokens, positions = dense(tokens), dense(positions)
         cache = StepCache(
             self.storage,
-            slots=ints[:, layout.slots].flatten(),
-            block_tables=ints[:, layout.table :].to(torch.int32),
-            context_lens=ints[:, layout.context_len].to(torch.int32),
+            slots=dense(ints[:, layout.slots].flatten()),
+            block_tables=dense(ints[:, layout.table :].to(torch.int32)),
+            context_lens=dense(ints[:, layout.context_len].to(torch.int32)),
             positions=positions,
             fresh=plan.fresh,
             fused_rotary=self._fused_rotary,
         )
-        logits = self.model(tokens, positions, cache)
+        forward = self._prefill if compiled else self.model
+        logits = forward(tokens, positions, cache)
         rows = torch.arange(len(plan.rows), device=self.device)
         last = logits[rows, ints[:, layout.sample_index]]
         sampled, logprobs = sample(
@@ -194,6 +212,12 @@ class ModelRunner:
             self.storage.k.dtype,
             self.device,
         )
+        if self.config.compile_prefill:
+            try:
+                self.compile_prefill()
+            except Exception:  # a model the compiler cannot take still serves, eagerly
+                log.exception("compiling the prefill forward failed: prefill runs eagerly")
+                self._prefill = self.model
         if not self.config.cuda_graphs:
             return
         sizes = graph_batch_sizes(self.config.max_batch_size, self.config.graph_sizes)
@@ -235,6 +259,38 @@ class ModelRunner:
             self._fused_rotary,
             self.config.decode_gemm,
         )
+
+    @torch.inference_mode()
+    def compile_prefill(self) -> None:
+        """torch.compile the prefill forward with dynamic shapes and compile it now, through the
+        real step path, for each kind of prefill step (one row or several; a fresh prompt or a
+        chunk continuing a cached prefix), so no request waits for the compiler. Steps of one
+        token per row stay eager."""
+        # The cache's shape never changes: static, so no step's sizes are unified with its own.
+        torch._dynamo.mark_static(self.storage.k)
+        torch._dynamo.mark_static(self.storage.v)
+        self._prefill = torch.compile(self.model, dynamic=True)
+        block = self.storage.block_size
+        t = 2 * block + 3  # a length no guard can pin: not a multiple of the block, not 0 or 1
+        for fresh in (True, False):
+            start = 0 if fresh else block
+            row = StepRow(
+                tokens=[0] * t,
+                positions=list(range(start, start + t)),
+                slots=[PAD_SLOT] * t,  # the reserved block
+                block_table=[0] * blocks_for(start + t, block),
+                context_len=start + t,
+                sample_index=t - 1,
+                temperature=0.0,
+                top_p=1.0,
+                seed=0,
+                step=0,
+                batch_slot=self._pad_batch_slot,
+                samples=False,
+            )
+            for rows in (1, 2):
+                self._launch_eager(StepPlan(decode=False, fresh=fresh, rows=[row] * rows)).result()
+        self.slot_tokens.zero_()
 
     def _launch_graph(self, plan: StepPlan) -> PendingStep:
         assert self._ints is not None and self._floats is not None

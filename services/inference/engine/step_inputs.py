@@ -96,6 +96,10 @@ def pack(
     """
     layout = Layout(max(len(row.tokens) for row in plan.rows))
     table_width = max(len(row.block_table) for row in plan.rows)
+    if not plan.decode:
+        # A table of one column would be a size-1 dimension, which a compiled prefill specializes
+        # on (and compiles again for); an extra column of the reserved block is never read.
+        table_width = max(table_width, 2)
     ints = [_int_row(row, layout.t, table_width) for row in plan.rows]
     floats = [[row.temperature, row.top_p] for row in plan.rows]
     pad_row = StepRow(

@@ -389,4 +389,34 @@ def prefill(
         return torch.ops.llamagate.paged_prefill(
             q, k_all, v_all, layer, block_tables, context_lens, positions
         )
+    return torch.ops.llamagate.paged_prefill_reference(
+        q, k_all, v_all, layer, block_tables, context_lens, positions
+    )
+
+
+# Opaque as the kernel is, so a compiled forward on the CPU has the CUDA one's graph (the
+# reference reads the longest context length on the host, which would split a traced graph).
+@torch.library.custom_op("llamagate::paged_prefill_reference", mutates_args=())
+def _paged_prefill_reference(
+    q: Tensor,
+    k_all: Tensor,
+    v_all: Tensor,
+    layer: int,
+    block_tables: Tensor,
+    context_lens: Tensor,
+    positions: Tensor,
+) -> Tensor:
     return prefill_reference(q, k_all[layer], v_all[layer], block_tables, context_lens, positions)
+
+
+@_paged_prefill_reference.register_fake
+def _(
+    q: Tensor,
+    k_all: Tensor,
+    v_all: Tensor,
+    layer: int,
+    block_tables: Tensor,
+    context_lens: Tensor,
+    positions: Tensor,
+) -> Tensor:
+    return torch.empty(q.shape, dtype=q.dtype, device=q.device)

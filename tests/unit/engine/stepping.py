@@ -16,7 +16,7 @@ PROMPTS = [[1, 5, 9, 13, 2, 7, 8, 9, 10, 11, 12], [1, 3], [1, *[4] * 15, 50], [1
 
 
 def tiny_runner(
-    model: Transformer, num_blocks: int, prefix_caching: bool = True
+    model: Transformer, num_blocks: int, prefix_caching: bool = True, device: str = "cpu"
 ) -> tuple[EngineConfig, BlockAllocator, ModelRunner]:
     """Blocks of 4 tokens, chunks of 7, 4 sequences at most: small enough to force preemption."""
     config = EngineConfig(
@@ -26,6 +26,7 @@ def tiny_runner(
         num_kv_blocks=num_blocks,
         prefill_chunk=7,
         prefix_caching=prefix_caching,
+        device=device,
     )
     storage = KVStorage(
         n_layers=ARGS.n_layers,
@@ -34,7 +35,7 @@ def tiny_runner(
         kv_heads=ARGS.kv_heads,
         head_dim=ARGS.head_dim,
         dtype=torch.float32,
-        device=torch.device("cpu"),
+        device=torch.device(device),
     )
     return config, BlockAllocator(num_blocks), ModelRunner(model, storage, config, 32)
 
