@@ -1,8 +1,8 @@
 """Prefix caching and prefill attention benchmark: the engine with its prefix cache on and off, one
 model, one run, plus the paged prefill kernel on its own.
 
-    python -m bench.prefix_cache_bench --no-compile       # the full run on one GPU (7B and 13B)
-                                                          # (decode graphs of the eager step; prefill compiled)
+    python -m bench.prefix_cache_bench --graph-sizes 1,8,64    # the full run on one GPU (7B and 13B)
+    python -m bench.prefix_cache_bench --no-compile            # decode graphs of the eager step
     TRITON_INTERPRET=1 python -m bench.prefix_cache_bench --dry-run      # tiny shapes on CPU
 
 Per mode (a fresh runner and engine each, the same 7B weights):
@@ -337,6 +337,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--num-kv-blocks", type=int)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument(
+        "--graph-sizes",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=(),
+        help="decode batch sizes to capture (e.g. 1,8,64: a faster start; batches pad up to the next)",
+    )
     parser.add_argument("--ttft-len", type=int, default=512, help="the fresh prompt's tokens")
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--history-len", type=int, default=3000, help="tokens before the last turn's message")
@@ -383,6 +389,7 @@ def main() -> None:
         prefill_chunk=args.prefill_chunk,
         compile=args.compile and device.type == "cuda",
         cuda_graphs=device.type == "cuda",
+        graph_sizes=args.graph_sizes,
     )
     header: dict[str, object] = {"torch": torch.__version__, "device": str(device), "shape": args.shape}
     if device.type == "cuda":
