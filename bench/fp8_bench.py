@@ -345,6 +345,17 @@ def kernel_timings(device: torch.device, name: str, weights: list[Tensor], rows:
         impls["bf16 Triton"] = ([partial(decode_gemm.launch, x, w, out) for w in weights], 2)
     if cuda and rows <= 64:
         impls["fp8 Triton"] = ([partial(fp8_linear.launch, x, w, s, out) for w, s in fp8], 1)
+    if cuda and rows == 1:
+        # Both one-row kernels (the one above is whichever was timed faster for this shape).
+        for label, dot in (("GEMV", False), ("tensor cores", True)):
+            impls[f"bf16 Triton {label}"] = (
+                [partial(decode_gemm.launch, x, w, out, one_row_dot=dot) for w in weights],
+                2,
+            )
+            impls[f"fp8 Triton {label}"] = (
+                [partial(fp8_linear.launch, x, w, s, out, one_row_dot=dot) for w, s in fp8],
+                1,
+            )
     if hopper and dtype == torch.bfloat16:
         impls["fp8 scaled_mm"] = ([partial(fp8_linear.scaled_matmul, x, w, s) for w, s in fp8], 1)
     if rows > 16 or not cuda:

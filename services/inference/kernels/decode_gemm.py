@@ -75,11 +75,17 @@ if triton is not None:
     _TUNED = skinny_gemm.tuned(_GEMV_CONFIGS, _SKINNY_CONFIGS)
 
     def launch(
-        x: Tensor, weight: Tensor, out: Tensor, config: dict[str, int] | None = None, num_warps: int = 4
+        x: Tensor,
+        weight: Tensor,
+        out: Tensor,
+        config: dict[str, int] | None = None,
+        num_warps: int = 4,
+        one_row_dot: bool | None = None,
     ) -> None:
         """out [M, N] = x [M, K] @ weight [N, K].T; autotuned, or with an explicit `config`
-        ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one)."""
-        skinny_gemm.launch(_TUNED, x, weight, None, out, config, num_warps)
+        ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one).
+        `one_row_dot`: see skinny_gemm.launch."""
+        skinny_gemm.launch(_TUNED, x, weight, None, out, config, num_warps, one_row_dot)
 
     def _device_ms(fn: Callable[[], object]) -> float:
         # Triton's timer clears L2 before each call (a decode step finds no weight in L2) and keeps

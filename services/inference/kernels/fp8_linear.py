@@ -130,10 +130,12 @@ if triton is not None:
         out: Tensor,
         config: dict[str, int] | None = None,
         num_warps: int = 4,
+        one_row_dot: bool | None = None,
     ) -> None:
         """out [M, N] = (x [M, K] @ weight [N, K].T) * scale [N]; autotuned, or with an explicit `config`
-        ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one)."""
-        skinny_gemm.launch(_TUNED, x, weight, scale, out, config, num_warps)
+        ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one).
+        `one_row_dot`: see skinny_gemm.launch."""
+        skinny_gemm.launch(_TUNED, x, weight, scale, out, config, num_warps, one_row_dot)
 
     @torch.library.custom_op("llamagate::fp8_matmul", mutates_args=())
     def _fp8_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:

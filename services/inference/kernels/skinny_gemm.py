@@ -12,9 +12,10 @@ caller autotunes its own configurations (a byte per FP8 weight wants wider K blo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 try:
@@ -29,10 +30,16 @@ INTERPRETER_CONFIG = {"BLOCK_N": 16, "BLOCK_K": 64}
 
 @dataclass(frozen=True)
 class TunedKernels:
-    """A caller's autotuned launchers: one row of x, and 2..BLOCK_M rows."""
+    """A caller's autotuned launchers: one row of x, and 2..BLOCK_M rows.
+
+    One row can take either kernel: the GEMV multiplies on the CUDA cores, one conversion and one
+    FMA per weight, which for one-byte FP8 weights can cost more than loading them; the tensor-core
+    kernel pads the row to 16 and leaves only the conversion. Which is faster depends on the GPU
+    and the shape, so it is timed once per (N, K) on first use (`one_row_dot`)."""
 
     gemv: Any
     skinny: Any
+    one_row_dot: dict[tuple[int, int], bool] = field(default_factory=dict)
 
 
 if triton is not None:
@@ -135,6 +142,42 @@ if triton is not None:
             ),
         )
 
+    def _launch_tuned(
+        kernels: TunedKernels, x: Tensor, weight: Tensor, s: Tensor, out: Tensor, has_scale: bool, dot: bool
+    ) -> None:
+        m, k = x.shape
+        n = weight.shape[0]
+        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+        if m == 1 and not dot:
+            kernels.gemv[grid](x, weight, s, out, n, k, weight.stride(0), HAS_SCALE=has_scale)
+        else:
+            kernels.skinny[grid](
+                x, weight, s, out, m, n, k, x.stride(0), weight.stride(0), out.stride(0),
+                BLOCK_M=block_m(m), DOT_FP32=False, HAS_SCALE=has_scale,
+            )  # fmt: skip
+
+    def _one_row_dot(
+        kernels: TunedKernels, x: Tensor, weight: Tensor, s: Tensor, out: Tensor, has_scale: bool
+    ) -> bool:
+        key = (weight.shape[0], weight.shape[1])
+        if key not in kernels.one_row_dot:
+            if torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(f"the one-row kernel for {key} was not chosen before CUDA graph capture")
+            timings = []
+            for dot in (False, True):
+                _launch_tuned(kernels, x, weight, s, out, has_scale, dot)  # autotune first
+                timings.append(
+                    # do_bench clears L2 before each call, as a decode step finds no weight there.
+                    triton.testing.do_bench(
+                        lambda dot=dot: _launch_tuned(kernels, x, weight, s, out, has_scale, dot),
+                        warmup=5,
+                        rep=30,
+                        return_mode="median",
+                    )
+                )
+            kernels.one_row_dot[key] = timings[1] < timings[0]
+        return kernels.one_row_dot[key]
+
     def launch(
         kernels: TunedKernels,
         x: Tensor,
@@ -143,9 +186,12 @@ if triton is not None:
         out: Tensor,
         config: dict[str, int] | None = None,
         num_warps: int = 4,
+        one_row_dot: bool | None = None,
     ) -> None:
         """out [M, N] = (x [M, K] @ weight [N, K].T) (* scale [N]); autotuned by `kernels`, or with an
-        explicit `config` ({"BLOCK_N", "BLOCK_K"}: tests; the CPU interpreter gets a fixed one)."""
+        explicit `config` ({"BLOCK_N", "BLOCK_K"}: tests; the CPU interpreter gets a fixed one).
+        `one_row_dot`: one row through the tensor-core kernel (True) or the GEMV (False); None: the
+        faster, timed per shape (the GEMV with an explicit config)."""
         m, k = x.shape
         n = weight.shape[0]
         has_scale = scale is not None
@@ -153,18 +199,16 @@ if triton is not None:
         if config is None and not x.is_cuda:
             config = INTERPRETER_CONFIG
         if config is None:
-            grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-            if m == 1:
-                kernels.gemv[grid](x, weight, s, out, n, k, weight.stride(0), HAS_SCALE=has_scale)
-            else:
-                kernels.skinny[grid](
-                    x, weight, s, out, m, n, k, x.stride(0), weight.stride(0), out.stride(0),
-                    BLOCK_M=block_m(m), DOT_FP32=False, HAS_SCALE=has_scale,
-                )  # fmt: skip
+            dot = m == 1 and (
+                one_row_dot
+                if one_row_dot is not None
+                else _one_row_dot(kernels, x, weight, s, out, has_scale)
+            )
+            _launch_tuned(kernels, x, weight, s, out, has_scale, dot)
             return
         grid_n = (triton.cdiv(n, config["BLOCK_N"]),)
         even_k = k % config["BLOCK_K"] == 0
-        if m == 1:
+        if m == 1 and not one_row_dot:
             gemv_kernel[grid_n](
                 x, weight, s, out, n, k, weight.stride(0),
                 EVEN_K=even_k, HAS_SCALE=has_scale, num_warps=num_warps, **config,

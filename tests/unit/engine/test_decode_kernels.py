@@ -112,6 +112,19 @@ def test_skinny_gemm_equals_linear(
 
 
 @kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("n", "k"), [(64, 256), (37, 200)])
+@pytest.mark.parametrize("tuned", [False, True] if CUDA else [False])
+def test_one_row_through_the_tensor_core_kernel(dtype: torch.dtype, n: int, k: int, tuned: bool) -> None:
+    """One row padded to 16 through tl.dot: the alternative the one-row timing may choose."""
+    torch.manual_seed(n + k)
+    x, weight = random_linear(1, n, k, dtype)
+    out = torch.full((1, n), float("nan"), dtype=dtype, device=DEVICE)
+    decode_gemm.launch(x, weight, out, None if tuned else {"BLOCK_N": 16, "BLOCK_K": 64}, one_row_dot=True)
+    assert_close_to_linear(out, x, weight)
+
+
+@kernels
 @pytest.mark.parametrize("kind", ["triton", "auto"] if CUDA else ["triton"])
 @pytest.mark.parametrize("m", [1, 5])
 def test_decode_matmul_op_takes_batched_inputs(kind: str, m: int) -> None:

@@ -81,6 +81,20 @@ def test_fp8_skinny_gemm_equals_the_dequantized_reference(
 
 
 @kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("n", "k"), [(64, 256), (37, 200)])
+@pytest.mark.parametrize("tuned", [False, True] if CUDA else [False])
+def test_fp8_one_row_through_the_tensor_core_kernel(dtype: torch.dtype, n: int, k: int, tuned: bool) -> None:
+    """One row padded to 16 through tl.dot: the alternative the one-row timing may choose."""
+    weight, scale = fp8_weight(n, k, seed=n + k)
+    x = torch.randn(1, k, dtype=dtype, device=DEVICE)
+    out = torch.full((1, n), float("nan"), dtype=dtype, device=DEVICE)
+    config = None if tuned else {"BLOCK_N": 16, "BLOCK_K": 64}
+    fp8_linear.launch(x, weight, scale, out, config, one_row_dot=True)
+    assert_close_to_reference(out, x, weight, scale)
+
+
+@kernels
 @pytest.mark.parametrize("m", [1, 5])
 def test_fp8_matmul_op_takes_batched_inputs(m: int) -> None:
     """The op as the model calls it: [b, 1, K] activations, tuned configs on CUDA."""
