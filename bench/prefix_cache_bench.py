@@ -407,7 +407,8 @@ def main() -> None:
     print("caching on:", json.dumps(on), flush=True)
     off, off_tokens = run_mode(model, replace(config, prefix_caching=False), args, measure)
     print("caching off:", json.dumps(off), flush=True)
-    eager = replace(config, prefix_caching=False, compile_prefill=False)
+    # Only the prefill is timed here: no decode graphs to capture.
+    eager = replace(config, prefix_caching=False, compile=False, compile_prefill=False, cuda_graphs=False)
     off["eager_prefill_fresh_ttft_ms"] = run_mode(model, eager, args, eager_prefill_ttft)["fresh_ttft_ms"]
     print("caching off, eager prefill:", off["eager_prefill_fresh_ttft_ms"], flush=True)
     del model
