@@ -21,6 +21,7 @@ unless `fused_kv_write` is off), and `decode_gemm` picks how their projections r
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -271,9 +272,12 @@ class ModelRunner:
         torch._dynamo.mark_static(self.storage.v)
         self._prefill = torch.compile(self.model, dynamic=True)
         block = self.storage.block_size
-        t = 2 * block + 3  # a length no guard can pin: not a multiple of the block, not 0 or 1
-        for fresh in (True, False):
+        # Lengths no guard can pin (not multiples of the block, not 0 or 1) on both sides of the
+        # row counts where a projection changes kernels (FP8: the Triton kernel up to 16 or 64 rows).
+        for t, fresh in itertools.product((3, 2 * block + 3, 8 * block + 3), (True, False)):
             start = 0 if fresh else block
+            if start + t > self.max_blocks * block:
+                continue
             row = StepRow(
                 tokens=[0] * t,
                 positions=list(range(start, start + t)),

@@ -16,7 +16,11 @@ PROMPTS = [[1, 5, 9, 13, 2, 7, 8, 9, 10, 11, 12], [1, 3], [1, *[4] * 15, 50], [1
 
 
 def tiny_runner(
-    model: Transformer, num_blocks: int, prefix_caching: bool = True, device: str = "cpu"
+    model: Transformer,
+    num_blocks: int,
+    prefix_caching: bool = True,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[EngineConfig, BlockAllocator, ModelRunner]:
     """Blocks of 4 tokens, chunks of 7, 4 sequences at most: small enough to force preemption."""
     config = EngineConfig(
@@ -34,7 +38,7 @@ def tiny_runner(
         block_size=4,
         kv_heads=ARGS.kv_heads,
         head_dim=ARGS.head_dim,
-        dtype=torch.float32,
+        dtype=dtype,
         device=torch.device(device),
     )
     return config, BlockAllocator(num_blocks), ModelRunner(model, storage, config, 32)

@@ -11,6 +11,8 @@ import torch._dynamo
 from services.common.sampling import SamplingParams
 from services.inference.engine.request import GenerationRequest
 from services.inference.engine.scheduler import Scheduler
+from services.inference.kernels.fp8_linear import use_fp8_kernels
+from services.inference.model.fp8 import quantize_projections
 from services.inference.model.transformer import Transformer, init_random_weights
 from tests.unit.engine.stepping import ARGS, run_to_completion, tiny_runner
 from tests.unit.engine.test_scheduler_runner import greedy_reference
@@ -60,3 +62,23 @@ def test_compiled_prefill_matches_eager_without_recompiling(device: str) -> None
     for sequence, prompt in zip([*first, *later], PROMPTS, strict=True):
         assert sequence.tokens == greedy_reference(model.cpu(), prompt, 6)
     assert allocator.num_free == 48 - 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_fp8_prefill_never_recompiles() -> None:
+    """FP8 projections change kernels at 16 rows (the Triton kernel below, tensor cores above): the
+    warm-up compiles both sides, so short and long prompt chunks alike find a compiled graph."""
+    torch._dynamo.reset()
+    model = Transformer(ARGS)
+    init_random_weights(model, 3)
+    model = quantize_projections(model.to("cuda", torch.bfloat16).eval())
+    use_fp8_kernels(model)
+    config, allocator, runner = tiny_runner(model, num_blocks=48, device="cuda", dtype=torch.bfloat16)
+    runner.compile_prefill()
+    scheduler = Scheduler(config, allocator, eos_id=-1)
+    params = SamplingParams(temperature=0, max_gen_len=6)
+    sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        run_to_completion(scheduler, runner, max_steps=300)
+    assert all(len(s.tokens) == len(p) + 6 for s, p in zip(sequences, PROMPTS, strict=True))
