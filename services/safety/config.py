@@ -35,6 +35,8 @@ class SafetyConfig:
     telemetry: TelemetryConfig
     # embedded on the CPU: compile the encoder with frozen weights (slower start, faster checks).
     compile: bool = False
+    # embedded: the rows of an encoder call share packed sequences (encoder.py); off only to compare.
+    pack_rows: bool = True
     # llama-guard: the release in --model-dir (1, 2, 3), which fixes its prompt and taxonomy.
     llama_guard_version: int = 1
 
@@ -84,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded classifier on the CPU: compile the encoder with frozen, prepacked weights "
         "(faster checks, tens of seconds more at start)",
     )
+    parser.add_argument(
+        "--no-pack-rows",
+        dest="pack_rows",
+        action="store_false",
+        help="embedded: score each row of a check padded on its own instead of packing the rows "
+        "into shared sequences (the same scores, more tokens; for comparison)",
+    )
     add_server_arguments(parser, DEFAULT_PORT)
     add_telemetry_arguments(parser, DEFAULT_METRICS_PORT)
     return parser
@@ -114,5 +123,6 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         dtype=resolve_dtype(args.dtype, args.device),
         telemetry=telemetry_config_from_args(args, "llamagate-safety"),
         compile=args.compile,
+        pack_rows=args.pack_rows,
         llama_guard_version=args.llama_guard_version or 1,
     )

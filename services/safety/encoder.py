@@ -56,12 +56,49 @@ class EncoderConfig:
     device: torch.device = CPU
     # CPU only: torch.compile the encoder with frozen weights. Eager bf16 linears re-lay-out their
     # weights for oneDNN on every call, which dominates a short check on CPUs with AMX; inductor's
-    # freezing packs them once. One graph with dynamic shapes (one more for single rows) is compiled
-    # at load, which adds tens of seconds to start-up.
+    # freezing packs them once. Graphs with dynamic shapes (single rows, batches, packed sequences)
+    # are compiled at load, which adds tens of seconds to start-up.
     compile: bool = False
     # Low-rank updates of the fine-tuned classifier, by module name: (A, scaled B), merged into
     # the base weights once at load (W += B·A), so serving runs the base model's shapes and cost.
     adapters: Mapping[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # embed_ids packs the rows of a call into as few sequences as fit (`pack_rows`) rather than
+    # padding each to the longest: a short message judged as itself and its sentences is one
+    # sequence of their tokens, not three or four rows of the whole message's length.
+    packed: bool = False
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Rows laid end to end in `sequences` of at most one window, each attending only to itself.
+
+    Each row keeps its own [CLS]/[SEP], positions from 0 and attention to its own tokens alone,
+    so the encoder computes for it what it would as a row of its own; pooling reads each row's
+    tokens back out of the flattened sequences.
+    """
+
+    ids: torch.Tensor  # (sequences, length)
+    positions: torch.Tensor  # (sequences, length)
+    mask: torch.Tensor  # (sequences, 1, length, length) bool: query and key are of the same row
+    pooling: torch.Tensor  # (rows, sequences * length) fp32: a row's mean over its own tokens
+
+
+def bin_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Row indices grouped into bins of at most `capacity` tokens: first fit, longest first."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        size = lengths[index]
+        if size > capacity:
+            raise ValueError(f"a row of {size} tokens does not fit a sequence of {capacity}")
+        slot = next((b for b, free in enumerate(room) if free >= size), None)
+        if slot is None:
+            bins.append([index])
+            room.append(capacity - size)
+        else:
+            bins[slot].append(index)
+            room[slot] -= size
+    return bins
 
 
 def merge_adapters(model: torch.nn.Module, adapters: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -109,10 +146,13 @@ class SentenceEncoder:
                     f"compile applies to the CPU encoder; on {config.device} use its CUDA graphs"
                 )
             self.model = torch.compile(model, dynamic=True, options={"freezing": True})
-            # Single rows and batches compile separately (a dimension of 1 is specialised); both
-            # now, so that no check pays for compilation.
-            self.embed_ids([[self.tokenizer.cls_token_id]])
-            self.embed_ids([[self.tokenizer.cls_token_id]] * 2)
+            # A single row, batches of rows and (packed) one or several packed sequences compile
+            # separately (a dimension of 1 is specialised); all now, so that no check pays for it.
+            cls = self.tokenizer.cls_token_id
+            self.embed_ids([[cls]])
+            self.embed_ids([[cls]] * 2)
+            if config.packed:
+                self.embed_ids([[cls] * self.content_window] * 2)
 
     @property
     def dim(self) -> int:
@@ -148,6 +188,47 @@ class SentenceEncoder:
             mask[i, : len(row)] = 1
         return ids, mask
 
+    def pack_rows(self, rows: Sequence[Sequence[int]]) -> PackedRows:
+        """Pre-tokenised rows (each <= content_window), each wrapped in [CLS] ... [SEP], packed
+        into sequences of at most one window: as many sequences as `bin_rows` needs, padded to
+        batch_bucket of them, and their length to a multiple of LENGTH_BUCKET (the bounded set of
+        shapes that `pad` keeps to, for the same reason)."""
+        tok = self.tokenizer
+        wrapped = [[tok.cls_token_id, *row, tok.sep_token_id] for row in rows]
+        bins = bin_rows([len(r) for r in wrapped], self.config.window)
+        longest = max(sum(len(wrapped[i]) for i in b) for b in bins)
+        length = max(longest, min(_round_up(longest, LENGTH_BUCKET), self.config.window))
+        count = batch_bucket(len(bins))
+        ids = [[tok.pad_token_id] * length for _ in range(count)]
+        positions = [[0] * length for _ in range(count)]
+        # Padding belongs to no row (-1): it attends to other padding only and is pooled by none.
+        owner = [[-1] * length for _ in range(count)]
+        for sequence, members in enumerate(bins):
+            at = 0
+            for index in members:
+                row = wrapped[index]
+                end = at + len(row)
+                ids[sequence][at:end] = row
+                positions[sequence][at:end] = range(len(row))
+                owner[sequence][at:end] = [index] * len(row)
+                at = end
+        owners = torch.tensor(owner)
+        mask = (owners[:, :, None] == owners[:, None, :]).unsqueeze(1)
+        member = (owners.view(1, -1) == torch.arange(len(rows)).view(-1, 1)).float()
+        pooling = member / member.sum(1, keepdim=True)
+        return PackedRows(torch.tensor(ids), torch.tensor(positions), mask, pooling)
+
+    def pooled_packed(self, packed: PackedRows) -> torch.Tensor:
+        """Mean-pooled, L2-normalised fp32 embeddings of packed rows, one per row, on the device."""
+        device = self.config.device
+        hidden = self.model(
+            input_ids=packed.ids.to(device),
+            attention_mask=packed.mask.to(device),
+            position_ids=packed.positions.to(device),
+        ).last_hidden_state
+        pooled = packed.pooling.to(device) @ hidden.reshape(-1, hidden.shape[-1]).float()
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
     def pooled(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean-pooled, L2-normalised fp32 embeddings of padded inputs already on the device."""
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -158,6 +239,8 @@ class SentenceEncoder:
     @torch.inference_mode()
     def embed_ids(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         """Embeddings of pre-tokenised rows (each <= content_window), on the encoder's device."""
+        if self.config.packed and len(rows) > 1:  # a single row has nothing to share a sequence with
+            return self.pooled_packed(self.pack_rows(rows))
         ids, mask = self.pad(rows)
         # Built on the CPU and moved in one copy each, rather than row by row on the device.
         return self.pooled(ids.to(self.config.device), mask.to(self.config.device))[: len(rows)]

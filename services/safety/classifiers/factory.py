@@ -18,6 +18,7 @@ def build_classifier(config: SafetyConfig, policy: Policy) -> Classifier:
                 device=config.device,
                 dtype=config.dtype,
                 compile=config.compile,
+                pack_rows=config.pack_rows,
             )
         )
     assert config.model_dir is not None
