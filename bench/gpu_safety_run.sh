@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Safety-check latency and the gateway's added time to first token on a GPU host.
 #
-#   bash bench/gpu_safety_run.sh          # a CUDA host with >= 16 CPU cores: 8-12 minutes
+#   bash bench/gpu_safety_run.sh          # a CUDA host with >= 16 CPU cores: 10-14 minutes
 #   DRY=1 bash bench/gpu_safety_run.sh    # any machine, CPU only, small counts: checks the run end to end
 #
 # 1. generates the gRPC stubs (proto/gen_python.py);
 # 2. times one Check of one <= 64-token user message through the safety service, next to the
 #    classifier alone in-process (bench/safety_bench.py --service): on the CPU pinned to 4 cores with
-#    4 threads that sleep when idle (the service's default), with 4 and with 3 (one core left to gRPC
-#    and the event loop) that spin (GOMP_SPINCOUNT=300000), compiled (--compile), then on CUDA;
+#    4 threads that spin briefly when idle (the service's default), the same with each row padded on
+#    its own (--no-pack-rows, for comparison), with 4 and with 3 (one core left to gRPC and the event
+#    loop) that spin long (GOMP_SPINCOUNT=300000), compiled (--compile), then on CUDA;
 # 3. runs bench/gateway_bench.py at 1 and 32 streams with the model on the GPU and the safety
 #    service on the CPU, on its own 4 cores; inference, gateway and the bench's client on others;
 #    then again with the safety service's encoder compiled.
@@ -154,19 +155,21 @@ if [[ -n ${ENCODER_DIR:-} ]]; then
 fi
 LATENCY=(-m bench.safety_bench --service --cpus "$SAFETY_CPUS" --iterations "$ITERATIONS" --rounds 8
     --concurrency 8 32 --seconds "$SECONDS_PER_LEVEL" "${ENCODER[@]}")
-# The service's intra-op threads sleep when idle unless the environment asks them to spin
-# (services/safety/__main__.py); spinning is for cores the service has to itself, as here.
+# The service's intra-op threads spin briefly, then sleep, unless the environment asks otherwise
+# (services/safety/__main__.py); spinning long is for cores the service has to itself, as here.
 SPIN=(env GOMP_SPINCOUNT=300000)
 step 70 safety_cpu_threads"$SAFETY_THREADS" "$PY" "${LATENCY[@]}" --device cpu --threads "$SAFETY_THREADS"
+step 70 safety_cpu_threads"$SAFETY_THREADS"_unpacked "$PY" "${LATENCY[@]}" --device cpu \
+    --threads "$SAFETY_THREADS" --no-pack-rows
 step 70 safety_cpu_threads"$SAFETY_THREADS"_spin "${SPIN[@]}" "$PY" "${LATENCY[@]}" --device cpu \
     --threads "$SAFETY_THREADS"
 if ((SAFETY_THREADS > 1)); then
     step 70 safety_cpu_threads$((SAFETY_THREADS - 1))_spin "${SPIN[@]}" "$PY" "${LATENCY[@]}" --device cpu \
         --threads $((SAFETY_THREADS - 1))
 fi
-# The encoder compiled with frozen weights (--compile): four graphs to build first (service and
-# in-process, single rows and batches).
-step 160 safety_cpu_threads"$SAFETY_THREADS"_compiled "$PY" "${LATENCY[@]}" --device cpu \
+# The encoder compiled with frozen weights (--compile): six graphs to build first (service and
+# in-process; single rows, batches and packed sequences).
+step 220 safety_cpu_threads"$SAFETY_THREADS"_compiled "$PY" "${LATENCY[@]}" --device cpu \
     --threads "$SAFETY_THREADS" --compile
 if [[ $DEVICE == cuda ]]; then
     step 90 safety_cuda "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS"

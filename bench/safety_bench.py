@@ -193,6 +193,7 @@ def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> 
     threads = ("--threads", str(args.threads)) if args.threads else ()
     encoder = ("--encoder-dir", str(args.encoder_dir)) if args.encoder_dir else ()
     compiled = ("--compile",) if args.compile else ()
+    compiled += () if args.pack_rows else ("--no-pack-rows",)
     argv = python_module(
         "services.safety", "--port", str(port), "--device", args.device.type, *threads, *encoder, *compiled,
         "--metrics-port", "0", "--log-format", "text", *args.service_flag,
@@ -295,6 +296,7 @@ def run_service_mode(args: argparse.Namespace) -> None:
             dtype=resolve_dtype("auto", args.device),
             encoder_dir=args.encoder_dir,
             compile=args.compile,
+            pack_rows=args.pack_rows,
         )
     )
     tokens = len(classifier.encoder.token_ids(SHORT_MESSAGE))
@@ -315,6 +317,7 @@ def run_service_mode(args: argparse.Namespace) -> None:
         f"{args.device.type}, {threads} threads, CPUs {format_cpus(pinning.service)}; client on CPUs "
         f"{format_cpus(pinning.client)}; {classifier.id} {classifier.version}"
         + (" compiled" if args.compile else "")
+        + ("" if args.pack_rows else " rows unpacked")
         + "".join(f" {flag}" for flag in args.service_flag)
     )
     rows = [
@@ -345,6 +348,12 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="CPU: compile the encoder (the service's --compile)"
     )
+    parser.add_argument(
+        "--no-pack-rows",
+        dest="pack_rows",
+        action="store_false",
+        help="score each row of a check padded on its own (the service's --no-pack-rows)",
+    )
     service = parser.add_argument_group("--service: one Check through the real service")
     service.add_argument("--service", action="store_true", help="start python -m services.safety and time it")
     service.add_argument("--cpus", help="pin the service (and the in-process classifier) to these CPUs: 0-3")
@@ -363,7 +372,9 @@ def main() -> None:
         run_service_mode(args)
         return
     classifier = EmbeddedClassifier(
-        EmbeddedConfig(device=args.device, encoder_dir=args.encoder_dir, compile=args.compile)
+        EmbeddedConfig(
+            device=args.device, encoder_dir=args.encoder_dir, compile=args.compile, pack_rows=args.pack_rows
+        )
     )
     print(
         f"host: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} "
