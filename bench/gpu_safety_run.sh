@@ -3,6 +3,7 @@
 #
 #   bash bench/gpu_safety_run.sh          # a CUDA host with >= 16 CPU cores: 10-14 minutes
 #   DRY=1 bash bench/gpu_safety_run.sh    # any machine, CPU only, small counts: checks the run end to end
+#   STEPS="safety_cpu_threads4 gateway_safety_on_cpu" bash bench/gpu_safety_run.sh   # only these steps
 #
 # 1. generates the gRPC stubs (proto/gen_python.py);
 # 2. times one Check of one <= 64-token user message through the safety service, next to the
@@ -47,10 +48,14 @@ count_cpus() {
 # and its tables (lines starting with '|', the host line) on the console and in summary.md. A step
 # that fails or runs out of time shows its log's tail; the run goes on with the next step. On the
 # limit the step gets SIGINT, so the bench stops the services it started before it exits.
+# STEPS="name ..." runs only the steps named (e.g. STEPS="safety_cpu_threads4 gateway_safety_on_cpu").
 failed=0
 step() {
     local limit=$1 name=$2
     shift 2
+    if [[ -n ${STEPS:-} && " $STEPS " != *" $name "* ]]; then
+        return 0
+    fi
     say ""
     say "## $name ($((SECONDS - started)) s in): $*"
     if ! timeout -s INT -k 60 "$limit" "$@" >"$LOGS/$name.log" 2>&1; then
