@@ -177,6 +177,18 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _soft_split(segment: str) -> list[str]:
+    # Words that usually open a sentence are the stronger evidence: split at them first, then at
+    # other capitalised words within what is left. In one pass, a capitalised word inside the
+    # request ("... manufacturing Tetrodotoxin at home The tomatoes ...") could cut it first and
+    # leave the real boundary with too short a side to split.
+    return [
+        part
+        for first in _soft_split_at(segment, starters_only=True)
+        for part in _soft_split_at(first, starters_only=False)
+    ]
+
+
+def _soft_split_at(segment: str, starters_only: bool) -> list[str]:
     if len(_WORD.findall(segment)) < SOFT_SPLIT_MIN_WORDS:
         return [segment]
     parts: list[str] = []
@@ -188,7 +200,9 @@ def _soft_split(segment: str) -> list[str]:
         # Any other capitalised word followed by a lower-case one ("... voter fraud Traffic on
         # the ring road ...") splits only a longer left side, so a name early in a sentence does not.
         starts = match.group(1) in SENTENCE_STARTERS or (
-            left_words >= SOFT_SPLIT_OTHER_LEFT_WORDS and _LOWER_NEXT.match(right, len(match.group(1)))
+            not starters_only
+            and left_words >= SOFT_SPLIT_OTHER_LEFT_WORDS
+            and _LOWER_NEXT.match(right, len(match.group(1))) is not None
         )
         if (
             starts
