@@ -319,30 +319,6 @@ if triton is not None:
             paged_attention.merge_splits(m_part, l_part, acc_part, flat, splits)
         return out
 
-    @torch.library.custom_op("llamagate::paged_prefill", mutates_args=())
-    def _paged_prefill(
-        q: Tensor,
-        k_all: Tensor,
-        v_all: Tensor,
-        layer: int,
-        block_tables: Tensor,
-        context_lens: Tensor,
-        positions: Tensor,
-    ) -> Tensor:
-        return prefill_triton(q, k_all[layer], v_all[layer], block_tables, context_lens, positions)
-
-    @_paged_prefill.register_fake
-    def _(
-        q: Tensor,
-        k_all: Tensor,
-        v_all: Tensor,
-        layer: int,
-        block_tables: Tensor,
-        context_lens: Tensor,
-        positions: Tensor,
-    ) -> Tensor:
-        return torch.empty(q.shape, dtype=q.dtype, device=q.device)
-
 
 def warm_up(
     heads: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, device: torch.device
@@ -383,21 +359,14 @@ def prefill(
     """q [b, t, h, d]; k_all/v_all [layers, num_blocks, block_size, kvh, d]; block_tables [b, n];
     context_lens [b] (tokens cached, the new ones included); positions [b, t] -> [b, t, h, d].
 
-    An opaque custom op on CUDA, as decode is, so a compiled step would call the kernel as is.
     """
-    if q.is_cuda and triton is not None:
-        return torch.ops.llamagate.paged_prefill(
-            q, k_all, v_all, layer, block_tables, context_lens, positions
-        )
-    return torch.ops.llamagate.paged_prefill_reference(
-        q, k_all, v_all, layer, block_tables, context_lens, positions
-    )
+    return torch.ops.llamagate.paged_prefill(q, k_all, v_all, layer, block_tables, context_lens, positions)
 
 
-# Opaque as the kernel is, so a compiled forward on the CPU has the CUDA one's graph (the
-# reference reads the longest context length on the host, which would split a traced graph).
-@torch.library.custom_op("llamagate::paged_prefill_reference", mutates_args=())
-def _paged_prefill_reference(
+# An opaque op (CUDA: the kernel; elsewhere: the reference), so a compiled forward calls it as is:
+# traced, the reference would read the longest context length on the host and split the graph.
+@torch.library.custom_op("llamagate::paged_prefill", mutates_args=())
+def _paged_prefill(
     q: Tensor,
     k_all: Tensor,
     v_all: Tensor,
@@ -406,10 +375,12 @@ def _paged_prefill_reference(
     context_lens: Tensor,
     positions: Tensor,
 ) -> Tensor:
+    if q.is_cuda and triton is not None:
+        return prefill_triton(q, k_all[layer], v_all[layer], block_tables, context_lens, positions)
     return prefill_reference(q, k_all[layer], v_all[layer], block_tables, context_lens, positions)
 
 
-@_paged_prefill_reference.register_fake
+@_paged_prefill.register_fake
 def _(
     q: Tensor,
     k_all: Tensor,
