@@ -16,6 +16,7 @@ from services.inference.model.fp8 import quantize_projections
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.parallel import init_parallel, shard_model
 from tests.support.models import PROMPT_TOKENS
+from tests.support.ranks import exit_after_work
 
 
 def fp8_both_ways(ckpt: Path) -> dict[str, object]:
@@ -47,8 +48,7 @@ def main() -> None:
     for index, ckpt in enumerate(args.ckpts):
         result = fp8_both_ways(ckpt)
         torch.save(result, args.out / f"{index}.rank{dist.get_rank() if dist.is_initialized() else 0}.pt")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    exit_after_work()
 
 
 if __name__ == "__main__":

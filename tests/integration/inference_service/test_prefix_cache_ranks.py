@@ -25,6 +25,7 @@ from services.inference.model.parallel import init_parallel
 from tests.support.inference_service import DemoModel
 from tests.support.models import CPU_MP1
 from tests.support.processes import free_port
+from tests.support.ranks import exit_after_work
 from tests.unit.engine.conversations import Chat, greedy_reference, run_chats
 
 pytestmark = pytest.mark.slow
@@ -89,6 +90,7 @@ def _rank(rank: int, port: int, demo: DemoModel, out: Path) -> None:
             (out / "rank0.json").write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()
+    exit_after_work()
 
 
 def test_two_ranks_reuse_the_same_blocks_and_match_one_process(demo: DemoModel, tmp_path: Path) -> None:

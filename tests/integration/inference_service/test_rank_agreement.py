@@ -18,6 +18,7 @@ from services.inference.model.checkpoint import load_model
 from services.inference.model.parallel import init_parallel
 from tests.support.inference_service import DemoModel
 from tests.support.processes import free_port
+from tests.support.ranks import exit_after_work
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +36,7 @@ def _rank(rank: int, port: int, demo: DemoModel, out: Path) -> None:
         (out / f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
+    exit_after_work()
 
 
 def test_every_rank_sizes_its_kv_cache_to_the_smallest(demo: DemoModel, tmp_path: Path) -> None:

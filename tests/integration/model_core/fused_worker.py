@@ -4,8 +4,6 @@ computes logits before and after `fuse_projections`, and saves them to OUT/<inde
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 import torch
@@ -15,6 +13,7 @@ from services.inference.model.checkpoint import load_model
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.parallel import init_parallel
 from tests.support.models import PROMPT_TOKENS
+from tests.support.ranks import exit_after_work
 
 
 def logits_before_and_after(ckpt: Path) -> dict[str, object]:
@@ -47,14 +46,7 @@ def main() -> None:
     for index, ckpt in enumerate(args.ckpts):
         result = logits_before_and_after(ckpt)
         torch.save(result, args.out / f"{index}.rank{dist.get_rank() if dist.is_initialized() else 0}.pt")
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    # Every result is saved and flushed. Exiting without interpreter finalization skips a teardown
-    # race in libtorch's static destructors: about 1 exit in 12 under pytest aborted ("terminate
-    # called without an active exception", no Python frame left) after all the work was done.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_after_work()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from services.common.sampling import SamplingParams
 from services.inference.model.generation import Llama
+from tests.support.ranks import exit_after_work
 
 TOKENS = [[1, 5, 300, 41, 999, 17, 64, 2, 77, 500, 3, 250], [1, 800, 12, 13, 14, 15, 16, 900, 420, 42, 7, 9]]
 PROMPTS = [[1, 300, 41, 999], [1, 12, 13, 14, 15, 16, 900]]
@@ -36,8 +37,7 @@ def main() -> None:
     for index, ckpt in enumerate(args.ckpts):
         result = run(ckpt, args.tokenizer)
         torch.save(result, args.out / f"{index}.rank{dist.get_rank() if dist.is_initialized() else 0}.pt")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    exit_after_work()
 
 
 if __name__ == "__main__":

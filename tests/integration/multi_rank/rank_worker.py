@@ -20,6 +20,7 @@ from services.inference.model.checkpoint import load_model
 from services.inference.model.generation import Llama
 from services.inference.model.parallel import init_parallel
 from services.inference.model.tokenizer import Tokenizer
+from tests.support.ranks import exit_after_work
 
 # Token ids below 1000 so any vocabulary (the demo tokenizer's included) accepts them.
 LOGIT_ROWS = [[1, 5, 300, 41, 999, 17, 64, 2], [1, 800, 12, 13, 14, 15, 16, 900]]
@@ -66,8 +67,7 @@ def main() -> None:
     result = run(args.ckpt, args.tokenizer, args.max_gen_len, getattr(torch, args.dtype), args.prompts)
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.save(result, args.out / f"rank{rank}.pt")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    exit_after_work()
 
 
 if __name__ == "__main__":
