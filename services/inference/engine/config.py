@@ -42,7 +42,8 @@ class EngineConfig:
     # One of DECODE_GEMMS.
     decode_gemm: str = "auto"
     # Launch step N+1 before reading back step N's tokens, so the host's per-step work overlaps
-    # the device's (off: one step at a time, for measuring what the overlap buys).
+    # the device's (off: one step at a time, for measuring what the overlap buys). Only where a
+    # launch is asynchronous (CUDA): on the CPU steps always run one at a time.
     overlap_steps: bool = True
     # Reuse the KV blocks of cached prompt prefixes across requests (blocks.py, scheduler.py).
     prefix_caching: bool = True

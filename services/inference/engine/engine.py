@@ -7,6 +7,9 @@ plan so every other rank runs the same forward (see ranks.py).
 The loop keeps one step in flight: it plans and launches step N+1, and only then waits for step N's
 tokens and does that step's host work (scheduler bookkeeping, detokenizing, stop strings, sinks),
 so the host's per-step work runs while the device computes instead of between device steps.
+Where launching computes the step (the CPU), steps run one at a time: overlapping would only make
+each step's tokens wait for the next step to be computed (a prefill's first token, a whole decode
+step).
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class Engine:
         self._tokenizer = tokenizer
         self._broadcaster = broadcaster
         self._scheduler = Scheduler(config, allocator, tokenizer.eos_id)
+        self._overlap = config.overlap_steps and runner.asynchronous
         self._inbox: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
@@ -196,7 +200,7 @@ class Engine:
                 if in_flight is not None:
                     self._step_started = in_flight.launched_at
                     self._complete(in_flight)
-                if launched is not None and not self.config.overlap_steps:
+                if launched is not None and not self._overlap:
                     self._complete(launched)
                     launched = None
                 self._step_started = None if launched is None else launched.launched_at

@@ -112,6 +112,12 @@ class ModelRunner:
             self.device, model.args.head_dim
         )
 
+    @property
+    def asynchronous(self) -> bool:
+        """Whether `launch` returns before the step has run (CUDA). On the CPU it computes the step,
+        so there is nothing to overlap with the host's work."""
+        return self.device.type == "cuda"
+
     @torch.inference_mode()
     def run(self, plan: StepPlan) -> StepResult:
         """Launch and wait: for callers that do not overlap steps."""
