@@ -161,9 +161,12 @@ class ModelRunner:
         logits = forward(tokens, positions, cache)
         rows = torch.arange(len(plan.rows), device=self.device)
         last = logits[rows, ints[:, layout.sample_index]]
-        sampled, logprobs = sample(
-            last, floats[:, 0], floats[:, 1], ints[:, layout.seed], ints[:, layout.step]
-        )
+        if plan.greedy:  # the argmax the sampler would take, without its sort over the vocabulary
+            sampled, logprobs = greedy_sample(last)
+        else:
+            sampled, logprobs = sample(
+                last, floats[:, 0], floats[:, 1], ints[:, layout.seed], ints[:, layout.step]
+            )
         # Mid-prefill rows store a meaningless token too; their slot is read only once a real one is there.
         self.slot_tokens.index_copy_(0, batch_slots, sampled)
         echo: dict[int, list[float]] = {}
