@@ -3,13 +3,26 @@ model, one run, plus the paged prefill kernel on its own.
 
     python -m bench.prefix_cache_bench --graph-sizes 1,8,64    # the full run on one GPU (7B and 13B)
     python -m bench.prefix_cache_bench --no-compile            # decode graphs of the eager step
+    python -m bench.prefix_cache_bench --parts turns --modes on --graph-sizes 1   # the 10th turn alone
+    python -m bench.prefix_cache_bench --parts big --big-ttft-lens 2048           # 13B TTFT(2048) alone
     TRITON_INTERPRET=1 python -m bench.prefix_cache_bench --dry-run      # tiny shapes on CPU
+
+--parts picks what runs (default: all of them): kernels, fp32, ttft (fresh prompt, and with eager
+prefill when caching is off), turns (chat; with the last turn's TTFT broken down), shared, batch1,
+streams (distinct prompts), big, greedy (tokens on == off: of the timed workloads that ran, else of
+the chat and shared workloads alone). --modes picks the caching modes of the main shape (on, off).
+The main shape's model is built only when a part needs it. --dry-run runs every part it is given,
+then each of them alone, and checks that a part alone measures that part and nothing else.
 
 Per mode (a fresh runner and engine each, the same 7B weights):
 - fresh prompt: the TTFT of a --ttft-len-token prompt with nothing cached (median of 5);
 - chat: a conversation whose prompts grow turn by turn (prompt + reply + a new message, as the
   gateway sends them); the TTFT of the last turn, whose history is --history-len tokens and whose
-  new message is --message-len tokens (median over --chats conversations);
+  new message is --message-len tokens (median over --chats conversations); then one more chat
+  whose last turn is timed step by step (bench/step_timeline.py: prefix lookup and planning, the
+  host's launch of the prefill, the wait for the device, the read-back) with the tokens it
+  prefilled and took from the cache, and one more whose last turn (1 token) runs under
+  torch.profiler (the device kernels' busy time against the wall time);
 - shared system prompt: --streams streams, each the same --system-len-token system prompt and its
   own --suffix-len-token message, submitted together after one earlier request with that system
   prompt (a service that has answered before); p50 TTFT and total tok/s;
@@ -37,7 +50,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,6 +65,7 @@ from bench.inference_bench import (
     random_prompts,
     run_requests,
 )
+from bench.step_timeline import DeviceProfile, StepClock, device_profile, first_token_breakdown
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.engine import Engine, EngineStats
 from services.inference.engine.runner import build_runner
@@ -60,66 +74,133 @@ from services.inference.model.transformer import Transformer
 
 T = TypeVar("T")
 
+PARTS = ("kernels", "fp32", "ttft", "turns", "shared", "batch1", "streams", "big", "greedy")
+# Parts measured on the main shape's engines (one per caching mode).
+ENGINE_PARTS = {"ttft", "turns", "shared", "batch1", "streams", "greedy"}
+MODES = ("on", "off")
+# The metric each timed engine part leaves in its mode's results.
+PART_METRIC = {
+    "ttft": "fresh_ttft_ms",
+    "turns": "chat_last_turn_ttft_ms",
+    "shared": "shared_p50_ttft_ms",
+    "batch1": "batch1_decode_tok_s",
+    "streams": "distinct_p50_ttft_ms",
+}
+
+
+@dataclass
+class ModeResult:
+    metrics: dict[str, float]
+    tokens: dict[str, list[list[int]]]
+    # The chat's last turn under torch.profiler (turns only).
+    profile: DeviceProfile | None = None
+
 
 def ttft_ms(record: Record) -> float:
     assert record.first is not None
     return 1000 * (record.first - record.submitted)
 
 
-def chat_turns(engine: Engine, args: argparse.Namespace, vocab: int, seed: int) -> tuple[float, list[int]]:
-    """One conversation of --turns turns; the last turn's TTFT and reply."""
+def chat_history(engine: Engine, args: argparse.Namespace, vocab: int, seed: int) -> list[int]:
+    """The first --turns - 1 turns of one conversation; the last turn's prompt (history + message)."""
     first_len = args.history_len - (args.turns - 1) * args.reply_len - (args.turns - 2) * args.message_len
     if first_len < 2:
         raise SystemExit("--history-len is too short for --turns turns of --reply-len + --message-len tokens")
     prompt = random_prompts(1, first_len, vocab, seed)[0]
-    for turn in range(1, args.turns + 1):
+    for turn in range(1, args.turns):
         (record,) = run_requests(engine, [prompt], args.reply_len)
-        if turn == args.turns:
-            return ttft_ms(record), record.tokens
         message = random_prompts(1, args.message_len + 1, vocab, seed * 100 + turn)[0][1:]
         prompt = prompt + record.tokens + message
-    raise AssertionError("unreachable")
+    return prompt
 
 
-def measure(
-    engine: Engine, args: argparse.Namespace, vocab: int
-) -> tuple[dict[str, float], dict[str, list[list[int]]]]:
-    out: dict[str, float] = {}
-    tokens: dict[str, list[list[int]]] = {}
+def chat_turns(engine: Engine, args: argparse.Namespace, vocab: int, seed: int) -> tuple[float, list[int]]:
+    """One conversation of --turns turns; the last turn's TTFT and reply."""
+    (record,) = run_requests(engine, [chat_history(engine, args, vocab, seed)], args.reply_len)
+    return ttft_ms(record), record.tokens
+
+
+def last_turn_breakdown(
+    engine: Engine, clock: StepClock, args: argparse.Namespace, vocab: int
+) -> tuple[dict[str, float], DeviceProfile]:
+    """Two more chats (their own seeds, so nothing of the timed ones is reused): the first one's
+    last turn timed step by step, with the prompt tokens it took from the cache; the second one's
+    last turn (1 token: only the work before it) under torch.profiler."""
+    prompt = chat_history(engine, args, vocab, seed=10 + args.chats)
+    before = idle_stats(engine)
+    clock.steps.clear()
+    clock.recording = True
+    try:
+        (record,) = run_requests(engine, [prompt], args.reply_len)
+    finally:
+        clock.recording = False
+    after = idle_stats(engine)
+    out = {f"last_turn_{k}": v for k, v in first_token_breakdown(record, clock.steps).items()}
+    out["last_turn_prompt_tokens"] = len(prompt)
+    out["last_turn_cached_tokens"] = after.prompt_tokens_cached - before.prompt_tokens_cached
+    prompt = chat_history(engine, args, vocab, seed=11 + args.chats)
+    profile = device_profile(lambda: run_requests(engine, [prompt], 1), clock.runner.device)
+    out["last_turn_profiled_wall_ms"] = profile.wall_ms
+    out["last_turn_device_busy_ms"] = profile.device_busy_ms
+    return out, profile
+
+
+def measure(engine: Engine, clock: StepClock, args: argparse.Namespace, vocab: int) -> ModeResult:
+    """The main shape's timed parts of --parts on one engine."""
+    parts = set(args.parts)
+    result = ModeResult({}, {})
+    out, tokens = result.metrics, result.tokens
     run_requests(engine, random_prompts(2, args.prompt_len, vocab, 99), 4)  # warm the prefill shapes
 
-    out["fresh_ttft_ms"] = fresh_ttft_ms(engine, args.ttft_len, vocab)
+    if "ttft" in parts:
+        out["fresh_ttft_ms"] = fresh_ttft_ms(engine, args.ttft_len, vocab)
 
-    ttfts, replies = [], []
-    for chat in range(args.chats):
-        ttft, reply = chat_turns(engine, args, vocab, seed=10 + chat)
-        ttfts.append(ttft)
-        replies.append(reply)
-    out["chat_last_turn_ttft_ms"] = statistics.median(ttfts)
-    tokens["chat"] = replies
+    if "turns" in parts:
+        ttfts, replies = [], []
+        for chat in range(args.chats):
+            ttft, reply = chat_turns(engine, args, vocab, seed=10 + chat)
+            ttfts.append(ttft)
+            replies.append(reply)
+        out["chat_last_turn_ttft_ms"] = statistics.median(ttfts)
+        tokens["chat"] = replies
+        breakdown, result.profile = last_turn_breakdown(engine, clock, args, vocab)
+        out |= breakdown
 
-    system = random_prompts(1, args.system_len, vocab, 7)[0]
-    suffixes = random_prompts(args.streams + 1, args.suffix_len + 1, vocab, 8)
-    run_requests(engine, [system + suffixes[-1][1:]], 1)  # the system prompt was seen before
-    records = run_requests(engine, [system + s[1:] for s in suffixes[:-1]], args.new_tokens)
-    out |= throughput(records, "shared")
-    tokens["shared"] = [r.tokens for r in records]
+    if "shared" in parts:
+        records = shared_prompt_requests(engine, args, vocab)
+        out |= throughput(records, "shared")
+        tokens["shared"] = [r.tokens for r in records]
 
-    (one,) = run_requests(engine, random_prompts(1, args.prompt_len, vocab, 1), args.batch1_tokens)
-    assert one.first is not None and one.last is not None
-    out["batch1_decode_tok_s"] = (len(one.tokens) - 1) / (one.last - one.first)
-    tokens["batch1"] = [one.tokens]
+    if "batch1" in parts:
+        (one,) = run_requests(engine, random_prompts(1, args.prompt_len, vocab, 1), args.batch1_tokens)
+        assert one.first is not None and one.last is not None
+        out["batch1_decode_tok_s"] = (len(one.tokens) - 1) / (one.last - one.first)
+        tokens["batch1"] = [one.tokens]
 
-    records = run_requests(engine, random_prompts(args.streams, args.prompt_len, vocab, 3), args.new_tokens)
-    out |= throughput(records, "distinct")
-    tokens["distinct"] = [r.tokens for r in records]
+    if "streams" in parts:
+        records = run_requests(
+            engine, random_prompts(args.streams, args.prompt_len, vocab, 3), args.new_tokens
+        )
+        out |= throughput(records, "distinct")
+        tokens["distinct"] = [r.tokens for r in records]
+
+    if "greedy" in parts and not tokens:
+        tokens |= greedy_tokens(engine, clock, args, vocab)
     stats = idle_stats(engine)
     out["prompt_tokens_looked_up"] = stats.prompt_tokens_looked_up
     out["prompt_tokens_cached"] = stats.prompt_tokens_cached
     out["evictions"] = stats.evictions
     out["free_blocks_after"] = stats.free_blocks
     out["total_blocks"] = stats.total_blocks
-    return out, tokens
+    return result
+
+
+def shared_prompt_requests(engine: Engine, args: argparse.Namespace, vocab: int) -> list[Record]:
+    """--streams requests with one system prompt, submitted together after one that saw it."""
+    system = random_prompts(1, args.system_len, vocab, 7)[0]
+    suffixes = random_prompts(args.streams + 1, args.suffix_len + 1, vocab, 8)
+    run_requests(engine, [system + suffixes[-1][1:]], 1)  # the system prompt was seen before
+    return run_requests(engine, [system + s[1:] for s in suffixes[:-1]], args.new_tokens)
 
 
 def fresh_ttft_ms(engine: Engine, length: int, vocab: int) -> float:
@@ -156,7 +237,7 @@ def run_mode(
     model: Transformer,
     config: EngineConfig,
     args: argparse.Namespace,
-    workload: Callable[[Engine, argparse.Namespace, int], T],
+    workload: Callable[[Engine, StepClock, argparse.Namespace, int], T],
 ) -> T:
     runner, allocator = build_runner(model, config)
     runner.capture()
@@ -165,23 +246,23 @@ def run_mode(
     paged_prefill.warm_up(
         shape.n_heads, shape.kv_heads, shape.head_dim, config.kv_block_size, dtype, runner.device
     )
-    engine = Engine(config, runner, IdTokenizer(model.args.vocab_size), allocator)  # type: ignore[arg-type]
+    clock = StepClock(runner)
+    engine = Engine(config, clock, IdTokenizer(model.args.vocab_size), allocator)  # type: ignore[arg-type]
     engine.start()
     try:
-        return workload(engine, args, model.args.vocab_size)
+        return workload(engine, clock, args, model.args.vocab_size)
     finally:
         engine.stop(drain=False, timeout_s=60)
-        del runner, allocator, engine
+        del runner, allocator, engine, clock
         free_runner()
 
 
-def greedy_tokens(engine: Engine, args: argparse.Namespace, vocab: int) -> dict[str, list[list[int]]]:
+def greedy_tokens(
+    engine: Engine, clock: StepClock, args: argparse.Namespace, vocab: int
+) -> dict[str, list[list[int]]]:
     """The chat and shared-prompt workloads' greedy tokens alone (no timing)."""
     chats = [chat_turns(engine, args, vocab, seed=10 + chat)[1] for chat in range(args.chats)]
-    system = random_prompts(1, args.system_len, vocab, 7)[0]
-    suffixes = random_prompts(args.streams + 1, args.suffix_len + 1, vocab, 8)
-    run_requests(engine, [system + suffixes[-1][1:]], 1)
-    records = run_requests(engine, [system + s[1:] for s in suffixes[:-1]], args.new_tokens)
+    records = shared_prompt_requests(engine, args, vocab)
     return {"chat": chats, "shared": [r.tokens for r in records]}
 
 
@@ -204,12 +285,12 @@ def fp32_agreement(args: argparse.Namespace, config: EngineConfig, device: torch
     return result
 
 
-def fresh_ttfts(engine: Engine, args: argparse.Namespace, vocab: int) -> dict[str, float]:
+def fresh_ttfts(engine: Engine, clock: StepClock, args: argparse.Namespace, vocab: int) -> dict[str, float]:
     return {f"ttft_{n}_ms": fresh_ttft_ms(engine, n, vocab) for n in args.big_ttft_lens}
 
 
-def eager_prefill_ttft(engine: Engine, args: argparse.Namespace, vocab: int) -> dict[str, float]:
-    return {"fresh_ttft_ms": fresh_ttft_ms(engine, args.ttft_len, vocab)}
+def eager_prefill_ttft(engine: Engine, clock: StepClock, args: argparse.Namespace, vocab: int) -> float:
+    return fresh_ttft_ms(engine, args.ttft_len, vocab)
 
 
 def big_ttft(
@@ -258,6 +339,19 @@ ROWS = [
     ("distinct_total_tok_s", "distinct prompts: total tok/s", True),
 ]
 
+# The timed last turn of one more chat (step_timeline.first_token_breakdown), then its profiled one.
+LAST_TURN_ROWS = [
+    ("last_turn_ttft_ms", "last turn, timed by step: TTFT (ms)"),
+    ("last_turn_submit_to_launch_ms", "- submit to launch: wake-up, prefix lookup, plan (ms)"),
+    ("last_turn_prefill_launch_ms", "- prefill launch on the host (ms)"),
+    ("last_turn_next_step_launch_ms", "- next step's launch before the read-back (ms)"),
+    ("last_turn_wait_for_device_ms", "- wait for the device (ms)"),
+    ("last_turn_read_back_to_sink_ms", "- read-back to the stream (ms)"),
+    ("last_turn_rest_ms", "- the engine loop's other work (ms)"),
+    ("last_turn_device_busy_ms", "profiled last turn (1 token): device kernels (ms)"),
+    ("last_turn_profiled_wall_ms", "profiled last turn (1 token): wall time (ms)"),
+]
+
 # Shapes and lengths of a run on the CPU in seconds; flags given explicitly still win.
 DRY_RUN = {
     "device": "cpu",
@@ -283,49 +377,107 @@ DRY_RUN = {
 }
 
 
+def cell(metrics: dict[str, float] | None, key: str, digits: int = 1) -> str:
+    if metrics is None or key not in metrics:
+        return "-"
+    return f"{metrics[key]:.{digits}f}"
+
+
 def table(
-    args: argparse.Namespace,
-    label: str,
-    on: dict[str, float],
-    off: dict[str, float],
-    same: dict[str, object],
-    big: dict[str, object] | None,
-    fp32: dict[str, object] | None,
+    args: argparse.Namespace, label: str, results: dict[str, object], profiles: dict[str, DeviceProfile]
 ) -> str:
+    on = results["on"]
+    off = results["off"]
+    assert on is None or isinstance(on, dict)
+    assert off is None or isinstance(off, dict)
     lines = [
-        f"{label}, fresh prompt {args.ttft_len} tokens, history {args.history_len} + message "
-        f"{args.message_len} tokens ({args.turns} turns), {args.streams} streams x (system {args.system_len} + "
-        f"{args.suffix_len}) tokens, prefill chunks of {args.prefill_chunk}",
+        f"{label}, caching {'/'.join(args.modes)}, parts {','.join(args.parts)}; fresh prompt {args.ttft_len} "
+        f"tokens, history {args.history_len} + message {args.message_len} tokens ({args.turns} turns), "
+        f"{args.streams} streams x (system {args.system_len} + {args.suffix_len}) tokens, prefill chunks of "
+        f"{args.prefill_chunk}",
         "",
         "| metric | caching on | caching off | on / off |",
         "|---|---:|---:|---:|",
     ]
     for key, name, _ in ROWS:
-        ratio = on[key] / off[key] if off[key] else float("nan")
-        lines.append(f"| {name} | {on[key]:.1f} | {off[key]:.1f} | {ratio:.2f} |")
-    hit = on["prompt_tokens_cached"] / max(on["prompt_tokens_looked_up"], 1)
-    lines.append(f"| prompt tokens from the cache | {hit:.1%} | - | |")
-    lines.append(f"| greedy tokens on == off | {', '.join(f'{k}: {v}' for k, v in same.items())} | | |")
-    lines.append(
-        f"| fresh prompt: TTFT with eager prefill (ms) | - | {off['eager_prefill_fresh_ttft_ms']:.1f} | |"
-    )
-    if big is not None:
+        if (on is None or key not in on) and (off is None or key not in off):
+            continue
+        ratio = "-"
+        if on is not None and off is not None and key in on and off.get(key):
+            ratio = f"{on[key] / off[key]:.2f}"
+        lines.append(f"| {name} | {cell(on, key)} | {cell(off, key)} | {ratio} |")
+    if any(m is not None and "last_turn_ttft_ms" in m for m in (on, off)):
+        for key, name in LAST_TURN_ROWS:
+            lines.append(f"| {name} | {cell(on, key, 2)} | {cell(off, key, 2)} | |")
+        tokens = [
+            "-"
+            if m is None or "last_turn_prompt_tokens" not in m
+            else f"{m['last_turn_prompt_tokens']:.0f} / {m['last_turn_cached_tokens']:.0f} / "
+            f"{m['last_turn_prefill_tokens']:.0f} ({m['last_turn_prefill_steps']:.0f})"
+            for m in (on, off)
+        ]
+        lines.append(
+            f"| last turn: prompt / from the cache / prefilled tokens (steps) | {' | '.join(tokens)} | |"
+        )
+    if on is not None and on.get("prompt_tokens_looked_up"):
+        hit = on["prompt_tokens_cached"] / on["prompt_tokens_looked_up"]
+        lines.append(f"| prompt tokens from the cache | {hit:.1%} | - | |")
+    same = results["greedy"]
+    if isinstance(same, dict):
+        agree = ", ".join(f"{k}: {v['equal']}" for k, v in same.items())
+        lines.append(f"| greedy tokens on == off | {agree} | | |")
+    if off is not None and "eager_prefill_fresh_ttft_ms" in off:
+        lines.append(
+            f"| fresh prompt: TTFT with eager prefill (ms) | - | {off['eager_prefill_fresh_ttft_ms']:.1f} | |"
+        )
+    big = results["big"]
+    if isinstance(big, dict):
         for length in args.big_ttft_lens:
             lines.append(
                 f"| {big['shape']} fresh prompt {length}: TTFT (ms), compiled / eager prefill | - | "
                 f"{big[f'ttft_{length}_ms']:.1f} / {big[f'eager_ttft_{length}_ms']:.1f} | |"
             )
-    if fp32 is not None:
+    fp32 = results["fp32"]
+    if isinstance(fp32, dict):
         greedy = fp32["greedy"]
         assert isinstance(greedy, dict)
         agree = ", ".join(f"{k}: {v['equal']}" for k, v in greedy.items())
         lines.append(f"| fp32 ({fp32['shape']}) greedy tokens on == off | {agree} | | |")
+    for mode, profile in profiles.items():
+        lines += [
+            "",
+            f"The profiled last turn, caching {mode}: largest device kernels and host ops (self ms x calls)",
+        ]
+        if not profile.engine_thread_profiled:
+            lines.append("- (this torch profiles the calling thread only: the engine's host ops are missing)")
+        lines += [f"- kernel {name}: {ms:.3f} ms x {count}" for name, ms, count in profile.top_kernels]
+        lines += [f"- host {name}: {ms:.3f} ms x {count}" for name, ms, count in profile.top_host_ops]
     return "\n".join(lines)
 
 
-def parse_args() -> argparse.Namespace:
+def csv_of(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [name for name in text.split(",") if name]
+        unknown = [name for name in names if name not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: pick from {','.join(choices)}")
+        return names
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--parts",
+        type=csv_of(PARTS),
+        default=list(PARTS),
+        help=f"what to run (default all): {','.join(PARTS)}",
+    )
+    parser.add_argument(
+        "--modes", type=csv_of(MODES), default=list(MODES), help="caching modes of the main shape's parts"
     )
     parser.add_argument("--shape", default="7B", help="7B, 13B, 70B or tiny; NAME:LAYERS for fewer layers")
     parser.add_argument("--layers", type=int)
@@ -364,20 +516,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--fp32-shape", default="7B:2", help="the shape of the fp32 on/off token check; none to skip"
     )
-    parser.add_argument("--skip-kernels", action="store_true", help="no kernel-level benchmark")
+    parser.add_argument(
+        "--skip-kernels", action="store_true", help="no kernel-level benchmark (--parts without kernels)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (see DRY_RUN)")
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "prefix_cache_bench.json"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.dry_run:
         parser.set_defaults(**DRY_RUN)
-        args = parser.parse_args()
+        args = parser.parse_args(argv)
+    # The older ways to leave a part out.
+    dropped = {"kernels"} if args.skip_kernels else set()
+    dropped |= {"fp32"} if args.fp32_shape == "none" else set()
+    dropped |= {"big"} if args.big_shape == "none" else set()
+    args.parts = [part for part in args.parts if part not in dropped]
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def run(args: argparse.Namespace) -> tuple[str, dict[str, object], dict[str, DeviceProfile]]:
+    """The parts in args.parts: the main shape's label, every result (None where not run) and
+    the profiled last chat turn per caching mode."""
+    parts = set(args.parts)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     config = EngineConfig(
         max_seq_len=args.max_seq_len,
@@ -395,48 +556,98 @@ def main() -> None:
     if device.type == "cuda":
         header["gpu"] = torch.cuda.get_device_name(device)
     print(json.dumps(header), flush=True)
-    t0 = time.perf_counter()
-    kernels: list[dict[str, object]] = []
-    if not args.skip_kernels:
+    results: dict[str, object] = {
+        "header": header,
+        "args": vars(args) | {"out": str(args.out)},
+        "on": None,
+        "off": None,
+        "greedy": None,
+        "big": None,
+        "fp32": None,
+        "kernels": None,
+        "profiles": {},
+    }
+    profiles: dict[str, DeviceProfile] = {}
+    if "kernels" in parts:
         # Triton's interpreter multiplies bf16 dots wrongly; fp16 stands in for it there.
         interpreted = device.type == "cpu" and paged_prefill_bench.INTERPRETING
-        kernels = paged_prefill_bench.run(device, torch.float16 if interpreted else dtype, args.dry_run)
-    fp32 = None if args.fp32_shape == "none" else fp32_agreement(args, config, device)
-    label, _, model, _ = build_shape(args, args.shape, device, dtype)
-    on, on_tokens = run_mode(model, replace(config, prefix_caching=True), args, measure)
-    print("caching on:", json.dumps(on), flush=True)
-    off, off_tokens = run_mode(model, replace(config, prefix_caching=False), args, measure)
-    print("caching off:", json.dumps(off), flush=True)
-    # Only the prefill is timed here: no decode graphs to capture.
-    eager = replace(config, prefix_caching=False, compile=False, compile_prefill=False, cuda_graphs=False)
-    off["eager_prefill_fresh_ttft_ms"] = run_mode(model, eager, args, eager_prefill_ttft)["fresh_ttft_ms"]
-    print("caching off, eager prefill:", off["eager_prefill_fresh_ttft_ms"], flush=True)
-    del model
-    free_runner()
-    big = None if args.big_shape == "none" else big_ttft(args, config, device, dtype)
-    same = compare(on_tokens, off_tokens)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "header": header,
-                "args": vars(args) | {"out": str(args.out)},
-                "on": on,
-                "off": off,
-                "greedy": same,
-                "big": big,
-                "fp32": fp32,
-                "kernels": kernels,
-                "wall_s": time.perf_counter() - t0,
-            },
-            indent=2,
+        results["kernels"] = paged_prefill_bench.run(
+            device, torch.float16 if interpreted else dtype, args.dry_run
         )
-    )
-    print(table(args, label, on, off, {k: v["equal"] for k, v in same.items()}, big, fp32))  # type: ignore[index]
-    if kernels:
+    if "fp32" in parts:
+        results["fp32"] = fp32_agreement(args, config, device)
+    label = args.shape
+    if parts & ENGINE_PARTS:
+        label, _, model, _ = build_shape(args, args.shape, device, dtype)
+        modes: dict[str, ModeResult] = {}
+        for mode in args.modes:
+            modes[mode] = run_mode(model, replace(config, prefix_caching=mode == "on"), args, measure)
+            results[mode] = modes[mode].metrics
+            profile = modes[mode].profile
+            if profile is not None:
+                profiles[mode] = profile
+            print(f"caching {mode}:", json.dumps(modes[mode].metrics), flush=True)
+        if "ttft" in parts and "off" in modes:
+            # Only the prefill is timed here: no decode graphs to capture.
+            eager = replace(
+                config, prefix_caching=False, compile=False, compile_prefill=False, cuda_graphs=False
+            )
+            modes["off"].metrics["eager_prefill_fresh_ttft_ms"] = run_mode(
+                model, eager, args, eager_prefill_ttft
+            )
+            print(
+                "caching off, eager prefill:", modes["off"].metrics["eager_prefill_fresh_ttft_ms"], flush=True
+            )
+        if "greedy" in parts:
+            if len(modes) == 2:
+                results["greedy"] = compare(modes["on"].tokens, modes["off"].tokens)
+            else:
+                print("greedy tokens on == off: needs both --modes, not compared", flush=True)
+        del model
+        free_runner()
+    if "big" in parts:
+        results["big"] = big_ttft(args, config, device, dtype)
+    results["profiles"] = {mode: asdict(profile) for mode, profile in profiles.items()}
+    return label, results, profiles
+
+
+def measured_parts(results: dict[str, object]) -> set[str]:
+    """The parts whose results `results` holds."""
+    found = {part for part in ("kernels", "fp32", "big", "greedy") if results[part]}
+    for mode in MODES:
+        metrics = results[mode]
+        if isinstance(metrics, dict):
+            found |= {part for part, key in PART_METRIC.items() if key in metrics}
+    return found
+
+
+def check_parts_alone(args: argparse.Namespace, everything: dict[str, object]) -> None:
+    """The dry run's check of --parts: each part run alone measures itself and nothing else, as it
+    did among all the others."""
+    expected = set(args.parts) - ({"greedy"} if len(args.modes) < 2 else set())
+    assert measured_parts(everything) == expected, (measured_parts(everything), expected)
+    for part in args.parts:
+        _, alone, _ = run(argparse.Namespace(**(vars(args) | {"parts": [part]})))
+        got = measured_parts(alone)
+        assert got == expected & {part}, f"--parts {part} measured {sorted(got)}"
+        print(f"dry run: --parts {part} alone measured {sorted(got)}", flush=True)
+
+
+def main() -> None:
+    args = parse_args()
+    t0 = time.perf_counter()
+    label, results, profiles = run(args)
+    results["wall_s"] = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(table(args, label, results, profiles))
+    kernels = results["kernels"]
+    if isinstance(kernels, list) and kernels:
         print()
         print(paged_prefill_bench.table(kernels))
-    print(f"\nwall time {time.perf_counter() - t0:.0f} s")
+    print(f"\nwall time {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.dry_run and len(args.parts) > 1:
+        check_parts_alone(args, results)
 
 
 if __name__ == "__main__":
