@@ -81,6 +81,18 @@ def num_splits(rows: int, query_tiles: int, kv_heads: int) -> int:
     return paged_attention.num_splits(rows * query_tiles, kv_heads)
 
 
+def split_counts(kv_heads: int) -> list[int]:
+    """Every split count `num_splits` gives a step over `kv_heads` kv heads, 1 included (it falls
+    as rows x query tiles grow, to 1 once they fill the GPU)."""
+    counts = [num_splits(1, 1, kv_heads)]
+    tiles = 1
+    while counts[-1] > 1:
+        tiles += 1
+        if (splits := num_splits(1, tiles, kv_heads)) != counts[-1]:
+            counts.append(splits)
+    return counts
+
+
 if triton is not None:
 
     @triton.jit
@@ -324,7 +336,8 @@ def warm_up(
     heads: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, device: torch.device
 ) -> None:
     """Compile, on CUDA, every kernel variant a step of this head layout can pick (each query-tile
-    height, one pass and split keys), so no request waits for Triton's compiler."""
+    height, one pass and split keys, the merge of each split count), so no request waits for
+    Triton's compiler."""
     if device.type != "cuda" or triton is None:
         return
     launch_every_variant(heads, kv_heads, head_dim, block_size, dtype, device)
@@ -344,6 +357,12 @@ def launch_every_variant(
         lens = torch.full((1,), t, dtype=torch.int32, device=device)
         positions = torch.arange(t, device=device)[None]
         for splits in (1, 2):
+            prefill_triton(q, cache, cache, tables, lens, positions, splits)
+    # The merge of split keys is compiled per split count (a constant of its kernel): a chunk
+    # continuing a cached prefix would otherwise compile one mid-request, unless a decode graph
+    # of a batch with the same count happened to be captured before.
+    for splits in split_counts(kv_heads):
+        if splits > 2:
             prefill_triton(q, cache, cache, tables, lens, positions, splits)
 
 

@@ -168,6 +168,15 @@ def test_one_query_continuing_a_long_prefix_splits_its_keys() -> None:
     torch.testing.assert_close(step.kernel(q), step.reference(q), atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kv_heads", [1, 2, 8, 32, 40])
+def test_the_warm_up_covers_every_split_count_a_step_can_take(kv_heads: int) -> None:
+    """The merge kernel compiles per split count: the warm-up launches each one."""
+    counts = paged_prefill.split_counts(kv_heads)
+    # Only rows x query tiles matters; 400 of them fill the GPU whatever the kv head count.
+    taken = {paged_prefill.num_splits(rows, 1, kv_heads) for rows in range(1, 401)}
+    assert taken == set(counts) and counts[-1] == 1
+
+
 @kernels
 def test_every_variant_the_engine_warms_up_launches() -> None:
     """What ModelRunner.capture compiles before serving: each query-tile height, one pass and split."""
