@@ -15,13 +15,20 @@ texts only, because the categories of public data come partly from keyword rules
 
 Model choice and the operating point use the validation split only: each grid entry is scored by
 the share of unsafe validation texts blocked at the threshold that flags at most 4% of the benign
-validation prompts; the best entry is kept and its threshold is folded into the head as a logit
-offset, so the policy's default threshold of 0.5 is that operating point.
+validation prompts, averaged over the data sources (each package weighs the same, so a large source
+of easy benign text cannot loosen the threshold for the hard ones); the best entry is kept and its
+threshold is folded into the head as a logit offset, so the policy's default threshold of 0.5 is
+that operating point.
+
+    python -m training.safety.finetune --recalibrate HEAD --data DIR --out DIR
+
+recomputes the operating point of a trained head file on the validation split (no training).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import random
@@ -34,8 +41,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from services.safety.encoder import MINILM_WINDOW, minilm_dir
-from services.safety.head import ADAPTER_TARGETS, CategoryHead, file_version
+from services.safety.encoder import MINILM_WINDOW, merge_adapters, minilm_dir
+from services.safety.head import ADAPTER_TARGETS, CategoryHead, file_version, load_head
 from services.safety.normalize import normalize_for_judging
 from training.safety.augment import augment
 
@@ -195,16 +202,39 @@ class Operating:
     benign_prompts_at_half: float
 
 
+def source_family(source: str) -> str:
+    """The package a text came from ("inspect_evals/freshqa" -> "inspect_evals")."""
+    return source.split("/", 1)[0]
+
+
+def macro_threshold(groups: Sequence[Sequence[float]], target: float) -> float:
+    """The lowest threshold at which the benign texts flagged (score >= threshold), averaged over
+    the groups, are at most `target`."""
+    groups = [sorted(g) for g in groups if g]
+    if not groups:
+        return 0.5
+
+    def mean_flagged(t: float) -> float:
+        return sum((len(g) - bisect.bisect_left(g, t)) / len(g) for g in groups) / len(groups)
+
+    # Candidates just above each benign score, lowest first; flagged shares only fall as t rises.
+    for t in sorted({v + 1e-6 for g in groups for v in g}):
+        if mean_flagged(t) <= target:
+            return t
+    return 1.0
+
+
 def operating_point(rows: Sequence[dict[str, object]], scores: Sequence[float]) -> Operating:
     unsafe = [s for r, s in zip(rows, scores, strict=True) if r["unsafe"]]
     prompts = sorted(
         s for r, s in zip(rows, scores, strict=True) if not r["unsafe"] and r["direction"] == "input"
     )
     outputs = [s for r, s in zip(rows, scores, strict=True) if not r["unsafe"] and r["direction"] == "output"]
-    # The lowest threshold that flags at most the target share of benign prompts.
-    allowed = int(TARGET_FALSE_POSITIVES * len(prompts))
-    threshold = prompts[len(prompts) - allowed - 1] + 1e-6 if allowed < len(prompts) else 0.5
-    threshold = min(max(threshold, 0.01), 0.995)
+    by_source: dict[str, list[float]] = {}
+    for r, s in zip(rows, scores, strict=True):
+        if not r["unsafe"] and r["direction"] == "input":
+            by_source.setdefault(source_family(str(r.get("source", ""))), []).append(s)
+    threshold = min(max(macro_threshold(list(by_source.values()), TARGET_FALSE_POSITIVES), 0.01), 0.995)
 
     def share(values: Sequence[float], t: float) -> float:
         return sum(v >= t for v in values) / max(len(values), 1)
@@ -281,6 +311,40 @@ def category_labels(rows: Sequence[dict[str, object]], minimum: int = 15) -> lis
     return sorted((c for c, n in counts.items() if n >= minimum), key=lambda c: int(c[1:]))
 
 
+def recalibrate(
+    head_path: Path, base: Path, val_rows: Sequence[dict[str, object]], device: torch.device, out: Path
+) -> Operating:
+    """Scores the validation split with a trained head file and writes it with a new operating point."""
+    head, adapters, meta = load_head(head_path)
+    if not isinstance(head, CategoryHead):
+        raise SystemExit(f"{head_path} is not an unsafe+categories head")
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    model = AutoModel.from_pretrained(base, local_files_only=True).float()
+    merge_adapters(model, adapters)
+    model.to(device)
+    scores = unsafe_scores(model, head.to(device), Batches(tokenizer, val_rows, 64, MINILM_WINDOW), device)
+    point = operating_point(val_rows, scores)
+    head = head.cpu()
+    head.unsafe_offset = math.log(point.threshold / (1 - point.threshold))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "minilm_mlcommons.safetensors"
+    head.save(path, adapters=adapters, extra={**_head_extra(meta), "validation": json.dumps(asdict(point))})
+    print(f"{_describe(point)}\nrecalibrated: {path} (head-{file_version(path)})")
+    return point
+
+
+def _head_extra(meta: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in meta.items() if k not in ("format", "labels", "hidden", "unsafe_offset")}
+
+
+def _describe(point: Operating) -> str:
+    return (
+        f"blocked {point.blocked:.1%} at {point.benign_prompts_flagged:.1%} of benign prompts "
+        f"(t={point.threshold:.3f}; outputs {point.benign_outputs_flagged:.1%}); at 0.5: "
+        f"{point.blocked_at_half:.1%} / {point.benign_prompts_at_half:.1%}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.safety.finetune", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path(".work/safety-data"))
@@ -289,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="default")
     parser.add_argument("--limit", type=int, help="use this many examples of each split (a dry run)")
+    parser.add_argument(
+        "--recalibrate", type=Path, metavar="HEAD", help="only recompute HEAD's operating point"
+    )
     args = parser.parse_args(argv)
     device = torch.device(
         "cuda"
@@ -296,8 +363,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         else ("cpu" if args.device == "auto" else args.device)
     )
     base = args.base or minilm_dir()
-    train_rows = load_split(args.data / "train.jsonl", args.limit)
     val_rows = load_split(args.data / "validation.jsonl", args.limit)
+    if args.recalibrate:
+        recalibrate(args.recalibrate, base, val_rows, device, args.out)
+        return
+    train_rows = load_split(args.data / "train.jsonl", args.limit)
     labels = category_labels(train_rows, minimum=1 if args.limit else 15)
     print(f"{len(train_rows)} train, {len(val_rows)} validation, categories {labels}, device {device}")
     results = []
@@ -308,10 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         took = time.perf_counter() - start
         results.append({"recipe": asdict(recipe), "validation": asdict(point), "seconds": round(took, 1)})
         print(
-            f"rank {recipe.rank:>2} lr {recipe.lr:g} epochs {recipe.epochs}: blocked {point.blocked:.1%} at "
-            f"{point.benign_prompts_flagged:.1%} of benign prompts (t={point.threshold:.3f}; outputs "
-            f"{point.benign_outputs_flagged:.1%}); at 0.5: {point.blocked_at_half:.1%} / "
-            f"{point.benign_prompts_at_half:.1%} [{took:.0f} s]",
+            f"rank {recipe.rank:>2} lr {recipe.lr:g} epochs {recipe.epochs}: {_describe(point)} [{took:.0f} s]",
             flush=True,
         )
         if best is None or point.blocked > best[0].blocked:
