@@ -15,8 +15,8 @@ texts only, because the categories of public data come partly from keyword rules
 
 Model choice and the operating point use the validation split only: each grid entry is scored by
 the share of unsafe validation texts blocked at the threshold that flags at most 4% of the benign
-validation prompts, averaged over the data sources (each package weighs the same, so a large source
-of easy benign text cannot loosen the threshold for the hard ones); the best entry is kept and its
+validation prompts of every data source (each package on its own, so a large source of easy
+benign text cannot loosen the threshold for the hard ones); the best entry is kept and its
 threshold is folded into the head as a logit offset, so the policy's default threshold of 0.5 is
 that operating point.
 
@@ -28,7 +28,6 @@ recomputes the operating point of a trained head file on the validation split (n
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import math
 import random
@@ -207,21 +206,14 @@ def source_family(source: str) -> str:
     return source.split("/", 1)[0]
 
 
-def macro_threshold(groups: Sequence[Sequence[float]], target: float) -> float:
-    """The lowest threshold at which the benign texts flagged (score >= threshold), averaged over
-    the groups, are at most `target`."""
-    groups = [sorted(g) for g in groups if g]
-    if not groups:
-        return 0.5
-
-    def mean_flagged(t: float) -> float:
-        return sum((len(g) - bisect.bisect_left(g, t)) / len(g) for g in groups) / len(groups)
-
-    # Candidates just above each benign score, lowest first; flagged shares only fall as t rises.
-    for t in sorted({v + 1e-6 for g in groups for v in g}):
-        if mean_flagged(t) <= target:
-            return t
-    return 1.0
+def strictest_threshold(groups: Sequence[Sequence[float]], target: float) -> float:
+    """The lowest threshold that flags (score >= threshold) at most `target` of every group's
+    benign texts: the hardest group sets it."""
+    thresholds = [0.0]
+    for group in (sorted(g) for g in groups if g):
+        allowed = int(target * len(group))
+        thresholds.append(group[len(group) - allowed - 1] + 1e-6 if allowed < len(group) else 0.0)
+    return max(thresholds)
 
 
 def operating_point(rows: Sequence[dict[str, object]], scores: Sequence[float]) -> Operating:
@@ -234,7 +226,7 @@ def operating_point(rows: Sequence[dict[str, object]], scores: Sequence[float]) 
     for r, s in zip(rows, scores, strict=True):
         if not r["unsafe"] and r["direction"] == "input":
             by_source.setdefault(source_family(str(r.get("source", ""))), []).append(s)
-    threshold = min(max(macro_threshold(list(by_source.values()), TARGET_FALSE_POSITIVES), 0.01), 0.995)
+    threshold = min(max(strictest_threshold(list(by_source.values()), TARGET_FALSE_POSITIVES), 0.01), 0.995)
 
     def share(values: Sequence[float], t: float) -> float:
         return sum(v >= t for v in values) / max(len(values), 1)
