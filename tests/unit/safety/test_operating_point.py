@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from services.safety.encoder import minilm_dir
 from services.safety.head import CategoryHead, load_head
-from training.safety.finetune import operating_point, recalibrate, strictest_threshold
+from training.safety.finetune import LoRALinear, operating_point, recalibrate, start_from, strictest_threshold
 
 
 def _rows(source: str, scores: list[float], unsafe: bool = False) -> list[tuple[dict[str, object], float]]:
@@ -55,3 +56,27 @@ def test_recalibrate_writes_the_head_with_its_new_offset(tmp_path: Path) -> None
     assert loaded.unsafe_offset == pytest.approx(math.log(point.threshold / (1 - point.threshold)))
     assert meta["recipe"] == "{}" and '"threshold"' in meta["validation"]
     assert torch.equal(loaded.net[0].weight, head.net[0].weight)
+
+
+def test_training_continues_from_a_head_files_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    trained = {"layer.query": LoRALinear(nn.Linear(8, 8), rank=2, alpha=4.0)}
+    with torch.no_grad():
+        trained["layer.query"].b.normal_()
+    head = CategoryHead(8, 4, ["S1", "S2"])
+    path = tmp_path / "head.safetensors"
+    head.save(path, adapters={name: a.factors() for name, a in trained.items()})
+
+    fresh = {"layer.query": LoRALinear(nn.Linear(8, 8), rank=2, alpha=4.0)}
+    fresh_head = CategoryHead(8, 4, ["S1", "S2"])
+    start_from(path, fresh_head, fresh)
+    assert torch.allclose(fresh["layer.query"].a, trained["layer.query"].a)
+    assert torch.allclose(fresh["layer.query"].b, trained["layer.query"].b)
+    assert torch.equal(fresh_head.net[3].weight, head.net[3].weight)
+
+    with pytest.raises(SystemExit, match="categories differ"):
+        start_from(path, CategoryHead(8, 4, ["S1", "S9"]), fresh)
+    with pytest.raises(SystemExit, match="rank"):
+        start_from(
+            path, CategoryHead(8, 4, ["S1", "S2"]), {"layer.query": LoRALinear(nn.Linear(8, 8), 4, 4.0)}
+        )
