@@ -1034,6 +1034,11 @@ def _surrounded(rng: random.Random, text: str) -> str:
     return " ".join([*before, text, *after])
 
 
+def _surrounded_asks(rng: random.Random, action: str, copies: int = _SURROUND_SEEDS) -> list[str]:
+    """`copies` requests for `action`, each in a random phrasing among small talk."""
+    return [_surrounded(rng, rng.choice(_ASK).format(x=action)) for _ in range(copies)]
+
+
 def _cases_v4() -> Iterator[Case]:
     """Data version 4: small talk alone (2 to 10 sentences) and around harmful and harmless
     requests, so that neither many sentences nor everyday words are a signal."""
@@ -1042,28 +1047,16 @@ def _cases_v4() -> Iterator[Case]:
         talk = " ".join(rng.sample(_SMALL_TALK, rng.randrange(2, 11)))
         yield Case(talk, False, (), "contrast_small_talk", f"talk:{i}")
     for action in _HARMLESS_ACTIONS:
-        for _ in range(_SURROUND_SEEDS):
-            text = _surrounded(rng, rng.choice(_ASK).format(x=action))
+        for text in _surrounded_asks(rng, action):
             yield Case(text, False, (), "contrast_small_talk", f"harmless:{action}")
     for action, code in _HARMFUL_ACTIONS:
-        for _ in range(_SURROUND_SEEDS):
-            text = _surrounded(rng, rng.choice(_ASK).format(x=action))
+        for text in _surrounded_asks(rng, action):
             yield Case(text, True, (code,), "contrast_surrounded", f"harmful:{action}")
     for harmful, harmless in _VERB_TWINS:
-        yield Case(
-            _surrounded(rng, rng.choice(_ASK).format(x=harmful)),
-            True,
-            ("S1",),
-            "contrast_surrounded",
-            f"verb:{harmful}",
-        )
-        yield Case(
-            _surrounded(rng, rng.choice(_ASK).format(x=harmless)),
-            False,
-            (),
-            "contrast_small_talk",
-            f"verb:{harmful}",
-        )
+        (unsafe,) = _surrounded_asks(rng, harmful, copies=1)
+        yield Case(unsafe, True, ("S1",), "contrast_surrounded", f"verb:{harmful}")
+        (safe,) = _surrounded_asks(rng, harmless, copies=1)
+        yield Case(safe, False, (), "contrast_small_talk", f"verb:{harmful}")
 
 
 # Data version 5: everyday mentions of public places, transport, crowds and times, the words an
@@ -1143,8 +1136,7 @@ def _cases_v5() -> Iterator[Case]:
         for j, ask in enumerate(_ASK):
             if j % 2 == 0:
                 yield Case(ask.format(x=action), True, (code,), "contrast_harmful", f"harmful:{action}")
-        for _ in range(_SURROUND_SEEDS):
-            text = _surrounded(rng, rng.choice(_ASK).format(x=action))
+        for text in _surrounded_asks(rng, action):
             yield Case(text, True, (code,), "contrast_surrounded", f"harmful:{action}")
 
 

@@ -220,15 +220,14 @@ def strictest_threshold(groups: Sequence[Sequence[float]], target: float) -> flo
 
 def operating_point(rows: Sequence[dict[str, object]], scores: Sequence[float]) -> Operating:
     unsafe = [s for r, s in zip(rows, scores, strict=True) if r["unsafe"]]
-    prompts = sorted(
-        s for r, s in zip(rows, scores, strict=True) if not r["unsafe"] and r["direction"] == "input"
-    )
     outputs = [s for r, s in zip(rows, scores, strict=True) if not r["unsafe"] and r["direction"] == "output"]
     by_source: dict[str, list[float]] = {}
     for r, s in zip(rows, scores, strict=True):
         if not r["unsafe"] and r["direction"] == "input":
             by_source.setdefault(source_family(str(r.get("source", ""))), []).append(s)
-    threshold = min(max(strictest_threshold(list(by_source.values()), TARGET_FALSE_POSITIVES), 0.01), 0.995)
+    prompts = [s for group in by_source.values() for s in group]
+    threshold = strictest_threshold(list(by_source.values()), TARGET_FALSE_POSITIVES) if prompts else 0.5
+    threshold = min(max(threshold, 0.01), 0.995)
 
     def share(values: Sequence[float], t: float) -> float:
         return sum(v >= t for v in values) / max(len(values), 1)
@@ -306,9 +305,7 @@ def start_from(path: Path, head: CategoryHead, adapters: dict[str, LoRALinear]) 
     if not isinstance(trained, CategoryHead) or trained.labels != head.labels:
         raise SystemExit(f"{path}: its categories differ from the data's {head.labels}")
     if set(factors) != set(adapters):
-        raise SystemExit(
-            f"{path}: its adapters do not match rank-{next(iter(adapters.values())).a.shape[0]} LoRA"
-        )
+        raise SystemExit(f"{path}: its adapters name other layers than the recipe's (rank 0 has none)")
     head.net.load_state_dict(trained.net.state_dict())
     with torch.no_grad():
         for name, (a, scaled_b) in factors.items():

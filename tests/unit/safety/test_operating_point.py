@@ -38,6 +38,8 @@ def test_operating_point_counts_benign_prompts_by_package() -> None:
     point = operating_point([r for r, _ in pairs], [s for _, s in pairs])
     assert point.threshold == pytest.approx(0.7 + 1e-6)  # llamagate: 5 of 50 above 0.2 is 10%
     assert point.blocked == pytest.approx(0.5)
+    only_unsafe = _rows("pyrit/adv_bench", [0.8, 0.3], unsafe=True)
+    assert operating_point([r for r, _ in only_unsafe], [s for _, s in only_unsafe]).threshold == 0.5
 
 
 def test_recalibrate_writes_the_head_with_its_new_offset(tmp_path: Path) -> None:
