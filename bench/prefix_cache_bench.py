@@ -66,6 +66,7 @@ from bench.inference_bench import (
     run_requests,
 )
 from bench.step_timeline import DeviceProfile, StepClock, device_profile, first_token_breakdown
+from services.inference.config import parse_token_counts
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.engine import Engine, EngineStats
 from services.inference.engine.runner import build_runner
@@ -360,6 +361,7 @@ DRY_RUN = {
     "max_seq_len": 512,
     "max_batch_size": 8,
     "prefill_chunk": 64,
+    "chunk_graph_tokens": (16, 64),
     "history_len": 200,
     "reply_len": 8,
     "message_len": 10,
@@ -495,6 +497,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=(),
         help="decode batch sizes to capture (e.g. 1,8,64: a faster start; batches pad up to the next)",
     )
+    parser.add_argument(
+        "--chunk-graph-tokens",
+        type=parse_token_counts,
+        default=EngineConfig.chunk_graph_tokens,
+        help="one-row prefill chunks of up to these many tokens replay CUDA graphs; 'none': eager",
+    )
     parser.add_argument("--ttft-len", type=int, default=512, help="the fresh prompt's tokens")
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--history-len", type=int, default=3000, help="tokens before the last turn's message")
@@ -551,6 +559,7 @@ def run(args: argparse.Namespace) -> tuple[str, dict[str, object], dict[str, Dev
         compile=args.compile and device.type == "cuda",
         cuda_graphs=device.type == "cuda",
         graph_sizes=args.graph_sizes,
+        chunk_graph_tokens=args.chunk_graph_tokens,
     )
     header: dict[str, object] = {"torch": torch.__version__, "device": str(device), "shape": args.shape}
     if device.type == "cuda":

@@ -45,6 +45,18 @@ def check_fp8_gpus(device: str) -> None:
         check_fp8_device(torch.device("cuda", index))
 
 
+def parse_token_counts(text: str) -> tuple[int, ...]:
+    """'16,32,64' -> (16, 32, 64); 'none' (or nothing) -> ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(sorted({int(n) for n in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated token counts or 'none', got {text!r}"
+        ) from None
+
+
 def parse_config(argv: list[str] | None = None) -> InferenceConfig:
     p = argparse.ArgumentParser(prog="python -m services.inference", description=USAGE)
     p.add_argument("--ckpt-dir", type=Path, required=True)
@@ -93,6 +105,14 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         help="rotary and the KV-cache write as separate kernels (the fused Triton kernel is the default on CUDA)",
     )
     p.add_argument(
+        "--chunk-graph-tokens",
+        type=parse_token_counts,
+        default=EngineConfig.chunk_graph_tokens,
+        help="CUDA: one-row prefill steps (a chat's new message over its cached history) of at most "
+        "these many tokens replay a CUDA graph padded to the next length; comma-separated, "
+        "'none' launches every prefill step eagerly",
+    )
+    p.add_argument(
         "--prefix-caching",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -119,6 +139,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         fused_kv_write=not a.no_fused_kv_write,
         step_timeout_s=a.step_timeout_s,
         prefix_caching=a.prefix_caching,
+        chunk_graph_tokens=a.chunk_graph_tokens,
     )
     try:
         engine.validate()

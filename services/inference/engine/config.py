@@ -37,6 +37,11 @@ class EngineConfig:
     # Decode batch sizes to capture graphs for (max_batch_size is always added); empty: 1, 2, 4, 8,
     # then every multiple of 8. Fewer sizes capture faster but pad more rows.
     graph_sizes: tuple[int, ...] = ()
+    # GPU only: one-row prefill steps of at most this many tokens replay a CUDA graph captured for
+    # the next of these lengths (padded up): a chat's new message over its cached history is a
+    # few dozen tokens, and launching such a step kernel by kernel costs the host several times
+    # what the device spends on it. Empty: every prefill step is launched eagerly.
+    chunk_graph_tokens: tuple[int, ...] = (16, 32, 64, 128)
     # GPU only: one Triton kernel per layer rotates q/k and writes k/v into the cache (kv_write.py).
     fused_kv_write: bool = True
     # One of DECODE_GEMMS.
@@ -60,6 +65,10 @@ class EngineConfig:
             (self.max_queue >= 1, "--max-queue must be >= 1"),
             (self.prefill_chunk >= 1, "--prefill-chunk must be >= 1"),
             (all(s >= 1 for s in self.graph_sizes), "graph batch sizes must be >= 1"),
+            (
+                all(1 <= s <= self.prefill_chunk for s in self.chunk_graph_tokens),
+                "--chunk-graph-tokens must be between 1 and --prefill-chunk",
+            ),
             (self.decode_gemm in DECODE_GEMMS, f"--decode-gemm must be one of {', '.join(DECODE_GEMMS)}"),
             (self.step_timeout_s > 0, "--step-timeout-s must be > 0"),
         ]

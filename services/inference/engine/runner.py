@@ -8,6 +8,8 @@ captured for the smallest padded batch size that fits, optionally of a torch.com
 whole step (token lookup + forward + sampling) is one replay fed by two host-to-device copies.
 A second graph per size serves all-greedy batches: argmax instead of the top-p sampler, which
 costs about 0.2 ms a step (sort + hashing over the vocabulary) and picks the same token there.
+One-row prefill steps of a few dozen tokens (a chat's new message over its cached history) are
+host-bound the same way, compiled or not, so they replay graphs captured for a few padded lengths.
 
 `launch` only queues work on the device and returns a `PendingStep`; the sampled tokens come back
 through one asynchronous copy into pinned memory, and `PendingStep.result` is the step's only host
@@ -23,8 +25,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +44,9 @@ from services.inference.kernels.decode_gemm import use_decode_gemm
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.sampling import greedy_sample, sample
 from services.inference.model.transformer import Transformer, TransformerBlock
+
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,14 @@ def _same(x: Tensor) -> Tensor:
     return x
 
 
+def chunk_graph_length(plan: StepPlan, lengths: Iterable[int]) -> int | None:
+    """The captured chunk length a prefill step replays as (the shortest that fits), or None for
+    steps that run eagerly: decode steps, several rows, longer chunks, echoed prompt logprobs."""
+    if plan.decode or len(plan.rows) != 1 or plan.rows[0].echo_targets is not None:
+        return None
+    return min((n for n in lengths if n >= len(plan.rows[0].tokens)), default=None)
+
+
 def graph_batch_sizes(max_batch_size: int, wanted: tuple[int, ...] = ()) -> list[int]:
     sizes = wanted or (1, 2, 4, 8, *range(16, max_batch_size + 1, 8))
     return sorted({s for s in sizes if s <= max_batch_size} | {max_batch_size})
@@ -104,6 +118,9 @@ class ModelRunner:
         self._pad_batch_slot = config.max_batch_size
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
         self._greedy_graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
+        # One-row prefill chunks: graphs by (padded length, fresh, greedy) over static inputs by length.
+        self._chunk_graphs: dict[tuple[int, bool, bool], tuple[torch.cuda.CUDAGraph, Tensor]] = {}
+        self._chunk_inputs: dict[int, tuple[Tensor, Tensor]] = {}
         self._ints: Tensor | None = None
         self._floats: Tensor | None = None
         self._forward: Callable[[Tensor, Tensor], Tensor] = self._decode_logits
@@ -128,6 +145,9 @@ class ModelRunner:
         """Queue `plan` on the device; steps run in launch order on one stream."""
         if plan.decode and self._graphs:
             return self._launch_graph(plan)
+        length = chunk_graph_length(plan, self._chunk_inputs)
+        if length is not None and self._chunk_graphs:
+            return self._launch_chunk_graph(plan, length)
         return self._launch_eager(plan)
 
     def _tokens_in(self, tokens: Tensor, batch_slots: Tensor) -> Tensor:
@@ -138,12 +158,28 @@ class ModelRunner:
         layout, ints_host, floats_host = pack(plan, pin=self.device.type == "cuda")
         ints = ints_host.to(self.device, non_blocking=True)
         floats = floats_host.to(self.device, non_blocking=True)
+        logits, out = self._step(
+            layout, ints, floats, decode=plan.decode, fresh=plan.fresh, greedy=plan.greedy
+        )
+        echo: dict[int, list[float]] = {}
+        for i, row in enumerate(plan.rows):
+            if row.echo_targets is not None:
+                targets = torch.tensor(row.echo_targets, dtype=torch.long).to(self.device, non_blocking=True)
+                scores = F.log_softmax(logits[i, : len(row.echo_targets)], dim=-1)
+                echo[i] = scores.gather(-1, targets[:, None]).squeeze(-1).tolist()
+        return PendingStep(out, echo)
+
+    def _step(
+        self, layout: Layout, ints: Tensor, floats: Tensor, *, decode: bool, fresh: bool, greedy: bool
+    ) -> tuple[Tensor, Tensor]:
+        """One step on packed inputs already on the device -> (logits [b, t, V], [2, b] (tokens,
+        logprobs) as float64). Eager steps and captured prefill chunks run this."""
         batch_slots = ints[:, layout.batch_slot]
         tokens = ints[:, layout.tokens]
-        if plan.decode:
+        if decode:
             tokens = self._tokens_in(tokens, batch_slots)
         positions = ints[:, layout.positions]
-        compiled = not plan.decode and tokens.shape[1] > 1 and self._prefill is not self.model
+        compiled = not decode and tokens.shape[1] > 1 and self._prefill is not self.model
         # The compiled prefill takes dense inputs: the strides of slices of the packed tensor vary
         # with the step's layout and would each be a new guard, so a new compilation.
         dense = _dense if compiled else _same
@@ -154,14 +190,14 @@ class ModelRunner:
             block_tables=dense(ints[:, layout.table :].to(torch.int32)),
             context_lens=dense(ints[:, layout.context_len].to(torch.int32)),
             positions=positions,
-            fresh=plan.fresh,
+            fresh=fresh,
             fused_rotary=self._fused_rotary,
         )
         forward = self._prefill if compiled else self.model
         logits = forward(tokens, positions, cache)
-        rows = torch.arange(len(plan.rows), device=self.device)
+        rows = torch.arange(ints.shape[0], device=self.device)
         last = logits[rows, ints[:, layout.sample_index]]
-        if plan.greedy:  # the argmax the sampler would take, without its sort over the vocabulary
+        if greedy:  # the argmax the sampler would take, without its sort over the vocabulary
             sampled, logprobs = greedy_sample(last)
         else:
             sampled, logprobs = sample(
@@ -169,13 +205,7 @@ class ModelRunner:
             )
         # Mid-prefill rows store a meaningless token too; their slot is read only once a real one is there.
         self.slot_tokens.index_copy_(0, batch_slots, sampled)
-        echo: dict[int, list[float]] = {}
-        for i, row in enumerate(plan.rows):
-            if row.echo_targets is not None:
-                targets = torch.tensor(row.echo_targets, dtype=torch.long).to(self.device, non_blocking=True)
-                scores = F.log_softmax(logits[i, : len(row.echo_targets)], dim=-1)
-                echo[i] = scores.gather(-1, targets[:, None]).squeeze(-1).tolist()
-        return PendingStep(torch.stack((sampled.double(), logprobs.double())), echo)
+        return logits, torch.stack((sampled.double(), logprobs.double()))
 
     # -- CUDA graphs -----------------------------------------------------------------------
 
@@ -210,7 +240,8 @@ class ModelRunner:
     @torch.inference_mode()
     def capture(self) -> None:
         """Compile the paged prefill kernel's variants (so no request waits for Triton's compiler),
-        then capture decode graphs for padded batch sizes (largest first, sharing one memory pool)."""
+        then capture decode graphs for padded batch sizes (largest first) and one-row prefill chunk
+        graphs for padded lengths, all sharing one memory pool (steps run one after another)."""
         if self.device.type != "cuda":
             return
         args, kv_heads = self.model.args, self.storage.k.shape[3]  # kv heads held by this rank
@@ -230,6 +261,13 @@ class ModelRunner:
                 self._prefill = self.model
         if not self.config.cuda_graphs:
             return
+        pool = torch.cuda.graph_pool_handle()
+        self._capture_decode(pool)
+        self._capture_chunks(pool)
+        self.slot_tokens.zero_()
+        torch.cuda.synchronize()
+
+    def _capture_decode(self, pool: _POOL_HANDLE) -> None:
         sizes = graph_batch_sizes(self.config.max_batch_size, self.config.graph_sizes)
         biggest = sizes[-1]
         self._ints = torch.zeros(
@@ -245,7 +283,6 @@ class ModelRunner:
         if self.config.compile:
             self._forward = torch.compile(self._decode_logits, fullgraph=True)
         step = self._decode_step
-        pool = torch.cuda.graph_pool_handle()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -260,8 +297,6 @@ class ModelRunner:
                 with torch.cuda.graph(graph, pool=pool):
                     out = step(self._ints[:size], self._floats[:size], greedy=greedy)
                 graphs[size] = (graph, out)
-        self.slot_tokens.zero_()
-        torch.cuda.synchronize()
         log.info(
             "captured decode CUDA graphs for batch sizes %s (compiled: %s, fused KV write: %s, decode GEMM: %s)",
             sizes,
@@ -269,6 +304,74 @@ class ModelRunner:
             self._fused_rotary,
             self.config.decode_gemm,
         )
+
+    def _capture_chunks(self, pool: _POOL_HANDLE) -> None:
+        """Graphs of one-row prefill chunks padded to each of `chunk_graph_tokens`: fresh prompts and
+        chunks continuing a cached prefix, sampled and greedy. Their inputs carry the block table at
+        full width, and nothing in the step reads a length on the host, so one graph serves every
+        prefix length."""
+        lengths = sorted(self.config.chunk_graph_tokens, reverse=True)
+        if not lengths:
+            return
+        self.prepare_chunk_inputs()
+        kinds = list(itertools.product(lengths, (False, True), (False, True)))
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm up: compile (a new block table width), autotune, workspaces
+                for length, fresh, greedy in kinds:
+                    self.chunk_step(length, fresh, greedy)
+        torch.cuda.current_stream().wait_stream(stream)
+        for length, fresh, greedy in kinds:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                out = self.chunk_step(length, fresh, greedy)
+            self._chunk_graphs[(length, fresh, greedy)] = (graph, out)
+        log.info("captured prefill chunk CUDA graphs for one row of up to %s tokens", lengths[::-1])
+
+    def prepare_chunk_inputs(self) -> None:
+        """The static inputs of the chunk graphs, one per captured length, holding a harmless step
+        (the reserved block only) until a real one is staged."""
+        for length in self.config.chunk_graph_tokens:
+            idle = StepRow(
+                tokens=[0] * length,
+                positions=list(range(length)),
+                slots=[PAD_SLOT] * length,
+                block_table=[0],
+                context_len=length,
+                sample_index=length - 1,
+                temperature=0.0,
+                top_p=1.0,
+                seed=0,
+                step=0,
+                batch_slot=self._pad_batch_slot,
+                samples=False,
+            )
+            _, ints, floats = pack(
+                StepPlan(decode=False, fresh=False, rows=[idle]), pin=False, table_width=self.max_blocks
+            )
+            self._chunk_inputs[length] = (ints.to(self.device), floats.to(self.device))
+
+    def stage_chunk(self, plan: StepPlan, length: int) -> None:
+        """Copy a one-row prefill step, padded to `length` tokens, into that length's static inputs."""
+        _, ints_host, floats_host = pack(
+            plan, pin=self.device.type == "cuda", pad_tokens_to=length, table_width=self.max_blocks
+        )
+        ints, floats = self._chunk_inputs[length]
+        ints.copy_(ints_host, non_blocking=True)
+        floats.copy_(floats_host, non_blocking=True)
+
+    def chunk_step(self, length: int, fresh: bool, greedy: bool) -> Tensor:
+        """The step a chunk graph captures, on the static inputs of `length` -> [2, 1] (token, logprob).
+        Called directly it runs eagerly (how the CPU tests check the padded step)."""
+        ints, floats = self._chunk_inputs[length]
+        return self._step(Layout(length), ints, floats, decode=False, fresh=fresh, greedy=greedy)[1]
+
+    def _launch_chunk_graph(self, plan: StepPlan, length: int) -> PendingStep:
+        self.stage_chunk(plan, length)
+        graph, out = self._chunk_graphs[(length, plan.fresh, plan.greedy)]
+        graph.replay()
+        return PendingStep(out, {})
 
     @torch.inference_mode()
     def compile_prefill(self) -> None:

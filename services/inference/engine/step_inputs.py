@@ -85,17 +85,25 @@ def _int_row(row: StepRow, t: int, table_width: int) -> list[int]:
 
 
 def pack(
-    plan: StepPlan, *, pin: bool, pad_rows_to: int = 0, pad_batch_slot: int = 0
+    plan: StepPlan,
+    *,
+    pin: bool,
+    pad_rows_to: int = 0,
+    pad_batch_slot: int = 0,
+    pad_tokens_to: int = 0,
+    table_width: int = 0,
 ) -> tuple[Layout, Tensor, Tensor]:
     """(layout, ints [rows, columns] int64, floats [rows, 2] fp32) on the host; `pin` puts them in
     pinned memory, so the copy to a CUDA device can be asynchronous.
 
-    Only the table columns this step uses are packed: a row reads no block past its length.
-    `pad_rows_to` appends rows that read token 0 at position 0, write the reserved block, sample
-    greedily and store their token in `pad_batch_slot` (the padding of a captured batch size).
+    Only the table columns this step uses are packed (a row reads no block past its length), unless
+    `table_width` asks for more. `pad_rows_to` appends rows that read token 0 at position 0, write
+    the reserved block, sample greedily and store their token in `pad_batch_slot` (the padding of a
+    captured batch size). `pad_tokens_to` pads every row to that many tokens (the padding of a
+    captured chunk length), the way rows shorter than the longest are padded.
     """
-    layout = Layout(max(len(row.tokens) for row in plan.rows))
-    table_width = max(len(row.block_table) for row in plan.rows)
+    layout = Layout(max(pad_tokens_to, *(len(row.tokens) for row in plan.rows)))
+    table_width = max(table_width, *(len(row.block_table) for row in plan.rows))
     if not plan.decode:
         # A table of one column would be a size-1 dimension, which a compiled prefill specializes
         # on (and compiles again for); an extra column of the reserved block is never read.
