@@ -66,8 +66,8 @@ class EngineConfig:
             (self.prefill_chunk >= 1, "--prefill-chunk must be >= 1"),
             (all(s >= 1 for s in self.graph_sizes), "graph batch sizes must be >= 1"),
             (
-                all(1 <= s <= self.prefill_chunk for s in self.chunk_graph_tokens),
-                "--chunk-graph-tokens must be between 1 and --prefill-chunk",
+                all(1 <= s <= self.max_seq_len for s in self.chunk_graph_tokens),
+                "--chunk-graph-tokens must be between 1 and --max-seq-len",
             ),
             (self.decode_gemm in DECODE_GEMMS, f"--decode-gemm must be one of {', '.join(DECODE_GEMMS)}"),
             (self.step_timeout_s > 0, "--step-timeout-s must be > 0"),

@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from services.inference.config import parse_config
 from services.inference.engine.blocks import PAD_SLOT
 from services.inference.engine.runner import ModelRunner, PendingStep, chunk_graph_length
 from services.inference.engine.scheduler import Scheduler
@@ -191,3 +192,25 @@ def test_replayed_chunk_graphs_give_the_tokens_of_eager_prefill(model: Transform
     eager, none = tokens_of(())
     assert replays > 0 and none == 0
     assert graphed == eager
+
+
+def test_the_chunk_graph_lengths_flag() -> None:
+    required = ["--ckpt-dir", "ckpt", "--tokenizer-path", "tok.model", "--device", "cpu"]
+    assert parse_config(required).engine.chunk_graph_tokens == (16, 32, 64, 128)
+    # A shorter --prefill-chunk leaves the default valid: its chunks pad up to the next length.
+    assert parse_config([*required, "--prefill-chunk", "48"]).engine.chunk_graph_tokens == (16, 32, 64, 128)
+    assert parse_config([*required, "--chunk-graph-tokens", "64,8,64"]).engine.chunk_graph_tokens == (8, 64)
+    assert parse_config([*required, "--chunk-graph-tokens", "none"]).engine.chunk_graph_tokens == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("16,x", "comma-separated token counts or 'none'"), ("0,16", "between 1 and --max-seq-len")],
+)
+def test_bad_chunk_graph_lengths_are_refused_with_what_to_pass(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    required = ["--ckpt-dir", "ckpt", "--tokenizer-path", "tok.model", "--device", "cpu"]
+    with pytest.raises(SystemExit):
+        parse_config([*required, "--chunk-graph-tokens", value])
+    assert message in capsys.readouterr().err
