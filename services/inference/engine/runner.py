@@ -333,22 +333,10 @@ class ModelRunner:
         """The static inputs of the chunk graphs, one per captured length, holding a harmless step
         (the reserved block only) until a real one is staged."""
         for length in self.config.chunk_graph_tokens:
-            idle = StepRow(
-                tokens=[0] * length,
-                positions=list(range(length)),
-                slots=[PAD_SLOT] * length,
-                block_table=[0],
-                context_len=length,
-                sample_index=length - 1,
-                temperature=0.0,
-                top_p=1.0,
-                seed=0,
-                step=0,
-                batch_slot=self._pad_batch_slot,
-                samples=False,
-            )
             _, ints, floats = pack(
-                StepPlan(decode=False, fresh=False, rows=[idle]), pin=False, table_width=self.max_blocks
+                StepPlan(decode=False, fresh=False, rows=[self._idle_row(0, length)]),
+                pin=False,
+                table_width=self.max_blocks,
             )
             self._chunk_inputs[length] = (ints.to(self.device), floats.to(self.device))
 
@@ -390,23 +378,28 @@ class ModelRunner:
             start = 0 if fresh else block
             if start + t > self.max_blocks * block:
                 continue
-            row = StepRow(
-                tokens=[0] * t,
-                positions=list(range(start, start + t)),
-                slots=[PAD_SLOT] * t,  # the reserved block
-                block_table=[0] * blocks_for(start + t, block),
-                context_len=start + t,
-                sample_index=t - 1,
-                temperature=0.0,
-                top_p=1.0,
-                seed=0,
-                step=0,
-                batch_slot=self._pad_batch_slot,
-                samples=False,
-            )
+            row = self._idle_row(start, t)
             for rows in (1, 2):
                 self._launch_eager(StepPlan(decode=False, fresh=fresh, rows=[row] * rows)).result()
         self.slot_tokens.zero_()
+
+    def _idle_row(self, start: int, t: int) -> StepRow:
+        """A prefill row of t tokens from position `start` that reads and writes only the reserved
+        block: for warm-ups, and for static inputs before a real step is staged."""
+        return StepRow(
+            tokens=[0] * t,
+            positions=list(range(start, start + t)),
+            slots=[PAD_SLOT] * t,
+            block_table=[0] * blocks_for(start + t, self.storage.block_size),
+            context_len=start + t,
+            sample_index=t - 1,
+            temperature=0.0,
+            top_p=1.0,
+            seed=0,
+            step=0,
+            batch_slot=self._pad_batch_slot,
+            samples=False,
+        )
 
     def _launch_graph(self, plan: StepPlan) -> PendingStep:
         assert self._ints is not None and self._floats is not None

@@ -119,28 +119,17 @@ def test_a_padded_chunk_writes_the_cache_of_the_unpadded_one(model: Transformer)
     runner = ModelRunner(model, runner.storage, replace(runner.config, chunk_graph_tokens=(8,)), 32)
     runner.prepare_chunk_inputs()
     block = runner.storage.block_size
-    prefix = StepRow(
+    prefix = replace(
+        row(8),
         tokens=list(range(1, 9)),
-        positions=list(range(8)),
         slots=list(range(block, 3 * block)),  # blocks 1 and 2
         block_table=[1, 2],
-        context_len=8,
-        sample_index=7,
-        temperature=0.0,
-        top_p=1.0,
-        seed=0,
-        step=0,
-        batch_slot=0,
-        samples=True,
     )
     chunk = replace(
-        prefix,
+        row(3, start=8),
         tokens=[30, 31, 32],
-        positions=[8, 9, 10],
         slots=list(range(3 * block, 3 * block + 3)),  # block 3
         block_table=[1, 2, 3],
-        context_len=11,
-        sample_index=2,
         temperature=0.8,
         top_p=0.9,
         seed=7,
