@@ -310,10 +310,10 @@ class ModelRunner:
         chunks continuing a cached prefix, sampled and greedy. Their inputs carry the block table at
         full width, and nothing in the step reads a length on the host, so one graph serves every
         prefix length."""
-        lengths = sorted(self.config.chunk_graph_tokens, reverse=True)
+        self.prepare_chunk_inputs()
+        lengths = self.chunk_lengths[::-1]
         if not lengths:
             return
-        self.prepare_chunk_inputs()
         kinds = list(itertools.product(lengths, (False, True), (False, True)))
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -332,13 +332,19 @@ class ModelRunner:
     def prepare_chunk_inputs(self) -> None:
         """The static inputs of the chunk graphs, one per captured length, holding a harmless step
         (the reserved block only) until a real one is staged."""
-        for length in self.config.chunk_graph_tokens:
+        # A chunk is never longer than the model's context: no graph for lengths past it.
+        for length in (n for n in self.config.chunk_graph_tokens if n <= self.config.max_seq_len):
             _, ints, floats = pack(
                 StepPlan(decode=False, fresh=False, rows=[self._idle_row(0, length)]),
                 pin=False,
                 table_width=self.max_blocks,
             )
             self._chunk_inputs[length] = (ints.to(self.device), floats.to(self.device))
+
+    @property
+    def chunk_lengths(self) -> list[int]:
+        """The padded lengths of one-row prefill chunks with static inputs (and, on CUDA, graphs)."""
+        return sorted(self._chunk_inputs)
 
     def stage_chunk(self, plan: StepPlan, length: int) -> None:
         """Copy a one-row prefill step, padded to `length` tokens, into that length's static inputs."""

@@ -112,6 +112,13 @@ def test_padded_chunks_give_the_unpadded_tokens_and_free_every_block(model: Tran
     assert allocator.num_free == allocator.usable_blocks
 
 
+def test_no_chunk_is_padded_past_the_models_context(model: Transformer) -> None:
+    config, _, runner = tiny_runner(model, num_blocks=8)  # max_seq_len 128
+    runner = ModelRunner(model, runner.storage, replace(config, chunk_graph_tokens=(8, 128, 256)), 32)
+    runner.prepare_chunk_inputs()
+    assert runner.chunk_lengths == [8, 128]
+
+
 def test_a_padded_chunk_writes_the_cache_of_the_unpadded_one(model: Transformer) -> None:
     """Same sampled token and logprob (seeded top-p), and the same keys/values in every real slot;
     the padding writes the reserved block only."""
@@ -186,15 +193,17 @@ def test_replayed_chunk_graphs_give_the_tokens_of_eager_prefill(model: Transform
 def test_the_chunk_graph_lengths_flag() -> None:
     required = ["--ckpt-dir", "ckpt", "--tokenizer-path", "tok.model", "--device", "cpu"]
     assert parse_config(required).engine.chunk_graph_tokens == (16, 32, 64, 128)
-    # A shorter --prefill-chunk leaves the default valid: its chunks pad up to the next length.
+    # A shorter --prefill-chunk or --max-seq-len leaves the default valid: chunks pad up to the next
+    # length, and lengths past the context are not captured.
     assert parse_config([*required, "--prefill-chunk", "48"]).engine.chunk_graph_tokens == (16, 32, 64, 128)
+    assert parse_config([*required, "--max-seq-len", "64"]).engine.chunk_graph_tokens == (16, 32, 64, 128)
     assert parse_config([*required, "--chunk-graph-tokens", "64,8,64"]).engine.chunk_graph_tokens == (8, 64)
     assert parse_config([*required, "--chunk-graph-tokens", "none"]).engine.chunk_graph_tokens == ()
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("16,x", "comma-separated token counts or 'none'"), ("0,16", "between 1 and --max-seq-len")],
+    [("16,x", "comma-separated token counts or 'none'"), ("0,16", "--chunk-graph-tokens must be >= 1")],
 )
 def test_bad_chunk_graph_lengths_are_refused_with_what_to_pass(
     value: str, message: str, capsys: pytest.CaptureFixture[str]
