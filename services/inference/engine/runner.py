@@ -263,7 +263,12 @@ class ModelRunner:
             return
         pool = torch.cuda.graph_pool_handle()
         self._capture_decode(pool)
-        self._capture_chunks(pool)
+        try:
+            self._capture_chunks(pool)
+        except Exception:  # a model or GPU the capture fails on still serves, prefill launched eagerly
+            log.exception("capturing the prefill chunk graphs failed: prefill steps run eagerly")
+            self._chunk_graphs.clear()
+            self._chunk_inputs.clear()
         self.slot_tokens.zero_()
         torch.cuda.synchronize()
 

@@ -212,3 +212,27 @@ def test_bad_chunk_graph_lengths_are_refused_with_what_to_pass(
     with pytest.raises(SystemExit):
         parse_config([*required, "--chunk-graph-tokens", value])
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_failed_chunk_capture_leaves_prefill_eager(
+    model: Transformer, caplog: pytest.LogCaptureFixture
+) -> None:
+    cuda_model = Transformer(ARGS)
+    cuda_model.load_state_dict(model.state_dict())
+    cuda_model = cuda_model.cuda().eval()
+    config, allocator, runner = tiny_runner(cuda_model, num_blocks=48, device="cuda")
+    config = replace(config, chunk_graph_tokens=LENGTHS, graph_sizes=(1, 2, 4))
+    runner = ModelRunner(cuda_model, runner.storage, config, max_blocks_per_seq=32)
+
+    def broken(length: int, fresh: bool, greedy: bool) -> torch.Tensor:
+        raise RuntimeError("capture refused")
+
+    runner.chunk_step = broken  # type: ignore[method-assign]
+    runner.capture()
+    assert runner.chunk_lengths == [] and "prefill steps run eagerly" in caplog.text
+    scheduler = Scheduler(config, allocator, eos_id=-1)
+    conversations = chats()
+    run_chats(scheduler, runner.launch, conversations)
+    assert allocator.num_free == allocator.usable_blocks
