@@ -157,13 +157,7 @@ def measure(engine: Engine, clock: StepClock, args: argparse.Namespace, vocab: i
         out["fresh_ttft_ms"] = fresh_ttft_ms(engine, args.ttft_len, vocab)
 
     if "turns" in parts:
-        ttfts, replies = [], []
-        for chat in range(args.chats):
-            ttft, reply = chat_turns(engine, args, vocab, seed=10 + chat)
-            ttfts.append(ttft)
-            replies.append(reply)
-        out["chat_last_turn_ttft_ms"] = statistics.median(ttfts)
-        tokens["chat"] = replies
+        out["chat_last_turn_ttft_ms"], tokens["chat"] = last_turn_ttfts(engine, clock, args, vocab)
         breakdown, result.profile = last_turn_breakdown(engine, clock, args, vocab)
         out |= breakdown
 
@@ -288,6 +282,18 @@ def fp32_agreement(args: argparse.Namespace, config: EngineConfig, device: torch
 
 def fresh_ttfts(engine: Engine, clock: StepClock, args: argparse.Namespace, vocab: int) -> dict[str, float]:
     return {f"ttft_{n}_ms": fresh_ttft_ms(engine, n, vocab) for n in args.big_ttft_lens}
+
+
+def last_turn_ttfts(
+    engine: Engine, clock: StepClock, args: argparse.Namespace, vocab: int
+) -> tuple[float, list[list[int]]]:
+    """The timed chats of the turns part alone: their median last-turn TTFT and replies."""
+    ttfts, replies = [], []
+    for chat in range(args.chats):
+        ttft, reply = chat_turns(engine, args, vocab, seed=10 + chat)
+        ttfts.append(ttft)
+        replies.append(reply)
+    return statistics.median(ttfts), replies
 
 
 def eager_prefill_ttft(engine: Engine, clock: StepClock, args: argparse.Namespace, vocab: int) -> float:
@@ -428,6 +434,16 @@ def table(
     if isinstance(same, dict):
         agree = ", ".join(f"{k}: {v['equal']}" for k, v in same.items())
         lines.append(f"| greedy tokens on == off | {agree} | | |")
+    if on is not None and "chat_last_turn_ttft_eager_chunks_ms" in on:
+        same_chat = results.get("chunk_graphs_greedy")
+        assert isinstance(same_chat, dict)
+        lines.append(
+            f"| chat: last turn TTFT, prefill chunks launched eagerly, not replayed (ms) | "
+            f"{on['chat_last_turn_ttft_eager_chunks_ms']:.1f} | - | |"
+        )
+        chat = same_chat["chat"]
+        agree = "yes" if chat["equal"] else f"no, first difference (chat, token) {chat['first_mismatch']}"
+        lines.append(f"| greedy chat tokens, chunk graphs == eager chunks | {agree} | | |")
     if off is not None and "eager_prefill_fresh_ttft_ms" in off:
         lines.append(
             f"| fresh prompt: TTFT with eager prefill (ms) | - | {off['eager_prefill_fresh_ttft_ms']:.1f} | |"
@@ -571,6 +587,7 @@ def run(args: argparse.Namespace) -> tuple[str, dict[str, object], dict[str, Dev
         "on": None,
         "off": None,
         "greedy": None,
+        "chunk_graphs_greedy": None,
         "big": None,
         "fp32": None,
         "kernels": None,
@@ -606,6 +623,18 @@ def run(args: argparse.Namespace) -> tuple[str, dict[str, object], dict[str, Dev
             )
             print(
                 "caching off, eager prefill:", modes["off"].metrics["eager_prefill_fresh_ttft_ms"], flush=True
+            )
+        if "turns" in parts and "on" in modes and config.chunk_graph_tokens:
+            # The same chats with every prefill step launched eagerly: what the chunk graphs buy.
+            eager_chunks = replace(config, prefix_caching=True, chunk_graph_tokens=())
+            ttft, replies = run_mode(model, eager_chunks, args, last_turn_ttfts)
+            modes["on"].metrics["chat_last_turn_ttft_eager_chunks_ms"] = ttft
+            results["chunk_graphs_greedy"] = compare({"chat": modes["on"].tokens["chat"]}, {"chat": replies})
+            print(
+                "caching on, prefill chunks eager:",
+                ttft,
+                json.dumps(results["chunk_graphs_greedy"]),
+                flush=True,
             )
         if "greedy" in parts:
             if len(modes) == 2:
