@@ -332,7 +332,7 @@ class ModelRunner:
             with torch.cuda.graph(graph, pool=pool):
                 out = self.chunk_step(length, fresh, greedy)
             self._chunk_graphs[(length, fresh, greedy)] = (graph, out)
-        log.info("captured prefill chunk CUDA graphs for one row of up to %s tokens", lengths[::-1])
+        log.info("captured prefill chunk CUDA graphs for one row padded to %s tokens", lengths[::-1])
 
     def prepare_chunk_inputs(self) -> None:
         """The static inputs of the chunk graphs, one per captured length, holding a harmless step
