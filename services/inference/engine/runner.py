@@ -145,8 +145,7 @@ class ModelRunner:
         """Queue `plan` on the device; steps run in launch order on one stream."""
         if plan.decode and self._graphs:
             return self._launch_graph(plan)
-        length = chunk_graph_length(plan, self._chunk_inputs)
-        if length is not None and self._chunk_graphs:
+        if self._chunk_graphs and (length := chunk_graph_length(plan, self._chunk_inputs)) is not None:
             return self._launch_chunk_graph(plan, length)
         return self._launch_eager(plan)
 
@@ -316,10 +315,10 @@ class ModelRunner:
         full width, and nothing in the step reads a length on the host, so one graph serves every
         prefix length."""
         self.prepare_chunk_inputs()
-        lengths = self.chunk_lengths[::-1]
+        lengths = self.chunk_lengths
         if not lengths:
             return
-        kinds = list(itertools.product(lengths, (False, True), (False, True)))
+        kinds = list(itertools.product(reversed(lengths), (False, True), (False, True)))  # largest first
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -332,7 +331,7 @@ class ModelRunner:
             with torch.cuda.graph(graph, pool=pool):
                 out = self.chunk_step(length, fresh, greedy)
             self._chunk_graphs[(length, fresh, greedy)] = (graph, out)
-        log.info("captured prefill chunk CUDA graphs for one row padded to %s tokens", lengths[::-1])
+        log.info("captured prefill chunk CUDA graphs for one row padded to %s tokens", lengths)
 
     def prepare_chunk_inputs(self) -> None:
         """The static inputs of the chunk graphs, one per captured length, holding a harmless step

@@ -66,7 +66,7 @@ class PaddedChunks:
         self.eager = 0
 
     def launch(self, plan: StepPlan) -> PendingStep:
-        length = chunk_graph_length(plan, LENGTHS)
+        length = chunk_graph_length(plan, self.runner.chunk_lengths)
         if length is None:
             self.eager += 1
             return self.runner.launch(plan)
