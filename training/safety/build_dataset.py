@@ -1,7 +1,7 @@
 """Builds the embedded classifier's training and validation sets (MLCommons S1..S14 labels).
 
     python -m training.safety.build_dataset [--out .work/safety-data] [--cache .work/safety-sources]
-        [--xstest PATH] [--data-version 2|3|4|5]
+        [--xstest PATH] [--data-version 2|3|4|5|6]
 
 Three parts, each recorded in `manifest.json` beside the data with its source, licence and counts:
 public labelled data fetched from PyPI at build time (training/safety/sources.py), the project's
@@ -37,6 +37,7 @@ from training.safety.train_head import grouped_folds
 OWN_TRAIN = DATA_DIR / "train.jsonl"
 DEFAULT_OUT = Path(".work/safety-data")
 VALIDATION_SHARE = 0.15
+CHAT_LANGUAGES_FROM_V6 = ("english",)
 
 # Kinds of the project's own data that are model output (judged as the assistant's turn).
 _OUTPUT_KINDS = {
@@ -118,7 +119,10 @@ def dedupe(examples: Iterable[tuple[Example, bool]]) -> tuple[list[tuple[Example
 def build(
     out: Path, cache: Path, xstest: Path | None, version: int = LATEST_DATA_VERSION
 ) -> dict[str, object]:
-    public, grouped, packages = public_examples(cache, chat=version >= 4)
+    # From version 6 the chat is English only: 2,500 benign conversations in 27 other languages
+    # against a dozen harmful non-English texts taught the head that a foreign language is benign.
+    chat_languages = CHAT_LANGUAGES_FROM_V6 if version >= 6 else None
+    public, grouped, packages = public_examples(cache, chat=version >= 4, chat_languages=chat_languages)
     parts = [
         *((ex, _hashed_validation(reserved_data.normalize(ex.text))) for ex in public),
         *((g.example, _hashed_validation(g.group)) for g in grouped),

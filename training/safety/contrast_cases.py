@@ -1142,7 +1142,8 @@ def _cases_v5() -> Iterator[Case]:
 
 # Data versions (docs/safety.md): 2 is what the shipped head was trained on, 3 adds _cases_v3,
 # 4 adds _cases_v4 (and, in build_dataset, the chatterbot-corpus conversations), 5 adds _cases_v5.
-DATA_VERSIONS = (2, 3, 4, 5)
+# Version 6 adds no cases: it changes which public chat the builder takes (build_dataset.py).
+DATA_VERSIONS = (2, 3, 4, 5, 6)
 LATEST_DATA_VERSION = DATA_VERSIONS[-1]
 
 

@@ -241,15 +241,19 @@ def _joined(lines: Sequence[str]) -> str:
     return text[:_CHAT_MAX_CHARS]
 
 
-def chat_benign(root: Path, count: int = CHAT_EXAMPLES) -> list[GroupedExample]:
+def chat_benign(
+    root: Path, count: int = CHAT_EXAMPLES, languages: Sequence[str] | None = None
+) -> list[GroupedExample]:
     """Benign everyday talk, many sentences in one message: each conversation joined (both sides,
     as a user pastes a chat) and runs of three conversations joined into a longer one. The corpus
     is small talk, trivia, jokes and questions to a bot ("Will you die?", "Which weapons are in
     Clue?"): the words of harm without the intent, in 28 languages. A conversation and the run it
     belongs to share a group. `count` examples are kept, chosen by a hash of the text so a rebuild
-    keeps the same ones."""
+    keeps the same ones. `languages` (the corpus's folder names, e.g. "english") keeps only those."""
     out: list[GroupedExample] = []
     for name, conversations in _conversations(root):
+        if languages is not None and name.split("/")[0] not in languages:
+            continue
         for start in range(0, len(conversations), _CHAT_RUN):
             run = conversations[start : start + _CHAT_RUN]
             group = f"chatterbot/{name}/{start}"
@@ -266,14 +270,14 @@ def chat_benign(root: Path, count: int = CHAT_EXAMPLES) -> list[GroupedExample]:
 
 
 def public_examples(
-    cache: Path = DEFAULT_CACHE, chat: bool = False
+    cache: Path = DEFAULT_CACHE, chat: bool = False, chat_languages: Sequence[str] | None = None
 ) -> tuple[list[Example], list[GroupedExample], list[Package]]:
     """(examples cut by a hash of their text, grouped examples, the packages they came from);
-    `chat`: include chatterbot-corpus (data version 4 on)."""
+    `chat`: include chatterbot-corpus (data version 4 on), only `chat_languages` if given."""
     pyrit = fetch(PYRIT, cache)
     inspect = fetch(INSPECT_EVALS, cache)
     examples = [*pyrit_requests(pyrit), *pyrit_responses(pyrit), *inspect_benign(inspect)]
     if not chat:
         return examples, [], [PYRIT, INSPECT_EVALS]
-    grouped = chat_benign(fetch(CHATTERBOT_CORPUS, cache))
+    grouped = chat_benign(fetch(CHATTERBOT_CORPUS, cache), languages=chat_languages)
     return examples, grouped, [PYRIT, INSPECT_EVALS, CHATTERBOT_CORPUS]

@@ -122,6 +122,7 @@ def test_each_data_version_extends_the_last_and_an_unknown_one_is_refused() -> N
     assert contrast_cases(4) == v4  # the same cases on every rebuild
     v5 = contrast_cases(5)
     assert v5[: len(v4)] == v4 and {c.unsafe for c in v5[len(v4) :]} == {True, False}
+    assert contrast_cases(6) == v5  # version 6 changes the public chat only
     with pytest.raises(ValueError, match="data version must be one of"):
         contrast_cases(1)
 
@@ -147,3 +148,14 @@ def test_chat_conversations_are_joined_and_grouped_with_their_run(tmp_path: Path
     assert {g.example.source for g in examples} == {"chatterbot_corpus/english"}
     assert not any(g.example.unsafe for g in examples)
     assert len(chat_benign(tmp_path, count=2)) == 2
+
+
+def test_chat_can_be_kept_to_some_languages(tmp_path: Path) -> None:
+    for language in ("english", "italian"):
+        data = tmp_path / "chatterbot_corpus" / "data" / language
+        data.mkdir(parents=True)
+        (data / "greetings.yml").write_text(f"conversations:\n- - Hello from {language}\n  - Hi\n")
+    every = {g.example.source for g in chat_benign(tmp_path, count=100)}
+    assert every == {"chatterbot_corpus/english", "chatterbot_corpus/italian"}
+    english = chat_benign(tmp_path, count=100, languages=("english",))
+    assert [g.example.text for g in english] == ["Hello from english. Hi."]
