@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,13 +11,24 @@ import torch
 
 from services.safety.classifiers.base import ROWS_PER_CALL, Classifier, judge_in_rows
 from services.safety.cuda_graphs import GraphedForward
-from services.safety.device import CPU
+from services.safety.device import CPU, cpu_runs_bf16_natively
 from services.safety.encoder import EncoderConfig, SentenceEncoder, minilm_dir
 from services.safety.head import DEFAULT_HEAD, CategoryHead, file_version, load_head
 from services.safety.verdict import CheckItem, Judgement
 
 # --dtype -> the encoder's precision name.
 PRECISIONS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+log = logging.getLogger(__name__)
+
+
+def default_precision(trained: str, device: torch.device) -> str:
+    """The encoder's precision when --dtype is auto: the one the head was trained on, except
+    bf16 on a CPU without bf16 instructions, where fp32 gives nearly the same scores several times
+    faster."""
+    if trained == "bf16" and device.type == "cpu" and not cpu_runs_bf16_natively():
+        log.info("this CPU has no bf16 matrix instructions: the encoder runs in fp32")
+        return "fp32"
+    return trained
 
 
 @dataclass(frozen=True)
@@ -26,7 +38,8 @@ class EmbeddedConfig:
     # A judged text is scored as rows (segments.py), this many per encoder call at most.
     rows_per_call: int = ROWS_PER_CALL
     device: torch.device = CPU
-    # None: the precision the head was trained on (its file says); else the encoder runs in this.
+    # None: the precision the head was trained on (its file says; fp32 instead of bf16 on a CPU
+    # without bf16 instructions); else the encoder runs in this.
     dtype: torch.dtype | None = None
     # On CUDA: run checks as captured CUDA graphs (cuda_graphs.py); batches of more rows than
     # graph_max_rows run eagerly. The common shapes (up to 8 rows) are captured at start.
@@ -55,7 +68,11 @@ class EmbeddedClassifier(Classifier):
         head, adapters, meta = load_head(config.head_path)
         # The head stays fp32: it is a few KB and reads fp32 pooled features, as in training.
         self.head = head.to(config.device)
-        precision = PRECISIONS[config.dtype] if config.dtype else meta.get("precision", "bf16")
+        precision = (
+            PRECISIONS[config.dtype]
+            if config.dtype
+            else default_precision(meta.get("precision", "bf16"), config.device)
+        )
         self.encoder = SentenceEncoder(
             EncoderConfig(
                 config.encoder_dir or minilm_dir(),

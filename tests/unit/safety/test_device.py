@@ -13,12 +13,14 @@ import torch
 
 from services.common.dialog import Message, Role
 from services.common.verdicts import Direction
+from services.safety.classifiers import embedded
 from services.safety.classifiers.base import Classifier
-from services.safety.classifiers.embedded import EmbeddedClassifier
+from services.safety.classifiers.embedded import EmbeddedClassifier, default_precision
 from services.safety.classifiers.factory import build_classifier
 from services.safety.classifiers.llama_guard import LlamaGuardClassifier
 from services.safety.classifiers.sequence import SequenceClassifier
 from services.safety.config import SafetyConfig, build_parser, config_from_args
+from services.safety.device import CPU, cpu_runs_bf16_natively
 from services.safety.head import DEFAULT_HEAD, load_head
 from services.safety.policy import POLICIES_DIR, load_policy
 from services.safety.verdict import CheckItem
@@ -157,9 +159,11 @@ def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
     assert weights(classifier.head) == {(device, torch.float32)}
     encoder_weights = weights(classifier.encoder.model)
     if device == "cpu":
-        # auto on the CPU keeps the precision the head was trained on (its file says which).
+        # auto on the CPU keeps the precision the head was trained on (its file says which),
+        # unless that is bf16 and this CPU has no bf16 instructions.
         trained = load_head(DEFAULT_HEAD)[2].get("precision", "bf16")
-        assert classifier.encoder.config.precision == trained
+        expected = trained if trained != "bf16" or cpu_runs_bf16_natively() else "fp32"
+        assert classifier.encoder.config.precision == expected
     else:
         assert encoder_weights == {(device, config("--device", device).dtype)}
     assert {d for d, _ in encoder_weights} <= {device}
@@ -170,6 +174,28 @@ def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
         for code, score in g.scores.items():
             # Half precision (bf16 weights) against fp32: the same judgement, a little noise.
             assert isinstance(score, float) and abs(score - w.scores[code]) <= 0.05
+
+
+def test_a_bf16_head_runs_in_fp32_on_a_cpu_without_bf16_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded, "cpu_runs_bf16_natively", lambda: False)
+    assert default_precision("bf16", CPU) == "fp32"
+    assert default_precision("bf16", torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(embedded, "cpu_runs_bf16_natively", lambda: True)
+    assert default_precision("bf16", CPU) == "bf16"
+    assert default_precision("fp32", CPU) == "fp32"
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU flags of /proc/cpuinfo")
+def test_bf16_instructions_are_detected_as_the_cpu_flags_say() -> None:
+    flags = next(
+        (
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        ),
+        [],
+    )
+    assert cpu_runs_bf16_natively() == ("avx512_bf16" in flags or "amx_tile" in flags)
 
 
 @pytest.mark.parametrize(
