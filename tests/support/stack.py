@@ -131,6 +131,10 @@ class StackConfig:
     # mTLS on every hop (client -> gateway -> backends) when set.
     tls: TlsFiles | None = None
     start_timeout_s: float = 180.0
+    # The gateway's --safety-timeout-s (gateway_args may override it). Its 2 s default is for
+    # serving hardware; here one classifier thread on a CPU without bf16 instructions, sharing
+    # two cores with the other services, judges a 7,000-token prompt in 1.5-2 s.
+    safety_timeout_s: float = 15.0
 
 
 @dataclass
@@ -257,6 +261,7 @@ def running_stack(workdir: Path, config: StackConfig | None = None) -> Iterator[
             "--audit-dir", str(audit_dir),
             "--port", str(gateway_port),
             "--http-port", str(http_port),
+            "--safety-timeout-s", str(config.safety_timeout_s),
             *common,
             *telemetry_flags("gateway"),
             *backend_tls,
