@@ -18,8 +18,8 @@ import torch
 
 from services.common.dialog import Message, Role
 from services.common.verdicts import Direction, Verdict
-from services.safety.classifiers.embedded import PRECISIONS, EmbeddedClassifier, EmbeddedConfig
-from services.safety.head import DEFAULT_HEAD, load_head
+from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig
+from services.safety.head import DEFAULT_HEAD
 from services.safety.moderation import apply_policy
 from services.safety.policy import POLICIES_DIR, load_policy
 from services.safety.verdict import CheckItem
@@ -123,9 +123,7 @@ def evaluate(data: Path, head: Path, policy_path: Path) -> HeldOutResults:
     # The precision the head was trained in, on every CPU: serving falls back to fp32 where the CPU
     # lacks bf16 instructions, which moves a score near a threshold, and the published table
     # must not depend on the machine that printed it.
-    trained = load_head(head)[2].get("precision", "bf16")
-    dtype = next(dtype for dtype, name in PRECISIONS.items() if name == trained)
-    classifier = EmbeddedClassifier(EmbeddedConfig(head_path=head, dtype=dtype))
+    classifier = EmbeddedClassifier(EmbeddedConfig(head_path=head, fp32_without_bf16=False))
     items = []
     for ex in examples:
         text = str(ex["text"])

@@ -21,11 +21,11 @@ PRECISIONS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp3
 log = logging.getLogger(__name__)
 
 
-def default_precision(trained: str, device: torch.device) -> str:
+def default_precision(trained: str, device: torch.device, fp32_without_bf16: bool = True) -> str:
     """The encoder's precision when --dtype is auto: the one the head was trained on, except
     bf16 on a CPU without bf16 instructions, where fp32 gives nearly the same scores several times
-    faster."""
-    if trained == "bf16" and device.type == "cpu" and not cpu_runs_bf16_natively():
+    faster (unless `fp32_without_bf16` is off)."""
+    if fp32_without_bf16 and trained == "bf16" and device.type == "cpu" and not cpu_runs_bf16_natively():
         log.info("this CPU has no bf16 matrix instructions: the encoder runs in fp32")
         return "fp32"
     return trained
@@ -41,6 +41,8 @@ class EmbeddedConfig:
     # None: the precision the head was trained on (its file says; fp32 instead of bf16 on a CPU
     # without bf16 instructions); else the encoder runs in this.
     dtype: torch.dtype | None = None
+    # False keeps the trained precision on every CPU (reproducible published numbers).
+    fp32_without_bf16: bool = True
     # On CUDA: run checks as captured CUDA graphs (cuda_graphs.py); batches of more rows than
     # graph_max_rows run eagerly. The common shapes (up to 8 rows) are captured at start.
     cuda_graphs: bool = True
@@ -71,7 +73,7 @@ class EmbeddedClassifier(Classifier):
         precision = (
             PRECISIONS[config.dtype]
             if config.dtype
-            else default_precision(meta.get("precision", "bf16"), config.device)
+            else default_precision(meta.get("precision", "bf16"), config.device, config.fp32_without_bf16)
         )
         self.encoder = SentenceEncoder(
             EncoderConfig(

@@ -162,8 +162,7 @@ def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
         # auto on the CPU keeps the precision the head was trained on (its file says which),
         # unless that is bf16 and this CPU has no bf16 instructions.
         trained = load_head(DEFAULT_HEAD)[2].get("precision", "bf16")
-        expected = trained if trained != "bf16" or cpu_runs_bf16_natively() else "fp32"
-        assert classifier.encoder.config.precision == expected
+        assert classifier.encoder.config.precision == default_precision(trained, CPU)
     else:
         assert encoder_weights == {(device, config("--device", device).dtype)}
     assert {d for d, _ in encoder_weights} <= {device}
@@ -183,6 +182,8 @@ def test_a_bf16_head_runs_in_fp32_on_a_cpu_without_bf16_instructions(monkeypatch
     monkeypatch.setattr(embedded, "cpu_runs_bf16_natively", lambda: True)
     assert default_precision("bf16", CPU) == "bf16"
     assert default_precision("fp32", CPU) == "fp32"
+    monkeypatch.setattr(embedded, "cpu_runs_bf16_natively", lambda: False)
+    assert default_precision("bf16", CPU, fp32_without_bf16=False) == "bf16"
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU flags of /proc/cpuinfo")
