@@ -20,12 +20,14 @@ setup: $(STAMP) proto
 
 # Three distributions, installed editable in dependency order: the contract (proto/), the SDK and
 # CLI (sdk/), the servers with every extra (.).
-$(STAMP): pyproject.toml sdk/pyproject.toml proto/pyproject.toml proto/setup.py
+# constraints.txt pins every third-party version, so a new upstream release (a stricter type stub,
+# a changed default) cannot turn CI red on a commit that passed.
+$(STAMP): pyproject.toml sdk/pyproject.toml proto/pyproject.toml proto/setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q "grpcio-tools>=1.66" "mypy-protobuf>=3.6"
-	$(PIP) install -q --no-build-isolation -e ./proto -e ./sdk -e ".[all,dev]"
+	$(PIP) install -q -c constraints.txt "grpcio-tools>=1.66" "mypy-protobuf>=3.6"
+	$(PIP) install -q -c constraints.txt --no-build-isolation -e ./proto -e ./sdk -e ".[all,dev]"
 	touch $(STAMP)
 
 proto: $(STAMP)

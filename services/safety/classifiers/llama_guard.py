@@ -68,7 +68,7 @@ class LlamaGuardClassifier(Classifier):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = {"dtype": config.dtype} if config.dtype else {}
+        dtype: dict[str, Any] = {"dtype": config.dtype} if config.dtype else {}
         self.model = (
             AutoModelForCausalLM.from_pretrained(config.model_dir, local_files_only=True, **dtype)
             .eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -48,7 +49,7 @@ class SequenceClassifier(Classifier):
     def __init__(self, config: SequenceConfig) -> None:
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(config.model_dir, local_files_only=True)
-        dtype = {"dtype": config.dtype} if config.dtype else {}
+        dtype: dict[str, Any] = {"dtype": config.dtype} if config.dtype else {}
         self.model = (
             AutoModelForSequenceClassification.from_pretrained(
                 config.model_dir, local_files_only=True, **dtype
