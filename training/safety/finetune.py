@@ -279,9 +279,10 @@ def train_one(
         optimizer, max_lr=learning_rates, total_steps=max(steps, 1), pct_start=0.06
     )
     bce = nn.BCEWithLogitsLoss(reduction="none")
-    for _epoch in range(recipe.epochs):
+    for epoch in range(recipe.epochs):
         model.train()
         head.train()
+        started, losses = time.perf_counter(), list[torch.Tensor]()
         for texts, rows in train.epoch(rng, recipe.augment, benign_pool):
             ids, mask = train.encode(texts)
             unsafe, cats = targets(rows, labels, device)
@@ -293,6 +294,13 @@ def train_one(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            losses.append(loss.detach())  # no per-step sync with the GPU
+        # An epoch of data version 6 takes under a minute on an H200 and 43 minutes on two CPU cores.
+        print(
+            f"  epoch {epoch + 1}/{recipe.epochs}: mean loss {float(torch.stack(losses).mean()):.4f} "
+            f"[{time.perf_counter() - started:.0f} s]",
+            flush=True,
+        )
     scores = unsafe_scores(model, head, val, device)
     point = operating_point(val_rows, scores)
     factors = {name: a.factors() for name, a in adapters.items()}
