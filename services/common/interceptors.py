@@ -3,6 +3,7 @@
 `ErrorInterceptor` is the one place where domain exceptions become gRPC statuses, and where every
 incoming message is checked for fields the contract does not know and for bytes that do not parse.
 `ClosingStreamsInterceptor`, outermost, makes a cancelled response stream unwind in its own task.
+`RefusingInterceptor`, innermost, answers new calls UNAVAILABLE while the server drains.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
-from services.common.errors import FieldViolation, InvalidRequest, LlamagateError
+from services.common.errors import FieldViolation, InvalidRequest, LlamagateError, Unavailable
 from services.common.validation import reject_unknown_fields
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], streaming_requ
 
 
 def _wrap_stream_response(
-    behavior: Callable[..., AsyncGenerator[Any, None]], streaming_request: bool
+    behavior: Callable[..., AsyncGenerator[Any, None] | Awaitable[None]], streaming_request: bool
 ) -> Callable:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
         try:
@@ -113,9 +114,14 @@ def _wrap_stream_response(
                 request = _checked_requests(request)
             else:
                 _check(request)
+            responses = behavior(request, context)
+            if not isinstance(responses, AsyncGenerator):
+                # A handler that writes its responses itself (grpcio-health-checking's Watch).
+                await responses
+                return
             # Closed by the call's task (ClosingStreamsInterceptor), not here: the layer above may
             # drop this generator unclosed, and its finalizer runs in a task of its own.
-            async for response in close_with_the_call(behavior(request, context)):
+            async for response in close_with_the_call(responses):
                 yield response
         except LlamagateError as error:
             await _abort(context, error)
@@ -220,6 +226,53 @@ class ClosingStreamsInterceptor(grpc.aio.ServerInterceptor):
             )
         return grpc.unary_stream_rpc_method_handler(
             _written_in_its_own_task(handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+# Health must keep answering (NOT_SERVING) while new calls are refused, and reflection is harmless.
+_ALWAYS_SERVED = ("/grpc.health.", "/grpc.reflection.")
+_DRAINING = "this server is shutting down: retry the call on another replica"
+
+
+async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    raise Unavailable(_DRAINING, reason="SERVER_DRAINING")
+
+
+async def _refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
+    raise Unavailable(_DRAINING, reason="SERVER_DRAINING")
+    yield  # a generator, as ErrorInterceptor expects of response streams
+
+
+class RefusingInterceptor(grpc.aio.ServerInterceptor):
+    """While `refusing()` is true, new calls (all but health and reflection) end UNAVAILABLE.
+
+    A server that stops lets grpc core cancel every call that has arrived but not yet reached a
+    handler, and that caller sees CANCELLED (grpc/grpc#41785), which clients do not retry. Refused
+    here first, for a while before the stop, a caller that missed the NOT_SERVING health status
+    gets a retryable UNAVAILABLE instead. Register it innermost, so ErrorInterceptor maps the error.
+    """
+
+    def __init__(self, refusing: Callable[[], bool]) -> None:
+        self._refusing = refusing
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not self._refusing() or handler_call_details.method.startswith(_ALWAYS_SERVED):
+            return handler
+        make_handler = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(handler.request_streaming, handler.response_streaming)]
+        return make_handler(
+            _refuse_stream if handler.response_streaming else _refuse,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.common.interceptors import ClosingStreamsInterceptor, ErrorInterceptor
+from services.common.interceptors import ClosingStreamsInterceptor, ErrorInterceptor, RefusingInterceptor
 from services.common.reflection import enable_reflection
 from services.common.tls import ServerTls, server_credentials
 
@@ -33,6 +33,10 @@ class ServerConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     # In-flight streams get this long to finish after SIGTERM before they are cancelled.
     grace_s: float = 30.0
+    # After SIGTERM, and before the grpc server stops (and grace_s starts), new calls are answered
+    # UNAVAILABLE for this long while health says NOT_SERVING: callers and balancers that have not
+    # yet seen the health change get a status they retry elsewhere (interceptors.RefusingInterceptor).
+    refuse_new_calls_s: float = 1.0
     # Server pings idle clients so dead peers are noticed; clients may ping at most this often.
     keepalive_time_s: float = 60.0
     keepalive_timeout_s: float = 20.0
@@ -61,6 +65,12 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
     group.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
     group.add_argument("--grace-s", type=float, default=30.0, help="drain time after SIGTERM")
     group.add_argument(
+        "--refuse-new-calls-s",
+        type=float,
+        default=1.0,
+        help="after SIGTERM, answer new calls UNAVAILABLE for this long before the server stops",
+    )
+    group.add_argument(
         "--max-connection-age-s",
         type=float,
         default=300.0,
@@ -85,6 +95,8 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca)
     elif args.tls_client_ca:
         raise SystemExit("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+    if args.refuse_new_calls_s < 0:
+        raise SystemExit("--refuse-new-calls-s must be >= 0")
     if args.max_connection_age_s <= 0:
         raise SystemExit("--max-connection-age-s must be > 0")
     if args.max_connection_age_grace_s is not None and args.max_connection_age_grace_s < 0:
@@ -94,6 +106,7 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         max_message_bytes=args.max_message_bytes,
         grace_s=args.grace_s,
+        refuse_new_calls_s=args.refuse_new_calls_s,
         max_connection_age_s=args.max_connection_age_s,
         max_connection_age_grace_s=(
             DEFAULT_MAX_CONNECTION_AGE_GRACE_S
@@ -116,7 +129,12 @@ class GrpcServer:
         self.service_names = list(service_names)
         ms = lambda s: int(s * 1000)  # noqa: E731
         self.server = grpc.aio.server(
-            interceptors=[ClosingStreamsInterceptor(), *config.extra_interceptors, ErrorInterceptor()],
+            interceptors=[
+                ClosingStreamsInterceptor(),
+                *config.extra_interceptors,
+                ErrorInterceptor(),
+                RefusingInterceptor(lambda: self._refusing),
+            ],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
@@ -136,6 +154,7 @@ class GrpcServer:
         enable_reflection([*self.service_names, health.SERVICE_NAME], self.server)
         self.port = 0
         self._stopping = asyncio.Event()
+        self._refusing = False
 
     async def start(self) -> int:
         await self.set_serving(False)
@@ -165,7 +184,12 @@ class GrpcServer:
         await self._stopping.wait()
 
     async def stop(self) -> None:
-        """Report NOT_SERVING so balancers move away, refuse new calls, drain in-flight ones."""
+        """Refuse new calls and report NOT_SERVING so balancers move away, then stop the server,
+        which drains the calls in flight."""
+        # Refusing before the health change: a caller that sees NOT_SERVING and calls anyway is
+        # already refused with UNAVAILABLE.
+        self._refusing = True
         await self.set_serving(False)
         await self.health.enter_graceful_shutdown()
+        await asyncio.sleep(self.config.refuse_new_calls_s)
         await self.server.stop(self.config.grace_s)

@@ -81,7 +81,9 @@ def test_health_is_serving_only_once_the_model_answers(demo: DemoModel, tmp_path
 def narrow(demo: DemoModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """One sequence at a time, a queue of two (three requests fill it), 23 usable KV blocks (368 tokens)."""
     workdir = tmp_path_factory.mktemp("narrow")
-    args = ("--max-batch-size", "1", "--max-queue", "2", "--num-kv-blocks", "24")
+    # New calls after SIGTERM are refused for 5 s before the server stops: room for the drain
+    # test's late call on a loaded machine (after the stop, grpc core could cancel it instead).
+    args = ("--max-batch-size", "1", "--max-queue", "2", "--num-kv-blocks", "24", "--refuse-new-calls-s", "5")
     process = inference_process(demo, workdir, *args, name="narrow")
     start_service(process)
     yield process

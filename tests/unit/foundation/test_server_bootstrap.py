@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -21,7 +22,8 @@ SERVICE = "llamagate.v1.Test"
 
 @pytest.fixture
 async def server() -> AsyncIterator[GrpcServer]:
-    srv = GrpcServer(ServerConfig(port=0, max_message_bytes=64 * 1024, grace_s=1.0), [SERVICE])
+    config = ServerConfig(port=0, max_message_bytes=64 * 1024, grace_s=1.0, refuse_new_calls_s=0.0)
+    srv = GrpcServer(config, [SERVICE])
     await srv.start()
     yield srv
     await srv.stop()
@@ -108,7 +110,7 @@ def test_unknown_fields_are_found_in_nested_messages() -> None:
 
 
 async def test_stop_reports_not_serving_and_refuses_new_calls() -> None:
-    srv = GrpcServer(ServerConfig(port=0, grace_s=0.5), [SERVICE])
+    srv = GrpcServer(ServerConfig(port=0, grace_s=0.5, refuse_new_calls_s=0.1), [SERVICE])
     port = await srv.start()
     await srv.set_serving(True)
     await srv.stop()
@@ -116,3 +118,59 @@ async def test_stop_reports_not_serving_and_refuses_new_calls() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+Text = types_pb2.Message
+
+
+async def _echo(request: Text, context: grpc.aio.ServicerContext) -> Text:
+    return request
+
+
+async def _count(request: Text, context: grpc.aio.ServicerContext) -> AsyncIterator[Text]:
+    for i in range(int(request.content)):
+        await asyncio.sleep(0.01)
+        yield Text(content=str(i))
+
+
+def _method(kind: str, behavior: object) -> grpc.RpcMethodHandler:
+    make = getattr(grpc, f"{kind}_rpc_method_handler")
+    return make(behavior, request_deserializer=Text.FromString, response_serializer=Text.SerializeToString)
+
+
+async def test_a_draining_server_answers_new_calls_unavailable_and_finishes_calls_in_flight() -> None:
+    """Between SIGTERM and the grpc server's stop, a call must not be one grpc core cancels
+    (CANCELLED, not retried): it is refused UNAVAILABLE with a reason, health still answers."""
+    srv = GrpcServer(ServerConfig(port=0, grace_s=5.0, refuse_new_calls_s=60.0), [SERVICE])
+    handlers = {"Echo": _method("unary_unary", _echo), "Count": _method("unary_stream", _count)}
+    srv.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    port = await srv.start()
+    await srv.set_serving(True)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        kw = {"request_serializer": Text.SerializeToString, "response_deserializer": Text.FromString}
+        echo = channel.unary_unary(f"/{SERVICE}/Echo", **kw)
+        count = channel.unary_stream(f"/{SERVICE}/Count", **kw)
+        assert (await echo(Text(content="hi"))).content == "hi"
+        in_flight = count(Text(content="30"))
+        assert (await in_flight.read()).content == "0"
+        stopping = asyncio.create_task(srv.stop())
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=SERVICE), timeout=10
+        )
+        async for update in watch:
+            if update.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+        for call in (echo(Text(content="late")), count(Text(content="2")).read()):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in (err.value.details() or "")
+            status = rpc_status.from_call(err.value)
+            assert status is not None and b"SERVER_DRAINING" in status.details[0].value
+        assert await health_status(port, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+        rest = []
+        while (reply := await in_flight.read()) != grpc.aio.EOF:
+            rest.append(reply.content)
+        assert rest == [str(i) for i in range(1, 30)]
+        stopping.cancel()
+        await srv.server.stop(None)
