@@ -133,6 +133,19 @@ def _wrap_stream_response(
     return wrapper
 
 
+# (request streaming, response streaming) -> the handler's behaviour attribute and its factory.
+_KINDS: dict[tuple[bool, bool], tuple[str, Callable[..., Handler]]] = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
+def _kind(handler: Handler) -> tuple[str, Callable[..., Handler]]:
+    return _KINDS[(handler.request_streaming, handler.response_streaming)]
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Rejects undecodable requests and unknown fields; maps LlamagateError subclasses to statuses."""
 
@@ -144,13 +157,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        kinds: dict[tuple[bool, bool], tuple[str, Callable[..., Handler], Callable[..., Callable]]] = {
-            (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary_response),
-            (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary_response),
-            (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream_response),
-            (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream_response),
-        }
-        attr, make_handler, wrap = kinds[(handler.request_streaming, handler.response_streaming)]
+        attr, make_handler = _kind(handler)
+        wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
         behavior = getattr(handler, attr)
         deserializer = handler.request_deserializer
         if deserializer is not None:
@@ -265,12 +273,7 @@ class RefusingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not self._refusing() or handler_call_details.method.startswith(_ALWAYS_SERVED):
             return handler
-        make_handler = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(handler.request_streaming, handler.response_streaming)]
+        _, make_handler = _kind(handler)
         return make_handler(
             _refuse_stream if handler.response_streaming else _refuse,
             request_deserializer=handler.request_deserializer,
