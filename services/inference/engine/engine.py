@@ -315,6 +315,9 @@ class Engine:
         ended_on_eos = reason is FinishReason.STOP and sequence.tokens[-1] == self._tokenizer.eos_id
         completion = generated - 1 if ended_on_eos else generated
         done = Done(reason, sequence.prompt_len, completion, sequence.cached_prompt_tokens)
+        # Published before the caller hears of the end: its next look at the gauges must not still
+        # count this request as running (the step loop publishes only after the whole step).
+        self._publish_stats()
         item.sink(done)
         log.info(
             "request_finished request_id=%s finish_reason=%s prompt_tokens=%d cached_prompt_tokens=%d "

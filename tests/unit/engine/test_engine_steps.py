@@ -61,3 +61,29 @@ def test_on_the_cpu_each_token_reaches_its_sink_before_the_next_step_runs(
     # 11 prompt tokens: two prefill chunks of at most 7 (the second samples the first token), then
     # one decode step per further token.
     assert steps_at_token == [2, 3, 4, 5, 6]
+
+
+def test_when_a_request_ends_the_published_stats_no_longer_count_it() -> None:
+    """A caller that reads the gauges as soon as it hears Done (the inference telemetry test did)
+    must see the request gone, not the stats of the step before its end."""
+    model = Transformer(ARGS)
+    init_random_weights(model, 2)
+    config, allocator, runner = tiny_runner(model.eval(), num_blocks=40)
+    engine = Engine(config, runner, CharTokenizer(), allocator)  # type: ignore[arg-type]
+    at_done: list[tuple[int, int, int]] = []
+    done = threading.Event()
+
+    def sink(event: Event) -> None:  # called on the engine thread, as the servicer's sink is
+        if isinstance(event, Done | Failed):
+            stats = engine.stats()
+            at_done.append((stats.waiting, stats.prefilling + stats.decoding, stats.free_blocks))
+            done.set()
+
+    engine.start()
+    try:
+        params = SamplingParams(temperature=0, max_gen_len=5)
+        engine.submit(GenerationRequest("r", tuple(PROMPTS[0]), params, seed=0), sink)
+        assert done.wait(60)
+    finally:
+        engine.stop(drain=False, timeout_s=10)
+    assert at_done == [(0, 0, allocator.usable_blocks)]
