@@ -75,7 +75,7 @@ from pathlib import Path
 needed = ["torch", "transformers", "grpc", "grpc_health.v1", "grpc_reflection", "grpc_status",
           "google.rpc.status_pb2", "google.protobuf", "opentelemetry.sdk", "opentelemetry.instrumentation.grpc",
           "opentelemetry.exporter.prometheus", "prometheus_client", "yaml", "sentencepiece", "safetensors",
-          "pytest"]
+          "pytest", "uvicorn", "starlette", "pydantic"]  # the last three: the gateway's HTTP port
 if not any(Path("proto/llamagate/v1").glob("*_pb2.py")):
     needed.append("grpc_tools")  # the stubs are generated here unless they came along
 if not os.environ.get("ENCODER_DIR"):
