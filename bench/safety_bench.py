@@ -192,8 +192,9 @@ def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> 
     port = free_port()
     threads = ("--threads", str(args.threads)) if args.threads else ()
     encoder = ("--encoder-dir", str(args.encoder_dir)) if args.encoder_dir else ()
-    compiled = ("--compile",) if args.compile else ()
+    compiled: tuple[str, ...] = ("--compile",) if args.compile else ()
     compiled += () if args.pack_rows else ("--no-pack-rows",)
+    compiled += () if args.lean else ("--no-lean-encoder",)
     argv = python_module(
         "services.safety", "--port", str(port), "--device", args.device.type, *threads, *encoder, *compiled,
         "--metrics-port", "0", "--log-format", "text", *args.service_flag,
@@ -297,6 +298,7 @@ def run_service_mode(args: argparse.Namespace) -> None:
             encoder_dir=args.encoder_dir,
             compile=args.compile,
             pack_rows=args.pack_rows,
+            lean=args.lean,
         )
     )
     tokens = len(classifier.encoder.token_ids(SHORT_MESSAGE))
@@ -318,6 +320,7 @@ def run_service_mode(args: argparse.Namespace) -> None:
         f"{format_cpus(pinning.client)}; {classifier.id} {classifier.version}"
         + (" compiled" if args.compile else "")
         + ("" if args.pack_rows else " rows unpacked")
+        + ("" if args.lean or args.compile else " transformers forward")
         + "".join(f" {flag}" for flag in args.service_flag)
     )
     rows = [
@@ -354,6 +357,12 @@ def main() -> None:
         action="store_false",
         help="score each row of a check padded on its own (the service's --no-pack-rows)",
     )
+    parser.add_argument(
+        "--no-lean",
+        dest="lean",
+        action="store_false",
+        help="CPU: transformers' encoder forward, not the lean one (the service's --no-lean-encoder)",
+    )
     service = parser.add_argument_group("--service: one Check through the real service")
     service.add_argument("--service", action="store_true", help="start python -m services.safety and time it")
     service.add_argument("--cpus", help="pin the service (and the in-process classifier) to these CPUs: 0-3")
@@ -373,7 +382,11 @@ def main() -> None:
         return
     classifier = EmbeddedClassifier(
         EmbeddedConfig(
-            device=args.device, encoder_dir=args.encoder_dir, compile=args.compile, pack_rows=args.pack_rows
+            device=args.device,
+            encoder_dir=args.encoder_dir,
+            compile=args.compile,
+            pack_rows=args.pack_rows,
+            lean=args.lean,
         )
     )
     print(

@@ -37,6 +37,8 @@ class SafetyConfig:
     compile: bool = False
     # embedded: the rows of an encoder call share packed sequences (encoder.py); off only to compare.
     pack_rows: bool = True
+    # embedded on the CPU: the lean forward (lean_bert.py) instead of transformers'; off only to compare.
+    lean_encoder: bool = True
     # llama-guard: the release in --model-dir (1, 2, 3), which fixes its prompt and taxonomy.
     llama_guard_version: int = 1
 
@@ -93,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded: score each row of a check padded on its own instead of packing the rows "
         "into shared sequences (the same scores, more tokens; for comparison)",
     )
+    parser.add_argument(
+        "--no-lean-encoder",
+        dest="lean_encoder",
+        action="store_false",
+        help="embedded on the CPU: run the encoder through transformers' forward instead of the lean "
+        "one with prepacked weights (the same scores, slower; for comparison)",
+    )
     add_server_arguments(parser, DEFAULT_PORT)
     add_telemetry_arguments(parser, DEFAULT_METRICS_PORT)
     return parser
@@ -124,5 +133,6 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         telemetry=telemetry_config_from_args(args, "llamagate-safety"),
         compile=args.compile,
         pack_rows=args.pack_rows,
+        lean_encoder=args.lean_encoder,
         llama_guard_version=args.llama_guard_version or 1,
     )

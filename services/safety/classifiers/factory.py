@@ -19,6 +19,7 @@ def build_classifier(config: SafetyConfig, policy: Policy) -> Classifier:
                 dtype=config.dtype,
                 compile=config.compile,
                 pack_rows=config.pack_rows,
+                lean=config.lean_encoder,
             )
         )
     assert config.model_dir is not None
