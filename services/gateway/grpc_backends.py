@@ -233,7 +233,10 @@ class GrpcOutputCheck:
 
     async def check_chunk(self, text: str, timeout_s: float) -> Verdict:
         try:
-            reply = await asyncio.wait_for(self._exchange(text), timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that lands as the
+            # exchange completes, and a reply whose client left then ran on to its last token.
+            async with asyncio.timeout(timeout_s):
+                reply = await self._exchange(text)
         except (TimeoutError, grpc.aio.AioRpcError) as error:
             raise _safety_error(error, timeout_s) from None
         if reply.chunk_index != self._index:
@@ -257,9 +260,11 @@ class GrpcSafety:
             dialog=types_pb2.Dialog(messages=messages_to_pb(dialog)), direction=direction_to_pb(direction)
         )
         try:
-            # The deadline travels to the safety service; wait_for also bounds connection setup.
+            # The deadline travels to the safety service; the local timeout also bounds connection
+            # setup (asyncio.timeout, which keeps a cancel that wait_for can lose: check_chunk).
             call = self._stub.Check(safety_pb.CheckRequest(items=[item]), timeout=timeout_s)
-            reply = await asyncio.wait_for(call, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                reply = await call
         except (TimeoutError, grpc.aio.AioRpcError) as error:
             raise _safety_error(error, timeout_s) from None
         if len(reply.verdicts) != 1:

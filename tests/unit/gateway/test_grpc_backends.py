@@ -1,14 +1,22 @@
-"""Backend errors become the gateway's domain errors; verdicts survive the protobuf round trip."""
+"""Backend errors become the gateway's domain errors; verdicts survive the protobuf round trip; a
+cancel is never lost on the way to a backend."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import grpc
 import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from llamagate.v1 import safety_service_pb2 as safety_pb
+from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 from services.common.convert import verdict_from_pb, verdict_to_pb
+from services.common.dialog import Message, Role
 from services.common.errors import DeadlineExceeded, InvalidRequest, Overloaded, Unavailable
 from services.common.verdicts import CategoryScore, Direction, Verdict
-from services.gateway.grpc_backends import _inference_error, _safety_error
+from services.gateway.grpc_backends import GrpcOutputCheck, GrpcSafety, _inference_error, _safety_error
 
 
 def aio_error(code: grpc.StatusCode, details: str, retry_s: float | None = None) -> grpc.aio.AioRpcError:
@@ -59,3 +67,68 @@ def test_verdict_round_trip():
         truncated=True,
     )
     assert verdict_from_pb(verdict_to_pb(verdict)) == verdict
+
+
+# A cancel that lands in the same turn of the event loop as a safety answer must still cancel the
+# caller. On Python 3.11 asyncio.wait_for returned the answer and dropped such a cancel, and a
+# Chat reply whose client had left ran on to its last token, its chunks checked for nobody.
+
+
+class _AnsweringStub:
+    """A SafetyService stub whose answers cancel the task that waits for them as they arrive."""
+
+    def __init__(self) -> None:
+        self.waiter: asyncio.Task[object] | None = None
+
+    def _answer(self, reply: object) -> object:
+        assert self.waiter is not None
+        self.waiter.cancel()
+        return reply
+
+    def CheckStream(self, requests: object, timeout: float | None) -> object:
+        return object()
+
+    def Check(self, request: object, timeout: float | None) -> Awaitable[safety_pb.CheckResponse]:
+        async def answer() -> safety_pb.CheckResponse:
+            reply = safety_pb.CheckResponse(verdicts=[verdict_to_pb(SAFE)])
+            return cast(safety_pb.CheckResponse, self._answer(reply))
+
+        return answer()
+
+
+SAFE = Verdict(
+    safe=True, direction=Direction.OUTPUT, categories=(), classifier_id="c", classifier_version="v"
+)
+
+
+async def _cancelled_as_answered(stub: _AnsweringStub, call: Callable[[], Awaitable[Verdict]]) -> bool:
+    async def caller() -> None:
+        await call()
+        await asyncio.sleep(0)  # where a cancel that was kept is raised
+
+    stub.waiter = asyncio.create_task(caller())
+    try:
+        await stub.waiter
+    except asyncio.CancelledError:
+        return True
+    return False
+
+
+async def test_a_cancel_that_lands_as_a_chunk_is_answered_is_kept() -> None:
+    stub = _AnsweringStub()
+    check = GrpcOutputCheck(cast(safety_grpc.SafetyServiceStub, stub), [], timeout_s=None)
+
+    async def exchange(text: str) -> safety_pb.CheckStreamResponse:
+        reply = safety_pb.CheckStreamResponse(chunk_index=0, verdict=verdict_to_pb(SAFE))
+        return cast(safety_pb.CheckStreamResponse, stub._answer(reply))
+
+    check._exchange = exchange  # type: ignore[method-assign]
+    assert await _cancelled_as_answered(stub, lambda: check.check_chunk("Once upon a time", 2.0))
+
+
+async def test_a_cancel_that_lands_as_a_check_is_answered_is_kept() -> None:
+    stub = _AnsweringStub()
+    safety = GrpcSafety.__new__(GrpcSafety)
+    safety._stub = cast(safety_grpc.SafetyServiceStub, stub)
+    dialog = [Message(Role.USER, "hi")]
+    assert await _cancelled_as_answered(stub, lambda: safety.check(dialog, Direction.INPUT, 2.0))
