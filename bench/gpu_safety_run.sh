@@ -8,12 +8,15 @@
 # 1. generates the gRPC stubs (proto/gen_python.py);
 # 2. times one Check of one <= 64-token user message through the safety service, next to the
 #    classifier alone in-process (bench/safety_bench.py --service): on the CPU pinned to 4 cores with
-#    4 threads that spin briefly when idle (the service's default), the same with each row padded on
-#    its own (--no-pack-rows, for comparison), with 4 and with 3 (one core left to gRPC and the event
-#    loop) that spin long (GOMP_SPINCOUNT=300000), compiled (--compile), then on CUDA;
+#    4 threads that spin briefly when idle (the service's default), the same with the transformers
+#    encoder forward (--no-lean) and with each row padded on its own (--no-pack-rows), for
+#    comparison, with 4 and with 3 (one core left to gRPC and the event loop) that spin long
+#    (GOMP_SPINCOUNT=300000), then on CUDA;
 # 3. runs bench/gateway_bench.py at 1 and 32 streams with the model on the GPU and the safety
 #    service on the CPU, on its own 4 cores; inference, gateway and the bench's client on others;
-#    then again with the safety service's encoder compiled.
+#    then again with the transformers encoder forward.
+# The encoder compiled (--compile) runs only when STEPS names its steps
+# (safety_cpu_threads4_compiled, gateway_safety_on_cpu_compiled).
 #
 # Needs python3 (PYTHON=... for another) with torch, transformers, grpcio and the services' other
 # requirements importable (PYTHONPATH may point at them); it installs nothing. Logs and the tables
@@ -50,10 +53,11 @@ count_cpus() {
 # limit the step gets SIGINT, so the bench stops the services it started before it exits.
 # STEPS="name ..." runs only the steps named (e.g. STEPS="safety_cpu_threads4 gateway_safety_on_cpu").
 failed=0
+named() { [[ " ${STEPS:-} " == *" $1 "* ]]; }
 step() {
     local limit=$1 name=$2
     shift 2
-    if [[ -n ${STEPS:-} && " $STEPS " != *" $name "* ]]; then
+    if [[ -n ${STEPS:-} ]] && ! named "$name"; then
         return 0
     fi
     say ""
@@ -164,6 +168,8 @@ LATENCY=(-m bench.safety_bench --service --cpus "$SAFETY_CPUS" --iterations "$IT
 # (services/safety/__main__.py); spinning long is for cores the service has to itself, as here.
 SPIN=(env GOMP_SPINCOUNT=300000)
 step 70 safety_cpu_threads"$SAFETY_THREADS" "$PY" "${LATENCY[@]}" --device cpu --threads "$SAFETY_THREADS"
+step 70 safety_cpu_threads"$SAFETY_THREADS"_transformers "$PY" "${LATENCY[@]}" --device cpu \
+    --threads "$SAFETY_THREADS" --no-lean
 step 70 safety_cpu_threads"$SAFETY_THREADS"_unpacked "$PY" "${LATENCY[@]}" --device cpu \
     --threads "$SAFETY_THREADS" --no-pack-rows
 step 70 safety_cpu_threads"$SAFETY_THREADS"_spin "${SPIN[@]}" "$PY" "${LATENCY[@]}" --device cpu \
@@ -175,9 +181,12 @@ fi
 # The encoder compiled with frozen weights (--compile): six graphs to build first (service and
 # in-process; single rows, batches and packed sequences). On 4 pinned cores of the H200 host's Xeon
 # the service was not yet serving after 200 s of compiling, so each compiled step gets 8 minutes
-# (one step per 10-minute GPU call).
-step 480 safety_cpu_threads"$SAFETY_THREADS"_compiled "$PY" "${LATENCY[@]}" --device cpu \
-    --threads "$SAFETY_THREADS" --compile
+# (one step per 10-minute GPU call). Slower than the lean default forward where both were timed,
+# so the compiled steps run only when STEPS names them.
+if named safety_cpu_threads"$SAFETY_THREADS"_compiled; then
+    step 480 safety_cpu_threads"$SAFETY_THREADS"_compiled "$PY" "${LATENCY[@]}" --device cpu \
+        --threads "$SAFETY_THREADS" --compile
+fi
 if [[ $DEVICE == cuda ]]; then
     step 90 safety_cuda "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS"
 fi
@@ -191,12 +200,21 @@ step 170 gateway_safety_on_cpu "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFE
     --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
     --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" --gateway-cpus "$GATEWAY_CPUS" \
     --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}"
+# The same with the transformers encoder forward (--no-lean-encoder), for comparison.
 # shellcheck disable=SC2086
-step 480 gateway_safety_on_cpu_compiled "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
+step 170 gateway_safety_on_cpu_transformers "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
     "$PY" -m bench.gateway_bench --requests "$REQUESTS" --concurrency $STREAMS \
     --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
-    --safety-flag=--compile --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" \
+    --safety-flag=--no-lean-encoder --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" \
     --gateway-cpus "$GATEWAY_CPUS" --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}"
+if named gateway_safety_on_cpu_compiled; then
+    # shellcheck disable=SC2086
+    step 480 gateway_safety_on_cpu_compiled "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
+        "$PY" -m bench.gateway_bench --requests "$REQUESTS" --concurrency $STREAMS \
+        --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
+        --safety-flag=--compile --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" \
+        --gateway-cpus "$GATEWAY_CPUS" --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}"
+fi
 
 say ""
 say "done in $((SECONDS - started)) s; full logs in $LOGS"
