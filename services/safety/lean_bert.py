@@ -70,32 +70,18 @@ class PackedLinear:
 
 
 @dataclass(frozen=True)
-class LayerNorm:
-    weight: torch.Tensor
-    bias: torch.Tensor
-    eps: float
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-
-
-@dataclass(frozen=True)
 class Block:
     qkv: PackedLinear  # query, key and value projections as one matrix
     out: PackedLinear
-    attention_norm: LayerNorm
+    attention_norm: torch.nn.LayerNorm  # the model's own modules: a plain F.layer_norm call each
     up: PackedLinear
     down: PackedLinear
-    output_norm: LayerNorm
+    output_norm: torch.nn.LayerNorm
 
 
 def _linear(layer: torch.nn.Linear) -> PackedLinear:
     assert layer.bias is not None, "BERT's linears have biases"
     return PackedLinear(layer.weight, layer.bias)
-
-
-def _norm(norm: torch.nn.LayerNorm, eps: float) -> LayerNorm:
-    return LayerNorm(norm.weight.detach(), norm.bias.detach(), eps)
 
 
 class LeanBert:
@@ -113,7 +99,6 @@ class LeanBert:
             raise ValueError(f"LeanBert has no activation {config.hidden_act!r}")
         self.heads = int(config.num_attention_heads)
         self.activation = ACTIVATIONS[config.hidden_act]
-        eps = float(config.layer_norm_eps)
         # transformers' submodules are reached by their attribute names, which carry no types.
         bert: Any = model
         embeddings = bert.embeddings
@@ -121,11 +106,11 @@ class LeanBert:
         self.positions = embeddings.position_embeddings.weight.detach()
         # Checks pass no token types: every token is type 0, as transformers fills them in.
         self.token_type = embeddings.token_type_embeddings.weight.detach()[0]
-        self.embedding_norm = _norm(embeddings.LayerNorm, eps)
-        self.blocks = [self._block(layer, eps) for layer in bert.encoder.layer]
+        self.embedding_norm: torch.nn.LayerNorm = embeddings.LayerNorm
+        self.blocks = [self._block(layer) for layer in bert.encoder.layer]
 
     @staticmethod
-    def _block(layer: Any, eps: float) -> Block:
+    def _block(layer: Any) -> Block:
         attention = layer.attention
         projections = (attention.self.query, attention.self.key, attention.self.value)
         return Block(
@@ -133,10 +118,10 @@ class LeanBert:
                 torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
             ),
             out=_linear(attention.output.dense),
-            attention_norm=_norm(attention.output.LayerNorm, eps),
+            attention_norm=attention.output.LayerNorm,
             up=_linear(layer.intermediate.dense),
             down=_linear(layer.output.dense),
-            output_norm=_norm(layer.output.LayerNorm, eps),
+            output_norm=layer.output.LayerNorm,
         )
 
     @torch.inference_mode()
