@@ -72,8 +72,18 @@ class Generation(Protocol):
         """Drop the call (also stops the generation if it still runs). Idempotent."""
 
 
+class OpenCall(Protocol):
+    """A generation call opened before its request is known; nothing reaches the model until start()."""
+
+    def start(self, request: GenerationRequest) -> Generation: ...
+
+    def close(self) -> None:
+        """Drop the call unstarted (or stop the generation start() began). Idempotent."""
+
+
 class InferenceBackend(Protocol):
-    def generate(self, request: GenerationRequest, timeout_s: float | None) -> Generation: ...
+    def open(self, timeout_s: float | None) -> OpenCall:
+        """Open a call now, so its setup overlaps the input check; the request follows in start()."""
 
 
 class OutputCheck(Protocol):

@@ -149,9 +149,15 @@ class _RequestStream:
 
 
 class GrpcGeneration:
-    def __init__(
-        self, stub: inf_grpc.InferenceServiceStub, request: GenerationRequest, timeout_s: float | None
-    ):
+    """One Generate call: opened at once (headers sent, the server's handler set up), its
+    GenerateStart sent by start(). The call's deadline is set when it opens."""
+
+    def __init__(self, stub: inf_grpc.InferenceServiceStub, timeout_s: float | None) -> None:
+        # The request stream stays open until close(): per the contract, closing it cancels.
+        self._requests = _RequestStream()
+        self._call = stub.Generate(self._requests, timeout=timeout_s)
+
+    def start(self, request: GenerationRequest) -> GrpcGeneration:
         start = inf_pb.GenerateStart(
             request_id=request.request_id, sampling=request.sampling.to_pb(), echo=request.echo
         )
@@ -159,10 +165,8 @@ class GrpcGeneration:
             start.dialog.messages.extend(messages_to_pb(request.dialog))
         else:
             start.prompt = request.prompt or ""
-        # The request stream stays open until close(): per the contract, closing it cancels.
-        self._requests = _RequestStream()
         self._requests.send(inf_pb.GenerateRequest(start=start))
-        self._call = stub.Generate(self._requests, timeout=timeout_s)
+        return self
 
     async def events(self) -> AsyncGenerator[GenerationEvent, None]:
         try:
@@ -202,8 +206,8 @@ class GrpcInference:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = inf_grpc.InferenceServiceStub(channel)
 
-    def generate(self, request: GenerationRequest, timeout_s: float | None) -> GrpcGeneration:
-        return GrpcGeneration(self._stub, request, timeout_s)
+    def open(self, timeout_s: float | None) -> GrpcGeneration:
+        return GrpcGeneration(self._stub, timeout_s)
 
 
 class GrpcOutputCheck:

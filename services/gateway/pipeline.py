@@ -1,7 +1,7 @@
 """One reply, safety before, during and after generation, every verdict audited before release.
 
     input check ──unsafe──> SafetyEvent + Done(SAFETY), nothing generated
-        │ safe
+        │ safe          (the generation call is opened during the check, started only now)
     Generate stream ──deltas──> Chunker ──chunk──> CheckStream verdict ──safe──> TextDelta
         │                                                └──unsafe──> GenerateCancel, SafetyEvent,
         │                                                              Done(SAFETY); chunk dropped
@@ -134,8 +134,16 @@ class ReplyPipeline:
     async def run(self, request: ReplyRequest, cancel: asyncio.Event) -> AsyncGenerator[ReplyEvent, None]:
         """The events of one reply. Setting `cancel` ends it with CANCELLED."""
         yield Accepted(request.request_id)
-        admitted = await self._check_input(request)
+        # The generation call is opened now and set up while the input is judged; the dialog goes
+        # out on it only once the verdict is safe (a refused input closes it unstarted).
+        call = self._inference.open(self._remaining(request))
+        try:
+            admitted = await self._check_input(request)
+        except BaseException:
+            call.close()
+            raise
         if isinstance(admitted, Refused):
+            call.close()
             for event in self._ending(request, admitted):
                 yield event
             return
@@ -143,8 +151,9 @@ class ReplyPipeline:
         # releases nothing. The verdict is on disk before its notice or any text goes out.
         buffered = self.config.moderation.mode is ModerationMode.BUFFER
         try:
-            generation = self._inference.generate(request.generation, self._remaining(request))
+            generation = call.start(request.generation)
         except BaseException:
+            call.close()
             await admitted.durable
             raise
         output_check = (

@@ -59,14 +59,34 @@ class ScriptedGeneration:
 
 
 @dataclass
+class ScriptedCall:
+    inference: "ScriptedInference"
+    closed: bool = False
+
+    def start(self, request: GenerationRequest) -> ScriptedGeneration:
+        assert not self.closed, "a closed call was started"
+        return self.inference.begin(request)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
 class ScriptedInference:
-    """Every request gets a generation of the same script; `generation` is the first one's."""
+    """Every request gets a generation of the same script; `generation` is the first one's.
+    `requests` lists what reached the model (started calls); `calls` every call opened."""
 
     generation: ScriptedGeneration
     requests: list[GenerationRequest] = field(default_factory=list)
     generations: list[ScriptedGeneration] = field(default_factory=list)
+    calls: list[ScriptedCall] = field(default_factory=list)
 
-    def generate(self, request: GenerationRequest, timeout_s: float | None) -> ScriptedGeneration:
+    def open(self, timeout_s: float | None) -> ScriptedCall:
+        call = ScriptedCall(self)
+        self.calls.append(call)
+        return call
+
+    def begin(self, request: GenerationRequest) -> ScriptedGeneration:
         self.requests.append(request)
         script = self.generation
         generation = script if not self.generations else ScriptedGeneration(script.deltas, script.hang_after)

@@ -77,7 +77,23 @@ async def test_unsafe_input_is_refused_before_generation(tmp_path):
     assert notice.verdict.violated == ("O3",)
     assert done.finish_reason is FinishReason.SAFETY
     assert inference.requests == []
+    assert [call.closed for call in inference.calls] == [True]  # opened for the check, never started
     assert [r["verdict"] for r in read_records(tmp_path)] == ["unsafe"]
+
+
+async def test_generation_call_is_opened_before_the_input_verdict_and_started_after(tmp_path):
+    pipeline, inference, safety = make(tmp_path, ["Fine."])
+    seen_during_check: list[tuple[int, int]] = []
+    judge = safety.check
+
+    async def check(dialog, direction, timeout_s):
+        seen_during_check.append((len(inference.calls), len(inference.requests)))
+        return await judge(dialog, direction, timeout_s)
+
+    safety.check = check  # type: ignore[method-assign]
+    events, _ = await run(pipeline, request(), tmp_path)
+    assert seen_during_check[0] == (1, 0)  # the call is open, the dialog not sent yet
+    assert len(inference.requests) == 1 and events[-1].finish_reason is FinishReason.STOP
 
 
 async def test_unsafe_chunk_cancels_generation_and_is_never_released(tmp_path):
