@@ -47,6 +47,7 @@ from llamagate.v1 import inference_service_pb2_grpc as inf_grpc
 from llamagate.v1 import safety_service_pb2 as safety_pb
 from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 from llamagate.v1 import types_pb2
+from services.gateway.audit import AuditRecord, AuditSink, text_sha256
 from tests.support.stack import Stack, StackConfig, running_stack
 
 PROMPT = "Tell me a short story about a garden."
@@ -129,6 +130,17 @@ async def first_chunk_check(stub: safety_grpc.SafetyServiceStub) -> float:
     return elapsed
 
 
+async def audit_write(sink: AuditSink) -> float:
+    """One verdict record made durable (write, flush, fsync), as the gateway does before a release."""
+    record = AuditRecord(
+        request_id="bench", tenant="bench", direction="output", stage="chunk", verdict="safe",
+        categories=[], classifier_id="bench", classifier_version="0", text_sha256=text_sha256(" Once"),
+    )  # fmt: skip
+    began = time.perf_counter()
+    await sink.write(record)
+    return time.perf_counter() - began
+
+
 async def keep_generating(stub: inf_grpc.InferenceServiceStub, stop: asyncio.Event) -> None:
     """Long greedy generations back to back until `stop`: the model busy, as during a reply."""
     start = inf_pb.GenerateStart(
@@ -155,6 +167,12 @@ async def hops(stack: Stack, requests: int) -> list[tuple[str, list[float]]]:
                     await measure(functools.partial(health_rtt, health), 1, requests),
                 )
             )
+    # A directory next to the gateway's audit trail: the same volume, so the same fsync cost.
+    sink = AuditSink(stack.audit_dir.parent / "bench-audit")
+    rows.append(
+        ("audit record durable (gateway's volume)", await measure(lambda: audit_write(sink), 1, requests))
+    )
+    await sink.close()
     async with grpc.aio.insecure_channel(stack.safety_target) as channel:
         safety = safety_grpc.SafetyServiceStub(channel)
         rows.append(

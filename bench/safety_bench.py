@@ -11,6 +11,9 @@ the same item judged by the classifier in this process (same threads, same CPUs)
 Check round trip, so what the service adds shows; then C concurrent callers through gRPC.
 
     python -m bench.safety_bench --service --threads 4 --cpus 0-3 [--device cuda] [--concurrency 8 32]
+
+`--profile N` prints where N in-process checks of that message go (torch.profiler: operators'
+host and device time) and stops.
 """
 
 from __future__ import annotations
@@ -85,6 +88,32 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def profile(classifier: EmbeddedClassifier, iterations: int) -> None:
+    """Where one check of SHORT_MESSAGE goes: torch.profiler's operators (host and device time),
+    and the wall time per check with and without the profiler."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    item = CheckItem([Message(Role.USER, SHORT_MESSAGE)], Direction.INPUT)
+    for _ in range(10):
+        classifier.judge([item])
+    began = time.perf_counter()
+    for _ in range(iterations):
+        classifier.judge([item])
+    plain_ms = (time.perf_counter() - began) * 1000 / iterations
+    activities = [ProfilerActivity.CPU]
+    if classifier.config.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with torch_profile(activities=activities) as prof:
+        began = time.perf_counter()
+        for _ in range(iterations):
+            classifier.judge([item])
+        profiled_ms = (time.perf_counter() - began) * 1000 / iterations
+    print(f"one check of the {len(classifier.encoder.token_ids(SHORT_MESSAGE))}-token message: "
+          f"{plain_ms:.3f} ms, {profiled_ms:.3f} ms profiled ({iterations} checks)")  # fmt: skip
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
 def latency(classifier: EmbeddedClassifier, iterations: int) -> dict[str, float]:
@@ -363,6 +392,13 @@ def main() -> None:
         action="store_false",
         help="CPU: transformers' encoder forward, not the lean one (the service's --no-lean-encoder)",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile N in-process checks of the short message, then stop",
+    )
     service = parser.add_argument_group("--service: one Check through the real service")
     service.add_argument("--service", action="store_true", help="start python -m services.safety and time it")
     service.add_argument("--cpus", help="pin the service (and the in-process classifier) to these CPUs: 0-3")
@@ -393,6 +429,9 @@ def main() -> None:
         f"host: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} "
         f"threads, device {args.device}, classifier {classifier.id} {classifier.version}"
     )
+    if args.profile:
+        profile(classifier, args.profile)
+        return
     lat = latency(classifier, args.iterations)
     print(
         f"batch-1 check, 256-token window: p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, "

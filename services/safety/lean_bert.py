@@ -134,10 +134,14 @@ class LeanBert:
         x = F.embedding(ids, self.words) + self.token_type
         x = self.embedding_norm(x + F.embedding(positions, self.positions))
         allowed = mask[:, None, None, :].bool() if mask.dim() == 2 else mask.bool()
+        # As an additive mask, made once: SDPA turns a boolean mask into this in every layer.
+        bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(
+            ~allowed, float("-inf")
+        )
         width = x.shape[-1]
         for block in self.blocks:
             q, k, v = block.qkv(x).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
             attended = attended.transpose(1, 2).reshape(batch, length, width)
             x = block.attention_norm(block.out(attended) + x)
             x = block.output_norm(block.down(self.activation(block.up(x))) + x)
