@@ -21,7 +21,8 @@
 # Needs python3 (PYTHON=... for another) with torch, transformers, grpcio and the services' other
 # requirements importable (PYTHONPATH may point at them); it installs nothing. Logs and the tables
 # go to $OUT when set, else to a temporary directory. The CPU layout can be changed with
-# SAFETY_CPUS, INFERENCE_CPUS, GATEWAY_CPUS and SAFETY_THREADS.
+# SAFETY_CPUS, INFERENCE_CPUS, GATEWAY_CPUS and SAFETY_THREADS; FEWER_THREADS="2 1" adds the check on
+# the same cores with those thread counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -67,7 +68,7 @@ step() {
         say "FAILED or over ${limit} s: $name (log: $LOGS/$name.log)"
         failed=1
     fi
-    grep -E '^(\||host:|safety on|gateway|bench client)' "$LOGS/$name.log" | tee -a "$SUMMARY" || true
+    grep -E '^(\||host:|safety on|gateway|bench client|one check)' "$LOGS/$name.log" | tee -a "$SUMMARY" || true
 }
 
 "$PY" - <<'EOF' || exit 2
@@ -189,7 +190,14 @@ if named safety_cpu_threads"$SAFETY_THREADS"_compiled; then
 fi
 if [[ $DEVICE == cuda ]]; then
     step 90 safety_cuda "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS"
+    # Where an in-process check on the GPU goes (host and device time per operator).
+    step 60 safety_cuda_profile "$PY" -m bench.safety_bench --device cuda --threads "$SAFETY_THREADS" \
+        --profile 200 "${ENCODER[@]}"
 fi
+# Fewer intra-op threads on the same 4 cores, for checks whose operators are too small to split well.
+for threads in ${FEWER_THREADS:-}; do
+    step 70 safety_cpu_threads"$threads" "$PY" "${LATENCY[@]}" --device cpu --threads "$threads"
+done
 
 # The model server's torch gets as many intra-op threads as it has CPUs (its default is every core
 # of the machine); the safety service's --threads overrides this for the classifier, whose threads
