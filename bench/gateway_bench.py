@@ -35,6 +35,7 @@ import random
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -48,6 +49,7 @@ from llamagate.v1 import safety_service_pb2 as safety_pb
 from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 from llamagate.v1 import types_pb2
 from services.gateway.audit import AuditRecord, AuditSink, text_sha256
+from tests.support.processes import free_port
 from tests.support.stack import Stack, StackConfig, running_stack
 
 PROMPT = "Tell me a short story about a garden."
@@ -280,13 +282,51 @@ def pin_stack(stack: Stack, args: argparse.Namespace) -> str:
     return ", ".join([*placed, f"bench client on {len(client)} CPUs"])
 
 
+def stage_totals(metrics_url: str) -> dict[str, tuple[float, float]]:
+    """(count, sum in s) per stage of the gateway's llamagate_gateway_stage_seconds histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    totals: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "llamagate_gateway_stage_seconds":
+            continue
+        for sample in family.samples:
+            count, total = totals.get(sample.labels.get("stage", ""), (0.0, 0.0))
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            else:
+                continue
+            totals[sample.labels["stage"]] = (count, total)
+    return totals
+
+
+def stage_means(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> list[tuple[str, float, int]]:
+    """Each stage's mean (ms) and count between two readings of stage_totals."""
+    rows = []
+    for stage, (count, total) in sorted(after.items()):
+        count0, total0 = before.get(stage, (0.0, 0.0))
+        if count > count0:
+            rows.append((stage, (total - total0) / (count - count0) * 1000, int(count - count0)))
+    return rows
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
-async def run(stack: Stack, requests: int, concurrencies: list[int]) -> list[dict[str, float]]:
+async def run(
+    stack: Stack, requests: int, concurrencies: list[int], metrics_url: str
+) -> tuple[list[dict[str, float]], list[tuple[str, float, int]]]:
+    """The TTFT rows per concurrency, and the gateway's own stage means over the 1-stream phase."""
     rows = []
+    stages: list[tuple[str, float, int]] = []
     async with (
         grpc.aio.insecure_channel(stack.inference_target) as inf,
         grpc.aio.insecure_channel(stack.gateway_target) as gw,
@@ -295,9 +335,11 @@ async def run(stack: Stack, requests: int, concurrencies: list[int]) -> list[dic
         for concurrency in concurrencies:
             n = max(requests, concurrency * 2)
             if concurrency == 1:
+                before = stage_totals(metrics_url)
                 direct, via = await alternate(
                     lambda: direct_ttft(inference), lambda: gateway_ttft(chat, stack.metadata), n
                 )
+                stages = stage_means(before, stage_totals(metrics_url))
             else:
                 # The model is busy throughout either way; phases keep `concurrency` streams on
                 # one path at a time (mixing them would halve the gateway's load). Two rounds so
@@ -318,7 +360,7 @@ async def run(stack: Stack, requests: int, concurrencies: list[int]) -> list[dic
                     "overhead_p99": pct(via, 0.99) - pct(direct, 0.99),
                 }
             )
-    return rows
+    return rows, stages
 
 
 def main() -> int:
@@ -352,20 +394,27 @@ def main() -> int:
         help="extra safety flag, repeatable (e.g. --safety-flag=--threads=4)",
     )
     args = parser.parse_args()
+    metrics_port = free_port()
     config = StackConfig(
         inference_args=(
             *("--device", args.inference_device, "--max-seq-len", "512", "--max-batch-size", "32"),
             *args.inference_flag,
         ),
         safety_args=("--device", args.safety_device, *args.safety_flag),
-        gateway_args=("--chunk-tokens", str(args.chunk_tokens), "--moderation", args.moderation),
+        # The gateway's /metrics: its own time per stage (llamagate_gateway_stage_seconds).
+        gateway_args=(
+            *("--chunk-tokens", str(args.chunk_tokens), "--moderation", args.moderation),
+            *("--metrics-port", str(metrics_port)),
+        ),
         tenants={},
     )
     # Other work on the machine moves CPU numbers a lot; the load average says how much there was.
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as workdir, running_stack(Path(workdir), config) as stack:
         placement = pin_stack(stack, args)
-        rows = asyncio.run(run(stack, args.requests, args.concurrency))
+        rows, stages = asyncio.run(
+            run(stack, args.requests, args.concurrency, f"http://127.0.0.1:{metrics_port}/metrics")
+        )
         hops = asyncio.run(breakdown(stack, args.requests)) if args.breakdown else []
     load_after = os.getloadavg()[0]
     header = (
@@ -404,6 +453,10 @@ def main() -> int:
     if placement and not args.markdown:
         print(placement)
     print("\n".join(lines))
+    if stages:
+        print("\n| inside the gateway, 1 stream | mean (ms) | count |\n|---|---|---|")
+        for stage, mean_ms, count in stages:
+            print(f"| {stage} | {mean_ms:.2f} | {count} |")
     if hops:
         print("\n| hop, 1 stream | p50 / p99 (ms) |\n|---|---|")
         for name, values in hops:

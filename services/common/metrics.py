@@ -17,6 +17,8 @@ from opentelemetry.metrics import Histogram, Meter
 # generations.
 TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 REQUEST_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
+# The parts of a reply's path (a safety check, an audit write): sub-millisecond to a timeout.
+STAGE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 def seconds_histogram(meter: Meter, name: str, description: str, buckets: tuple[float, ...]) -> Histogram:

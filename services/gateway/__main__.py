@@ -44,16 +44,17 @@ async def serve(config: GatewayConfig) -> None:
     interceptors = telemetry.client_interceptors()
     inference_channel = open_channel(config.inference_target, config.backend_tls, interceptors)
     safety_channel = open_channel(config.safety_target, config.backend_tls, interceptors)
+    # One limiter and one set of metrics for both transports: a tenant's limits span gRPC and HTTP.
+    limiter = RateLimiter()
+    metrics = GatewayMetrics.create(telemetry.meter)
     pipeline = ReplyPipeline(
         config.pipeline,
         GrpcInference(inference_channel),
         GrpcSafety(safety_channel),
         audit,
         tracer=telemetry.tracer,
+        metrics=metrics,
     )
-    # One limiter and one set of metrics for both transports: a tenant's limits span gRPC and HTTP.
-    limiter = RateLimiter()
-    metrics = GatewayMetrics.create(telemetry.meter)
     servicer = ChatServicer(
         pipeline,
         api_keys,

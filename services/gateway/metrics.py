@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import Counter, Histogram, Meter
 
-from services.common.metrics import REQUEST_BUCKETS_S, TTFT_BUCKETS_S, seconds_histogram
+from services.common.metrics import REQUEST_BUCKETS_S, STAGE_BUCKETS_S, TTFT_BUCKETS_S, seconds_histogram
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class GatewayMetrics:
     rate_limited: Counter
     tenant_tokens: Counter
     safety_blocks: Counter
+    stages: Histogram
 
     @classmethod
     def create(cls, meter: Meter) -> GatewayMetrics:
@@ -51,6 +52,12 @@ class GatewayMetrics:
                 unit="{request}",
                 description="Turns refused by the safety filter, by direction",
             ),
+            stages=seconds_histogram(
+                meter,
+                "llamagate_gateway_stage_seconds",
+                "Where a reply's time goes: each safety check, each audit write, generation to its first token",
+                STAGE_BUCKETS_S,
+            ),
         )
 
     def record_first_token(self, tenant: str, ttft_s: float) -> None:
@@ -74,3 +81,9 @@ class GatewayMetrics:
 
     def record_safety_block(self, tenant: str, direction: str) -> None:
         self.safety_blocks.add(1, {"tenant": tenant, "direction": direction})
+
+    def record_stage(self, stage: str, seconds: float) -> None:
+        """`stage`: input_check, first_chunk_check, chunk_check (the later chunks), final_check
+        (each a safety call, round trip included), audit_write (one verdict made durable),
+        first_token (GenerateStart sent -> the first generated token at the gateway)."""
+        self.stages.record(seconds, {"stage": stage})

@@ -38,6 +38,7 @@ from services.gateway.backends import (
     OutputCheck,
     SafetyBackend,
 )
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.moderation import Chunk, Chunker, ModerationConfig, ModerationMode
 from services.gateway.outcomes import (
     Admitted,
@@ -124,12 +125,18 @@ class ReplyPipeline:
         safety: SafetyBackend,
         audit: AuditSink,
         tracer: trace.Tracer | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.config = config
         self._inference = inference
         self._safety = safety
         self._audit = audit
         self._tracer = tracer or trace.NoOpTracer()
+        self._metrics = metrics
+
+    def _record_stage(self, stage: str, began: float) -> None:
+        if self._metrics is not None:
+            self._metrics.record_stage(stage, time.perf_counter() - began)
 
     async def run(self, request: ReplyRequest, cancel: asyncio.Event) -> AsyncGenerator[ReplyEvent, None]:
         """The events of one reply. Setting `cancel` ends it with CANCELLED."""
@@ -151,6 +158,7 @@ class ReplyPipeline:
         # releases nothing. The verdict is on disk before its notice or any text goes out.
         buffered = self.config.moderation.mode is ModerationMode.BUFFER
         try:
+            started = time.perf_counter()
             generation = call.start(request.generation)
         except BaseException:
             call.close()
@@ -164,7 +172,9 @@ class ReplyPipeline:
             if admitted.verdict is not None:
                 yield SafetyNotice(admitted.verdict)
             streamed: StreamOutcome | None = None
-            async with contextlib.aclosing(self._stream(request, generation, output_check, cancel)) as items:
+            async with contextlib.aclosing(
+                self._stream(request, generation, output_check, cancel, started)
+            ) as items:
                 async for item in items:
                     if isinstance(item, Text):
                         yield item
@@ -202,8 +212,10 @@ class ReplyPipeline:
         generation: Generation,
         output_check: OutputCheck | None,
         cancel: asyncio.Event,
+        started: float,
     ) -> AsyncGenerator[Text | StreamOutcome, None]:
-        """Release checked chunks while generating; the last item is how the stage ended."""
+        """Release checked chunks while generating; the last item is how the stage ended.
+        `started`: when the GenerateStart went out (time.perf_counter)."""
         chunker = Chunker(self.config.moderation)
         finish = FinishReason.STOP
         prompt_tokens = completion_tokens = cached_prompt_tokens = 0
@@ -229,6 +241,8 @@ class ReplyPipeline:
                     # The echoed prompt was judged by the input check.
                     yield Text(event.text, event.token_ids, event.logprobs, echo=True)
                 else:
+                    if completion_tokens == 0:
+                        self._record_stage("first_token", started)
                     completion_tokens += len(event.token_ids)
                     chunk = chunker.push(event.text, event.token_ids, event.logprobs)
                     if chunk is None:
@@ -384,7 +398,10 @@ class ReplyPipeline:
         )
         try:
             with safety_span(self._tracer, str(direction), chunk_index):
+                began = time.perf_counter()
                 verdict = await check(timeout)
+                # The first chunk's check is on the path to the first token; the others are not.
+                self._record_stage("first_chunk_check" if chunk_index == 0 else f"{stage}_check", began)
         except Unavailable as error:
             if request.deadline is not None and time.monotonic() >= request.deadline - 0.001:
                 # The client's deadline, not the safety service, bounded this check.
@@ -407,7 +424,7 @@ class ReplyPipeline:
             done.set_result(None)
             return None, done
         durable = asyncio.ensure_future(
-            self._audit.write(
+            self._write_audit(
                 AuditRecord(
                     verdict="safe" if verdict.safe else "unsafe",
                     categories=[
@@ -423,6 +440,11 @@ class ReplyPipeline:
             )
         )
         return verdict, durable
+
+    async def _write_audit(self, record: AuditRecord) -> None:
+        began = time.perf_counter()
+        await self._audit.write(record)
+        self._record_stage("audit_write", began)
 
 
 async def _events_or_cancel(

@@ -202,3 +202,31 @@ async def test_a_check_cut_short_names_what_cut_it(tmp_path, safety_timeout_s, d
     with pytest.raises(error):
         async for _ in pipeline.run(req, asyncio.Event()):
             pass
+
+
+async def test_each_stage_of_a_reply_is_timed(tmp_path):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from services.gateway.metrics import GatewayMetrics
+    from tests.unit.telemetry.readings import collect, labels
+
+    reader = InMemoryMetricReader()
+    metrics = GatewayMetrics.create(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    inference = ScriptedInference(ScriptedGeneration(["Once", " upon", " a time.", " The", " end"]))
+    pipeline = ReplyPipeline(
+        PipelineConfig(moderation=ModerationConfig(chunk_tokens=4)),
+        inference,
+        ScriptedSafety(),
+        AuditSink(tmp_path),
+        metrics=metrics,
+    )
+    await run(pipeline, request(), tmp_path)
+    stages = collect(reader)["llamagate_gateway_stage_seconds"]
+    # One input check, two chunks, one final check; a record for each; one first token.
+    checks = ("input_check", "first_chunk_check", "chunk_check", "final_check")
+    counts = {stage: stages[labels(stage=stage)].value for stage in checks}
+    assert counts == {"input_check": 1, "first_chunk_check": 1, "chunk_check": 1, "final_check": 1}
+    assert stages[labels(stage="audit_write")].value == 4
+    assert stages[labels(stage="first_token")].value == 1
+    assert all(point.total >= 0 for point in stages.values())

@@ -114,3 +114,27 @@ def test_shutdown_is_idempotent_and_frees_the_metrics_port() -> None:
     again = setup_telemetry(TelemetryConfig("b", metrics_port=port))
     assert again.metrics_port == port
     again.shutdown()
+
+
+def test_without_an_exporter_only_a_sampled_callers_trace_is_recorded_and_the_trace_id_travels() -> None:
+    telemetry = setup_telemetry(TelemetryConfig("gateway"), start_metrics_server=False)
+    tracer = telemetry.tracer
+    with tracer.start_as_current_span("root") as root:
+        assert not root.is_recording()  # nobody would receive it
+        assert root.get_span_context().is_valid  # but the id still goes out with each call
+    caller = trace.SpanContext(
+        trace_id=0xABC, span_id=0x123, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)
+    )
+    with tracer.start_as_current_span(
+        "rpc", context=trace.set_span_in_context(trace.NonRecordingSpan(caller))
+    ) as span:
+        assert span.is_recording() and span.get_span_context().trace_id == 0xABC
+    telemetry.shutdown()
+
+
+def test_the_sampler_variable_is_left_to_the_sdk() -> None:
+    assert _config([], {"OTEL_TRACES_SAMPLER": "always_on"}).sampler_from_env
+    telemetry = setup_telemetry(TelemetryConfig("gateway", sampler_from_env=True), start_metrics_server=False)
+    with telemetry.tracer.start_as_current_span("root") as root:
+        assert root.is_recording()  # the SDK's default (or the variable's) sampler, not ours
+    telemetry.shutdown()
