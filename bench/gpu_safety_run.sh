@@ -14,7 +14,8 @@
 #    (GOMP_SPINCOUNT=300000), then on CUDA;
 # 3. runs bench/gateway_bench.py at 1 and 32 streams with the model on the GPU and the safety
 #    service on the CPU, on its own 4 cores; inference, gateway and the bench's client on others;
-#    then again with the transformers encoder forward.
+#    then again with the transformers encoder forward; then with the classifier on the model's GPU,
+#    time-sliced and under MPS (an MPS control daemon is started for that step and stopped after).
 # The encoder compiled (--compile) runs only when STEPS names its steps
 # (safety_cpu_threads4_compiled, gateway_safety_on_cpu_compiled).
 #
@@ -215,6 +216,33 @@ step 170 gateway_safety_on_cpu_transformers "${SPIN[@]}" OMP_NUM_THREADS="$(coun
     --breakdown --inference-device "$DEVICE" --safety-device cpu --safety-flag=--threads="$SAFETY_THREADS" \
     --safety-flag=--no-lean-encoder --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS" \
     --gateway-cpus "$GATEWAY_CPUS" --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}"
+if [[ $DEVICE == cuda ]]; then
+    # The classifier on the model's GPU. Two processes on one GPU take turns (time slices), so a
+    # check waits for the model's slice; under MPS (CUDA's multi-process service, which a
+    # Kubernetes device plugin can run per GPU) their kernels run side by side.
+    # shellcheck disable=SC2086
+    GPU_SAFETY=(-m bench.gateway_bench --requests "$REQUESTS" --concurrency $STREAMS --breakdown
+        --inference-device cuda --safety-device cuda --safety-cpus "$SAFETY_CPUS" --inference-cpus "$INFERENCE_CPUS"
+        --gateway-cpus "$GATEWAY_CPUS" --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}")
+    step 170 gateway_safety_on_gpu "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
+        "$PY" "${GPU_SAFETY[@]}"
+    if [[ -n ${STEPS:-} ]] && ! named gateway_safety_on_gpu_mps; then
+        :
+    elif command -v nvidia-cuda-mps-control >/dev/null; then
+        export CUDA_MPS_PIPE_DIRECTORY="$LOGS/mps-pipe" CUDA_MPS_LOG_DIRECTORY="$LOGS/mps-log"
+        mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+        if nvidia-cuda-mps-control -d; then
+            step 170 gateway_safety_on_gpu_mps "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
+                "$PY" "${GPU_SAFETY[@]}"
+            echo quit | nvidia-cuda-mps-control || true
+        else
+            say "gateway_safety_on_gpu_mps: the MPS control daemon did not start"
+        fi
+        unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    else
+        say "gateway_safety_on_gpu_mps: no nvidia-cuda-mps-control on this host"
+    fi
+fi
 if named gateway_safety_on_cpu_compiled; then
     # shellcheck disable=SC2086
     step 480 gateway_safety_on_cpu_compiled "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
