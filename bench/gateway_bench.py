@@ -55,6 +55,9 @@ from tests.support.stack import Stack, StackConfig, running_stack
 PROMPT = "Tell me a short story about a garden."
 DEVICES = ["cpu", "cuda", "auto"]
 SAMPLING = types_pb2.SamplingParams(temperature=0.0, max_gen_len=32)
+# The pause before the "after idle" safety check of --breakdown (about one reply and one direct
+# request of the 1-stream phase).
+IDLE_GAP_S = 0.02
 
 
 async def direct_ttft(stub: inf_grpc.InferenceServiceStub) -> float:
@@ -187,6 +190,18 @@ async def hops(stack: Stack, requests: int) -> list[tuple[str, list[float]]]:
             (
                 "safety CheckStream, first 1-token chunk",
                 await measure(lambda: first_chunk_check(safety), 1, requests),
+            )
+        )
+
+        async def after_idle() -> float:
+            # As a turn's input check finds the service: idle since the last reply, not back to back.
+            await asyncio.sleep(IDLE_GAP_S)
+            return await input_check(safety)
+
+        rows.append(
+            (
+                f"safety Check, input side, {IDLE_GAP_S * 1000:.0f} ms after the last call",
+                await measure(after_idle, 1, requests),
             )
         )
     return rows
