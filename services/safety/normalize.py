@@ -99,8 +99,16 @@ _LETTER = r"[^\W\d_]"
 _SPELLED = re.compile(rf"(?<!\w)(?:{_LETTER}[ .\-_*]){{2,}}{_LETTER}(?!\w)")
 _SPELLED_SEPARATORS = re.compile(r"[ .\-_*]")
 _TOKEN = re.compile(r"[\w@$]+")
+# A token with a digit or symbol that may stand for a letter: the only tokens leetspeak touches.
+# The lookbehind anchors it at a token's start and the lookahead reads the token once, so a long
+# run of word characters costs linear time.
+_LEET_TOKEN = re.compile(r"(?<![\w@$])(?=[\w@$]*[0134579@$])[\w@$]+")
 # Addresses keep their digits and "@": they are not disguised words.
 _ADDRESS = re.compile(r"\S+@\S+\.\w+|\w+://\S+|www\.\S+")
+_WORD_RUN = re.compile(r"\S+")
+# An address lies within one run of non-space characters. _ADDRESS backtracks quadratically in
+# the length of a run, so it reads only runs that could hold one and are no longer than this.
+_MAX_ADDRESS_CHARS = 2048
 
 
 def _is_latin(char: str) -> bool:
@@ -108,6 +116,8 @@ def _is_latin(char: str) -> bool:
 
 
 def _fix_lookalikes(text: str) -> str:
+    if text.isascii():  # every lookalike is a Cyrillic or Greek letter
+        return text
     letters = [c for c in text if c.isalpha()]
     latin = sum(_is_latin(c) for c in letters)
     lookalike = sum(c in _LOOKALIKE_CHARS for c in letters)
@@ -163,18 +173,34 @@ def _fix_all_leet(match: re.Match[str]) -> str:
 
 
 def _fix_leet_outside_addresses(text: str) -> str:
-    tokens = _TOKEN.findall(text)
-    mixed = sum(_mixed(t) for t in tokens)
+    # Both fixes leave a token without such a character as it is, so only those are visited.
+    candidates = _LEET_TOKEN.findall(text)
+    if not candidates:
+        return text
+    mixed = sum(_mixed(t) for t in candidates)
     # Written in leetspeak throughout (a third of the words or more): every word is undone, not
     # just the ones that still look like words.
-    fix = _fix_all_leet if mixed >= 3 and mixed * 3 >= len(tokens) else _fix_leet
+    fix = _fix_all_leet if mixed >= 3 and mixed * 3 >= len(_TOKEN.findall(text)) else _fix_leet
     out, last = [], 0
-    for address in _ADDRESS.finditer(text):
-        out.append(_TOKEN.sub(fix, text[last : address.start()]))
-        out.append(address.group())
-        last = address.end()
-    out.append(_TOKEN.sub(fix, text[last:]))
+    for start, end in _addresses(text):
+        out.append(_LEET_TOKEN.sub(fix, text[last:start]))
+        out.append(text[start:end])
+        last = end
+    out.append(_LEET_TOKEN.sub(fix, text[last:]))
     return "".join(out)
+
+
+def _addresses(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each e-mail address or URL in `text`."""
+    if "@" not in text and "://" not in text and "www." not in text:
+        return []
+    spans: list[tuple[int, int]] = []
+    for run in _WORD_RUN.finditer(text):
+        word = run.group()
+        if len(word) > _MAX_ADDRESS_CHARS or not ("@" in word or "://" in word or "www." in word):
+            continue
+        spans.extend((run.start() + m.start(), run.start() + m.end()) for m in _ADDRESS.finditer(word))
+    return spans
 
 
 def _join_spaced_text(text: str) -> str | None:
@@ -189,7 +215,8 @@ def _join_spaced_text(text: str) -> str | None:
 
 def normalize_for_judging(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    if not text.isascii():  # no ASCII character is an invisible format character (Cf)
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     text = _fix_lookalikes(text)
     text = _join_spaced_text(text) or _SPELLED.sub(_join_spelled, text)
     return _fix_leet_outside_addresses(text)

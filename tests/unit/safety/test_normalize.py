@@ -45,3 +45,18 @@ def test_ordinary_text_is_left_as_it_is(text: str) -> None:
 )
 def test_disguised_words_come_back(disguised: str, plain: str) -> None:
     assert normalize_for_judging(disguised) == plain
+
+
+def test_addresses_keep_their_digits_and_the_words_around_them_are_undone() -> None:
+    text = "m3th labs: mail j0hn.d03@ex4mple.com, see http://h4ck.er/x1 or www.b0mb.org (m3@x.io)"
+    assert normalize_for_judging(text) == (
+        "meth labs: mail j0hn.d03@ex4mple.com, see http://h4ck.er/x1 or www.b0mb.org (m3@x.io)"
+    )
+
+
+def test_a_run_of_word_characters_too_long_for_an_address_is_read_in_linear_time() -> None:
+    # Read as an address, a 200,000-character run took minutes (quadratic backtracking). Longer
+    # than any address, it is read as a word: its "@" stands for an "a".
+    run = "a" * 200_000
+    text = f"{run}@x.com and m3th {'@' * 50_000}"
+    assert normalize_for_judging(text) == f"{run}ax.com and meth {'@' * 50_000}"
