@@ -8,6 +8,13 @@ runs: whatever queued meanwhile is the next batch.
 The worker takes items straight from the deque and hands results back with one
 `call_soon_threadsafe` per batch, so a check that finds the worker idle costs one thread wake-up
 each way and two turns of the event loop, not a batching task, an executor and chained futures.
+
+`inline_after_idle_s` spares even those two hand-offs where a check costs little host time (a
+classifier on a GPU, as CUDA graphs: ~1 ms of Python): a check that arrives when nothing is queued,
+no batch is being judged and none has been for that long is judged on the event loop itself. A
+turn's input check is such a check, and after idle each hand-off is a wake-up of a sleeping thread
+on a cold core. Under load checks keep coming, the idle condition never holds and batches form as
+before; the loop is held for at most one check.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +44,11 @@ class BatcherConfig:
     max_wait_s: float = 0.0
     # Items waiting beyond this are refused with RESOURCE_EXHAUSTED rather than queued forever.
     max_queue: int = 4096
+    # None: every check goes to the worker thread. Else a check that finds the batcher idle for at
+    # least this long is judged on the calling event loop (see the module docstring). Only for
+    # classifiers whose judge is short on the host and thread-agnostic; never for a CPU forward,
+    # whose intra-op thread pool belongs to the worker thread.
+    inline_after_idle_s: float | None = None
 
 
 @dataclass
@@ -56,7 +69,12 @@ class MicroBatcher(Generic[T, R]):
         self._wake_at = 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: threading.Thread | None = None
+        # The worker is judging a batch (set and cleared under _changed).
+        self._judging = False
+        # time.monotonic() when the last batch or inline check ended (never: idle all along).
+        self._idle_since = float("-inf")
         self.batch_sizes: list[int] = []  # recent batch sizes, for the benchmark's report
+        self.inline_checks = 0  # checks judged on the event loop, for the benchmark's report
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -89,6 +107,8 @@ class MicroBatcher(Generic[T, R]):
             raise Overloaded(
                 f"the safety queue is full ({waiting} items waiting); retry shortly", retry_after_s=0.05
             )
+        if self._idle_enough(len(items)):
+            return self._judge_inline(items)
         pendings = [_Pending[T, R](item, self._loop.create_future()) for item in items]
         with self._changed:
             self._waiting.extend(pendings)
@@ -97,6 +117,29 @@ class MicroBatcher(Generic[T, R]):
         if len(pendings) == 1:  # the usual case: no gather around one future
             return [await pendings[0].future]
         return list(await asyncio.gather(*(p.future for p in pendings)))
+
+    def _idle_enough(self, count: int) -> bool:
+        after = self.config.inline_after_idle_s
+        if after is None or count > self.config.max_batch:
+            return False
+        with self._changed:
+            # Only this loop queues items, and it is busy here until the inline check is done, so
+            # an idle worker stays idle meanwhile: the classifier is never called from two threads.
+            return not self._judging and not self._waiting and time.monotonic() - self._idle_since >= after
+
+    def _judge_inline(self, items: Sequence[T]) -> list[R]:
+        self.inline_checks += 1
+        self.batch_sizes = [*self.batch_sizes[-999:], len(items)]
+        try:
+            results = self._judge(list(items))
+        except Exception:
+            log.exception("classifier failed on an inline check of %d", len(items))
+            raise
+        finally:
+            self._idle_since = time.monotonic()
+        if len(results) != len(items):
+            raise RuntimeError(f"the classifier returned {len(results)} results for {len(items)} items")
+        return results
 
     # The worker thread from here on.
 
@@ -111,9 +154,16 @@ class MicroBatcher(Generic[T, R]):
                     )
             except Exception as error:  # the classifier failed: every caller of this batch learns why
                 log.exception("classifier failed on a batch of %d", len(batch))
+                self._done_judging()
                 self._hand_back(_fail, batch, error)
                 continue
+            self._done_judging()
             self._hand_back(_resolve, batch, results)
+
+    def _done_judging(self) -> None:
+        with self._changed:
+            self._judging = False
+            self._idle_since = time.monotonic()
 
     def _next_batch(self) -> list[_Pending[T, R]] | None:
         """Up to max_batch items whose callers still wait; None once stopping."""
@@ -133,6 +183,7 @@ class MicroBatcher(Generic[T, R]):
                 )
                 self._take(batch)
             self._wake_at = config.max_queue + 1  # judging: nothing to wake for
+            self._judging = True
             return batch
 
     def _take(self, batch: list[_Pending[T, R]]) -> None:

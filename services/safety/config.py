@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="how long a batch waits to fill (default 0: batches fill while the previous one runs)",
     )
+    parser.add_argument(
+        "--inline-after-idle-ms",
+        type=_inline_after_idle,
+        default="auto",
+        metavar="{auto,off,MS}",
+        help="judge a check that finds the service idle for this long on the event loop, sparing "
+        "two thread hand-offs; auto: 2 for the embedded classifier on cuda, off otherwise "
+        "(a CPU forward or a Llama Guard generation holds the loop too long) (default: auto)",
+    )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument(
         "--device",
@@ -107,6 +116,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --inline-after-idle-ms auto: checks of the embedded classifier on a GPU (CUDA graphs) are ~1 ms of
+# host time; 2 ms of idle is longer than the gap between checks under load, so loaded services batch.
+AUTO_INLINE_AFTER_IDLE_S = 0.002
+
+
+def _inline_after_idle(text: str) -> str | float | None:
+    if text in ("auto", "off"):
+        return None if text == "off" else text
+    try:
+        ms = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or milliseconds, not {text!r}") from None
+    if ms < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 ms, not {ms}")
+    return ms / 1000
+
+
+def inline_after_idle_s(setting: str | float | None, classifier: str, device: torch.device) -> float | None:
+    """The batcher's inline_after_idle_s for --inline-after-idle-ms (seconds, None = off)."""
+    if setting == "auto":
+        return AUTO_INLINE_AFTER_IDLE_S if classifier == "embedded" and device.type == "cuda" else None
+    assert setting is None or isinstance(setting, float)
+    return setting
+
+
 def config_from_args(args: argparse.Namespace) -> SafetyConfig:
     if args.classifier in ("llama-guard", "sequence") and args.model_dir is None:
         raise SystemExit(f"--classifier {args.classifier} needs --model-dir")
@@ -126,7 +160,11 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         label_map=args.label_map,
         head_path=args.head,
         encoder_dir=args.encoder_dir,
-        batcher=BatcherConfig(max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000),
+        batcher=BatcherConfig(
+            max_batch=args.max_batch,
+            max_wait_s=args.max_wait_ms / 1000,
+            inline_after_idle_s=inline_after_idle_s(args.inline_after_idle_ms, args.classifier, args.device),
+        ),
         threads=args.threads,
         device=args.device,
         dtype=resolve_dtype(args.dtype, args.device),

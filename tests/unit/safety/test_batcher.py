@@ -189,3 +189,49 @@ async def test_stop_fails_waiting_items_finishes_the_running_batch_and_refuses_n
 async def test_submit_before_start_is_unavailable():
     with pytest.raises(Unavailable, match="not running"):
         await MicroBatcher[int, int](Judge(), BatcherConfig()).submit([1])
+
+
+async def test_a_check_that_finds_the_batcher_idle_long_enough_is_judged_on_the_event_loop():
+    judge = Judge()
+    batcher = await running(judge, BatcherConfig(inline_after_idle_s=3600.0))
+    assert await batcher.submit([1]) == [2]  # idle since it started
+    assert judge.threads == {threading.current_thread().name}
+    assert await batcher.submit([2, 3]) == [4, 6]  # idle for less than an hour: to the worker
+    assert len(judge.threads) == 2 and batcher.inline_checks == 1
+    await batcher.stop()
+
+
+async def test_checks_that_arrive_while_a_batch_is_judged_queue_for_the_worker():
+    judge = Judge()
+    # More items than a batch holds always go to the worker: here, one that keeps it busy.
+    batcher = await running(judge, BatcherConfig(max_batch=1, inline_after_idle_s=0.0))
+    judge.hold()
+    first = asyncio.ensure_future(batcher.submit([1, 2]))
+    await started(judge)
+    second = asyncio.ensure_future(batcher.submit([3]))  # the worker is judging: it queues
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    judge.release()
+    assert await first == [2, 4] and await second == [6]
+    assert judge.batches == [[1], [2], [3]] and batcher.inline_checks == 0
+    assert threading.current_thread().name not in judge.threads
+    # Idle again (the threshold is 0): the next check is judged on the loop.
+    assert await batcher.submit([4]) == [8] and batcher.inline_checks == 1
+    await batcher.stop()
+
+
+async def test_an_inline_check_that_fails_fails_its_caller_only():
+    calls = []
+
+    def judge(items: list[int]) -> list[int]:
+        calls.append(items)
+        if len(calls) == 1:
+            raise ValueError("model exploded")
+        return items
+
+    batcher = MicroBatcher[int, int](judge, BatcherConfig(inline_after_idle_s=0.0))
+    batcher.start()
+    with pytest.raises(ValueError, match="model exploded"):
+        await batcher.submit([1])
+    assert await batcher.submit([3]) == [3] and batcher.inline_checks == 2
+    await batcher.stop()

@@ -19,7 +19,13 @@ from services.safety.classifiers.embedded import EmbeddedClassifier, default_pre
 from services.safety.classifiers.factory import build_classifier
 from services.safety.classifiers.llama_guard import LlamaGuardClassifier
 from services.safety.classifiers.sequence import SequenceClassifier
-from services.safety.config import SafetyConfig, build_parser, config_from_args
+from services.safety.config import (
+    AUTO_INLINE_AFTER_IDLE_S,
+    SafetyConfig,
+    build_parser,
+    config_from_args,
+    inline_after_idle_s,
+)
 from services.safety.device import CPU, cpu_runs_bf16_natively
 from services.safety.head import DEFAULT_HEAD, load_head
 from services.safety.policy import POLICIES_DIR, load_policy
@@ -73,8 +79,32 @@ def test_cpu_device_and_each_dtype_parse(dtype: str, expected: torch.dtype | Non
 
 
 @pytest.mark.parametrize(
+    ("setting", "classifier", "device", "expected"),
+    [
+        ("auto", "embedded", "cuda", AUTO_INLINE_AFTER_IDLE_S),  # CUDA graphs: ~1 ms of host time
+        ("auto", "embedded", "cpu", None),  # a CPU forward's thread pool belongs to the worker
+        ("auto", "llama-guard", "cuda", None),  # a generation would hold the event loop
+        ("auto", "sequence", "cuda", None),
+        ("off", "embedded", "cuda", None),
+        ("5", "embedded", "cpu", 0.005),
+        ("0", "embedded", "cuda", 0.0),
+    ],
+)
+def test_inline_checks_default_to_the_embedded_classifier_on_cuda(
+    setting: str, classifier: str, device: str, expected: float | None
+) -> None:
+    args = build_parser().parse_args(["--inline-after-idle-ms", setting])
+    assert inline_after_idle_s(args.inline_after_idle_ms, classifier, torch.device(device)) == expected
+    if device == "cpu":  # config_from_args resolves a cuda device only where there is one
+        cfg = config("--inline-after-idle-ms", setting, "--device", "cpu")
+        assert cfg.batcher.inline_after_idle_s == (expected if classifier == "embedded" else None)
+
+
+@pytest.mark.parametrize(
     ("flags", "message"),
     [
+        (["--inline-after-idle-ms", "soon"], "expected auto, off or milliseconds, not 'soon'"),
+        (["--inline-after-idle-ms", "-1"], "must be >= 0 ms, not -1.0"),
         (["--device", "gpu"], "argument --device: choose from auto, cpu, cuda, not 'gpu'"),
         (["--device", "cuda:0"], "argument --device: choose from auto, cpu, cuda"),
         (["--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
