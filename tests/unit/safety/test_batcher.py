@@ -3,6 +3,7 @@
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -110,16 +111,22 @@ async def test_max_wait_runs_a_lone_item_once_it_has_passed():
     await batcher.stop()
 
 
-async def test_a_failing_classifier_fails_its_batch_and_the_next_batch_runs():
-    calls = []
+def failing_once() -> Callable[[list[int]], list[int]]:
+    """A classifier whose first call raises and whose later calls return their items."""
+    calls = 0
 
     def judge(items: list[int]) -> list[int]:
-        calls.append(items)
-        if len(calls) == 1:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
             raise ValueError("model exploded")
         return items
 
-    batcher = MicroBatcher[int, int](judge, BatcherConfig())
+    return judge
+
+
+async def test_a_failing_classifier_fails_its_batch_and_the_next_batch_runs():
+    batcher = MicroBatcher[int, int](failing_once(), BatcherConfig())
     batcher.start()
     with pytest.raises(ValueError, match="model exploded"):
         await batcher.submit([1, 2])
@@ -221,15 +228,7 @@ async def test_checks_that_arrive_while_a_batch_is_judged_queue_for_the_worker()
 
 
 async def test_an_inline_check_that_fails_fails_its_caller_only():
-    calls = []
-
-    def judge(items: list[int]) -> list[int]:
-        calls.append(items)
-        if len(calls) == 1:
-            raise ValueError("model exploded")
-        return items
-
-    batcher = MicroBatcher[int, int](judge, BatcherConfig(inline_after_idle_s=0.0))
+    batcher = MicroBatcher[int, int](failing_once(), BatcherConfig(inline_after_idle_s=0.0))
     batcher.start()
     with pytest.raises(ValueError, match="model exploded"):
         await batcher.submit([1])
