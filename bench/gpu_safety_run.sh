@@ -17,7 +17,9 @@
 #    then again with the transformers encoder forward; then with the classifier on the model's GPU,
 #    time-sliced and under MPS (an MPS control daemon is started for that step and stopped after).
 # The encoder compiled (--compile) runs only when STEPS names its steps
-# (safety_cpu_threads4_compiled, gateway_safety_on_cpu_compiled).
+# (safety_cpu_threads4_compiled, gateway_safety_on_cpu_compiled), and so do the GPU steps with
+# every check through the classifier's worker thread (safety_cuda_inline_off,
+# gateway_safety_on_gpu_inline_off).
 #
 # Needs python3 (PYTHON=... for another) with torch, transformers, grpcio and the services' other
 # requirements importable (PYTHONPATH may point at them); it installs nothing. Logs and the tables
@@ -139,6 +141,10 @@ EOF
 )"
 say "layout: safety on CPUs $SAFETY_CPUS ($SAFETY_THREADS threads), inference on $INFERENCE_CPUS," \
     "gateway on $GATEWAY_CPUS, bench clients on the rest; DRY=$DRY; logs in $LOGS"
+# Idle cores that clock down make the first check after a pause slower: say how this host clocks.
+governor=$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo "not exposed")
+idle_mhz=$(awk -F: '/^cpu MHz/ {printf "%d ", $2}' /proc/cpuinfo | cut -d' ' -f1-8)
+say "cpu clock: governor $governor; MHz of the first 8 CPUs at rest: ${idle_mhz:-not exposed}"
 
 # The stubs are generated, never committed. Without mypy-protobuf's plugins, protoc alone suffices to run.
 if ls proto/llamagate/v1/*_pb2.py >/dev/null 2>&1 && ! "$PY" -c "import grpc_tools" 2>/dev/null; then
@@ -191,6 +197,11 @@ if named safety_cpu_threads"$SAFETY_THREADS"_compiled; then
 fi
 if [[ $DEVICE == cuda ]]; then
     step 90 safety_cuda "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS"
+    # For comparison: every check through the classifier's worker thread (no inline idle checks).
+    if named safety_cuda_inline_off; then
+        step 90 safety_cuda_inline_off "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS" \
+            --service-flag=--inline-after-idle-ms=off
+    fi
     # Where an in-process check on the GPU goes (host and device time per operator).
     step 60 safety_cuda_profile "$PY" -m bench.safety_bench --device cuda --threads "$SAFETY_THREADS" \
         --profile 200 "${ENCODER[@]}"
@@ -226,6 +237,10 @@ if [[ $DEVICE == cuda ]]; then
         --gateway-cpus "$GATEWAY_CPUS" --inference-flag=--no-compile "${GATEWAY_ENCODER[@]}")
     step 170 gateway_safety_on_gpu "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
         "$PY" "${GPU_SAFETY[@]}"
+    if named gateway_safety_on_gpu_inline_off; then
+        step 170 gateway_safety_on_gpu_inline_off "${SPIN[@]}" OMP_NUM_THREADS="$(count_cpus "$INFERENCE_CPUS")" \
+            "$PY" "${GPU_SAFETY[@]}" --safety-flag=--inline-after-idle-ms=off
+    fi
     if [[ -n ${STEPS:-} ]] && ! named gateway_safety_on_gpu_mps; then
         :
     elif command -v nvidia-cuda-mps-control >/dev/null; then
