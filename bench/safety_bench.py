@@ -42,7 +42,7 @@ from services.common.dialog import Message, Role  # noqa: E402
 from services.common.verdicts import Direction  # noqa: E402
 from services.safety.batcher import BatcherConfig  # noqa: E402
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig  # noqa: E402
-from services.safety.device import parse_device, resolve_dtype  # noqa: E402
+from services.safety.device import parse_device  # noqa: E402
 from services.safety.moderation import SafetyChecker  # noqa: E402
 from services.safety.policy import DEFAULT_POLICY, load_policy  # noqa: E402
 from services.safety.verdict import CheckItem  # noqa: E402
@@ -323,7 +323,7 @@ def run_service_mode(args: argparse.Namespace) -> None:
     classifier = EmbeddedClassifier(
         EmbeddedConfig(
             device=args.device,
-            dtype=resolve_dtype("auto", args.device),
+            dtype=None,  # the service's default: the embedded classifier's own choice per device
             encoder_dir=args.encoder_dir,
             compile=args.compile,
             pack_rows=args.pack_rows,

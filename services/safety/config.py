@@ -167,7 +167,10 @@ def config_from_args(args: argparse.Namespace) -> SafetyConfig:
         ),
         threads=args.threads,
         device=args.device,
-        dtype=resolve_dtype(args.dtype, args.device),
+        # The embedded classifier chooses its own precision per device (default_precision).
+        dtype=None
+        if args.classifier == "embedded" and args.dtype == "auto"
+        else resolve_dtype(args.dtype, args.device),
         telemetry=telemetry_config_from_args(args, "llamagate-safety"),
         compile=args.compile,
         pack_rows=args.pack_rows,

@@ -20,6 +20,7 @@ def build_classifier(config: SafetyConfig, policy: Policy) -> Classifier:
                 compile=config.compile,
                 pack_rows=config.pack_rows,
                 lean=config.lean_encoder,
+                decision_points=tuple(sorted({c.threshold for c in policy.enabled})),
             )
         )
     assert config.model_dir is not None

@@ -63,7 +63,10 @@ def weights(module: torch.nn.Module) -> set[tuple[str, torch.dtype]]:
 def test_defaults_resolve_auto_to_this_machine() -> None:
     cfg = config()
     if torch.cuda.is_available():
-        assert cfg.device == torch.device("cuda") and cfg.dtype in (torch.bfloat16, torch.float16)
+        # The embedded classifier picks its own precision; another backend gets half precision.
+        assert cfg.device == torch.device("cuda") and cfg.dtype is None
+        other = config("--classifier", "sequence", "--model-dir", "m", "--label-map", "l.yaml")
+        assert other.dtype in (torch.bfloat16, torch.float16)
     else:
         # On the CPU, auto keeps each backend's own choice of dtype.
         assert cfg.device == torch.device("cpu") and cfg.dtype is None
@@ -194,7 +197,9 @@ def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
         trained = load_head(DEFAULT_HEAD)[2].get("precision", "bf16")
         assert classifier.encoder.config.precision == default_precision(trained, CPU)
     else:
-        assert encoder_weights == {(device, config("--device", device).dtype)}
+        # auto on CUDA: fp32 (default_precision says why).
+        assert config("--device", device).dtype is None
+        assert encoder_weights == {(device, torch.float32)}
     assert {d for d, _ in encoder_weights} <= {device}
     assert weights(reference.encoder.model) == {("cpu", torch.float32)}
     got, want = classifier.judge(items), reference.judge(items)
@@ -208,7 +213,7 @@ def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
 def test_a_bf16_head_runs_in_fp32_on_a_cpu_without_bf16_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded, "cpu_runs_bf16_natively", lambda: False)
     assert default_precision("bf16", CPU) == "fp32"
-    assert default_precision("bf16", torch.device("cuda")) == "bf16"
+    assert default_precision("bf16", torch.device("cuda")) == "fp32"
     monkeypatch.setattr(embedded, "cpu_runs_bf16_natively", lambda: True)
     assert default_precision("bf16", CPU) == "bf16"
     assert default_precision("fp32", CPU) == "fp32"
