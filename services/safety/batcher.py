@@ -74,7 +74,7 @@ class MicroBatcher(Generic[T, R]):
         # time.monotonic() when the last batch or inline check ended (never: idle all along).
         self._idle_since = float("-inf")
         self.batch_sizes: list[int] = []  # recent batch sizes, for the benchmark's report
-        self.inline_checks = 0  # checks judged on the event loop, for the benchmark's report
+        self.inline_checks = 0  # checks judged on the event loop (the tests read it)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -129,14 +129,18 @@ class MicroBatcher(Generic[T, R]):
 
     def _judge_inline(self, items: Sequence[T]) -> list[R]:
         self.inline_checks += 1
-        self.batch_sizes = [*self.batch_sizes[-999:], len(items)]
         try:
-            results = self._judge(list(items))
+            return self._judge_batch(list(items))
         except Exception:
             log.exception("classifier failed on an inline check of %d", len(items))
             raise
         finally:
             self._idle_since = time.monotonic()
+
+    def _judge_batch(self, items: list[T]) -> list[R]:
+        """The classifier's results for `items`, one each (from the worker or, inline, the loop)."""
+        self.batch_sizes = [*self.batch_sizes[-999:], len(items)]
+        results = self._judge(items)
         if len(results) != len(items):
             raise RuntimeError(f"the classifier returned {len(results)} results for {len(items)} items")
         return results
@@ -145,13 +149,8 @@ class MicroBatcher(Generic[T, R]):
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
-            self.batch_sizes = [*self.batch_sizes[-999:], len(batch)]
             try:
-                results = self._judge([p.item for p in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(
-                        f"the classifier returned {len(results)} results for {len(batch)} items"
-                    )
+                results = self._judge_batch([p.item for p in batch])
             except Exception as error:  # the classifier failed: every caller of this batch learns why
                 log.exception("classifier failed on a batch of %d", len(batch))
                 self._done_judging()

@@ -1,7 +1,9 @@
 """Where the classifier runs: `--device` and `--dtype`, resolved once at startup.
 
 `auto` picks CUDA when the machine has it. On CUDA the default dtype is bf16 (fp16 on GPUs
-without bf16); on CPU it is None, meaning each backend keeps its own CPU choice (the embedded
+without bf16), except for the embedded classifier, which chooses its own on every device
+(`embedded.default_precision`: fp32 on CUDA, so that its verdicts do not move with the batch); on CPU
+it is None, meaning each backend keeps its own CPU choice (the embedded
 encoder's trained precision, a transformers checkpoint's saved dtype), because half precision
 on a CPU is a different speed/accuracy trade-off per model. Only CPUs with bf16 matrix
 instructions run bf16 fast (`cpu_runs_bf16_natively`).

@@ -190,16 +190,19 @@ def _fix_leet_outside_addresses(text: str) -> str:
     return "".join(out)
 
 
+def _may_hold_address(text: str) -> bool:
+    return "@" in text or "://" in text or "www." in text
+
+
 def _addresses(text: str) -> list[tuple[int, int]]:
     """(start, end) of each e-mail address or URL in `text`."""
-    if "@" not in text and "://" not in text and "www." not in text:
+    if not _may_hold_address(text):
         return []
     spans: list[tuple[int, int]] = []
     for run in _WORD_RUN.finditer(text):
         word = run.group()
-        if len(word) > _MAX_ADDRESS_CHARS or not ("@" in word or "://" in word or "www." in word):
-            continue
-        spans.extend((run.start() + m.start(), run.start() + m.end()) for m in _ADDRESS.finditer(word))
+        if len(word) <= _MAX_ADDRESS_CHARS and _may_hold_address(word):
+            spans.extend((run.start() + m.start(), run.start() + m.end()) for m in _ADDRESS.finditer(word))
     return spans
 
 

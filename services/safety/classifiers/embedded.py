@@ -26,11 +26,10 @@ def default_precision(trained: str, device: torch.device, fp32_without_bf16: boo
     bf16 on a CPU without bf16 instructions, where fp32 gives nearly the same scores several times
     faster (unless `fp32_without_bf16` is off), and fp32 on CUDA.
 
-    On CUDA the encoder is transformers' BertModel, whose attention runs in the weights' dtype. In
-    bf16 a row's scores move with the padding of its batch, so a sentence alone and the same
-    sentence beside others can land on either side of a threshold (the lean CPU forward keeps its
-    attention in fp32 for that reason). A check's shapes are far too small for fp32 to cost the
-    GPU time: its kernels wait on launches, not arithmetic."""
+    In half precision a row's scores move with its batch (EXACT_MARGIN), so a sentence alone and the
+    same sentence beside others can land on either side of a threshold. On the CPU rows near a
+    threshold are scored again in fp32; on CUDA fp32 throughout is simpler and costs 0.3-0.5 ms per
+    check on an H200 (bench/RESULTS.md, "Safety check latency")."""
     if device.type == "cuda":
         return "fp32"
     if fp32_without_bf16 and trained == "bf16" and device.type == "cpu" and not cpu_runs_bf16_natively():
@@ -125,7 +124,8 @@ class EmbeddedClassifier(Classifier):
                     packed=False,
                 )
             )
-        self.exact_rescores = 0  # rows scored again in fp32, for tests and the benchmark
+        self._decision_points = torch.tensor(config.decision_points, dtype=torch.float32)
+        self.exact_rescores = 0  # rows scored again in fp32 (the tests read it)
         self.version = f"head-{file_version(config.head_path)}"
         self._graphs: GraphedForward | None = None
         if self._uses_graphs(config):
@@ -175,8 +175,7 @@ class EmbeddedClassifier(Classifier):
     def _rescore_near_decisions(self, rows: Sequence[Sequence[int]], probs: torch.Tensor) -> None:
         """Replace, in place, the scores of rows near a decision point by the fp32 encoder's."""
         assert self._exact is not None
-        points = torch.tensor(self.config.decision_points, dtype=probs.dtype)
-        distance = (probs[:, :, None] - points).abs().amin(dim=(1, 2))
+        distance = (probs[:, :, None] - self._decision_points).abs().amin(dim=(1, 2))
         for index in (distance < self.config.exact_margin).nonzero().flatten().tolist():
             # One row per call: its padding, and so its arithmetic, depends on nothing else.
             probs[index] = self._head_probabilities(self._exact.embed_ids([rows[index]])).cpu()[0]
