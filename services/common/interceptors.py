@@ -8,6 +8,7 @@ incoming message is checked for fields the contract does not know and for bytes 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -81,26 +82,63 @@ def _check(request: Any) -> None:
     reject_unknown_fields(request)
 
 
-async def _checked_requests(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async for request in requests:
+# How long a call that fails before reading its request stream waits for the first message.
+_FIRST_MESSAGE_WAIT_S = 1.0
+
+
+class _CheckedRequests:
+    """A request stream whose messages are checked as they are read.
+
+    It also knows whether any read began: grpc's asyncio client reports a status that arrives
+    while its first write is still pending as INTERNAL "Failed execute_batch" instead of the
+    server's (grpc/grpc#36066), so a call that fails before reading (refused while draining, a bad
+    API key, a classifier not loaded yet) waits, bounded, for the first message before its status
+    goes out. Otherwise a retryable UNAVAILABLE can reach the caller as an INTERNAL nobody retries.
+    """
+
+    def __init__(self, requests: AsyncIterator[Any]) -> None:
+        self._requests = requests
+        self._read_began = False
+
+    def __aiter__(self) -> _CheckedRequests:
+        return self
+
+    async def __anext__(self) -> Any:
+        self._read_began = True
+        request = await anext(self._requests)
         _check(request)
-        yield request
+        return request
+
+    async def let_first_message_land(self) -> None:
+        if self._read_began:
+            return  # a read is under way or done: the client's first write has gone out or will
+        # Whatever the read brings (a message, the end, an undecodable message, a timeout), the
+        # call ends with the error already in hand.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.__anext__(), _FIRST_MESSAGE_WAIT_S)
+
+
+async def _abort_after_first_message(
+    context: grpc.aio.ServicerContext, error: LlamagateError, requests: _CheckedRequests | None
+) -> None:
+    if requests is not None:
+        await requests.let_first_message_land()
+    await _abort(context, error)
 
 
 def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], streaming_request: bool) -> Callable:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        requests = _CheckedRequests(request) if streaming_request else None
         try:
-            if streaming_request:
-                request = _checked_requests(request)
-            else:
+            if requests is None:
                 _check(request)
-            return await behavior(request, context)
+            return await behavior(request if requests is None else requests, context)
         except LlamagateError as error:
-            await _abort(context, error)
+            await _abort_after_first_message(context, error, requests)
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, _internal(error))
+            await _abort_after_first_message(context, _internal(error), requests)
 
     return wrapper
 
@@ -109,12 +147,11 @@ def _wrap_stream_response(
     behavior: Callable[..., AsyncGenerator[Any, None] | Awaitable[None]], streaming_request: bool
 ) -> Callable:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
+        requests = _CheckedRequests(request) if streaming_request else None
         try:
-            if streaming_request:
-                request = _checked_requests(request)
-            else:
+            if requests is None:
                 _check(request)
-            responses = behavior(request, context)
+            responses = behavior(request if requests is None else requests, context)
             if not isinstance(responses, AsyncGenerator):
                 # A handler that writes its responses itself (grpcio-health-checking's Watch).
                 await responses
@@ -124,11 +161,11 @@ def _wrap_stream_response(
             async for response in close_with_the_call(responses):
                 yield response
         except LlamagateError as error:
-            await _abort(context, error)
+            await _abort_after_first_message(context, error, requests)
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, _internal(error))
+            await _abort_after_first_message(context, _internal(error), requests)
 
     return wrapper
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from llamagate.v1 import types_pb2
+from services.common.errors import Unauthenticated
 from services.common.server import GrpcServer, ServerConfig
 from services.common.validation import unknown_field_paths
 
@@ -174,3 +176,85 @@ async def test_a_draining_server_answers_new_calls_unavailable_and_finishes_call
         assert rest == [str(i) for i in range(1, 30)]
         stopping.cancel()
         await srv.server.stop(None)
+
+
+async def _echo_all(requests: AsyncIterator[Text], context: grpc.aio.ServicerContext) -> AsyncIterator[Text]:
+    async for request in requests:
+        yield request
+
+
+async def _count_all(requests: AsyncIterator[Text], context: grpc.aio.ServicerContext) -> Text:
+    return Text(content=str(len([request async for request in requests])))
+
+
+async def _written_late(content: str) -> AsyncIterator[Text]:
+    """One request, written once the call is under way and while the loop is busy: the refusal
+    reaches the client's core before its write starts and before the loop has read the status."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+    time.sleep(0.02)  # noqa: ASYNC251 - blocking is the point: the loop must not see the status yet
+    yield Text(content=content)
+
+
+DRAINING = "this server is shutting down: retry the call on another replica"
+
+
+async def _error_of(call: grpc.aio.StreamStreamCall | grpc.aio.StreamUnaryCall) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        if isinstance(call, grpc.aio.StreamStreamCall):
+            async for _ in call:
+                pass
+        else:
+            await call
+    return error.value
+
+
+async def test_a_draining_server_refuses_request_streams_unavailable_never_internal() -> None:
+    """grpc's asyncio client reports a status that arrives while its first write is pending as
+    INTERNAL "Failed execute_batch" (grpc/grpc#36066), which nobody retries: without the wait for a
+    first message, about a third of these calls ended INTERNAL."""
+    srv = GrpcServer(ServerConfig(port=0, grace_s=1.0, refuse_new_calls_s=60.0), [SERVICE])
+    handlers = {
+        "EchoAll": _method("stream_stream", _echo_all),
+        "CountAll": _method("stream_unary", _count_all),
+    }
+    srv.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    port = await srv.start()
+    await srv.set_serving(True)
+    stopping = asyncio.create_task(srv.stop())
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=10)
+            async for update in watch:
+                if update.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+            kw = {"request_serializer": Text.SerializeToString, "response_deserializer": Text.FromString}
+            echo_all = channel.stream_stream(f"/{SERVICE}/EchoAll", **kw)
+            count_all = channel.stream_unary(f"/{SERVICE}/CountAll", **kw)
+
+            errors = []
+            for i in range(30):
+                errors.append(await _error_of(echo_all(_written_late(str(i)), timeout=10)))
+                errors.append(await _error_of(count_all(_written_late(str(i)), timeout=10)))
+            # A client that never writes is still answered, once the wait for a first message ends.
+            errors.append(await _error_of(echo_all(timeout=10)))
+        assert {(e.code(), e.details()) for e in errors} == {(grpc.StatusCode.UNAVAILABLE, DRAINING)}
+    finally:
+        stopping.cancel()
+        await srv.server.stop(None)
+
+
+async def _locked(requests: AsyncIterator[Text], context: grpc.aio.ServicerContext) -> AsyncIterator[Text]:
+    raise Unauthenticated("missing API key: send 'authorization: Bearer <key>'", reason="API_KEY_MISSING")
+    yield Text()
+
+
+async def test_a_request_stream_failed_before_its_first_read_keeps_its_status(server: GrpcServer) -> None:
+    """The gateway's Chat checks the API key before reading: the caller must see UNAUTHENTICATED."""
+    locked = {"Locked": _method("stream_stream", _locked)}
+    server.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, locked),))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        kw = {"request_serializer": Text.SerializeToString, "response_deserializer": Text.FromString}
+        call = channel.stream_stream(f"/{SERVICE}/Locked", **kw)
+        errors = [await _error_of(call(_written_late(str(i)), timeout=10)) for i in range(30)]
+    assert {e.code() for e in errors} == {grpc.StatusCode.UNAUTHENTICATED}
