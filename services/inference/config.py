@@ -100,6 +100,12 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         help="decode projections of <= 16 rows on CUDA: cuBLAS, the Triton skinny GEMM, or the faster per shape",
     )
     p.add_argument(
+        "--no-fused-decode-block",
+        action="store_true",
+        help="decode steps run the norms, SwiGLU and residual adds as kernels of their own, not inside "
+        "the projections' Triton kernels (the fused block is the default on CUDA)",
+    )
+    p.add_argument(
         "--no-fused-kv-write",
         action="store_true",
         help="rotary and the KV-cache write as separate kernels (the fused Triton kernel is the default on CUDA)",
@@ -137,6 +143,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         compile_prefill=not (a.no_compile or a.no_compile_prefill),
         decode_gemm=a.decode_gemm,
         fused_kv_write=not a.no_fused_kv_write,
+        fused_decode_block=not a.no_fused_decode_block,
         step_timeout_s=a.step_timeout_s,
         prefix_caching=a.prefix_caching,
         chunk_graph_tokens=a.chunk_graph_tokens,

@@ -18,7 +18,9 @@ sync. Every step also leaves each row's sampled token on the device (in the row'
 -1 means "the token in my batch slot".
 
 On CUDA, decode steps rotate q/k and write the KV cache in one Triton kernel per layer (kv_write.py,
-unless `fused_kv_write` is off), and `decode_gemm` picks how their projections run (decode_gemm.py).
+unless `fused_kv_write` is off), `decode_gemm` picks how their projections run (decode_gemm.py), and
+batch-1 steps run each block as four projection kernels with the norms, SwiGLU and residual adds
+folded in (decode_block.py, unless `fused_decode_block` is off).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from services.inference.engine.ranks import min_over_ranks
 from services.inference.engine.step_inputs import Layout, pack
 from services.inference.engine.step_plan import StepPlan, StepRow
 from services.inference.kernels import kv_write, paged_prefill
+from services.inference.kernels.decode_block import use_fused_decode_block
 from services.inference.kernels.decode_gemm import use_decode_gemm
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.sampling import greedy_sample, sample
@@ -431,6 +434,7 @@ def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner,
     args = model.args
     fuse_projections(model)
     use_decode_gemm(model, config.decode_gemm)
+    use_fused_decode_block(model, on=config.fused_decode_block and model.output.weight.is_cuda)
     weight: Tensor = model.output.weight
     dtype, device = weight.dtype, weight.device
     if device.type == "cuda":

@@ -81,11 +81,12 @@ if triton is not None:
         config: dict[str, int] | None = None,
         num_warps: int = 4,
         one_row_dot: bool | None = None,
+        fusion: skinny_gemm.Fusion = skinny_gemm.NO_FUSION,
     ) -> None:
         """out [M, N] = x [M, K] @ weight [N, K].T; autotuned, or with an explicit `config`
         ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one).
-        `one_row_dot`: see skinny_gemm.launch."""
-        skinny_gemm.launch(_TUNED, x, weight, None, out, config, num_warps, one_row_dot)
+        `one_row_dot`, `fusion`: see skinny_gemm.launch."""
+        skinny_gemm.launch(_TUNED, x, weight, None, out, config, num_warps, one_row_dot, fusion)
 
     def _device_ms(fn: Callable[[], object]) -> float:
         # Triton's timer clears L2 before each call (a decode step finds no weight in L2) and keeps

@@ -131,11 +131,12 @@ if triton is not None:
         config: dict[str, int] | None = None,
         num_warps: int = 4,
         one_row_dot: bool | None = None,
+        fusion: skinny_gemm.Fusion = skinny_gemm.NO_FUSION,
     ) -> None:
         """out [M, N] = (x [M, K] @ weight [N, K].T) * scale [N]; autotuned, or with an explicit `config`
         ({"BLOCK_N", "BLOCK_K"}: tests; Triton's CPU interpreter, which cannot autotune, gets a fixed one).
-        `one_row_dot`: see skinny_gemm.launch."""
-        skinny_gemm.launch(_TUNED, x, weight, scale, out, config, num_warps, one_row_dot)
+        `one_row_dot`, `fusion`: see skinny_gemm.launch."""
+        skinny_gemm.launch(_TUNED, x, weight, scale, out, config, num_warps, one_row_dot, fusion)
 
     @torch.library.custom_op("llamagate::fp8_matmul", mutates_args=())
     def _fp8_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:

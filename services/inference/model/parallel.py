@@ -175,6 +175,14 @@ def shard_model(model: Transformer, ctx: ParallelContext) -> Transformer:
     return model
 
 
+def all_reduce_group(module: nn.Module) -> Any | None:
+    """The group `module`'s output is summed over by tensor parallelism's hook, or None (MP 1)."""
+    for hook in module._forward_hooks.values():
+        if isinstance(hook, _AllReduce):
+            return hook.group
+    return None
+
+
 class _AllReduce:
     """Forward hook: sum a row-parallel block's partial outputs over the ranks."""
 

@@ -1,4 +1,5 @@
 """The Triton kernels on CPU: tests/unit/engine/test_decode_kernels.py (decode step),
+test_decode_block.py (the decode block's fused projections),
 test_paged_prefill.py (prefill attention over the paged cache) and test_fp8_kernels.py (FP8 weights)
 run again under TRITON_INTERPRET=1, which Triton reads when a kernel is defined (so in a child
 process)."""
@@ -22,7 +23,10 @@ ENGINE_TESTS = ROOT / "tests" / "unit" / "engine"
     kv_write.triton is None or torch.cuda.is_available(),
     reason="needs Triton; on CUDA the kernels run natively",
 )
-@pytest.mark.parametrize("tests", ["test_decode_kernels.py", "test_paged_prefill.py", "test_fp8_kernels.py"])
+@pytest.mark.parametrize(
+    "tests",
+    ["test_decode_kernels.py", "test_decode_block.py", "test_paged_prefill.py", "test_fp8_kernels.py"],
+)
 def test_kernels_pass_under_the_triton_interpreter_on_cpu(tests: str) -> None:
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [

@@ -6,7 +6,7 @@ import torch
 
 from services.inference.engine.blocks import BlockAllocator
 from services.inference.engine.config import EngineConfig
-from services.inference.engine.kv_cache import KVStorage
+from services.inference.engine.kv_cache import KVStorage, StepCache
 from services.inference.engine.runner import ModelRunner
 from services.inference.engine.scheduler import Scheduler
 from services.inference.model.transformer import ModelArgs, Transformer
@@ -56,3 +56,38 @@ def run_to_completion(scheduler: Scheduler, runner: ModelRunner, max_steps: int)
             if update.token is not None and scheduler.finish_reason(update.sequence):
                 scheduler.release(update.sequence)
     assert not scheduler.has_work()
+
+
+# Two decode rows at positions 5 and 9 over blocks of 4 tokens: [position, slot, length, table...].
+DECODE_ROWS = [[5, 9, 6, 3, 2, 0], [9, 17, 10, 5, 6, 4]]
+
+
+def random_kv_storage(dtype: torch.dtype, device: str) -> KVStorage:
+    """A KV cache of 8 blocks of 4 tokens for ARGS, filled with seeded noise (earlier tokens)."""
+    storage = KVStorage(
+        n_layers=ARGS.n_layers,
+        num_blocks=8,
+        block_size=4,
+        kv_heads=ARGS.kv_heads,
+        head_dim=ARGS.head_dim,
+        dtype=dtype,
+        device=torch.device(device),
+    )
+    generator = torch.Generator(device=device).manual_seed(1)
+    storage.k.normal_(generator=generator)
+    storage.v.normal_(generator=generator)
+    return storage
+
+
+def decode_step_cache(storage: KVStorage, fused_rotary: bool) -> StepCache:
+    """The cache view of a decode step of DECODE_ROWS."""
+    ints = torch.tensor(DECODE_ROWS, device=storage.k.device)
+    return StepCache(
+        storage,
+        slots=ints[:, 1],
+        block_tables=ints[:, 3:],
+        context_lens=ints[:, 2],
+        positions=ints[:, :1],
+        fresh=False,
+        fused_rotary=fused_rotary,
+    )

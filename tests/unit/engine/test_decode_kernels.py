@@ -19,14 +19,20 @@ import torch.nn.functional as F
 
 from services.common.sampling import SamplingParams
 from services.inference.engine.config import EngineConfig
-from services.inference.engine.kv_cache import KVStorage, StepCache
 from services.inference.engine.request import GenerationRequest
 from services.inference.engine.runner import build_runner, graph_batch_sizes
 from services.inference.engine.scheduler import Scheduler
-from services.inference.kernels import decode_gemm, kv_write
+from services.inference.kernels import decode_block, decode_gemm, kv_write
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.transformer import Transformer, init_random_weights, rope_tables
-from tests.unit.engine.stepping import ARGS, PROMPTS, run_to_completion
+from tests.unit.engine.stepping import (
+    ARGS,
+    DECODE_ROWS,
+    PROMPTS,
+    decode_step_cache,
+    random_kv_storage,
+    run_to_completion,
+)
 
 HAS_TRITON = kv_write.triton is not None
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
@@ -167,35 +173,15 @@ def test_model_logits_and_cache_are_the_same_through_the_fused_path() -> None:
     init_random_weights(model, 5)
     model = model.to(DEVICE).eval().requires_grad_(False)
     fuse_projections(model)
-    # Packed [position, slot, length, table...] rows; blocks of 4 tokens.
-    ints = torch.tensor([[5, 9, 6, 3, 2, 0], [9, 17, 10, 5, 6, 4]], device=DEVICE)
     tokens = torch.tensor([[3], [7]], device=DEVICE)
+    positions = torch.tensor(DECODE_ROWS, device=DEVICE)[:, :1]
     results = []
     for fused in (False, True):
-        storage = KVStorage(
-            n_layers=ARGS.n_layers,
-            num_blocks=8,
-            block_size=4,
-            kv_heads=ARGS.kv_heads,
-            head_dim=ARGS.head_dim,
-            dtype=torch.float32,
-            device=torch.device(DEVICE),
-        )
-        generator = torch.Generator(device=DEVICE).manual_seed(1)
-        storage.k.normal_(generator=generator)
-        storage.v.normal_(generator=generator)
-        positions = ints[:, :1]
-        cache = StepCache(
-            storage,
-            slots=ints[:, 1],
-            block_tables=ints[:, 3:],
-            context_lens=ints[:, 2],
-            positions=positions,
-            fresh=False,
-            fused_rotary=fused,
-        )
+        storage = random_kv_storage(torch.float32, DEVICE)
         with torch.inference_mode():
-            results.append((model(tokens, positions, cache), storage.k, storage.v))
+            results.append(
+                (model(tokens, positions, decode_step_cache(storage, fused)), storage.k, storage.v)
+            )
     for unfused, fused_result in zip(results[0], results[1], strict=True):
         torch.testing.assert_close(fused_result, unfused, atol=1e-5, rtol=1e-5)
 
@@ -239,11 +225,17 @@ def eager_greedy_with_gaps(model: Transformer, prompt: list[int], n: int) -> tup
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
-@pytest.mark.parametrize("gemm", ["cublas", "triton", "auto"])
-def test_engine_tokens_on_cuda_follow_the_eager_model_with_the_kernels(gemm: str) -> None:
+@pytest.mark.parametrize(
+    ("gemm", "fused_block"), [("cublas", False), ("triton", False), ("auto", False), ("auto", True)]
+)
+def test_engine_tokens_on_cuda_follow_the_eager_model_with_the_kernels(gemm: str, fused_block: bool) -> None:
     """Compiled, graph-captured decode steps (batch sizes 1, 2 and 4) with the fused KV write and
-    each decode GEMM give the plain eager model's greedy tokens; bf16 rounding differs between
-    kernels, so a sequence may leave the reference only where its two best logits nearly tie."""
+    each decode GEMM, with and without the fused decode block, give the plain eager model's greedy
+    tokens; bf16 rounding differs between kernels, so a sequence may leave the reference only where
+    its two best logits nearly tie."""
+    # Each runner compiles the same decode function again, and dynamo's per-function recompile
+    # limit counts every runner of this process: start each test's count afresh.
+    torch._dynamo.reset()
     model = Transformer(ARGS)
     init_random_weights(model, 7)
     model = model.to("cuda", torch.bfloat16).eval().requires_grad_(False)
@@ -258,10 +250,13 @@ def test_engine_tokens_on_cuda_follow_the_eager_model_with_the_kernels(gemm: str
         dtype="bfloat16",
         graph_sizes=(1, 2),
         decode_gemm=gemm,
+        fused_decode_block=fused_block,
     )
     runner, allocator = build_runner(copy.deepcopy(model), config)
     runner.capture()
     assert runner._fused_rotary
+    fused_layers = [isinstance(layer, decode_block.FusedDecodeBlock) for layer in runner.model.layers]
+    assert fused_layers == [fused_block] * ARGS.n_layers
     scheduler = Scheduler(config, allocator, eos_id=-1)
     params = SamplingParams(temperature=0, max_gen_len=12)
     sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)]

@@ -178,11 +178,15 @@ def test_fp8_paths_on_7b_shapes_follow_the_reference(shape: tuple[int, int], sca
 @pytest.mark.skipif(
     not FP8_GPU or not HAS_TRITON, reason="needs Triton on a GPU with FP8 (compute capability 8.9+)"
 )
-def test_engine_tokens_with_fp8_weights_follow_the_eager_fp8_model() -> None:
-    """Compiled, graph-captured decode steps (batch sizes 1, 2 and 4) over FP8 projections give the
-    eager FP8 model's greedy tokens (the reference forward: dequantize, bf16 matmul); the kernel
-    rounds differently, so a sequence may leave the reference only where its two best logits
-    nearly tie."""
+@pytest.mark.parametrize("fused_block", [True, False])
+def test_engine_tokens_with_fp8_weights_follow_the_eager_fp8_model(fused_block: bool) -> None:
+    """Compiled, graph-captured decode steps (batch sizes 1, 2 and 4) over FP8 projections, with and
+    without the fused decode block, give the eager FP8 model's greedy tokens (the reference
+    forward: dequantize, bf16 matmul); the kernel rounds differently, so a sequence may leave the
+    reference only where its two best logits nearly tie."""
+    # Each runner compiles the same decode function again, and dynamo's per-function recompile
+    # limit counts every runner of this process: start each test's count afresh.
+    torch._dynamo.reset()
     model = tiny_fp8_model("cuda", torch.bfloat16)
     assert len(fp8_layers(model)) == 7 * ARGS.n_layers
     expected = []
@@ -204,6 +208,7 @@ def test_engine_tokens_with_fp8_weights_follow_the_eager_fp8_model() -> None:
         device="cuda",
         dtype="bfloat16",
         graph_sizes=(1, 2),
+        fused_decode_block=fused_block,
     )
     engine_model = copy.deepcopy(model)
     runner, allocator = build_runner(engine_model, config)
