@@ -154,10 +154,11 @@ def demo_accuracy(device: torch.device, dtype: torch.dtype) -> dict[str, object]
 
 
 def engine_config(
-    args: argparse.Namespace, device: torch.device, batch: int, num_blocks: int
+    args: argparse.Namespace, device: torch.device, batch: int, num_blocks: int, fused_block: bool = True
 ) -> EngineConfig:
     cuda = device.type == "cuda"
     return EngineConfig(
+        fused_decode_block=fused_block,
         max_seq_len=args.max_seq_len,
         max_batch_size=batch,
         device=device.type,
@@ -177,13 +178,16 @@ def measure_model(
     label: str,
     greedy_prompts: list[list[int]],
     fp8_options: dict[str, Any] | None = None,
+    fused_block: bool = True,
 ) -> tuple[dict[str, object], list[list[int]]]:
     """One runner over `model` (fused, kernels chosen, graphs captured): its greedy tokens for the
     accuracy prompts, then batch 1, the stream count and TTFT (inference_bench.measure_engine).
-    fp8_options: use_fp8_kernels' knobs for this runner, instead of the service's defaults."""
+    fp8_options: use_fp8_kernels' knobs for this runner, instead of the service's defaults;
+    fused_block: the engine's fused decode block (kernels/decode_block.py) on or off."""
     vocab = model.args.vocab_size
     per_stream = blocks_for(max(args.prompt_len + args.new_tokens, args.ttft_len) + 64, 16)
-    config = engine_config(args, device, args.streams, max(512, 2 * per_stream * args.streams))
+    blocks = max(512, 2 * per_stream * args.streams)
+    config = engine_config(args, device, args.streams, blocks, fused_block)
     t0 = time.perf_counter()
     compile_error = None
 
@@ -255,7 +259,14 @@ def bench_7b(
     greedy_prompts = prompts[: args.greedy_prompts]
     shape = result["shape"]
     engines: dict[str, dict[str, object]] = {}
-    engines["bf16"], bf16_tokens = measure_model(args, model, device, f"{shape}_bf16", greedy_prompts)
+    bf16_tokens: list[list[int]] = []
+    if "bf16" in args.engines:
+        engines["bf16"], bf16_tokens = measure_model(args, model, device, f"{shape}_bf16", greedy_prompts)
+    if "bf16" in args.engines and args.unfused_block:
+        engines["bf16 unfused block"], unfused_tokens = measure_model(
+            args, model, device, f"{shape}_bf16_unfused_block", greedy_prompts, fused_block=False
+        )
+        accuracy["greedy_bf16_fused_vs_unfused_block"] = greedy_agreement(bf16_tokens, unfused_tokens)
     del model
     free_runner()
     # The service's defaults, then variants of where the Triton kernel stops and what prefill runs on.
@@ -266,17 +277,28 @@ def bench_7b(
             "max_rows": int(rows),
             "scaled_mm": scaled_mm or "decode",
         }
+    if args.unfused_block:
+        variants["fp8 unfused block"] = None
     fp8_tokens: list[list[int]] = []
     for name, knobs in variants.items():
         out, tokens = measure_model(
-            args, fp8, device, f"{shape}_{name.replace(' ', '_')}", greedy_prompts, knobs
+            args,
+            fp8,
+            device,
+            f"{shape}_{name.replace(' ', '_')}",
+            greedy_prompts,
+            knobs,
+            fused_block="unfused block" not in name,
         )
         engines[name] = out
         fp8_tokens = fp8_tokens or tokens
+        if name == "fp8 unfused block":
+            accuracy["greedy_fp8_fused_vs_unfused_block"] = greedy_agreement(fp8_tokens, tokens)
         free_runner()
     del fp8
     free_runner()
-    accuracy["greedy"] = greedy_agreement(bf16_tokens, fp8_tokens)
+    if bf16_tokens:
+        accuracy["greedy"] = greedy_agreement(bf16_tokens, fp8_tokens)
     for out in engines.values():
         out["roofline_tok_s"] = bandwidth / (float(out["decode_weight_gib"]) * 2**30)  # type: ignore[arg-type]
     result["engines"] = engines
@@ -567,6 +589,14 @@ def main() -> None:
         default=["64"],
         help="FP8 engines besides the defaults: ROWS[-SCALED_MM] (the Triton kernel up to ROWS rows; "
         "FP8 tensor cores beyond it for decode, always or never), e.g. 64,16-always",
+    )
+    parser.add_argument(
+        "--engines", type=lambda t: t.split(","), default=["bf16", "fp8"], help="7B engines: bf16,fp8 or one"
+    )
+    parser.add_argument(
+        "--unfused-block",
+        action="store_true",
+        help="also measure each model with the fused decode block off (--no-fused-decode-block)",
     )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "fp8_bench.json")
     args = parser.parse_args()
