@@ -103,7 +103,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         "--no-fused-decode-block",
         action="store_true",
         help="decode steps run the norms, SwiGLU and residual adds as kernels of their own, not inside "
-        "the projections' Triton kernels (the fused block is the default on CUDA)",
+        "the projections' Triton kernels (the fused block is the default on CUDA, unless --decode-gemm cublas)",
     )
     p.add_argument(
         "--no-fused-kv-write",

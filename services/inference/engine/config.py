@@ -48,7 +48,8 @@ class EngineConfig:
     # One of DECODE_GEMMS.
     decode_gemm: str = "auto"
     # GPU only: decode steps of <= 16 rows run each block as four projection kernels with the
-    # norms, SwiGLU and residual adds folded in (kernels/decode_block.py).
+    # norms, SwiGLU and residual adds folded in (kernels/decode_block.py); not with decode_gemm
+    # "cublas", which asks for no Triton projections.
     fused_decode_block: bool = True
     # Launch step N+1 before reading back step N's tokens, so the host's per-step work overlaps
     # the device's (off: one step at a time, for measuring what the overlap buys). Only where a

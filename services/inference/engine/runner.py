@@ -434,7 +434,9 @@ def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner,
     args = model.args
     fuse_projections(model)
     use_decode_gemm(model, config.decode_gemm)
-    use_fused_decode_block(model, on=config.fused_decode_block and model.output.weight.is_cuda)
+    # Its projections are Triton kernels: `--decode-gemm cublas` asks for none.
+    fused_block = config.fused_decode_block and config.decode_gemm != "cublas"
+    use_fused_decode_block(model, on=fused_block and model.output.weight.is_cuda)
     weight: Tensor = model.output.weight
     dtype, device = weight.dtype, weight.device
     if device.type == "cuda":
