@@ -434,11 +434,11 @@ def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner,
     args = model.args
     fuse_projections(model)
     use_decode_gemm(model, config.decode_gemm)
-    # Its projections are Triton kernels: `--decode-gemm cublas` asks for none.
-    fused_block = config.fused_decode_block and config.decode_gemm != "cublas"
-    use_fused_decode_block(model, on=fused_block and model.output.weight.is_cuda)
     weight: Tensor = model.output.weight
     dtype, device = weight.dtype, weight.device
+    # Its projections are Triton kernels: `--decode-gemm cublas` asks for none.
+    fused_block = config.fused_decode_block and config.decode_gemm != "cublas"
+    use_fused_decode_block(model, on=fused_block and device.type == "cuda")
     if device.type == "cuda":
         # The separate weights are free now but still cached by the allocator, and the KV cache
         # is sized from the memory the driver reports free.

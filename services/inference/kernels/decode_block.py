@@ -99,21 +99,6 @@ def project(
     )
 
 
-def reference_project(
-    module: nn.Module,
-    x: Tensor,
-    norm: RMSNorm | None = None,
-    glu: bool = False,
-    residual: Tensor | None = None,
-) -> Tensor:
-    """What `project` computes, as the model's own ops (tests' oracle)."""
-    y = module(x if norm is None else norm(x))
-    if glu:
-        gate, up = y.chunk(2, dim=-1)
-        y = torch.nn.functional.silu(gate) * up
-    return y if residual is None else residual + y
-
-
 class FusedDecodeBlock(TransformerBlock):
     """A TransformerBlock whose CUDA decode steps run as four fused projections and attention."""
 

@@ -126,13 +126,14 @@ if triton is not None:
         if HAS_SCALE:
             y = y * tl.load(S + n, mask=n_ok, other=0.0)
         if NORM:
-            y = y * tl.rsqrt(tl.sum(squares, 0) / K + EPS)
+            rstd = tl.rsqrt(tl.sum(squares, 0) / K + EPS)
+            y = y * rstd
         if GLU:
             y_up = tl.sum(acc_up, 1)
             if HAS_SCALE:
                 y_up = y_up * tl.load(S + N + n, mask=n_ok, other=0.0)
             if NORM:
-                y_up = y_up * tl.rsqrt(tl.sum(squares, 0) / K + EPS)
+                y_up = y_up * rstd
             y = y * tl.sigmoid(y) * y_up
         if RESIDUAL:
             y += tl.load(R + n, mask=n_ok, other=0.0).to(tl.float32)
@@ -204,12 +205,13 @@ if triton is not None:
         if HAS_SCALE:
             acc = acc * tl.load(S + n, mask=n_ok, other=0.0)[None, :]
         if NORM:
-            acc = acc * tl.rsqrt(tl.sum(squares, 1) / K + EPS)[:, None]
+            rstd = tl.rsqrt(tl.sum(squares, 1) / K + EPS)[:, None]
+            acc = acc * rstd
         if GLU:
             if HAS_SCALE:
                 acc_up = acc_up * tl.load(S + N + n, mask=n_ok, other=0.0)[None, :]
             if NORM:
-                acc_up = acc_up * tl.rsqrt(tl.sum(squares, 1) / K + EPS)[:, None]
+                acc_up = acc_up * rstd
             acc = acc * tl.sigmoid(acc) * acc_up
         out_ok = m_ok[:, None] & n_ok[None, :]
         if RESIDUAL:

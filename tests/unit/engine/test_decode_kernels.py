@@ -11,7 +11,6 @@ test_kernels_interpreted.py runs this file again in a child process that sets it
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -25,6 +24,7 @@ from services.inference.engine.scheduler import Scheduler
 from services.inference.kernels import decode_block, decode_gemm, kv_write
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.transformer import Transformer, init_random_weights, rope_tables
+from tests.unit.engine.kernel_env import CUDA, DEVICE, HAS_TRITON, kernels
 from tests.unit.engine.stepping import (
     ARGS,
     DECODE_ROWS,
@@ -32,14 +32,6 @@ from tests.unit.engine.stepping import (
     decode_step_cache,
     random_kv_storage,
     run_to_completion,
-)
-
-HAS_TRITON = kv_write.triton is not None
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-kernels = pytest.mark.skipif(
-    not HAS_TRITON or not (CUDA or INTERPRETING), reason="needs Triton on CUDA, or TRITON_INTERPRET=1"
 )
 
 

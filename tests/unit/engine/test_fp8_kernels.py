@@ -11,7 +11,6 @@ this file again in a child process that sets it).
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -24,12 +23,9 @@ from services.inference.engine.scheduler import Scheduler
 from services.inference.kernels import fp8_linear
 from services.inference.model.fp8 import FP8Linear, dequantize, fp8_layers, quantize, quantize_projections
 from services.inference.model.transformer import Transformer, init_random_weights
+from tests.unit.engine.kernel_env import CUDA, DEVICE, HAS_TRITON, INTERPRETING
 from tests.unit.engine.stepping import ARGS, PROMPTS, run_to_completion
 
-HAS_TRITON = fp8_linear.triton is not None
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
 FP8_GPU = CUDA and torch.cuda.get_device_capability() >= (8, 9)
 kernels = pytest.mark.skipif(
     not HAS_TRITON or not (FP8_GPU or INTERPRETING),

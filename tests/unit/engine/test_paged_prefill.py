@@ -10,8 +10,6 @@ widest chunk exactly as a step runs them.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,14 +17,7 @@ import torch.nn.functional as F
 from services.inference.engine.step_inputs import pack
 from services.inference.engine.step_plan import StepPlan, StepRow
 from services.inference.kernels import paged_prefill
-
-HAS_TRITON = paged_prefill.triton is not None
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-kernels = pytest.mark.skipif(
-    not HAS_TRITON or not (CUDA or INTERPRETING), reason="needs Triton on CUDA, or TRITON_INTERPRET=1"
-)
+from tests.unit.engine.kernel_env import CUDA, DEVICE, HAS_TRITON, INTERPRETING, kernels
 
 BLOCK = 16
 HEAD_DIM = 16
