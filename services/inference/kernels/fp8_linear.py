@@ -10,11 +10,13 @@ rounding to x's dtype. One row is a plain multiply-accumulate; more go through `
 weights converted to x's dtype (exact: every e4m3 value is a bf16 and an fp16 value). Activations
 stay in bf16: a few KB against megabytes of weights, so quantizing them would save nothing here.
 
-Decode steps of more rows (17..64 streams): `torch._scaled_mm` with row-wise scales (each token's
-activations quantized to e4m3 with its own scale, the weights' per-channel scales in the epilogue;
-Hopper, bf16). These steps replay from CUDA graphs, which hide its host cost: on an H200 its matmuls
-took 3.1 ms of a 64-row 7B step against bf16's 3.8 ms, where the Triton kernel at 64 rows (bf16 dot)
-was slower than bf16 cuBLAS.
+Decode steps of more rows (17..64 streams): FP8 tensor cores, each token's activations quantized
+to e4m3 with its own scale and the weights' per-channel scales applied to the accumulator (Hopper,
+bf16). `tensor_cores` picks the kernel: "triton" (w8a8_gemm.py: one program per block of output
+channels, no split-K) or "cublas" (`torch._scaled_mm` with row-wise scales; it also takes steps of
+more than 64 rows). These steps replay from CUDA graphs, which hide the host's cost: on an H200
+`_scaled_mm`'s matmuls took 3.1 ms of a 64-row 7B step against bf16's 3.8 ms, where the skinny
+kernel at 64 rows (bf16 dot on converted weights) was slower than bf16 cuBLAS.
 
 Prefill (more rows, run eagerly): the weight is dequantized to the activations' dtype by one Triton
 pass (read 1 byte, write 2 per weight) and multiplied by cuBLAS. Chosen over `_scaled_mm`, which
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from services.inference.kernels import skinny_gemm
+from services.inference.kernels import skinny_gemm, w8a8_gemm
 from services.inference.model.fp8 import FP8_DTYPE, FP8_MAX, FP8Linear
 
 try:
@@ -52,6 +54,8 @@ MAX_ROWS = 16
 # Where steps of more rows use FP8 tensor cores (per-token activation scales): "decode" steps only
 # (one token a row, replayed from CUDA graphs), "always", or "never" (dequantized weights instead).
 SCALED_MM = ("decode", "always", "never")
+# Which FP8 tensor-core kernel those steps take (up to w8a8_gemm.MAX_ROWS rows; cuBLAS beyond).
+TENSOR_CORES = ("triton", "cublas")
 _DTYPES = (torch.bfloat16, torch.float16)
 
 
@@ -183,12 +187,18 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
 
 
-def scaled_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
-    """x [..., K] @ (weight * scale[:, None]).T with per-token FP8 activations, on FP8 tensor cores."""
+def scaled_matmul(x: Tensor, weight: Tensor, scale: Tensor, tensor_cores: str = "cublas") -> Tensor:
+    """x [..., K] @ (weight * scale[:, None]).T with per-token FP8 activations, on FP8 tensor cores:
+    through `tensor_cores`' kernel (one of TENSOR_CORES; the Triton one up to its MAX_ROWS rows)."""
     rows = x.reshape(-1, x.shape[-1])
     values, row_scale = quantize_rows(rows)
-    # weight.t() is [K, N] column-major: the layout _scaled_mm wants for its second operand.
-    out = torch._scaled_mm(values, weight.t(), scale_a=row_scale, scale_b=scale[None, :], out_dtype=x.dtype)
+    if tensor_cores == "triton" and rows.shape[0] <= w8a8_gemm.MAX_ROWS and w8a8_gemm.triton is not None:
+        out = w8a8_gemm.matmul(values, row_scale, weight, scale, x.dtype)
+    else:
+        # weight.t() is [K, N] column-major: the layout _scaled_mm wants for its second operand.
+        out = torch._scaled_mm(
+            values, weight.t(), scale_a=row_scale, scale_b=scale[None, :], out_dtype=x.dtype
+        )
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
@@ -199,6 +209,7 @@ class FP8KernelLinear(FP8Linear):
     # Set per module by use_fp8_kernels, not per call: a device query does not trace.
     max_rows: int = MAX_ROWS
     scaled_mm: str = "never"
+    tensor_cores: str = TENSOR_CORES[0]
 
     def forward(self, x: Tensor) -> Tensor:
         if kernel_applies(x, self.weight, self.max_rows):
@@ -207,30 +218,39 @@ class FP8KernelLinear(FP8Linear):
         if x.dtype == torch.bfloat16 and (
             self.scaled_mm == "always" or (self.scaled_mm == "decode" and decode)
         ):
-            return scaled_matmul(x, self.weight, self.scale)
+            return scaled_matmul(x, self.weight, self.scale, self.tensor_cores)
         if triton is not None and x.is_cuda:
             return F.linear(x, torch.ops.llamagate.fp8_dequantize(self.weight, self.scale, x.dtype))
         return super().forward(x)
 
     def extra_repr(self) -> str:
         return (
-            super().extra_repr() + f", kernel up to {self.max_rows} rows, FP8 tensor cores: {self.scaled_mm}"
+            super().extra_repr()
+            + f", kernel up to {self.max_rows} rows, FP8 tensor cores: {self.scaled_mm} ({self.tensor_cores})"
         )
 
 
 def use_fp8_kernels(
-    model: nn.Module, on: bool = True, max_rows: int = MAX_ROWS, scaled_mm: str = SCALED_MM[0]
+    model: nn.Module,
+    on: bool = True,
+    max_rows: int = MAX_ROWS,
+    scaled_mm: str = SCALED_MM[0],
+    tensor_cores: str = TENSOR_CORES[0],
 ) -> int:
     """Give every FP8 projection the CUDA paths (or, with on=False, the reference back), in place:
     the class changes, the module (its weights, scales and tensor-parallel hooks) stays.
     max_rows: the most rows the Triton kernel takes; scaled_mm: one of SCALED_MM, for the steps of
-    more rows (where the GPU supports it; else they dequantize). Returns how many projections are FP8."""
+    more rows (where the GPU supports it; else they dequantize); tensor_cores: one of TENSOR_CORES,
+    the kernel those steps take. Returns how many projections are FP8."""
     if scaled_mm not in SCALED_MM:
         raise ValueError(f"scaled_mm must be one of {', '.join(SCALED_MM)}, not {scaled_mm!r}")
+    if tensor_cores not in TENSOR_CORES:
+        raise ValueError(f"tensor_cores must be one of {', '.join(TENSOR_CORES)}, not {tensor_cores!r}")
     layers = [module for module in model.modules() if isinstance(module, FP8Linear)]
     for module in layers:
         module.__class__ = FP8KernelLinear if on else FP8Linear
         if isinstance(module, FP8KernelLinear):
             module.max_rows = max_rows
             module.scaled_mm = scaled_mm if scaled_mm_supported(module.weight) else "never"
+            module.tensor_cores = tensor_cores
     return len(layers)

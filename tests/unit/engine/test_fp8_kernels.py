@@ -20,7 +20,7 @@ from services.inference.engine.config import EngineConfig
 from services.inference.engine.request import GenerationRequest
 from services.inference.engine.runner import build_runner
 from services.inference.engine.scheduler import Scheduler
-from services.inference.kernels import fp8_linear
+from services.inference.kernels import fp8_linear, w8a8_gemm
 from services.inference.model.fp8 import FP8Linear, dequantize, fp8_layers, quantize, quantize_projections
 from services.inference.model.transformer import Transformer, init_random_weights
 from tests.unit.engine.kernel_env import CUDA, DEVICE, HAS_TRITON, INTERPRETING
@@ -54,8 +54,8 @@ def assert_close_to_reference(
     out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor
 ) -> None:
     expected = reference(x, weight, scale)
-    # fp32 accumulation, one rounding to x's dtype at the end (relative to the output's scale).
-    step = 2**-8 if x.dtype == torch.bfloat16 else 2**-11
+    # fp32 accumulation, one rounding to the output's dtype at the end (relative to its scale).
+    step = 2**-8 if out.dtype == torch.bfloat16 else 2**-11
     atol = 2 * step * float(expected.abs().max())
     torch.testing.assert_close(out.double(), expected, atol=atol, rtol=2 * step)
 
@@ -115,6 +115,51 @@ def test_the_dequantize_kernel_rounds_once_as_the_reference_does(dtype: torch.dt
 
 
 @kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m", [17, 40, 64])
+@pytest.mark.parametrize(("n", "k"), [(64, 256), (37, 200)])
+@pytest.mark.parametrize("config", [{"BLOCK_N": 16, "BLOCK_K": 64}, {"BLOCK_N": 32, "BLOCK_K": 128}, None])
+def test_w8a8_kernel_equals_the_product_of_the_scaled_operands(
+    dtype: torch.dtype, m: int, n: int, k: int, config: dict[str, int] | None
+) -> None:
+    """Both operands e4m3 with their own scales (per token, per channel); ragged N and K exercise the
+    masked loads, rows past M the padded tile. None: autotuned on CUDA, the fixed CPU config else."""
+    weight, scale = fp8_weight(n, k, seed=m + n + k)
+    values, row_scale = fp8_linear.quantize_rows(torch.randn(m, k, device=DEVICE))
+    out = torch.full((m, n), float("nan"), dtype=dtype, device=DEVICE)
+    w8a8_gemm.launch(values, row_scale.reshape(-1), weight, scale, out, config)
+    assert_close_to_reference(out, values.double() * row_scale.double(), weight, scale)
+
+
+@kernels
+def test_w8a8_kernel_refuses_more_rows_than_one_tile() -> None:
+    weight, scale = fp8_weight(32, 64, seed=1)
+    values, row_scale = fp8_linear.quantize_rows(torch.randn(w8a8_gemm.MAX_ROWS + 1, 64, device=DEVICE))
+    out = torch.empty(w8a8_gemm.MAX_ROWS + 1, 32, dtype=torch.bfloat16, device=DEVICE)
+    with pytest.raises(ValueError, match="at most 64 rows"):
+        w8a8_gemm.launch(values, row_scale.reshape(-1), weight, scale, out)
+
+
+@kernels
+@pytest.mark.parametrize("rows", [20, 64])
+def test_scaled_matmul_through_triton_quantizes_each_token(rows: int) -> None:
+    """The decode path of 17..64 rows with tensor_cores="triton": the activations' own e4m3 rounding
+    bounds the error at a few percent of the output's scale (as the cuBLAS path's test below)."""
+    weight, scale = fp8_weight(48, 256, seed=rows)
+    x = torch.randn(rows, 1, 256, dtype=torch.bfloat16, device=DEVICE)
+    out = fp8_linear.scaled_matmul(x, weight, scale, "triton")
+    assert out.shape == (rows, 1, 48) and out.dtype == torch.bfloat16
+    expected = reference(x[:, 0], weight, scale)
+    error = float((out[:, 0].double() - expected).abs().max() / expected.abs().max())
+    assert error < 0.08, error
+
+
+def test_use_fp8_kernels_names_the_tensor_core_choices() -> None:
+    with pytest.raises(ValueError, match="tensor_cores must be one of triton, cublas"):
+        fp8_linear.use_fp8_kernels(torch.nn.Linear(2, 2), tensor_cores="cutlass")
+
+
+@kernels
 def test_fp8_op_compiles_with_fullgraph() -> None:
     weight, scale = fp8_weight(48, 64, seed=3)
     x = torch.randn(4, 1, 64, dtype=torch.bfloat16, device=DEVICE)
@@ -150,16 +195,19 @@ def test_the_kernel_module_falls_back_to_the_reference_off_cuda() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not FP8_GPU, reason="needs a GPU with FP8 (compute capability 8.9+)")
+@pytest.mark.parametrize("tensor_cores", fp8_linear.TENSOR_CORES)
 @pytest.mark.parametrize("scaled_mm", ["decode", "always"])
-@pytest.mark.parametrize("shape", [(1, 1), (16, 1), (64, 1), (1, 300)])
-def test_fp8_paths_on_7b_shapes_follow_the_reference(shape: tuple[int, int], scaled_mm: str) -> None:
+@pytest.mark.parametrize("shape", [(1, 1), (16, 1), (40, 1), (64, 1), (1, 300)])
+def test_fp8_paths_on_7b_shapes_follow_the_reference(
+    shape: tuple[int, int], scaled_mm: str, tensor_cores: str
+) -> None:
     """The path each step shape takes on CUDA (the kernel up to 16 rows; beyond, FP8 tensor cores
     with per-token activation scales for decode steps, dequantized weights for prefill, unless
     `always`) against the exact product: the activations' own e4m3 rounding (tensor cores only)
     bounds the error at a few percent of the output's scale, bf16 rounding the rest."""
     weight, scale = fp8_weight(4096, 11008, seed=sum(shape))
     module = fp8_linear.FP8KernelLinear(weight, scale)
-    fp8_linear.use_fp8_kernels(module, scaled_mm=scaled_mm)
+    fp8_linear.use_fp8_kernels(module, scaled_mm=scaled_mm, tensor_cores=tensor_cores)
     x = torch.randn(*shape, 11008, dtype=torch.bfloat16, device="cuda")
     with torch.inference_mode():
         out = module(x)
