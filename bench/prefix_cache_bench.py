@@ -237,10 +237,7 @@ def run_mode(
     runner, allocator = build_runner(model, config)
     runner.capture()
     # Triton compiles a kernel variant on its first call: not inside a measured request.
-    shape, dtype = model.args, model.output.weight.dtype
-    paged_prefill.warm_up(
-        shape.n_heads, shape.kv_heads, shape.head_dim, config.kv_block_size, dtype, runner.device
-    )
+    paged_prefill.warm_up(model.args.n_heads, model.output.weight.dtype, runner.storage.k[0])
     clock = StepClock(runner)
     engine = Engine(config, clock, IdTokenizer(model.args.vocab_size), allocator)  # type: ignore[arg-type]
     engine.start()

@@ -10,7 +10,7 @@ import torch
 
 from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
 from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, telemetry_config_from_args
-from services.inference.engine.config import EngineConfig
+from services.inference.engine.config import KV_CACHE_DTYPES, EngineConfig
 from services.inference.kernels import DECODE_GEMMS
 from services.inference.model.fp8 import check_fp8_device
 
@@ -36,13 +36,14 @@ class InferenceConfig:
     telemetry: TelemetryConfig
 
 
-def check_fp8_gpus(device: str) -> None:
-    """Refuse FP8 weights on CUDA when a visible GPU lacks FP8 support (ranks use any of them). With no
-    GPU visible, --device cuda fails at startup anyway, with its own message."""
+def check_fp8_gpus(device: str, flag: str = "--weights-dtype") -> None:
+    """Refuse FP8 (weights, or the KV cache: `flag`) on CUDA when a visible GPU lacks FP8 support
+    (ranks use any of them). With no GPU visible, --device cuda fails at startup anyway, with its
+    own message."""
     if device != "cuda":
         return
     for index in range(torch.cuda.device_count()):
-        check_fp8_device(torch.device("cuda", index))
+        check_fp8_device(torch.device("cuda", index), flag)
 
 
 def parse_token_counts(text: str) -> tuple[int, ...]:
@@ -84,6 +85,14 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         help="auto: every weight in --dtype; fp8: the layers' projections in FP8 (e4m3, one scale per "
         "output channel, quantized at load; GPUs of compute capability 8.9+, or CPU as a slow reference), "
         "embeddings, norms and the output head in --dtype",
+    )
+    p.add_argument(
+        "--kv-cache-dtype",
+        default="auto",
+        choices=KV_CACHE_DTYPES,
+        help="auto: keys and values cached in --dtype; fp8: in float8 e4m3 without scales (3 mantissa "
+        "bits, values beyond +-448 saturate): twice the cached tokens of bf16 in the same memory and "
+        "half the bytes decode attention reads (GPUs of compute capability 8.9+, or CPU)",
     )
     p.add_argument(
         "--no-compile", action="store_true", help="CUDA graphs of the eager decode step; eager prefill"
@@ -133,6 +142,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         max_seq_len=a.max_seq_len,
         max_batch_size=a.max_batch_size,
         kv_block_size=a.kv_block_size,
+        kv_cache_dtype=a.kv_cache_dtype,
         num_kv_blocks=a.num_kv_blocks,
         gpu_memory_utilization=a.gpu_memory_utilization,
         max_queue=a.max_queue,
@@ -152,6 +162,8 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         engine.validate()
         if a.weights_dtype == "fp8":
             check_fp8_gpus(device)
+        if a.kv_cache_dtype == "fp8":
+            check_fp8_gpus(device, "--kv-cache-dtype")
     except ValueError as error:
         p.error(str(error))
     return InferenceConfig(

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from services.inference.kernels import DECODE_GEMMS
 
+# "auto": keys and values in the model's dtype; "fp8": float8 e4m3, unscaled (kv_cache.py).
+KV_CACHE_DTYPES = ("auto", "fp8")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -16,6 +19,9 @@ class EngineConfig:
     max_batch_size: int = 64
     # Tokens per KV block; every sequence owns whole blocks.
     kv_block_size: int = 16
+    # One of KV_CACHE_DTYPES: fp8 halves a bf16 cache's bytes, so twice the blocks fit and decode
+    # attention reads half as much per token.
+    kv_cache_dtype: str = "auto"
     # Explicit KV block count; None sizes the cache from free GPU memory (or kv_cache_bytes on CPU).
     num_kv_blocks: int | None = None
     # Share of total GPU memory the process may use (weights + activations + KV cache).
@@ -65,6 +71,10 @@ class EngineConfig:
             (self.max_seq_len > 1, "--max-seq-len must be > 1"),
             (self.max_batch_size >= 1, "--max-batch-size must be >= 1"),
             (self.kv_block_size >= 1, "--kv-block-size must be >= 1"),
+            (
+                self.kv_cache_dtype in KV_CACHE_DTYPES,
+                f"--kv-cache-dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {self.kv_cache_dtype!r}",
+            ),
             (self.num_kv_blocks is None or self.num_kv_blocks >= 2, "--num-kv-blocks must be >= 2"),
             (0.0 < self.gpu_memory_utilization <= 1.0, "--gpu-memory-utilization must be in (0, 1]"),
             (self.max_queue >= 1, "--max-queue must be >= 1"),

@@ -1,5 +1,10 @@
 """The paged KV cache: fixed-size blocks in one tensor per layer (their free list is blocks.py),
-and the `AttentionCache` the model calls during one engine step."""
+and the `AttentionCache` the model calls during one engine step.
+
+The cache holds keys and values in the model's dtype, or with `kv_cache_dtype` "fp8" in float8 e4m3
+without scales: each value rounded to 3 mantissa bits, beyond +-448 saturated (model/fp8.py's
+saturate_to_fp8). Writes convert, attention converts what it reads back to the queries' dtype.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,13 @@ from torch import Tensor
 # blocks_for stays importable from here (bench/inference_bench.py imports it).
 from services.inference.engine.blocks import blocks_for as blocks_for
 from services.inference.kernels import kv_write, paged_attention, paged_prefill
+from services.inference.model.fp8 import FP8_DTYPE
 from services.inference.model.transformer import apply_rotary
+
+
+def cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
+    """What the cache stores keys and values in, for EngineConfig.kv_cache_dtype."""
+    return FP8_DTYPE if kv_cache_dtype == "fp8" else model_dtype
 
 
 def bytes_per_block(n_layers: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype) -> int:
@@ -22,7 +33,8 @@ def bytes_per_block(n_layers: int, kv_heads: int, head_dim: int, block_size: int
 
 
 class KVStorage:
-    """keys/values of every layer: [n_layers, num_blocks, block_size, kv_heads, head_dim] each."""
+    """keys/values of every layer: [n_layers, num_blocks, block_size, kv_heads, head_dim] each, in
+    the cache's dtype (`cache_dtype`)."""
 
     def __init__(
         self,
@@ -83,6 +95,8 @@ class StepCache:
             )
             return out.unsqueeze(1)
         if self.fresh:
+            # The exact new keys/values, not the cache's copy: with an fp8 cache a prompt's first
+            # chunk attends at full precision, later chunks and decode steps over rounded values.
             return F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
             ).transpose(1, 2)

@@ -37,13 +37,20 @@ from torch import Tensor
 
 from services.inference.engine.blocks import PAD_SLOT, BlockAllocator, blocks_for
 from services.inference.engine.config import EngineConfig
-from services.inference.engine.kv_cache import KVStorage, StepCache, bytes_per_block, plan_num_blocks
+from services.inference.engine.kv_cache import (
+    KVStorage,
+    StepCache,
+    bytes_per_block,
+    cache_dtype,
+    plan_num_blocks,
+)
 from services.inference.engine.ranks import min_over_ranks
 from services.inference.engine.step_inputs import Layout, pack
 from services.inference.engine.step_plan import StepPlan, StepRow
 from services.inference.kernels import kv_write, paged_prefill
 from services.inference.kernels.decode_block import use_fused_decode_block
 from services.inference.kernels.decode_gemm import use_decode_gemm
+from services.inference.model.fp8 import check_fp8_device
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.sampling import greedy_sample, sample
 from services.inference.model.transformer import Transformer, TransformerBlock
@@ -247,14 +254,8 @@ class ModelRunner:
         if self.device.type != "cuda":
             return
         args, kv_heads = self.model.args, self.storage.k.shape[3]  # kv heads held by this rank
-        paged_prefill.warm_up(
-            kv_heads * (args.n_heads // args.kv_heads),
-            kv_heads,
-            args.head_dim,
-            self.storage.block_size,
-            self.storage.k.dtype,
-            self.device,
-        )
+        queries = self.model.tok_embeddings.weight.dtype  # the cache's too, unless it is fp8
+        paged_prefill.warm_up(kv_heads * (args.n_heads // args.kv_heads), queries, self.storage.k[0])
         if self.config.compile_prefill:
             try:
                 self.compile_prefill()
@@ -430,7 +431,8 @@ class ModelRunner:
 
 def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner, BlockAllocator]:
     """Fuse the model's projections (once), then KV storage sized for this rank's heads (after
-    sharding) and a runner over it."""
+    sharding) and a runner over it. The storage is in the model's dtype, or in e4m3 for
+    `kv_cache_dtype` "fp8": a bf16 cache's memory then holds twice the blocks."""
     args = model.args
     fuse_projections(model)
     use_decode_gemm(model, config.decode_gemm)
@@ -446,7 +448,10 @@ def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner,
     first_layer = model.layers[0]
     assert isinstance(first_layer, TransformerBlock)
     kv_heads = first_layer.attention.kv_heads
-    block_bytes = bytes_per_block(args.n_layers, kv_heads, args.head_dim, config.kv_block_size, dtype)
+    kv_dtype = cache_dtype(config.kv_cache_dtype, dtype)
+    if config.kv_cache_dtype == "fp8":
+        check_fp8_device(device, "--kv-cache-dtype")
+    block_bytes = bytes_per_block(args.n_layers, kv_heads, args.head_dim, config.kv_block_size, kv_dtype)
     # Activations of the largest prefill chunk (fp32 logits dominate) plus graph pools.
     reserve = 4 * config.prefill_chunk * (args.vocab_size * 4 + args.hidden_dim * 8) + 2**30
     planned = plan_num_blocks(
@@ -468,13 +473,14 @@ def build_runner(model: Transformer, config: EngineConfig) -> tuple[ModelRunner,
         block_size=config.kv_block_size,
         kv_heads=kv_heads,
         head_dim=args.head_dim,
-        dtype=dtype,
+        dtype=kv_dtype,
         device=device,
     )
     log.info(
-        "KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens)",
+        "KV cache: %d blocks of %d tokens in %s (%.2f GiB, %d tokens)",
         num_blocks,
         config.kv_block_size,
+        kv_dtype,
         num_blocks * block_bytes / 2**30,
         (num_blocks - 1) * config.kv_block_size,
     )

@@ -7,7 +7,9 @@ k and copies its head of v straight into the row's cache slot. Registered as an 
 (like paged_attention's ops) so torch.compile(fullgraph=True) and CUDA graph capture keep it whole.
 
 `rotary_write_kv_reference` (apply_rotary + write_kv's index_copy_) is what the kernel is tested
-against and what CPU runs use.
+against and what CPU runs use. Into an fp8 cache the kernel stores what the reference stores: k
+rounded to its own dtype after rotary (as apply_rotary returns it), then saturated to +-448 and
+rounded to e4m3.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor
 
 from services.inference.kernels import paged_attention
+from services.inference.model.fp8 import FP8_DTYPE, FP8_MAX
 from services.inference.model.transformer import apply_rotary
 
 try:
@@ -50,14 +53,38 @@ def rotary_write_kv_reference(
 
 
 if triton is not None:
+    _E4M3_MAX = tl.constexpr(FP8_MAX)
 
     @triton.jit
-    def _rotate_head(src, dst, i, cos, sin):  # type: ignore[no-untyped-def]
+    def _round_to_e4m3(x):  # type: ignore[no-untyped-def]
+        # fp32 x saturated to +-448 and rounded to the nearest e4m3 value (ties to even) in fp32
+        # arithmetic, so the cast that follows is exact whoever converts: Triton's interpreter
+        # truncates e4m3 subnormals, drops carries into the exponent and turns values past 448
+        # into NaN, where the hardware's conversion would saturate.
+        x = tl.minimum(tl.maximum(x, -_E4M3_MAX), _E4M3_MAX)
+        exponent = (x.to(tl.int32, bitcast=True) >> 23) & 0xFF
+        # e4m3 keeps 3 mantissa bits down to 2^-6, below that steps of 2^-9 (biased exponents).
+        step = tl.maximum(exponent, 127 - 6) - 3
+        # Adding 1.5 * 2^(step + 23) leaves no fp32 bits below the step, so fp32's own
+        # round-to-nearest-even rounds x to a multiple of it.
+        magic = (((step + 23) << 23) | (1 << 22)).to(tl.float32, bitcast=True)
+        return (x + magic) - magic
+
+    @triton.jit
+    def _store(dst, x, src_dtype: tl.constexpr, FP8: tl.constexpr):  # type: ignore[no-untyped-def]
+        # x as the reference stores it: in dst's dtype; for an fp8 cache rounded to the source's
+        # dtype first (apply_rotary returns k in it), then saturated and rounded to e4m3.
+        if FP8:
+            x = _round_to_e4m3(x.to(src_dtype).to(tl.float32))
+        tl.store(dst, x.to(dst.dtype.element_ty))
+
+    @triton.jit
+    def _rotate_head(src, dst, i, cos, sin, FP8: tl.constexpr):  # type: ignore[no-untyped-def]
         # Interleaved pairs (x[2i], x[2i+1]) as Meta's complex formulation; rotated in fp32.
         x0 = tl.load(src + 2 * i).to(tl.float32)
         x1 = tl.load(src + 2 * i + 1).to(tl.float32)
-        tl.store(dst + 2 * i, (x0 * cos - x1 * sin).to(dst.dtype.element_ty))
-        tl.store(dst + 2 * i + 1, (x0 * sin + x1 * cos).to(dst.dtype.element_ty))
+        _store(dst + 2 * i, x0 * cos - x1 * sin, src.dtype.element_ty, FP8)
+        _store(dst + 2 * i + 1, x0 * sin + x1 * cos, src.dtype.element_ty, FP8)
 
     @triton.jit
     def _rotary_write_kernel(  # type: ignore[no-untyped-def]
@@ -85,6 +112,7 @@ if triton is not None:
         stride_oh,
         NUM_HEADS: tl.constexpr,
         HALF: tl.constexpr,
+        FP8: tl.constexpr,
     ):
         row = tl.program_id(0)
         head = tl.program_id(1)
@@ -98,15 +126,16 @@ if triton is not None:
                 i,
                 cos,
                 sin,
+                False,
             )
         else:
             kv_head = head - NUM_HEADS
             slot = tl.load(SLOTS + row * stride_slots).to(tl.int64)
             cache_offset = slot * stride_slot + kv_head * stride_cache_h
-            _rotate_head(K + row * stride_kb + kv_head * stride_kh, K_CACHE + cache_offset, i, cos, sin)
+            _rotate_head(K + row * stride_kb + kv_head * stride_kh, K_CACHE + cache_offset, i, cos, sin, FP8)
             d = tl.arange(0, 2 * HALF)
             values = tl.load(V + row * stride_vb + kv_head * stride_vh + d)
-            tl.store(V_CACHE + cache_offset + d, values.to(V_CACHE.dtype.element_ty))
+            _store(V_CACHE + cache_offset + d, values, V.dtype.element_ty, FP8)
 
     @torch.library.custom_op("llamagate::rotary_write_kv", mutates_args=("k_all", "v_all"))
     def _rotary_write_kv(
@@ -153,6 +182,7 @@ if triton is not None:
             out.stride(1),
             NUM_HEADS=heads,
             HALF=head_dim // 2,
+            FP8=k_all.dtype == FP8_DTYPE,
             num_warps=1,
         )
         return out

@@ -4,7 +4,8 @@ the row's block table.
 On CUDA a Triton kernel reads the blocks in place (no gather copy, no host sync, so the decode
 step can be captured in a CUDA graph and compiled: it is registered as an opaque custom op). On
 CPU, and as the reference the kernel is tested against, the blocks are gathered and SDPA runs
-with a length mask.
+with a length mask. Both take a cache in the queries' dtype or in float8 e4m3 (converted to the
+queries' dtype as it is read); `write_kv` converts new keys/values to the cache's dtype.
 
 One program per (row, kv head) leaves most of the GPU idle at small batch (batch 1 of a 7B model
 is 32 programs on 132 SMs), so there each row's context is also split into chunks run by separate
@@ -19,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from services.inference.model.fp8 import FP8_DTYPE, saturate_to_fp8
 
 try:
     import triton
@@ -46,8 +49,8 @@ def decode_reference(
     longest = int(context_lens.max())
     n_blocks = (longest + block_size - 1) // block_size
     table = block_tables[:, :n_blocks].long()
-    keys = k_cache[table].flatten(1, 2)[:, :longest]  # [b, L, kvh, d]
-    values = v_cache[table].flatten(1, 2)[:, :longest]
+    keys = k_cache[table].flatten(1, 2)[:, :longest].to(q.dtype)  # [b, L, kvh, d]
+    values = v_cache[table].flatten(1, 2)[:, :longest].to(q.dtype)
     mask = torch.arange(longest, device=q.device)[None, :] < context_lens[:, None]
     out = F.scaled_dot_product_attention(
         q.unsqueeze(2),  # [b, h, 1, d]
@@ -119,8 +122,9 @@ if triton is not None:
             valid = n < hi
             block = tl.load(BT + row * stride_btb + n // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
             offsets = block * stride_kb + (n % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
-            k = tl.load(K + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
-            v = tl.load(V + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
+            # An fp8 cache is widened to q's dtype in registers: the dots run as for a bf16 cache.
+            k = tl.load(K + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0).to(q.dtype)
+            v = tl.load(V + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0).to(q.dtype)
             # fp32 caches (CPU-parity checks) must not silently drop to tf32.
             if IEEE:
                 s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
@@ -132,9 +136,9 @@ if triton is not None:
             p = tl.exp(s - m_new[:, None])
             l_sum = l_sum * alpha + tl.sum(p, 1)
             if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+                acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision="ieee")
             else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+                acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v)
             m = m_new
         if SPLITS == 1:
             out = acc / l_sum[:, None]
@@ -253,11 +257,20 @@ if triton is not None:
         return torch.empty_like(q)
 
 
+def to_cache_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """New keys or values as a cache of `dtype` stores them (an e4m3 cache saturates at +-448)."""
+    return saturate_to_fp8(x) if dtype == FP8_DTYPE else x.to(dtype)
+
+
 @torch.library.custom_op("llamagate::write_kv", mutates_args=("k_all", "v_all"))
 def _write_kv(k_all: Tensor, v_all: Tensor, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> None:
     kv_heads, head_dim = k.shape[-2:]
-    k_all[layer].view(-1, kv_heads, head_dim).index_copy_(0, slots, k.reshape(-1, kv_heads, head_dim))
-    v_all[layer].view(-1, kv_heads, head_dim).index_copy_(0, slots, v.reshape(-1, kv_heads, head_dim))
+    for cache, new in ((k_all, k), (v_all, v)):
+        rows = cache[layer].view(-1, kv_heads, head_dim)
+        stored = to_cache_dtype(new.reshape(-1, kv_heads, head_dim), cache.dtype)
+        if cache.dtype == FP8_DTYPE:  # index_copy_ has no float8 kernel; the same bytes as uint8 do
+            rows, stored = rows.view(torch.uint8), stored.view(torch.uint8)
+        rows.index_copy_(0, slots, stored)
 
 
 @_write_kv.register_fake
@@ -266,7 +279,7 @@ def _(k_all: Tensor, v_all: Tensor, layer: int, slots: Tensor, k: Tensor, v: Ten
 
 
 def write_kv(k_all: Tensor, v_all: Tensor, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> None:
-    """Store new keys/values at flat cache slots of one layer, in place.
+    """Store new keys/values at flat cache slots of one layer, in place, in the cache's dtype.
 
     An opaque op taking the whole cache (not a view of it) so torch.compile updates the cache in
     place; traced as a plain index_put on a view it clones the whole cache every step.

@@ -15,7 +15,8 @@ message after its history) makes too few programs to fill the GPU, so, like deco
 merged. Nothing depends on the lengths' values on the host: no sync, no gather copy.
 
 On CPU, and as the reference the kernel is tested against, the blocks are gathered and SDPA runs
-with a causal mask.
+with a causal mask. Like decode, both read a cache in the queries' dtype or in float8 e4m3,
+converted to the queries' dtype as it is read.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def prefill_reference(
     longest = int(context_lens.max())
     n_blocks = (longest + block_size - 1) // block_size
     table = block_tables[:, :n_blocks].long()
-    keys = k_cache[table].flatten(1, 2)[:, :longest]  # [b, L, kvh, d]
-    values = v_cache[table].flatten(1, 2)[:, :longest]
+    keys = k_cache[table].flatten(1, 2)[:, :longest].to(q.dtype)  # [b, L, kvh, d]
+    values = v_cache[table].flatten(1, 2)[:, :longest].to(q.dtype)
     key_pos = torch.arange(longest, device=q.device)
     mask = (key_pos[None, None, :] <= positions[:, :, None]) & (
         key_pos[None, None, :] < context_lens[:, None, None]
@@ -135,6 +136,9 @@ if triton is not None:
         else:
             k = tl.load(K + offsets[:, None] + d[None, :])
             v = tl.load(V + offsets[:, None] + d[None, :])
+        # An fp8 cache is widened to q's dtype in registers: the dots run as for a bf16 cache.
+        k = k.to(q.dtype)
+        v = v.to(q.dtype)
         # fp32 caches (CPU-parity checks) must not silently drop to tf32.
         if IEEE:
             s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
@@ -150,9 +154,9 @@ if triton is not None:
         p = tl.exp2(s - m_safe[:, None])
         l_sum = l_sum * alpha + tl.sum(p, 1)
         if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision="ieee")
         else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v)
         return acc, l_sum, m_new
 
     # Chunk widths, table widths, the packed positions' row stride and the split count vary from step
@@ -332,23 +336,21 @@ if triton is not None:
         return out
 
 
-def warm_up(
-    heads: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, device: torch.device
-) -> None:
+def warm_up(heads: int, dtype: torch.dtype, cache: Tensor) -> None:
     """Compile, on CUDA, every kernel variant a step of this head layout can pick (each query-tile
     height, one pass and split keys, the merge of each split count), so no request waits for
-    Triton's compiler."""
-    if device.type != "cuda" or triton is None:
+    Triton's compiler. `dtype` is the queries'; `cache` is one layer's keys [num_blocks, block_size,
+    kv_heads, head_dim], whose shape and dtype pick the variants (only its block 0 is read)."""
+    if cache.device.type != "cuda" or triton is None:
         return
-    launch_every_variant(heads, kv_heads, head_dim, block_size, dtype, device)
+    launch_every_variant(heads, dtype, cache)
 
 
-def launch_every_variant(
-    heads: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, device: torch.device
-) -> None:
+def launch_every_variant(heads: int, dtype: torch.dtype, cache: Tensor) -> None:
     """One launch of each variant `warm_up` compiles (tests run it under Triton's interpreter)."""
+    _, block_size, kv_heads, head_dim = cache.shape
+    device = cache.device
     group = heads // kv_heads
-    cache = torch.zeros(1, block_size, kv_heads, head_dim, dtype=dtype, device=device)
     heights = sorted({tile_queries(1 << i, group)[0] for i in range(12)})
     for t in heights:
         q = torch.zeros(1, t, heads, head_dim, dtype=dtype, device=device)

@@ -14,7 +14,8 @@ wqkv/w13), over 97% of the bytes a 7B decode step reads. What stays in the activ
 - the embedding: a lookup of one row per token, so it costs no bandwidth per step;
 - the norms: vectors of `dim` values;
 - the output head: 2-3% of the bytes, but its error lands on the logits unscaled by anything after
-  it, where sampling and greedy ties read it; it also sets the KV cache's dtype (engine/runner.py).
+  it, where sampling and greedy ties read it; it also sets the KV cache's dtype (engine/runner.py)
+  unless the cache is asked for in FP8 (`--kv-cache-dtype fp8`, engine/kv_cache.py).
 
 Scales are per output row, so quantizing commutes with every split tensor parallelism makes along
 the output dim (column-parallel: a rank's rows carry their own scales) and with fusion (stacking
@@ -42,17 +43,20 @@ FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8_DTYPE).max)
 # Hopper (9.0) and Ada (8.9) have FP8 tensor cores and convert e4m3 in hardware.
 MIN_CAPABILITY = (8, 9)
+# The options that ask for FP8, and what their `auto` gives instead.
+FP8_FLAGS = {"--weights-dtype": "bf16 weights", "--kv-cache-dtype": "keys and values cached in --dtype"}
 # The projections quantized, by attribute name (separate and fused).
 PROJECTIONS = ("wq", "wk", "wv", "wqkv", "wo", "w1", "w2", "w3", "w13")
 
 
 class FP8Unsupported(ValueError):
-    """FP8 weights were asked for on a device that cannot run them."""
+    """FP8 weights or an FP8 KV cache were asked for on a device that cannot run them."""
 
 
-def check_fp8_device(device: torch.device) -> None:
-    """Refuse a CUDA device without FP8 support, naming it and what is needed. CPU is accepted: there
-    the reference forward runs (half the weight memory, slower than plain weights: each forward
+def check_fp8_device(device: torch.device, flag: str = "--weights-dtype") -> None:
+    """Refuse a CUDA device without FP8 support, naming it, what is needed and what `flag` (one of
+    FP8_FLAGS, the option that asked for FP8) can say instead. CPU is accepted: there the reference
+    paths run (for weights: half the weight memory, slower than plain weights, each forward
     dequantizes), which is what tests and CPU checks of an FP8 deployment use."""
     if device.type != "cuda":
         return
@@ -62,10 +66,16 @@ def check_fp8_device(device: torch.device) -> None:
         name = torch.cuda.get_device_name(index)
         need = ".".join(map(str, MIN_CAPABILITY))
         raise FP8Unsupported(
-            f"--weights-dtype fp8 needs a GPU with FP8 support (compute capability {need} or newer: "
+            f"{flag} fp8 needs a GPU with FP8 support (compute capability {need} or newer: "
             f"L4, L40S, H100, H200); cuda:{index} is {name} with compute capability "
-            f"{capability[0]}.{capability[1]}: serve with --weights-dtype auto (bf16 weights) instead"
+            f"{capability[0]}.{capability[1]}: serve with {flag} auto ({FP8_FLAGS[flag]}) instead"
         )
+
+
+def saturate_to_fp8(x: Tensor) -> Tensor:
+    """x in e4m3, values beyond +-FP8_MAX clamped to it: a plain cast turns them into NaN (e4m3fn
+    has no inf)."""
+    return x.clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
 
 
 def row_absmax(weight: Tensor) -> Tensor:

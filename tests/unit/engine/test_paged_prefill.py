@@ -172,7 +172,9 @@ def test_the_warm_up_covers_every_split_count_a_step_can_take(kv_heads: int) -> 
 def test_every_variant_the_engine_warms_up_launches() -> None:
     """What ModelRunner.capture compiles before serving: each query-tile height, one pass and split."""
     dtype = torch.float16 if INTERPRETING else torch.bfloat16
-    paged_prefill.launch_every_variant(8, 2, HEAD_DIM, BLOCK, dtype, torch.device(DEVICE))
+    paged_prefill.launch_every_variant(
+        8, dtype, torch.zeros(1, BLOCK, 2, HEAD_DIM, dtype=dtype, device=DEVICE)
+    )
 
 
 @pytest.mark.gpu
