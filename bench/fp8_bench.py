@@ -7,7 +7,8 @@
    weight but the embedding table) over that bandwidth.
 2. 7B, random weights: the same model in bf16 and in FP8 (quantized from it), each through the
    engine (compiled decode, CUDA graphs for batch 1 and the stream count): batch-1 decode tok/s,
-   N-stream tok/s, TTFT of a 512-token prompt.
+   N-stream tok/s, TTFT of a 512-token prompt; the FP8 model again with the KV cache in FP8 too
+   (`fp8-kv8`, `--kv-cache-dtype fp8`).
 3. Accuracy, FP8 against bf16: logits over a prompt set (teacher-forced; max and mean |difference|,
    top-1 agreement) through the prefill path (per-token FP8 activations) and the reference
    (dequantized weights, bf16 activations, the numerics of the decode kernel); greedy tokens of
@@ -154,11 +155,17 @@ def demo_accuracy(device: torch.device, dtype: torch.dtype) -> dict[str, object]
 
 
 def engine_config(
-    args: argparse.Namespace, device: torch.device, batch: int, num_blocks: int, fused_block: bool = True
+    args: argparse.Namespace,
+    device: torch.device,
+    batch: int,
+    num_blocks: int,
+    fused_block: bool = True,
+    kv_cache_dtype: str = "auto",
 ) -> EngineConfig:
     cuda = device.type == "cuda"
     return EngineConfig(
         fused_decode_block=fused_block,
+        kv_cache_dtype=kv_cache_dtype,
         max_seq_len=args.max_seq_len,
         max_batch_size=batch,
         device=device.type,
@@ -179,15 +186,17 @@ def measure_model(
     greedy_prompts: list[list[int]],
     fp8_options: dict[str, Any] | None = None,
     fused_block: bool = True,
+    kv_cache_dtype: str = "auto",
 ) -> tuple[dict[str, object], list[list[int]]]:
     """One runner over `model` (fused, kernels chosen, graphs captured): its greedy tokens for the
     accuracy prompts, then batch 1, the stream count and TTFT (inference_bench.measure_engine).
     fp8_options: use_fp8_kernels' knobs for this runner, instead of the service's defaults;
-    fused_block: the engine's fused decode block (kernels/decode_block.py) on or off."""
+    fused_block: the engine's fused decode block (kernels/decode_block.py) on or off;
+    kv_cache_dtype: the engine's KV cache ("auto": the model's dtype, or "fp8")."""
     vocab = model.args.vocab_size
     per_stream = blocks_for(max(args.prompt_len + args.new_tokens, args.ttft_len) + 64, 16)
     blocks = max(512, 2 * per_stream * args.streams)
-    config = engine_config(args, device, args.streams, blocks, fused_block)
+    config = engine_config(args, device, args.streams, blocks, fused_block, kv_cache_dtype)
     t0 = time.perf_counter()
     compile_error = None
 
@@ -213,6 +222,7 @@ def measure_model(
         "capture_s": time.perf_counter() - t0,
         "decode_weight_gib": decode_bytes(model) / 2**30,
         "fp8_options": fp8_options,
+        "kv_cache_dtype": kv_cache_dtype,
     }
     engine = Engine(config, runner, IdTokenizer(vocab), allocator)  # type: ignore[arg-type]
     engine.start()
@@ -294,6 +304,13 @@ def bench_7b(
         fp8_tokens = fp8_tokens or tokens
         if name == "fp8 unfused block":
             accuracy["greedy_fp8_fused_vs_unfused_block"] = greedy_agreement(fp8_tokens, tokens)
+        free_runner()
+    if "fp8-kv8" in args.engines:
+        engines["fp8-kv8"], kv8_tokens = measure_model(
+            args, fp8, device, f"{shape}_fp8_kv8", greedy_prompts, kv_cache_dtype="fp8"
+        )
+        if bf16_tokens:
+            accuracy["greedy_fp8_kv8"] = greedy_agreement(bf16_tokens, kv8_tokens)
         free_runner()
     del fp8
     free_runner()
@@ -533,6 +550,9 @@ def report(result: dict[str, object], streams: int, ttft_len: int) -> str:
                     f"{e['mean_abs_diff_over_logit_std']:.4f} | {e['top1_agreement']:.4f} |"
                 )
     lines.append(f"greedy tokens, {base} engine vs FP8 engine: {json.dumps(accuracy.get('greedy'))}")
+    if "greedy_fp8_kv8" in accuracy:
+        kv8 = json.dumps(accuracy["greedy_fp8_kv8"])
+        lines.append(f"greedy tokens, {base} engine vs FP8 engine with an FP8 KV cache: {kv8}")
     kernels: list[dict[str, Any]] = result.get("kernels") or []  # type: ignore[assignment]
     if kernels:
         lines.append("\nkernels (µs, weight GB/s):")
@@ -591,7 +611,10 @@ def main() -> None:
         "FP8 tensor cores beyond it for decode, always or never), e.g. 64,16-always",
     )
     parser.add_argument(
-        "--engines", type=lambda t: t.split(","), default=["bf16", "fp8"], help="7B engines: bf16,fp8 or one"
+        "--engines",
+        type=lambda t: t.split(","),
+        default=["bf16", "fp8", "fp8-kv8"],
+        help="7B engines: any of bf16,fp8,fp8-kv8 (FP8 weights and KV cache)",
     )
     parser.add_argument(
         "--unfused-block",
