@@ -14,8 +14,9 @@
    (dequantized weights, bf16 activations, the numerics of the decode kernel); greedy tokens of
    both engines on the same prompts (where they first part); and the same logit comparison on the
    demo model, a small trained checkpoint (services/inference/demo.py), as a non-random check.
-4. Kernels on 7B's projection shapes: FP8 Triton skinny GEMM and FP8 `torch._scaled_mm` (with its
-   activation quantization) against bf16 cuBLAS and bf16 Triton (decode_gemm), at 1, 16 and 64 rows;
+4. Kernels on 7B's projection shapes: FP8 Triton skinny GEMM, and FP8 tensor cores through
+   `torch._scaled_mm` and the Triton W8A8 kernel (both with their activation quantization), against
+   bf16 cuBLAS and bf16 Triton (decode_gemm), at 1, 16, 32, 64 and 512 rows;
    FP8 Triton and bf16 cuBLAS on 70B's shapes at 1 row.
 5. 70B-shaped layers (dim 8192, GQA 8 kv heads) in FP8 on one GPU: batch-1 decode through the engine
    with 8 and 4 layers; the difference is the time per layer, which projects the 80-layer step.
@@ -59,7 +60,7 @@ from services.inference.engine.config import EngineConfig
 from services.inference.engine.engine import Engine
 from services.inference.engine.kv_cache import blocks_for
 from services.inference.engine.runner import ModelRunner, build_runner
-from services.inference.kernels import decode_gemm, fp8_linear
+from services.inference.kernels import decode_gemm, fp8_linear, w8a8_gemm
 from services.inference.model.fp8 import (
     FP8_DTYPE,
     check_fp8_device,
@@ -282,10 +283,12 @@ def bench_7b(
     # The service's defaults, then variants of where the Triton kernel stops and what prefill runs on.
     variants: dict[str, dict[str, Any] | None] = {"fp8": None}
     for text in args.fp8_variants:
-        rows, _, scaled_mm = text.partition("-")
-        variants[f"fp8 kernel<={rows} scaled_mm:{scaled_mm or 'decode'}"] = {
+        rows, scaled_mm, tensor_cores = [*text.split("-"), "", ""][:3]
+        scaled_mm, tensor_cores = scaled_mm or "decode", tensor_cores or fp8_linear.TENSOR_CORES[0]
+        variants[f"fp8 kernel<={rows} scaled_mm:{scaled_mm} ({tensor_cores})"] = {
             "max_rows": int(rows),
-            "scaled_mm": scaled_mm or "decode",
+            "scaled_mm": scaled_mm,
+            "tensor_cores": tensor_cores,
         }
     if args.unfused_block:
         variants["fp8 unfused block"] = None
@@ -397,6 +400,11 @@ def kernel_timings(device: torch.device, name: str, weights: list[Tensor], rows:
             )
     if hopper and dtype == torch.bfloat16:
         impls["fp8 scaled_mm"] = ([partial(fp8_linear.scaled_matmul, x, w, s) for w, s in fp8], 1)
+        if fp8_linear.MAX_ROWS < rows <= w8a8_gemm.MAX_ROWS:
+            impls["fp8 W8A8 Triton"] = (
+                [partial(fp8_linear.scaled_matmul, x, w, s, "triton") for w, s in fp8],
+                1,
+            )
     if rows > 16 or not cuda:
         dequantizing = [fp8_linear.FP8KernelLinear(w, s) for w, s in fp8]
         for module in dequantizing:
@@ -607,8 +615,9 @@ def main() -> None:
         "--fp8-variants",
         type=lambda t: [v for v in t.split(",") if v],
         default=["64"],
-        help="FP8 engines besides the defaults: ROWS[-SCALED_MM] (the Triton kernel up to ROWS rows; "
-        "FP8 tensor cores beyond it for decode, always or never), e.g. 64,16-always",
+        help="FP8 engines besides the defaults: ROWS[-SCALED_MM[-TENSOR_CORES]] (the Triton kernel up to "
+        "ROWS rows; FP8 tensor cores beyond it for decode, always or never; through the Triton W8A8 "
+        "kernel or cuBLAS), e.g. 64,16-always,16-decode-cublas",
     )
     parser.add_argument(
         "--engines",
@@ -654,7 +663,7 @@ def main() -> None:
 
     def kernels() -> list[dict[str, Any]]:
         seven = SHAPES["tiny"] if args.tiny else CONFIGS["7B"]
-        rows = [1, 16] if args.tiny else [1, 16, 64, 512]
+        rows = [1, 16] if args.tiny else [1, 16, 32, 64, 512]
         out = bench_kernels(device, dtype, layer_shapes(seven), rows)
         big = layer_shapes(TINY_70B if args.tiny else CONFIGS["70B"])
         return out + bench_kernels(device, dtype, {f"70B {k}": v for k, v in big.items()}, [1])
