@@ -23,12 +23,12 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.instrumentation.grpc import (
     _aio_client,
@@ -205,6 +205,27 @@ def _metric_reader(name: str) -> MetricReader:
     return PeriodicExportingMetricReader(OTLPMetricExporter())
 
 
+class _CallerTraceInterceptor(grpc.aio.ServerInterceptor):
+    """Continues the caller's trace (W3C traceparent, baggage) in each call, without a span.
+
+    For a process that exports no spans: the instrumentation's server span would be made and then
+    dropped, at about 0.1 ms a call (a safety Check with the service on one busy core, a fifth of
+    what the service added beyond the gRPC round trip). The caller's context alone still gives the
+    call's log lines, and the spans and calls it makes, the caller's trace id.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        carrier = dict(handler_call_details.invocation_metadata or ())
+        # grpc.aio serves each call in a task of its own, interceptors included, and a task runs in
+        # its own copy of the context: what is attached here is the call's alone and ends with it.
+        context.attach(propagate.extract(carrier))
+        return await continuation(handler_call_details)
+
+
 class Telemetry:
     """Tracer, meter and gRPC interceptors of one process; `shutdown()` flushes and stops them."""
 
@@ -214,8 +235,11 @@ class Telemetry:
         tracer_provider: trace.TracerProvider,
         meter_provider: metrics.MeterProvider,
         metrics_registry: CollectorRegistry | None,
+        spans_exported: bool = False,
     ) -> None:
         self.config = config
+        # Some exporter receives this process's spans (else the gRPC server makes none).
+        self.spans_exported = spans_exported
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
@@ -227,7 +251,10 @@ class Telemetry:
         self._shut_down = False
 
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """For `ServerConfig.extra_interceptors`: continues the caller's trace (W3C traceparent)."""
+        """For `ServerConfig.extra_interceptors`: continues the caller's trace (W3C traceparent), in
+        a server span of each call when spans are exported."""
+        if not self.spans_exported:
+            return [_CallerTraceInterceptor()]
         return [
             aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=_not_health_or_reflection())
         ]
@@ -310,7 +337,7 @@ def setup_telemetry(
     ]
     meter_provider = MeterProvider(metric_readers=readers, resource=resource)
 
-    telemetry = Telemetry(config, tracer_provider, meter_provider, registry)
+    telemetry = Telemetry(config, tracer_provider, meter_provider, registry, spans_exported=exported)
     if start_metrics_server:
         try:
             telemetry.start_metrics_server()

@@ -8,6 +8,7 @@ import gc
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -15,6 +16,8 @@ from llamagate.v1 import chat_service_pb2 as chat_pb
 from llamagate.v1 import safety_service_pb2 as safety_pb
 from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 from llamagate.v1 import types_pb2 as types_pb
+from services.common.server import GrpcServer, ServerConfig
+from services.common.telemetry import TelemetryConfig, setup_telemetry
 from services.gateway.tracing import SAFETY_INPUT_SPAN, SAFETY_OUTPUT_SPAN, TURN_SPAN
 from services.inference.tracing import DECODE_SPAN, GENERATE_SPAN, PREFILL_SPAN, QUEUE_WAIT_SPAN
 from tests.support.two_hop import GENERATED_WORDS, UNSAFE_WORD, Hop, Topology
@@ -181,3 +184,34 @@ async def test_a_stream_cancelled_after_its_last_reply_ends_its_client_span_at_o
         for _ in range(10):  # let the loop finalize the dropped response stream
             await asyncio.sleep(0)
     assert not [r for r in caplog.records if "ended span" in r.getMessage()], "the span was ended twice"
+
+
+class _NotesItsTrace(safety_grpc.SafetyServiceServicer):
+    def __init__(self) -> None:
+        self.seen: list[trace.SpanContext] = []
+
+    async def Check(
+        self, request: safety_pb.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> safety_pb.CheckResponse:
+        self.seen.append(trace.get_current_span().get_span_context())
+        return safety_pb.CheckResponse()
+
+
+async def test_a_server_that_exports_no_spans_serves_each_call_in_its_callers_trace() -> None:
+    telemetry = setup_telemetry(TelemetryConfig("back"), start_metrics_server=False)
+    server = GrpcServer(ServerConfig(port=0, extra_interceptors=telemetry.server_interceptors()), [])
+    servicer = _NotesItsTrace()
+    safety_grpc.add_SafetyServiceServicer_to_server(servicer, server.server)
+    port = await server.start()
+    caller = trace.SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True)
+    traceparent = f"00-{caller.trace_id:032x}-{caller.span_id:016x}-01"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = safety_grpc.SafetyServiceStub(channel)
+        await stub.Check(safety_pb.CheckRequest(), metadata=(("traceparent", traceparent),))
+        await stub.Check(safety_pb.CheckRequest())
+    await server.server.stop(None)
+    telemetry.shutdown()
+    traced, untraced = servicer.seen
+    # The caller's own span: log lines join its trace, and no server span was made to be dropped.
+    assert (traced.trace_id, traced.span_id, traced.is_remote) == (caller.trace_id, caller.span_id, True)
+    assert not untraced.is_valid  # the first call's trace did not outlive it
