@@ -183,8 +183,26 @@ def _kind(handler: Handler) -> tuple[str, Callable[..., Handler]]:
     return _KINDS[(handler.request_streaming, handler.response_streaming)]
 
 
+def _checked(handler: Handler, method: str) -> Handler:
+    attr, make_handler = _kind(handler)
+    wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
+    deserializer = handler.request_deserializer
+    if deserializer is not None:
+        deserializer = _decoding(deserializer, method)
+    return make_handler(
+        wrap(getattr(handler, attr), handler.request_streaming),
+        request_deserializer=deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Rejects undecodable requests and unknown fields; maps LlamagateError subclasses to statuses."""
+
+    def __init__(self) -> None:
+        # Method -> the handler found for it and its checked wrapper, made once: the registered
+        # handlers do not change, and a call's own handler (a refusal) simply replaces the entry.
+        self._checked: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -194,17 +212,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        attr, make_handler = _kind(handler)
-        wrap = _wrap_stream_response if handler.response_streaming else _wrap_unary_response
-        behavior = getattr(handler, attr)
-        deserializer = handler.request_deserializer
-        if deserializer is not None:
-            deserializer = _decoding(deserializer, handler_call_details.method)
-        return make_handler(
-            wrap(behavior, handler.request_streaming),
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        method = handler_call_details.method
+        found = self._checked.get(method)
+        if found is not None and found[0] is handler:
+            return found[1]
+        checked = _checked(handler, method)
+        self._checked[method] = (handler, checked)
+        return checked
 
 
 # The response streams of the call running in this task, for `ClosingStreamsInterceptor` to close.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import pytest
@@ -16,6 +18,7 @@ from grpc_status import rpc_status
 
 from llamagate.v1 import types_pb2
 from services.common.errors import Unauthenticated
+from services.common.interceptors import ErrorInterceptor
 from services.common.server import GrpcServer, ServerConfig
 from services.common.validation import unknown_field_paths
 
@@ -138,6 +141,21 @@ async def _count(request: Text, context: grpc.aio.ServicerContext) -> AsyncItera
 def _method(kind: str, behavior: object) -> grpc.RpcMethodHandler:
     make = getattr(grpc, f"{kind}_rpc_method_handler")
     return make(behavior, request_deserializer=Text.FromString, response_serializer=Text.SerializeToString)
+
+
+async def test_the_error_interceptor_wraps_a_methods_handler_once_and_anew_when_it_changes() -> None:
+    interceptor = ErrorInterceptor()
+    echo, refused = _method("unary_unary", _echo), _method("unary_unary", _count)
+    details: Any = SimpleNamespace(method=f"/{SERVICE}/Echo", invocation_metadata=())
+
+    async def finds(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return await interceptor.intercept_service(lambda _: asyncio.sleep(0, handler), details)
+
+    first = await finds(echo)
+    assert first is not echo and await finds(echo) is first
+    other = await finds(refused)  # a call's own handler, as a draining server's refusal
+    assert other is not first and other.unary_unary is not first.unary_unary
+    assert await finds(echo) is not other
 
 
 async def test_a_draining_server_answers_new_calls_unavailable_and_finishes_calls_in_flight() -> None:
