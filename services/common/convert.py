@@ -63,17 +63,17 @@ def verdict_from_pb(pb: types_pb2.SafetyVerdict) -> Verdict:
     )
 
 
-def verdict_to_pb(verdict: Verdict) -> types_pb2.SafetyVerdict:
-    return types_pb2.SafetyVerdict(
-        safe=verdict.safe,
-        direction=direction_to_pb(verdict.direction),
-        categories=[
-            types_pb2.CategoryScore(code=c.code, name=c.name, score=c.score, violated=c.violated)
-            for c in verdict.categories
-        ],
-        classifier_id=verdict.classifier_id,
-        classifier_version=verdict.classifier_version,
-        judged_tokens=verdict.judged_tokens,
-        judged_segments=verdict.judged_segments,
-        truncated=verdict.truncated,
-    )
+def verdict_to_pb(verdict: Verdict, into: types_pb2.SafetyVerdict | None = None) -> types_pb2.SafetyVerdict:
+    """`into`: an empty message to fill, such as a response's `verdicts.add()`; building a verdict and then
+    handing it to its parent would copy it, and its categories, once more."""
+    message = types_pb2.SafetyVerdict() if into is None else into
+    message.safe = verdict.safe
+    message.direction = direction_to_pb(verdict.direction)
+    for c in verdict.categories:
+        message.categories.add(code=c.code, name=c.name, score=c.score, violated=c.violated)
+    message.classifier_id = verdict.classifier_id
+    message.classifier_version = verdict.classifier_version
+    message.judged_tokens = verdict.judged_tokens
+    message.judged_segments = verdict.judged_segments
+    message.truncated = verdict.truncated
+    return message
