@@ -38,19 +38,20 @@ def check_policy_fits(policy: Policy, classifier: Classifier) -> None:
 def apply_policy(
     policy: Policy, classifier: Classifier, judgement: Judgement, direction: Direction
 ) -> Verdict:
+    reported = judgement.scores
+    flagged = judgement.flagged
     scores = []
     for category in policy.enabled:
-        reported = [judgement.scores[s] for s in category.sources if s in judgement.scores]
-        if not reported:
+        found = [reported[s] for s in category.sources if s in reported]
+        if not found:
             continue
-        score = min(1.0, max(0.0, max(reported)))
+        score = min(1.0, max(0.0, max(found)))
         violated = score >= category.threshold
-        if judgement.flagged is not None:
-            violated = violated and bool(set(category.sources) & judgement.flagged)
+        if flagged is not None:
+            violated = violated and not flagged.isdisjoint(category.sources)
         scores.append(CategoryScore(category.code, category.name, score, violated))
-    violated_codes = tuple(s.code for s in scores if s.violated)
     return Verdict(
-        safe=not violated_codes,
+        safe=not any(s.violated for s in scores),
         direction=direction,
         categories=tuple(scores),
         classifier_id=classifier.id,

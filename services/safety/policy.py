@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ class Category:
     # itself); lets the O1..O6 embedded head serve an S1..S14 taxonomy.
     labels: tuple[str, ...] = ()
 
-    @property
+    # Cached: every check reads them for every category, and a category never changes.
+    @cached_property
     def sources(self) -> tuple[str, ...]:
         return (self.code, *(label for label in self.labels if label != self.code))
 
@@ -48,7 +50,7 @@ class Policy:
     name: str
     categories: tuple[Category, ...]
 
-    @property
+    @cached_property
     def enabled(self) -> tuple[Category, ...]:
         return tuple(c for c in self.categories if c.enabled)
 
