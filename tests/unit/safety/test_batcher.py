@@ -73,6 +73,16 @@ async def test_items_that_queue_while_a_batch_runs_are_judged_together():
     await batcher.stop()
 
 
+async def test_the_batch_sizes_kept_are_the_last_thousand():
+    judge = Judge()
+    batcher = await running(judge)
+    for k in range(1002):
+        await batcher.submit([k])
+    await batcher.submit([1, 2, 3])
+    assert batcher.batch_sizes == [1] * 999 + [3]
+    await batcher.stop()
+
+
 async def test_batches_never_exceed_max_batch():
     judge = Judge()
     batcher = await running(judge, BatcherConfig(max_batch=4))
