@@ -30,6 +30,7 @@ import torch
 
 from llamagate.v1 import safety_service_pb2_grpc as pb_grpc
 from services.common.dialog import Message, Role
+from services.common.errors import Unavailable
 from services.common.logs import configure_logging
 from services.common.server import GrpcServer
 from services.common.telemetry import Telemetry, setup_telemetry
@@ -107,8 +108,6 @@ class _LateServicer(pb_grpc.SafetyServiceServicer):
     target: SafetyServicer | None = None
 
     def _ready(self) -> SafetyServicer:
-        from services.common.errors import Unavailable
-
         if self.target is None:
             raise Unavailable("the safety classifier is still loading; retry when health is SERVING")
         return self.target
