@@ -6,9 +6,10 @@ import torch
 
 from services.inference.engine.blocks import BlockAllocator
 from services.inference.engine.config import EngineConfig
-from services.inference.engine.kv_cache import KVStorage, StepCache
+from services.inference.engine.kv_cache import KVStorage, StepCache, cache_dtype
 from services.inference.engine.runner import ModelRunner
 from services.inference.engine.scheduler import Scheduler
+from services.inference.kernels.paged_attention import to_cache_dtype
 from services.inference.model.transformer import ModelArgs, Transformer
 
 ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, max_seq_len=128, multiple_of=32)
@@ -21,8 +22,10 @@ def tiny_runner(
     prefix_caching: bool = True,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
+    kv_cache_dtype: str = "auto",
 ) -> tuple[EngineConfig, BlockAllocator, ModelRunner]:
-    """Blocks of 4 tokens, chunks of 7, 4 sequences at most: small enough to force preemption."""
+    """Blocks of 4 tokens, chunks of 7, 4 sequences at most: small enough to force preemption.
+    `dtype` is the model's; the cache's follows it as build_runner's does."""
     config = EngineConfig(
         max_seq_len=128,
         max_batch_size=4,
@@ -31,6 +34,7 @@ def tiny_runner(
         prefill_chunk=7,
         prefix_caching=prefix_caching,
         device=device,
+        kv_cache_dtype=kv_cache_dtype,
     )
     storage = KVStorage(
         n_layers=ARGS.n_layers,
@@ -38,7 +42,7 @@ def tiny_runner(
         block_size=4,
         kv_heads=ARGS.kv_heads,
         head_dim=ARGS.head_dim,
-        dtype=dtype,
+        dtype=cache_dtype(kv_cache_dtype, dtype),
         device=torch.device(device),
     )
     return config, BlockAllocator(num_blocks), ModelRunner(model, storage, config, 32)
@@ -74,8 +78,9 @@ def random_kv_storage(dtype: torch.dtype, device: str) -> KVStorage:
         device=torch.device(device),
     )
     generator = torch.Generator(device=device).manual_seed(1)
-    storage.k.normal_(generator=generator)
-    storage.v.normal_(generator=generator)
+    for cache in (storage.k, storage.v):  # drawn in fp32: there is no normal_ for float8
+        noise = torch.empty(cache.shape, device=device).normal_(generator=generator)
+        cache.copy_(to_cache_dtype(noise, dtype))
     return storage
 
 
@@ -91,3 +96,46 @@ def decode_step_cache(storage: KVStorage, fused_rotary: bool) -> StepCache:
         fresh=False,
         fused_rotary=fused_rotary,
     )
+
+
+def greedy_through_cache(
+    model: Transformer,
+    prompt: list[int],
+    n: int,
+    kv_cache_dtype: str,
+    forced: list[int] | None = None,
+) -> tuple[list[int], torch.Tensor]:
+    """One sequence through a paged cache on the model's device, as the engine's steps attend: the
+    prompt as one fresh prefill step, each next token as a decode step. -> the n greedy tokens and
+    the logits each was taken from ([n, vocab]); `forced` feeds these n tokens instead (teacher
+    forcing), so two caches can be compared at the same positions."""
+    device = model.output.weight.device
+    block = 4
+    blocks = -(-(len(prompt) + n) // block)
+    storage = KVStorage(
+        n_layers=model.args.n_layers,
+        num_blocks=blocks + 1,  # block 0 stays reserved, as the allocator keeps it
+        block_size=block,
+        kv_heads=model.args.kv_heads,
+        head_dim=model.args.head_dim,
+        dtype=cache_dtype(kv_cache_dtype, model.output.weight.dtype),
+        device=device,
+    )
+    table = torch.arange(1, blocks + 1, dtype=torch.int32, device=device)[None]
+    tokens, logits = list(prompt), []
+    with torch.inference_mode():
+        for step in range(n):
+            start = 0 if step == 0 else len(tokens) - 1
+            positions = torch.arange(start, len(tokens), device=device)[None]
+            cache = StepCache(
+                storage,
+                slots=(table[0, positions[0] // block] * block + positions[0] % block).long(),
+                block_tables=table,
+                context_lens=torch.tensor([len(tokens)], dtype=torch.int32, device=device),
+                positions=positions,
+                fresh=step == 0,
+            )
+            last = model(torch.tensor([tokens[start:]], device=device), positions, cache)[0, -1]
+            logits.append(last)
+            tokens.append(int(last.argmax()) if forced is None else forced[step])
+    return tokens[len(prompt) :], torch.stack(logits)

@@ -1,7 +1,8 @@
 """The decode-step Triton kernels equal their references: the fused rotary + KV-cache write
-(kv_write.py) equals apply_rotary + index_copy_, the skinny GEMM (decode_gemm.py) equals F.linear,
-both survive torch.compile(fullgraph=True), and on CUDA the engine generates the same tokens with
-them as without.
+(kv_write.py) equals apply_rotary + index_copy_ (into an fp8 cache too), paged decode attention
+over an fp8 cache equals its reference, the skinny GEMM (decode_gemm.py) equals F.linear, both
+survive torch.compile(fullgraph=True), and on CUDA the engine generates the same tokens with them
+as without (with an fp8 cache: as the reference paths over one).
 
 The kernels run where Triton can run them: on CUDA, or on CPU under TRITON_INTERPRET=1 (Triton reads
 that variable when a kernel is defined, so on CPU tests/integration/inference_service/
@@ -11,6 +12,8 @@ test_kernels_interpreted.py runs this file again in a child process that sets it
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -19,17 +22,19 @@ import torch.nn.functional as F
 from services.common.sampling import SamplingParams
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.request import GenerationRequest
-from services.inference.engine.runner import build_runner, graph_batch_sizes
+from services.inference.engine.runner import ModelRunner, build_runner, graph_batch_sizes
 from services.inference.engine.scheduler import Scheduler
-from services.inference.kernels import decode_block, decode_gemm, kv_write
+from services.inference.kernels import decode_block, decode_gemm, kv_write, paged_attention, paged_prefill
+from services.inference.model.fp8 import FP8_DTYPE, FP8_MAX, saturate_to_fp8
 from services.inference.model.fusion import fuse_projections
 from services.inference.model.transformer import Transformer, init_random_weights, rope_tables
-from tests.unit.engine.kernel_env import CUDA, DEVICE, HAS_TRITON, kernels
+from tests.unit.engine.kernel_env import CUDA, DEVICE, HAS_TRITON, INTERPRETING, kernels
 from tests.unit.engine.stepping import (
     ARGS,
     DECODE_ROWS,
     PROMPTS,
     decode_step_cache,
+    greedy_through_cache,
     random_kv_storage,
     run_to_completion,
 )
@@ -79,6 +84,71 @@ def test_fused_rotary_kv_write_equals_rotary_then_index_copy(
     assert torch.equal(got_v, expected_v)
     assert not torch.equal(got_k[1], caches[0][1])  # layer 1 was written ...
     assert torch.equal(got_k[0], caches[0][0]) and torch.equal(got_k[2], caches[0][2])  # ... and only it
+
+
+# Triton's interpreter (3.9) rounds fp32 to bf16 by truncation, so a bf16 k lands on the other side of
+# an e4m3 rounding boundary now and then: bf16 sources are compared on CUDA only.
+FP8_SOURCES = (
+    [torch.float32, torch.float16] if INTERPRETING else [torch.float32, torch.bfloat16, torch.float16]
+)
+
+
+@kernels
+@pytest.mark.parametrize("dtype", FP8_SOURCES)
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 4, 16), (8, 2, 32)])
+def test_fused_rotary_kv_write_into_an_fp8_cache_stores_what_the_reference_write_stores(
+    dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int
+) -> None:
+    """Values past 448 saturate (a plain cast would store NaN), small ones land on e4m3's subnormals,
+    the rest round to nearest even, exactly as write_kv's conversion does."""
+    torch.manual_seed(heads + head_dim)
+    q, k, v, cos, sin, slots = decode_inputs(heads, kv_heads, head_dim, dtype)
+    k[0, 0] *= 1000  # rotated, still far past 448 whichever way
+    v[1, 0, :4] = torch.tensor([1000.0, -1000.0, 449.0, 1e-3], dtype=dtype)
+    v[2] *= 1e-2
+    caches = saturate_to_fp8(torch.randn(2, 3, 8, 4, kv_heads, head_dim)).to(DEVICE)
+    expected_k, expected_v = caches[0].clone(), caches[1].clone()
+    got_k, got_v = caches[0].clone(), caches[1].clone()
+    expected_q = kv_write.rotary_write_kv_reference(q, k, v, cos, sin, expected_k, expected_v, 1, slots)
+    got_q = kv_write.rotary_write_kv(q, k, v, cos, sin, got_k, got_v, 1, slots)
+    assert got_k.dtype == got_v.dtype == FP8_DTYPE
+    tolerance = {} if dtype != torch.float32 else {"atol": 1e-6, "rtol": 1e-5}
+    torch.testing.assert_close(got_q, expected_q, **tolerance)  # type: ignore[arg-type]
+    torch.testing.assert_close(got_v.float(), expected_v.float(), atol=0, rtol=0)
+    row = slots[1]
+    assert got_v[1].flatten(0, 1)[row, 0, :3].tolist() == [FP8_MAX, -FP8_MAX, FP8_MAX]
+    assert got_k[1].flatten(0, 1)[slots[0], 0].float().abs().max() == FP8_MAX
+    if CUDA:
+        # The kernel fuses x*cos - y*sin into a multiply-add: an fp32 result one bit off may round
+        # to the neighbouring e4m3 value, rarely.
+        off = got_k.float() != expected_k.float()
+        assert off.float().mean() < 1e-3
+        torch.testing.assert_close(got_k.float(), expected_k.float(), atol=2**-9, rtol=0.13)
+    else:
+        torch.testing.assert_close(got_k.float(), expected_k.float(), atol=0, rtol=0)
+    assert torch.equal(got_k[0].float(), caches[0][0].float())  # only layer 1 was written
+
+
+@kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16] if INTERPRETING else [torch.bfloat16])
+@pytest.mark.parametrize("rows", [2, 34])
+def test_decode_kernel_over_an_fp8_cache_equals_the_reference(dtype: torch.dtype, rows: int) -> None:
+    """The kernel widens each e4m3 key/value to the queries' dtype as the reference does; few rows
+    split their keys across programs, many run one pass."""
+    heads, kv_heads, head_dim, block = 8, 4, 16, 4
+    torch.manual_seed(rows)
+    lengths = torch.randint(1, 40, (rows,), dtype=torch.int32)
+    num_blocks = rows * 10 + 1
+    tables = (torch.randperm(num_blocks - 1)[: rows * 10] + 1).view(rows, 10).to(torch.int32)
+    k_all, v_all = (saturate_to_fp8(torch.randn(1, num_blocks, block, kv_heads, head_dim)) for _ in range(2))
+    q = torch.randn(rows, heads, head_dim).to(dtype)
+    k_all, v_all, q, tables, lengths = (t.to(DEVICE) for t in (k_all, v_all, q, tables, lengths))
+    assert (paged_attention.num_splits(rows, kv_heads) > 1) == (rows == 2)
+    out = torch.ops.llamagate.paged_decode(q, k_all, v_all, 0, tables, lengths)
+    expected = paged_attention.decode_reference(q, k_all[0], v_all[0], tables, lengths)
+    assert out.dtype == dtype
+    tolerance = 2e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), expected.float(), atol=tolerance, rtol=tolerance)
 
 
 def random_linear(m: int, n: int, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,8 +229,10 @@ def test_both_ops_compile_with_fullgraph() -> None:
 
 
 @kernels
-def test_model_logits_and_cache_are_the_same_through_the_fused_path() -> None:
-    """A decode forward of the tiny engine model with `fused_rotary` on and off (fp32: exact)."""
+@pytest.mark.parametrize("cache", [torch.float32, FP8_DTYPE])
+def test_model_logits_and_cache_are_the_same_through_the_fused_path(cache: torch.dtype) -> None:
+    """A decode forward of the tiny engine model with `fused_rotary` on and off (fp32: exact), over
+    a cache in fp32 and in fp8."""
     model = Transformer(ARGS)
     init_random_weights(model, 5)
     model = model.to(DEVICE).eval().requires_grad_(False)
@@ -169,13 +241,13 @@ def test_model_logits_and_cache_are_the_same_through_the_fused_path() -> None:
     positions = torch.tensor(DECODE_ROWS, device=DEVICE)[:, :1]
     results = []
     for fused in (False, True):
-        storage = random_kv_storage(torch.float32, DEVICE)
+        storage = random_kv_storage(cache, DEVICE)
         with torch.inference_mode():
             results.append(
                 (model(tokens, positions, decode_step_cache(storage, fused)), storage.k, storage.v)
             )
     for unfused, fused_result in zip(results[0], results[1], strict=True):
-        torch.testing.assert_close(fused_result, unfused, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused_result.float(), unfused.float(), atol=1e-5, rtol=1e-5)
 
 
 def test_use_decode_gemm_swaps_projections_in_place_and_back() -> None:
@@ -215,6 +287,50 @@ def eager_greedy_with_gaps(model: Transformer, prompt: list[int], n: int) -> tup
     return tokens[len(prompt) :], gaps
 
 
+def cuda_bf16_model() -> Transformer:
+    # Each runner compiles the same decode function again, and dynamo's per-function recompile
+    # limit counts every runner of this process: start each test's count afresh.
+    torch._dynamo.reset()
+    model = Transformer(ARGS)
+    init_random_weights(model, 7)
+    return model.to("cuda", torch.bfloat16).eval().requires_grad_(False)
+
+
+def cuda_engine_tokens(model: Transformer, **options: Any) -> tuple[ModelRunner, list[list[int]]]:
+    """12 greedy tokens of each of PROMPTS through compiled, graph-captured decode steps (batch sizes
+    1, 2 and 4) of a runner over a copy of `model`; `options`: EngineConfig's fields to change."""
+    config = replace(
+        EngineConfig(
+            max_seq_len=128,
+            max_batch_size=4,
+            kv_block_size=4,
+            num_kv_blocks=80,
+            prefill_chunk=7,
+            device="cuda",
+            dtype="bfloat16",
+            graph_sizes=(1, 2),
+        ),
+        **options,
+    )
+    runner, allocator = build_runner(copy.deepcopy(model), config)
+    runner.capture()
+    assert runner._fused_rotary
+    scheduler = Scheduler(config, allocator, eos_id=-1)
+    params = SamplingParams(temperature=0, max_gen_len=12)
+    sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)]
+    run_to_completion(scheduler, runner, max_steps=200)
+    return runner, [s.tokens[len(p) :] for p, s in zip(PROMPTS, sequences, strict=True)]
+
+
+def assert_parted_only_at_near_ties(
+    generated: list[list[int]], expected: list[tuple[list[int], list[float]]]
+) -> None:
+    """Each sequence follows the reference's tokens until a step whose two best logits lie within 0.1."""
+    for got, (tokens, gaps) in zip(generated, expected, strict=True):
+        first = next((i for i, (a, b) in enumerate(zip(got, tokens, strict=True)) if a != b), None)
+        assert first is None or gaps[first] < 0.1, (got, tokens, gaps)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
 @pytest.mark.parametrize(
@@ -225,38 +341,38 @@ def test_engine_tokens_on_cuda_follow_the_eager_model_with_the_kernels(gemm: str
     each decode GEMM, with and without the fused decode block, give the plain eager model's greedy
     tokens; bf16 rounding differs between kernels, so a sequence may leave the reference only where
     its two best logits nearly tie."""
-    # Each runner compiles the same decode function again, and dynamo's per-function recompile
-    # limit counts every runner of this process: start each test's count afresh.
-    torch._dynamo.reset()
-    model = Transformer(ARGS)
-    init_random_weights(model, 7)
-    model = model.to("cuda", torch.bfloat16).eval().requires_grad_(False)
+    model = cuda_bf16_model()
     expected = [eager_greedy_with_gaps(model, p, 12) for p in PROMPTS]
-    config = EngineConfig(
-        max_seq_len=128,
-        max_batch_size=4,
-        kv_block_size=4,
-        num_kv_blocks=80,
-        prefill_chunk=7,
-        device="cuda",
-        dtype="bfloat16",
-        graph_sizes=(1, 2),
-        decode_gemm=gemm,
-        fused_decode_block=fused_block,
-    )
-    runner, allocator = build_runner(copy.deepcopy(model), config)
-    runner.capture()
-    assert runner._fused_rotary
+    runner, generated = cuda_engine_tokens(model, decode_gemm=gemm, fused_decode_block=fused_block)
     fused_layers = [isinstance(layer, decode_block.FusedDecodeBlock) for layer in runner.model.layers]
     assert fused_layers == [fused_block] * ARGS.n_layers
-    scheduler = Scheduler(config, allocator, eos_id=-1)
-    params = SamplingParams(temperature=0, max_gen_len=12)
-    sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)]
-    run_to_completion(scheduler, runner, max_steps=200)
-    for prompt, sequence, (tokens, gaps) in zip(PROMPTS, sequences, expected, strict=True):
-        generated = sequence.tokens[len(prompt) :]
-        first = next((i for i, (a, b) in enumerate(zip(generated, tokens, strict=True)) if a != b), None)
-        assert first is None or gaps[first] < 0.1, (generated, tokens, gaps)
+    assert_parted_only_at_near_ties(generated, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+@pytest.mark.skipif(CUDA and torch.cuda.get_device_capability() < (8, 9), reason="needs a GPU with FP8")
+def test_engine_tokens_on_cuda_over_an_fp8_cache_follow_the_reference_paths_over_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Compiled, graph-captured decode steps with the fused KV write and the Triton attention kernels
+    over an fp8 cache give the greedy tokens of the eager reference paths over an fp8 cache
+    (write_kv's conversion, gather + SDPA), parting only where the reference's two best logits
+    nearly tie (bf16 rounding differs between kernels)."""
+    model = cuda_bf16_model()
+    expected = []
+    with monkeypatch.context() as patch:
+        # No Triton for attention: on the GPU too, decode and prefill take their reference paths.
+        patch.setattr(paged_attention, "triton", None)
+        patch.setattr(paged_prefill, "triton", None)
+        for prompt in PROMPTS:
+            tokens, logits = greedy_through_cache(model, prompt, 12, "fp8")
+            top = logits.float().topk(2, dim=-1).values
+            expected.append((tokens, (top[:, 0] - top[:, 1]).tolist()))
+    # Every prompt whole in one fresh step, as the reference prefills it.
+    runner, generated = cuda_engine_tokens(model, prefill_chunk=128, kv_cache_dtype="fp8")
+    assert runner.storage.k.dtype == runner.storage.v.dtype == FP8_DTYPE
+    assert_parted_only_at_near_ties(generated, expected)
 
 
 def test_captured_sizes_can_be_chosen_and_always_cover_the_largest_batch() -> None:

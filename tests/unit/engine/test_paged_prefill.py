@@ -2,7 +2,8 @@
 over their whole sequence, bottom-right aligned after the cached prefix.
 
 The reference (the CPU path) equals dense causal attention row by row; the Triton kernel equals the
-reference. The kernel runs where Triton can run it: on CUDA, or on CPU under TRITON_INTERPRET=1
+reference, over a cache in the queries' dtype and over an fp8 cache. The kernel runs where Triton
+can run it: on CUDA, or on CPU under TRITON_INTERPRET=1
 (tests/integration/inference_service/test_kernels_interpreted.py runs this file again in a child
 process that sets it). Inputs are packed by the engine's packer, so rows are right-padded to the
 widest chunk exactly as a step runs them.
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from services.inference.engine.step_inputs import pack
 from services.inference.engine.step_plan import StepPlan, StepRow
 from services.inference.kernels import paged_prefill
+from services.inference.kernels.paged_attention import to_cache_dtype
+from services.inference.model.fp8 import FP8_DTYPE
 from tests.unit.engine.kernel_env import CUDA, DEVICE, HAS_TRITON, INTERPRETING, kernels
 
 BLOCK = 16
@@ -36,6 +39,7 @@ class Step:
         dtype: torch.dtype,
         seed: int,
         head_dim: int = HEAD_DIM,
+        cache_dtype: torch.dtype | None = None,
     ) -> None:
         generator = torch.Generator().manual_seed(seed)
         needed = [-(-(cached + new) // BLOCK) for cached, new in rows]
@@ -70,8 +74,9 @@ class Step:
         self.context_lens = ints[:, layout.context_len].to(torch.int32)
         self.head_dim = head_dim
         shape = (num_blocks, BLOCK, kv_heads, head_dim)
-        self.k_cache = torch.randn(shape, generator=generator).to(DEVICE, dtype)
-        self.v_cache = torch.randn(shape, generator=generator).to(DEVICE, dtype)
+        cache_dtype = cache_dtype or dtype
+        self.k_cache = to_cache_dtype(torch.randn(shape, generator=generator), cache_dtype).to(DEVICE)
+        self.v_cache = to_cache_dtype(torch.randn(shape, generator=generator), cache_dtype).to(DEVICE)
 
     def queries(self, heads: int, dtype: torch.dtype) -> torch.Tensor:
         shape = (len(self.rows), self.positions.shape[1], heads, self.head_dim)
@@ -143,6 +148,25 @@ def test_kernel_equals_the_reference_in_half_precision(dtype: torch.dtype) -> No
     q = step.queries(4, dtype)
     out = step.kernel(q)
     assert out.dtype == dtype
+    expected = dense_causal(step, q)
+    for row_got, row_expected in zip(real_queries(step, out), real_queries(step, expected), strict=True):
+        error = (row_got.double() - row_expected).abs().max()
+        assert error < 2e-2, f"max abs error {error:.2e}"
+
+
+@kernels
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES])
+def test_kernel_over_an_fp8_cache_equals_the_reference(dtype: torch.dtype) -> None:
+    """Keys and values in e4m3, widened to the queries' dtype as they are read: in fp32 the reference
+    over the same cache (which widens the gathered ones), in half precision dense attention in
+    fp64 over it, with the tolerances of a cache in the queries' own dtype."""
+    step = Step(ROWS, 2, dtype, seed=7, cache_dtype=FP8_DTYPE)
+    q = step.queries(4, dtype)
+    out = step.kernel(q)
+    assert out.dtype == dtype
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, step.reference(q), atol=2e-5, rtol=1e-5)
+        return
     expected = dense_causal(step, q)
     for row_got, row_expected in zip(real_queries(step, out), real_queries(step, expected), strict=True):
         error = (row_got.double() - row_expected).abs().max()

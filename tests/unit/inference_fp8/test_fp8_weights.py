@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from services.common.sampling import SamplingParams
-from services.inference.config import parse_config
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.request import GenerationRequest
 from services.inference.engine.runner import build_runner
@@ -35,6 +34,7 @@ from services.inference.model.fusion import fuse_projections
 from services.inference.model.parallel import local_shard, split_dim, whole_row_absmax
 from tests.support.models import CPU_MP1, PROMPT_TOKENS, meta_and_hf_checkpoints, random_model, tiny_args
 from tests.unit.engine.stepping import run_to_completion
+from tests.unit.inference_fp8.flags import parse, pretend_gpu
 
 # e4m3: 3 mantissa bits, so rounding a normal value errs by at most half a step, 2**-4 relative;
 # below 2**-6 (in units of the scale) values are subnormal, spaced 2**-9 apart.
@@ -242,14 +242,10 @@ def test_the_engine_runs_an_fp8_model_on_cpu_and_follows_its_eager_greedy_tokens
 # -- the flag ------------------------------------------------------------------------------------
 
 
-def parse(tmp_path: Path, *extra: str) -> object:
-    return parse_config(["--ckpt-dir", str(tmp_path), "--tokenizer-path", str(tmp_path / "t.model"), *extra])
-
-
 def test_weights_dtype_defaults_to_the_model_dtype_and_accepts_fp8(tmp_path: Path) -> None:
-    assert parse(tmp_path, "--device", "cpu").weights_dtype == "auto"  # type: ignore[attr-defined]
+    assert parse(tmp_path, "--device", "cpu").weights_dtype == "auto"
     config = parse(tmp_path, "--device", "cpu", "--weights-dtype", "fp8")
-    assert config.weights_dtype == "fp8" and config.engine.dtype == "float32"  # type: ignore[attr-defined]
+    assert config.weights_dtype == "fp8" and config.engine.dtype == "float32"
 
 
 def test_an_unknown_weights_dtype_is_refused_with_the_choices(
@@ -264,9 +260,7 @@ def test_an_unknown_weights_dtype_is_refused_with_the_choices(
 def test_fp8_on_a_gpu_without_fp8_names_the_gpu_and_what_is_needed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (8, 0))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA A100-SXM4-80GB")
+    pretend_gpu(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0))
     with pytest.raises(SystemExit):
         parse(tmp_path, "--device", "cuda", "--weights-dtype", "fp8")
     err = capsys.readouterr().err
@@ -274,9 +268,9 @@ def test_fp8_on_a_gpu_without_fp8_names_the_gpu_and_what_is_needed(
     assert "cuda:0 is NVIDIA A100-SXM4-80GB with compute capability 8.0" in err
     assert "--weights-dtype auto" in err
     # bf16 weights on the same GPU are fine, and so is FP8 on an H100-class one.
-    assert parse(tmp_path, "--device", "cuda").weights_dtype == "auto"  # type: ignore[attr-defined]
+    assert parse(tmp_path, "--device", "cuda").weights_dtype == "auto"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
-    assert parse(tmp_path, "--device", "cuda", "--weights-dtype", "fp8").weights_dtype == "fp8"  # type: ignore[attr-defined]
+    assert parse(tmp_path, "--device", "cuda", "--weights-dtype", "fp8").weights_dtype == "fp8"
 
 
 def test_loading_fp8_weights_onto_an_unsupported_gpu_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
