@@ -8,7 +8,9 @@
 `--service` measures the real service instead: it starts `python -m services.safety` (optionally
 pinned to `--cpus`, e.g. 0-3) and times one gRPC Check of one <= 64-token user message, next to
 the same item judged by the classifier in this process (same threads, same CPUs) and a health
-Check round trip, so what the service adds shows; then C concurrent callers through gRPC.
+Check round trip, so what the service adds shows; the service's own metric of the time its checker
+took (batcher, classifier, policy) splits that into the checker and the rest (gRPC, interceptors,
+servicer); then C concurrent callers through gRPC.
 
     python -m bench.safety_bench --service --threads 4 --cpus 0-3 [--device cuda] [--concurrency 8 32]
 
@@ -26,6 +28,7 @@ import platform
 import statistics
 import tempfile
 import time
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,7 @@ warnings.filterwarnings("ignore")
 import grpc  # noqa: E402
 import torch  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from services.common.dialog import Message, Role  # noqa: E402
 from services.common.verdicts import Direction  # noqa: E402
@@ -217,8 +221,14 @@ class Pinning:
         return cls(service, (everything - service) or set(everything))
 
 
-def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> ServiceProcess:
-    port = free_port()
+@dataclass(frozen=True)
+class StartedService:
+    process: ServiceProcess
+    metrics_url: str  # the service's Prometheus endpoint, read for its own time per check
+
+
+def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> StartedService:
+    port, metrics_port = free_port(), free_port()
     threads = ("--threads", str(args.threads)) if args.threads else ()
     encoder = ("--encoder-dir", str(args.encoder_dir)) if args.encoder_dir else ()
     compiled: tuple[str, ...] = ("--compile",) if args.compile else ()
@@ -226,7 +236,7 @@ def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> 
     compiled += () if args.lean else ("--no-lean-encoder",)
     argv = python_module(
         "services.safety", "--port", str(port), "--device", args.device.type, *threads, *encoder, *compiled,
-        "--metrics-port", "0", "--log-format", "text", *args.service_flag,
+        "--metrics-port", str(metrics_port), "--log-format", "text", *args.service_flag,
     )  # fmt: skip
     service = ServiceProcess("safety", argv, port, log_dir / "safety.log")
     os.sched_setaffinity(0, pinning.service)  # the child and all its threads inherit these CPUs
@@ -239,7 +249,27 @@ def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> 
     except Exception as error:
         service.kill()
         raise SystemExit(f"the safety service did not start ({error}); log:\n{service.log_tail()}") from None
-    return service
+    return StartedService(service, f"http://127.0.0.1:{metrics_port}/metrics")
+
+
+def checker_seconds(metrics_url: str) -> tuple[float, int]:
+    """The service's own llamagate_safety_check_seconds of unary input checks: (sum, count).
+
+    It times each check from the servicer's hand-off to the checker to its verdicts (batcher
+    hand-offs, classifier, policy), so a Check's round trip less it is what gRPC, the interceptors
+    and the servicer's conversions cost.
+    """
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    found = {"sum": 0.0, "count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name != "llamagate_safety_check_seconds":
+            continue
+        for sample in family.samples:
+            kind = sample.name.rsplit("_", 1)[-1]
+            if kind in found and sample.labels == {"direction": "input", "mode": "unary"}:
+                found[kind] = sample.value
+    return found["sum"], int(found["count"])
 
 
 def check_request(text: str) -> Any:
@@ -253,17 +283,20 @@ def check_request(text: str) -> Any:
 
 
 async def service_latency(
-    classifier: EmbeddedClassifier, target: str, pinning: Pinning, iterations: int, rounds: int
-) -> dict[str, list[float]]:
-    """One item at a time, in rounds that alternate the three paths so drift hits them alike."""
+    classifier: EmbeddedClassifier, service: StartedService, pinning: Pinning, iterations: int, rounds: int
+) -> tuple[dict[str, list[float]], float]:
+    """One item at a time, in rounds that alternate the three paths so drift hits them alike.
+
+    Also the mean time the service's checker spent on the timed Checks (ms), from its metrics."""
     from llamagate.v1 import safety_service_pb2_grpc as safety_grpc
 
     item = CheckItem([Message(Role.USER, SHORT_MESSAGE)], Direction.INPUT)
     request = check_request(SHORT_MESSAGE)
     ping = health_pb2.HealthCheckRequest()
     times: dict[str, list[float]] = {"judge": [], "health": [], "check": []}
+    checker_s, checker_count = 0.0, 0
     per_round = max(1, iterations // rounds)
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(service.process.target) as channel:
         safety, health = safety_grpc.SafetyServiceStub(channel), health_pb2_grpc.HealthStub(channel)
         for round_ in range(rounds + 1):  # round 0 warms every path up and is dropped
             os.sched_setaffinity(0, pinning.service)
@@ -272,6 +305,7 @@ async def service_latency(
                 classifier.judge([item])
                 times["judge"].append((time.perf_counter() - start) * 1000)
             os.sched_setaffinity(0, pinning.client)
+            before = checker_seconds(service.metrics_url)
             await asyncio.sleep(0.05)  # let this process's idle intra-op threads go to sleep
             for _ in range(per_round):
                 start = time.perf_counter()
@@ -281,9 +315,14 @@ async def service_latency(
                 start = time.perf_counter()
                 await safety.Check(request, timeout=10)
                 times["check"].append((time.perf_counter() - start) * 1000)
+            after = checker_seconds(service.metrics_url)
             if round_ == 0:
                 times = {name: [] for name in times}
-    return times
+            else:
+                checker_s += after[0] - before[0]
+                checker_count += after[1] - before[1]
+    assert checker_count == len(times["check"]), f"{checker_count} checks counted for {len(times['check'])}"
+    return times, checker_s * 1000 / checker_count
 
 
 async def service_throughput(target: str, concurrency: int, seconds: float) -> dict[str, float]:
@@ -335,12 +374,13 @@ def run_service_mode(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         log_dir = args.log_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         service = start_service(args, pinning, log_dir)
-        stack.callback(service.terminate)
-        times = asyncio.run(
-            service_latency(classifier, service.target, pinning, args.iterations, args.rounds)
+        stack.callback(service.process.terminate)
+        times, checker_ms = asyncio.run(
+            service_latency(classifier, service, pinning, args.iterations, args.rounds)
         )
         flows = {
-            c: asyncio.run(service_throughput(service.target, c, args.seconds)) for c in args.concurrency
+            c: asyncio.run(service_throughput(service.process.target, c, args.seconds))
+            for c in args.concurrency
         }
     threads = args.threads or torch.get_num_threads()
     print(
@@ -363,6 +403,13 @@ def run_service_mode(args: argparse.Namespace) -> None:
         print(f"| {name} | {statistics.median(values):.2f} | {percentile(values, 0.9):.2f} |")
     added = statistics.median(times["check"]) - statistics.median(times["judge"])
     print(f"| what the service adds (Check - classifier, p50) | {added:.2f} | |")
+    check_ms, judge_ms = statistics.mean(times["check"]), statistics.mean(times["judge"])
+    print(f"\n| where the timed Checks went, means of the same {len(times['check'])} calls | ms |\n|---|---|")
+    print(f"| Check round trip | {check_ms:.2f} |")
+    print(f"| inside the service's checker (its llamagate_safety_check_seconds) | {checker_ms:.2f} |")
+    print(f"| gRPC round trip, interceptors, servicer (round trip - checker) | {check_ms - checker_ms:.2f} |")
+    print(f"| health Check round trip (the gRPC floor) | {statistics.mean(times['health']):.2f} |")
+    print(f"| batcher hand-offs, policy (checker - classifier in-process) | {checker_ms - judge_ms:.2f} |")
     if flows:
         print("\n| concurrent callers, short prompts | items/s | p50 (ms) | p90 (ms) |\n|---|---|---|---|")
         for concurrency, r in flows.items():
