@@ -281,7 +281,7 @@ def bench_7b(
     del model
     free_runner()
     # The service's defaults, then variants of where the Triton kernel stops and what prefill runs on.
-    variants: dict[str, dict[str, Any] | None] = {"fp8": None}
+    variants: dict[str, dict[str, Any] | None] = {"fp8": None} if "fp8" in args.engines else {}
     for text in args.fp8_variants:
         rows, scaled_mm, tensor_cores = [*text.split("-"), "", ""][:3]
         scaled_mm, tensor_cores = scaled_mm or "decode", tensor_cores or fp8_linear.TENSOR_CORES[0]
@@ -290,7 +290,7 @@ def bench_7b(
             "scaled_mm": scaled_mm,
             "tensor_cores": tensor_cores,
         }
-    if args.unfused_block:
+    if args.unfused_block and "fp8" in args.engines:
         variants["fp8 unfused block"] = None
     fp8_tokens: list[list[int]] = []
     for name, knobs in variants.items():
