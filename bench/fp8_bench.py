@@ -317,7 +317,7 @@ def bench_7b(
         free_runner()
     del fp8
     free_runner()
-    if bf16_tokens:
+    if bf16_tokens and fp8_tokens:
         accuracy["greedy"] = greedy_agreement(bf16_tokens, fp8_tokens)
     for out in engines.values():
         out["roofline_tok_s"] = bandwidth / (float(out["decode_weight_gib"]) * 2**30)  # type: ignore[arg-type]
