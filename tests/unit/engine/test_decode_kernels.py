@@ -134,12 +134,13 @@ def test_fused_rotary_kv_write_into_an_fp8_cache_stores_what_the_reference_write
 @pytest.mark.parametrize("rows", [2, 34])
 def test_decode_kernel_over_an_fp8_cache_equals_the_reference(dtype: torch.dtype, rows: int) -> None:
     """The kernel widens each e4m3 key/value to the queries' dtype as the reference does; few rows
-    split their keys across programs, many run one pass."""
-    heads, kv_heads, head_dim, block = 8, 4, 16, 4
+    split their keys across programs, many run one pass (over tiles of 128 keys for an fp8 cache:
+    up to 160 keys here, so some rows take two)."""
+    heads, kv_heads, head_dim, block, per_row = 8, 4, 16, 4, 40
     torch.manual_seed(rows)
-    lengths = torch.randint(1, 40, (rows,), dtype=torch.int32)
-    num_blocks = rows * 10 + 1
-    tables = (torch.randperm(num_blocks - 1)[: rows * 10] + 1).view(rows, 10).to(torch.int32)
+    lengths = torch.randint(1, block * per_row, (rows,), dtype=torch.int32)
+    num_blocks = rows * per_row + 1
+    tables = (torch.randperm(num_blocks - 1)[: rows * per_row] + 1).view(rows, per_row).to(torch.int32)
     k_all, v_all = (saturate_to_fp8(torch.randn(1, num_blocks, block, kv_heads, head_dim)) for _ in range(2))
     q = torch.randn(rows, heads, head_dim).to(dtype)
     k_all, v_all, q, tables, lengths = (t.to(DEVICE) for t in (k_all, v_all, q, tables, lengths))
