@@ -41,6 +41,14 @@ def num_splits(rows: int, kv_heads: int) -> int:
     return max(1, min(MAX_SPLITS, -(-TARGET_PROGRAMS // programs)))
 
 
+def decode_tiles(fp8_cache: bool, splits: int) -> tuple[int, int]:
+    """(keys per tile, pipeline depth) of the decode kernel. An fp8 cache's tile of 64 keys is half a
+    bf16 tile's bytes; without splits (many rows) 128-key tiles two deep read it 14% faster on an
+    H200 (bench/paged_attention_bench.py); bf16 caches and split steps keep the tiles they were
+    tuned with."""
+    return (128, 2) if fp8_cache and splits == 1 else (64, 3)
+
+
 def decode_reference(
     q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor
 ) -> Tensor:
@@ -217,10 +225,7 @@ if triton is not None:
             acc_part = torch.empty(b, heads, splits, head_dim, dtype=torch.float32, device=q.device)
         else:
             m_part = l_part = acc_part = out  # unused by the single-pass kernel
-        # An fp8 cache's tile of 64 keys is half a bf16 tile's bytes; without splits (many rows),
-        # 128-key tiles two deep read it 14% faster on an H200 (7B heads, 64 rows, 256-1024 keys);
-        # bf16 caches and split steps keep the tiles they were tuned with.
-        block_n, stages = (128, 2) if k_cache.element_size() == 1 and splits == 1 else (64, 3)
+        block_n, stages = decode_tiles(k_cache.element_size() == 1, splits)
         _decode_kernel[(b, kv_heads, splits)](
             q,
             k_cache,

@@ -1,0 +1,103 @@
+"""Decode attention over the paged cache, bf16 against fp8 keys and values, per tile configuration.
+
+    python -m bench.paged_attention_bench                    # one CUDA GPU, about a minute
+    python -m bench.paged_attention_bench --rows 64 --contexts 256,1024
+
+One layer of a 7B decode step (32 query and kv heads of 128, blocks of 16 tokens) for `--rows` rows
+with every row at the same context length, through kernels/paged_attention.py's kernel without
+splits (the regime of many rows), for each key tile (BLOCK_N), warp count and pipeline depth. For
+each: the time of one call (triton.testing.do_bench, L2 cleared), the cache bytes it read per second,
+and its largest difference from the bf16 cache's output (the fp8 rounding of the keys and values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from services.inference.kernels import paged_attention
+
+
+def launch(
+    q: Tensor, k: Tensor, v: Tensor, table: Tensor, lens: Tensor, tiles: tuple[int, int, int]
+) -> Tensor:
+    """The decode kernel, one pass per (row, kv head), with `tiles` = (BLOCK_N, warps, stages)."""
+    block_n, warps, stages = tiles
+    rows, heads, head_dim = q.shape
+    out = torch.empty_like(q)
+    paged_attention._decode_kernel[(rows, k.shape[2], 1)](
+        q, k, v, table, lens, out, out, out, out, 1 / math.sqrt(head_dim),
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), table.stride(0),
+        out.stride(0), out.stride(1),
+        GROUP=heads // k.shape[2], GROUP_PAD=max(16, heads // k.shape[2]), HEAD_DIM=head_dim,
+        BLOCK_SIZE=k.shape[1], BLOCK_N=block_n, IEEE=False, NUM_HEADS=heads, SPLITS=1,
+        num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--contexts", type=lambda t: [int(x) for x in t.split(",")], default=[256, 1024])
+    parser.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "paged_attention_bench.json"
+    )
+    args = parser.parse_args()
+    import triton.testing
+
+    torch.manual_seed(0)
+    heads, head_dim, block = 32, 128, 16
+    results = []
+    for context in args.contexts:
+        blocks = args.rows * context // block
+        table = torch.randperm(blocks, device="cuda").to(torch.int32).view(args.rows, context // block)
+        lens = torch.full((args.rows,), context, device="cuda", dtype=torch.int32)
+        k16 = torch.randn(blocks, block, heads, head_dim, device="cuda", dtype=torch.bfloat16)
+        v16 = torch.randn_like(k16)
+        q = torch.randn(args.rows, heads, head_dim, device="cuda", dtype=torch.bfloat16)
+        caches = {"bf16": (k16, v16), "fp8": (k16.to(torch.float8_e4m3fn), v16.to(torch.float8_e4m3fn))}
+        expected = launch(q, k16, v16, table, lens, (64, 4, 3)).float()
+        for (cache, (k, v)), tiles in itertools.product(
+            caches.items(), itertools.product((64, 128, 256), (4, 8), (1, 2, 3))
+        ):
+            out = launch(q, k, v, table, lens, tiles)
+            ms = triton.testing.do_bench(
+                functools.partial(launch, q, k, v, table, lens, tiles), warmup=5, rep=30
+            )
+            row = {
+                "rows": args.rows, "context": context, "cache": cache, "block_n": tiles[0], "warps": tiles[1],
+                "stages": tiles[2], "us": 1000 * ms, "cache_gb_s": 2 * k.numel() * k.element_size() / ms / 1e6,
+                "max_diff_vs_bf16": float((out.float() - expected).abs().max()),
+            }  # fmt: skip
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print("| rows | context | cache | best tiles (BLOCK_N, warps, stages) | µs | GB/s | engine's tiles µs |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for (rows, context, cache), group in itertools.groupby(
+        results, lambda r: (r["rows"], r["context"], r["cache"])
+    ):
+        group_list = list(group)
+        best = min(group_list, key=lambda r: r["us"])
+        block_n, stages = paged_attention.decode_tiles(cache == "fp8", splits=1)
+        used = (block_n, 4, stages)
+        engine = next(r for r in group_list if (r["block_n"], r["warps"], r["stages"]) == used)
+        print(
+            f"| {rows} | {context} | {cache} | {best['block_n']}, {best['warps']}, {best['stages']} | "
+            f"{best['us']:.1f} | {best['cache_gb_s']:.0f} | {engine['us']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
