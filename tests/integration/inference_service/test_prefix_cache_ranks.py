@@ -1,6 +1,8 @@
 """Prefix caching over two gloo ranks: rank 0 schedules (its plans carry the block tables, cached
 blocks included) and every rank runs them; greedy tokens with the cache equal those without it and
-those of the whole model on one process, and every block is free again at the end."""
+those of the whole model on one process, and every block is free again at the end. The same over
+an fp8 KV cache (each rank stores its own heads' keys and values in e4m3): tokens with prefix
+caching equal those without, and every rank's cache is e4m3."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -54,7 +57,7 @@ def broadcasting(runner: ModelRunner, broadcaster: StepBroadcaster) -> Callable[
     return launch
 
 
-def _rank(rank: int, port: int, demo: DemoModel, out: Path) -> None:
+def _rank(rank: int, port: int, demo: DemoModel, out: Path, kv_cache_dtype: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
     ctx = init_parallel("cpu")
@@ -69,8 +72,10 @@ def _rank(rank: int, port: int, demo: DemoModel, out: Path) -> None:
                 num_kv_blocks=8,
                 prefill_chunk=32,
                 prefix_caching=caching,
+                kv_cache_dtype=kv_cache_dtype,
             )
             runner, allocator = build_runner(model, config)
+            (out / f"rank{rank}.cache_dtype").write_text(str(runner.storage.k.dtype))
             broadcaster = StepBroadcaster(rank)
             if rank > 0:
                 run_follower(runner, broadcaster)
@@ -93,9 +98,10 @@ def _rank(rank: int, port: int, demo: DemoModel, out: Path) -> None:
     exit_after_work()
 
 
-def test_two_ranks_reuse_the_same_blocks_and_match_one_process(demo: DemoModel, tmp_path: Path) -> None:
-    mp.spawn(_rank, args=(free_port(), demo, tmp_path), nprocs=2, join=True)
-    results = json.loads((tmp_path / "rank0.json").read_text())
+def run_two_ranks(demo: DemoModel, out: Path, kv_cache_dtype: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both ranks' runs with prefix caching on and off: rank 0's results for each."""
+    mp.spawn(_rank, args=(free_port(), demo, out, kv_cache_dtype), nprocs=2, join=True)
+    results = json.loads((out / "rank0.json").read_text())
     on, off = results["True"], results["False"]
     assert on["turns"] == off["turns"]
     assert on["free"] and off["free"]
@@ -104,6 +110,17 @@ def test_two_ranks_reuse_the_same_blocks_and_match_one_process(demo: DemoModel, 
     assert all(turn > 0 for chat in on["cached"] for turn in chat[1:])
     assert on["cached"][1][0] == 16
     assert all(turn == 0 for chat in off["cached"] for turn in chat)
+    return on, off
+
+
+def test_two_ranks_over_an_fp8_cache_reuse_the_same_blocks(demo: DemoModel, tmp_path: Path) -> None:
+    run_two_ranks(demo, tmp_path, "fp8")
+    assert [(tmp_path / f"rank{r}.cache_dtype").read_text() for r in (0, 1)] == ["torch.float8_e4m3fn"] * 2
+
+
+def test_two_ranks_reuse_the_same_blocks_and_match_one_process(demo: DemoModel, tmp_path: Path) -> None:
+    on, _ = run_two_ranks(demo, tmp_path, "auto")
+    assert (tmp_path / "rank1.cache_dtype").read_text() == "torch.float32"
     model = load_model(demo.ckpt_dir, ctx=CPU_MP1, dtype=torch.float32, max_seq_len=MAX_SEQ_LEN)
     for chat, turns in zip(conversations(), on["turns"], strict=True):
         for turn in turns:
