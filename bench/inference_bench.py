@@ -35,10 +35,12 @@ import torch
 
 from services.common.sampling import SamplingParams
 from services.inference.config import DECODE_GEMMS, EngineConfig
+from services.inference.engine.blocks import PAD_SLOT
 from services.inference.engine.engine import Engine
-from services.inference.engine.kv_cache import blocks_for
+from services.inference.engine.kv_cache import KVStorage, blocks_for
 from services.inference.engine.request import Delta, Done, Event, Failed, GenerationRequest, Started
 from services.inference.engine.runner import ModelRunner, build_runner
+from services.inference.engine.step_plan import StepPlan, StepRow
 from services.inference.kernels import decode_gemm
 from services.inference.model.transformer import CONFIGS, ModelArgs, Transformer
 
@@ -201,9 +203,42 @@ def check_correctness(
     return {"ok": all(r["ok"] for r in results), "prompts": results}
 
 
+def full_batch_plan(rows: int, context: int, storage: KVStorage, vocab: int) -> StepPlan | None:
+    """A sampling decode step of `rows` rows, each at position `context` - 1 of its own blocks (from
+    block 1 up; None if the cache has too few): launched on an idle engine's runner, it leaves a
+    full step in the decode graph's inputs for replay_ms and kernel_profile. What the blocks hold
+    does not matter for timing (attention reads `context` keys per row either way); the new keys
+    and values go to the reserved pad slot, so no block a later request may find cached changes."""
+    per_row = -(-context // storage.block_size)
+    if 1 + rows * per_row > storage.num_blocks:
+        return None
+    position = context - 1
+    plan_rows = []
+    for row in range(rows):
+        table = list(range(1 + row * per_row, 1 + (row + 1) * per_row))
+        plan_rows.append(
+            StepRow(
+                tokens=[row % vocab],
+                positions=[position],
+                slots=[PAD_SLOT],
+                block_table=table,
+                context_len=context,
+                sample_index=0,
+                temperature=0.8,
+                top_p=0.9,
+                seed=row,
+                step=0,
+                batch_slot=row,
+                samples=True,
+            )
+        )
+    return StepPlan(decode=True, fresh=False, rows=plan_rows)
+
+
 def replay_ms(runner: ModelRunner, size: int, greedy: bool = False) -> float | None:
     """Device time of one captured decode step of `size` rows (CUDA events, median of 30 replays),
-    on the inputs the engine's last step of that size left in the graph's buffers."""
+    on the inputs the last step of that size left in the graph's buffers (for the stream counts,
+    a full batch: full_batch_plan)."""
     graphs = getattr(runner, "_greedy_graphs" if greedy else "_graphs", {})
     if size not in graphs:
         return None
@@ -343,7 +378,12 @@ def measure_engine(
             out[f"streams{count}_decode_step_ms"] = 1000 * span / (len(last_started.tokens) - 1)
         if runner is not None and runner.device.type == "cuda":
             size = next((s for s in sorted(getattr(runner, "_graphs", {})) if s >= count), None)
-            if size is not None:
+            # Every stream live at the run's mean context: the run's last step of this graph size
+            # (its tail, as streams finish) would leave few rows in the graph's inputs.
+            plan = full_batch_plan(count, args.prompt_len + n // 2, runner.storage, vocab)
+            if size is not None and plan is not None:
+                runner.launch(plan).result()
+                out[f"streams{count}_gpu_step_context"] = args.prompt_len + n // 2
                 out[f"streams{count}_gpu_step_ms"] = replay_ms(runner, size)
                 if profile_kernels and count == max(streams):
                     out[f"streams{count}_kernels_us"] = guarded(kernel_profile, runner, size, label)
