@@ -12,8 +12,10 @@
 3. Accuracy, FP8 against bf16: logits over a prompt set (teacher-forced; max and mean |difference|,
    top-1 agreement) through the prefill path (per-token FP8 activations) and the reference
    (dequantized weights, bf16 activations, the numerics of the decode kernel); greedy tokens of
-   both engines on the same prompts (where they first part); and the same logit comparison on the
-   demo model, a small trained checkpoint (services/inference/demo.py), as a non-random check.
+   both engines on the same prompts (where they first part); decode-step logits over an fp8 KV
+   cache against a bf16 one (teacher-forced, bf16 weights: the cache's rounding alone); and the
+   same logit comparisons on the demo model, a small trained checkpoint
+   (services/inference/demo.py), as a non-random check.
 4. Kernels on 7B's projection shapes: FP8 Triton skinny GEMM, and FP8 tensor cores through
    `torch._scaled_mm` and the Triton W8A8 kernel (both with their activation quantization), against
    bf16 cuBLAS and bf16 Triton (decode_gemm), at 1, 16, 32, 64 and 512 rows;
@@ -56,6 +58,7 @@ from bench.inference_bench import (
     run_requests,
 )
 from services.inference.engine.blocks import BlockAllocator
+from services.inference.engine.cache_replay import decode_through_cache
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.engine import Engine
 from services.inference.engine.kv_cache import blocks_for
@@ -126,6 +129,18 @@ def greedy_agreement(a: list[list[int]], b: list[list[int]]) -> dict[str, object
     }
 
 
+def kv_cache_error(model: Transformer, prompts: list[list[int]], new_tokens: int) -> dict[str, float]:
+    """Decode-step logits over an fp8 KV cache against a cache in the model's dtype, teacher-forced
+    through the latter's greedy tokens (engine/cache_replay.py): what the cache's rounding alone
+    moves, with the weights as they are."""
+    full, rounded = [], []
+    for prompt in prompts:
+        tokens, logits = decode_through_cache(model, prompt, new_tokens, "auto")
+        full.append(logits.float())
+        rounded.append(decode_through_cache(model, prompt, new_tokens, "fp8", forced=tokens)[1].float())
+    return logit_error(torch.cat(rounded), torch.cat(full))
+
+
 def demo_accuracy(device: torch.device, dtype: torch.dtype) -> dict[str, object]:
     """The logit comparison on a trained checkpoint: the demo model, built here in seconds."""
     from services.inference.demo import CORPUS, write_demo
@@ -149,6 +164,7 @@ def demo_accuracy(device: torch.device, dtype: torch.dtype) -> dict[str, object]
         fp8_linear.use_fp8_kernels(fp8, **options)
         got = [eager_logits(fp8, [p])[0] for p in prompts]
         out[path] = logit_error(torch.cat(got), torch.cat(expected))
+    out["fp8_kv_cache"] = kv_cache_error(plain, prompts, 16)
     return out
 
 
@@ -265,6 +281,9 @@ def bench_7b(
         accuracy[path] = guarded(compare_logits, fp8, prompts, expected)
     fp8_linear.use_fp8_kernels(fp8)
     del expected
+    accuracy["fp8_kv_cache"] = guarded(
+        kv_cache_error, model, prompts[: args.greedy_prompts], args.check_tokens
+    )
     result["accuracy"] = accuracy
     print(json.dumps(accuracy), flush=True)
     greedy_prompts = prompts[: args.greedy_prompts]
@@ -550,7 +569,7 @@ def report(result: dict[str, object], streams: int, ttft_len: int) -> str:
     lines.append("| --- | --- | --- | --- | --- | --- |")
     demo: dict[str, Any] = result.get("demo_accuracy") or {}  # type: ignore[assignment]
     for model, table in ((str(seven["shape"]) + " random", accuracy), ("demo (trained)", demo)):
-        for path in ("dequantized", "fp8_activations"):
+        for path in ("dequantized", "fp8_activations", "fp8_kv_cache"):
             e = table.get(path)
             if e:
                 lines.append(

@@ -36,8 +36,11 @@ def test_the_default_run_reports_every_engine_and_section(tmp_path: Path) -> Non
     assert engines["fp8-kv8"]["kv_cache_dtype"] == "fp8"
     assert engines["fp8 kernel<=64 scaled_mm:decode (triton)"]["fp8_options"]["tensor_cores"] == "triton"
     assert all(engine["batch1_decode_tok_s"] > 0 for engine in engines.values())
-    for path in ("dequantized", "fp8_activations"):
+    for path in ("dequantized", "fp8_activations", "fp8_kv_cache"):
         assert 0 <= seven["accuracy"][path]["top1_agreement"] <= 1
+    # The cache's rounding moves the trained demo model's logits, but keeps its top tokens.
+    kv_cache = result["demo_accuracy"]["fp8_kv_cache"]
+    assert kv_cache["max_abs_diff"] > 0 and kv_cache["top1_agreement"] > 0.9
     for greedy in ("greedy", "greedy_fp8_kv8"):
         assert len(seven["accuracy"][greedy]["identical_prefix_lens"]) == 2
     assert result["demo_accuracy"]["dequantized"]["top1_agreement"] > 0.9

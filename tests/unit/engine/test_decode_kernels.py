@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from services.common.sampling import SamplingParams
+from services.inference.engine.cache_replay import decode_through_cache
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.request import GenerationRequest
 from services.inference.engine.runner import ModelRunner, build_runner, graph_batch_sizes
@@ -34,7 +35,6 @@ from tests.unit.engine.stepping import (
     DECODE_ROWS,
     PROMPTS,
     decode_step_cache,
-    greedy_through_cache,
     random_kv_storage,
     run_to_completion,
 )
@@ -367,7 +367,7 @@ def test_engine_tokens_on_cuda_over_an_fp8_cache_follow_the_reference_paths_over
         patch.setattr(paged_attention, "triton", None)
         patch.setattr(paged_prefill, "triton", None)
         for prompt in PROMPTS:
-            tokens, logits = greedy_through_cache(model, prompt, 12, "fp8")
+            tokens, logits = decode_through_cache(model, prompt, 12, "fp8")
             top = logits.float().topk(2, dim=-1).values
             expected.append((tokens, (top[:, 0] - top[:, 1]).tolist()))
     # Every prompt whole in one fresh step, as the reference prefills it.

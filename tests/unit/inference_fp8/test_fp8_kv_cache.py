@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from services.common.sampling import SamplingParams
+from services.inference.engine.cache_replay import decode_through_cache
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.kv_cache import bytes_per_block
 from services.inference.engine.request import GenerationRequest
@@ -20,7 +21,7 @@ from services.inference.engine.scheduler import Scheduler
 from services.inference.model.fp8 import FP8_DTYPE, FP8Unsupported, check_fp8_device
 from services.inference.model.transformer import Transformer, init_random_weights
 from tests.unit.engine.conversations import Chat, run_chats
-from tests.unit.engine.stepping import ARGS, PROMPTS, greedy_through_cache, run_to_completion, tiny_runner
+from tests.unit.engine.stepping import ARGS, PROMPTS, run_to_completion, tiny_runner
 from tests.unit.inference_fp8.flags import parse, pretend_gpu
 
 NEW_TOKENS = 12
@@ -59,8 +60,8 @@ def test_logits_over_an_fp8_cache_stay_within_a_few_percent_of_the_full_precisio
     step's logits over the fp8 cache. Measured on this model: max |difference| 0.08, mean 1.5% of
     the logits' spread; values rounded to 3 mantissa bits move them, but not far."""
     for prompt in PROMPTS:
-        tokens, full = greedy_through_cache(model, prompt, NEW_TOKENS, "auto")
-        _, rounded = greedy_through_cache(model, prompt, NEW_TOKENS, "fp8", forced=tokens)
+        tokens, full = decode_through_cache(model, prompt, NEW_TOKENS, "auto")
+        _, rounded = decode_through_cache(model, prompt, NEW_TOKENS, "fp8", forced=tokens)
         diff = (rounded - full).abs()
         assert diff.max() > 1e-3, "nothing was rounded: the cache is not fp8"
         assert diff.max() < 0.25 and diff.mean() < 0.03 * full.std(), (prompt, diff.max(), diff.mean())
@@ -82,7 +83,7 @@ def test_the_engine_generates_through_an_fp8_cache_and_parts_from_full_precision
     for prompt, sequence in zip(PROMPTS, sequences, strict=True):
         generated = sequence.tokens[len(prompt) :]
         assert len(generated) == NEW_TOKENS
-        expected, logits = greedy_through_cache(model, prompt, NEW_TOKENS, "auto")
+        expected, logits = decode_through_cache(model, prompt, NEW_TOKENS, "auto")
         top = logits.topk(2, dim=-1).values
         gaps = (top[:, 0] - top[:, 1]).tolist()
         first = next((i for i, (a, b) in enumerate(zip(generated, expected, strict=True)) if a != b), None)
