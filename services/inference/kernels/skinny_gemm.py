@@ -219,7 +219,8 @@ if triton is not None:
         y = Y + m[:, None] * stride_ym + n[None, :]
         tl.store(y, acc.to(Y.dtype.element_ty), mask=out_ok)
 
-    def _even_k(meta: dict[str, int]) -> bool:
+    def even_k(meta: dict[str, int]) -> bool:
+        """The EVEN_K heuristic of a kernel looping over K in BLOCK_K steps: no masked tail."""
         return meta["K"] % meta["BLOCK_K"] == 0
 
     def block_m(m: int) -> int:
@@ -231,10 +232,10 @@ if triton is not None:
         fused = ["NORM", "GLU", "RESIDUAL"]
         return TunedKernels(
             gemv=triton.autotune(list(gemv_configs), key=["N", "K", *fused])(
-                triton.heuristics({"EVEN_K": _even_k})(gemv_kernel)
+                triton.heuristics({"EVEN_K": even_k})(gemv_kernel)
             ),
             skinny=triton.autotune(list(skinny_configs), key=["N", "K", "BLOCK_M", *fused])(
-                triton.heuristics({"EVEN_K": _even_k})(skinny_kernel)
+                triton.heuristics({"EVEN_K": even_k})(skinny_kernel)
             ),
         )
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from services.inference.kernels import skinny_gemm
+
 try:
     import triton
     import triton.language as tl
@@ -97,13 +99,10 @@ if triton is not None:
         y = Y + m[:, None] * stride_ym + n[None, :]
         tl.store(y, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
-    def _even_k(meta: dict[str, int]) -> bool:
-        return meta["K"] % meta["BLOCK_K"] == 0
-
     # Per weight shape and row tile: the best channel block differs between wo (4096 channels:
     # few programs unless the block is narrow) and w13 (22016).
     _TUNED = triton.autotune(_CONFIGS, key=["N", "K", "BLOCK_M"])(
-        triton.heuristics({"EVEN_K": _even_k})(w8a8_kernel)
+        triton.heuristics({"EVEN_K": skinny_gemm.even_k})(w8a8_kernel)
     )
 
     def launch(
