@@ -267,11 +267,13 @@ def bench_7b(
     args: argparse.Namespace, device: torch.device, dtype: torch.dtype, bandwidth: float
 ) -> dict[str, object]:
     model_args = replace(SHAPES["tiny"] if args.tiny else CONFIGS["7B"], max_seq_len=args.max_seq_len)
+    if args.layers_7b:
+        model_args = replace(model_args, n_layers=args.layers_7b)
     vocab = model_args.vocab_size
     model = build_model(model_args, device, dtype, seed=0)
     fp8: Transformer = quantize_projections(copy.deepcopy(model))
     prompts = random_prompts(args.accuracy_prompts, args.accuracy_len, vocab, seed=123)
-    result: dict[str, object] = {"shape": "tiny" if args.tiny else "7B"}
+    result: dict[str, object] = {"shape": "tiny" if args.tiny else "7B", "layers": model_args.n_layers}
     expected = eager_logits(model, prompts)
     accuracy: dict[str, object] = {"prompts": len(prompts), "prompt_len": args.accuracy_len}
     # Dequantized weights and bf16 activations (the default prefill path, the decode kernel's
@@ -534,13 +536,23 @@ def fmt(value: object, digits: int = 1) -> str:
     return str(value)
 
 
+def dig(values: dict[str, Any], key: str) -> object:
+    """values["a"]["b"] for key "a.b"; None where any part is missing."""
+    head, _, rest = key.partition(".")
+    value = values.get(head)
+    return dig(value, rest) if rest and isinstance(value, dict) else (None if rest else value)
+
+
 def report(result: dict[str, object], streams: int, ttft_len: int) -> str:
     lines = []
     seven: dict[str, Any] = result["7b"]  # type: ignore[assignment]
     engines: dict[str, dict[str, Any]] = seven["engines"]
     names = list(engines)
     base = names[0]
-    lines.append(f"copy bandwidth {fmt(result['copy_bandwidth_gb_s'])} GB/s; {seven['shape']} random weights")
+    lines.append(
+        f"copy bandwidth {fmt(result['copy_bandwidth_gb_s'])} GB/s; {seven['shape']} random weights, "
+        f"{seven.get('layers')} layers"
+    )
     lines.append(
         "| metric | " + " | ".join(names) + " | " + " | ".join(f"{n} / {base}" for n in names[1:]) + " |"
     )
@@ -556,8 +568,11 @@ def report(result: dict[str, object], streams: int, ttft_len: int) -> str:
         (f"TTFT {ttft_len}-token prompt ms", f"ttft_{ttft_len}_ms", 1),
         ("capture s", "capture_s", 1),
     ]
+    for kind in ("kernels_total", "matmul", "fp8_dequantize", "prefill_attention"):
+        label = f"TTFT {ttft_len}: {kind.replace('_', ' ')} µs (device)"
+        rows.append((label, f"ttft_{ttft_len}_kernels_us.{kind}", 0))
     for label, key, digits in rows:
-        values = [engines[n].get(key) for n in names]
+        values = [dig(engines[n], key) for n in names]
         cells = [fmt(v, digits) for v in values]
         for value in values[1:]:
             ok = isinstance(value, float) and isinstance(values[0], float) and values[0]
@@ -628,6 +643,9 @@ def main() -> None:
     parser.add_argument("--greedy-prompts", type=int, default=4)
     parser.add_argument("--check-tokens", type=int, default=32)
     parser.add_argument("--layers-70b", type=lambda t: [int(x) for x in t.split(",")], default=[8, 4])
+    parser.add_argument(
+        "--layers-7b", type=int, help="the 7B shape with fewer layers (per-layer costs in a short run)"
+    )
     parser.add_argument("--skip", type=lambda t: t.split(","), default=[], help="any of 7b,demo,kernels,70b")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument(

@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -291,37 +292,61 @@ def kernel_profile(
             torch.cuda.synchronize()
         events = [e for e in prof.key_averages() if _device_us(e) > 0]
         label += "_nograph"
+    return kernel_table(events, replays, f"{label}_b{size}")
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    matmuls = ("gemv", "gemm", "cutlass", "nvjet", "sm90_", "cublas", "splitk", "skinny", "w8a8")
+    if any(k in lowered for k in matmuls):
+        return "matmul"
+    if "decode_kernel" in lowered or "merge_kernel" in lowered:
+        return "paged_attention"
+    if "prefill_kernel" in lowered or "flash" in lowered or "attention" in lowered:
+        return "prefill_attention"
+    if "dequantize" in lowered:
+        return "fp8_dequantize"
+    if "rotary_write" in lowered or "index_copy" in lowered or "indexcopy" in lowered:
+        return "kv_write"
+    if lowered.startswith("triton_"):
+        return "fused_elementwise"
+    if any(k in lowered for k in ("sort", "radix", "scan", "cumsum")):
+        return "sampler_sort_scan"
+    if "memcpy" in lowered or "memset" in lowered:
+        return "copies"
+    return "other_eager"
+
+
+def kernel_table(events: list[Any], repeats: int, label: str) -> dict[str, float]:
+    """Device time per repeat by kernel kind (µs); the per-kernel table goes to
+    $OUT/kernels_<label>.txt and its top 12 lines to stdout."""
     kinds: dict[str, float] = {}
     rows = []
     for event in events:
         total = _device_us(event)
-        name = event.key
-        lowered = name.lower()
-        if any(
-            k in lowered for k in ("gemv", "gemm", "cutlass", "nvjet", "sm90_", "cublas", "splitk", "skinny")
-        ):
-            kind = "matmul"
-        elif "decode_kernel" in lowered or "merge_kernel" in lowered:
-            kind = "paged_attention"
-        elif "rotary_write" in lowered or "index_copy" in lowered or "indexcopy" in lowered:
-            kind = "kv_write"
-        elif lowered.startswith("triton_"):
-            kind = "fused_elementwise"
-        elif any(k in lowered for k in ("sort", "radix", "scan", "cumsum")):
-            kind = "sampler_sort_scan"
-        elif "memcpy" in lowered or "memset" in lowered:
-            kind = "copies"
-        else:
-            kind = "other_eager"
-        kinds[kind] = kinds.get(kind, 0.0) + total / replays
-        rows.append((total / replays, event.count // replays, kind, name))
+        kind = kernel_kind(event.key)
+        kinds[kind] = kinds.get(kind, 0.0) + total / repeats
+        rows.append((total / repeats, event.count // repeats, kind, event.key))
     rows.sort(reverse=True)
     out_dir = Path(os.environ.get("OUT", "."))
     lines = [f"{us:10.1f} us/step  x{count:<4d} {kind:18s} {name[:150]}" for us, count, kind, name in rows]
-    (out_dir / f"kernels_{label}_b{size}.txt").write_text("\n".join(lines) + "\n")
-    print(f"kernel profile {label} b{size} (top 12 of {len(rows)}):\n" + "\n".join(lines[:12]), flush=True)
+    (out_dir / f"kernels_{label}.txt").write_text("\n".join(lines) + "\n")
+    print(f"kernel profile {label} (top 12 of {len(rows)}):\n" + "\n".join(lines[:12]), flush=True)
     kinds["kernels_total"] = sum(v for k, v in kinds.items())
     return {k: round(v, 1) for k, v in kinds.items()}
+
+
+def prefill_profile(engine: Engine, prompt: list[int], label: str) -> dict[str, float]:
+    """Where one prompt's time to first token goes on the device: kernel time by kind (µs). The
+    engine's prefix cache must not hold the prompt."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run_requests(engine, [prompt], 1)
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if _device_us(e) > 0]
+    return kernel_table(events, 1, f"{label}_prefill{len(prompt)}")
 
 
 def guarded(fn: Callable[..., object], *args: object) -> object:
@@ -393,6 +418,13 @@ def measure_engine(
             (record,) = run_requests(engine, random_prompts(1, length, vocab, 1000 + seed), 1)
             ttfts.append((record.first or 0) - record.submitted)
         out[f"ttft_{length}_ms"] = 1000 * statistics.median(ttfts)
+        if runner is not None and runner.device.type == "cuda" and profile_kernels:
+            # A prompt not seen before: a cached one would prefill only its last partial block.
+            prompt = random_prompts(1, length, vocab, 2000)[0]
+            out[f"ttft_{length}_kernels_us"] = guarded(prefill_profile, engine, prompt, label)
+    if runner is not None and ttft_lens:
+        # A prefill forward the compiler failed on runs eagerly (runner.capture logs why).
+        out["prefill_compiled"] = getattr(runner, "_prefill", None) is not runner.model
     return out
 
 

@@ -5,7 +5,9 @@
 
 One layer of a 7B decode step (32 query and kv heads of 128, blocks of 16 tokens) for `--rows` rows
 with every row at the same context length, through kernels/paged_attention.py's kernel without
-splits (the regime of many rows), for each key tile (BLOCK_N), warp count and pipeline depth. For
+splits (the regime of many rows), for each key tile (BLOCK_N), warp count and pipeline depth, with
+the engine's cache layout (a block's tokens, then kv heads: runs of head_dim values per key) and
+head-major blocks (a block's keys of one kv head contiguous). For
 each: the time of one call (triton.testing.do_bench, L2 cleared), the cache bytes it read per second,
 and its largest difference from the bf16 cache's output (the fp8 rounding of the keys and values).
 """
@@ -44,6 +46,11 @@ def launch(
     return out
 
 
+def head_major(cache: Tensor) -> Tensor:
+    """[blocks, block, kv heads, d] values stored as [blocks, kv heads, block, d] (a strided view)."""
+    return cache.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,7 +73,15 @@ def main() -> None:
         k16 = torch.randn(blocks, block, heads, head_dim, device="cuda", dtype=torch.bfloat16)
         v16 = torch.randn_like(k16)
         q = torch.randn(args.rows, heads, head_dim, device="cuda", dtype=torch.bfloat16)
-        caches = {"bf16": (k16, v16), "fp8": (k16.to(torch.float8_e4m3fn), v16.to(torch.float8_e4m3fn))}
+        k8, v8 = k16.to(torch.float8_e4m3fn), v16.to(torch.float8_e4m3fn)
+        caches = {
+            "bf16": (k16, v16),
+            "fp8": (k8, v8),
+            # The same values with each block's keys of one head contiguous ([blocks, kv heads,
+            # block, d] in memory): runs of block * d elements instead of d.
+            "bf16 head-major": (head_major(k16), head_major(v16)),
+            "fp8 head-major": (head_major(k8), head_major(v8)),
+        }
         expected = launch(q, k16, v16, table, lens, (64, 4, 3)).float()
         for (cache, (k, v)), tiles in itertools.product(
             caches.items(), itertools.product((64, 128, 256), (4, 8), (1, 2, 3))
@@ -90,7 +105,7 @@ def main() -> None:
     ):
         group_list = list(group)
         best = min(group_list, key=lambda r: r["us"])
-        block_n, stages = paged_attention.decode_tiles(cache == "fp8", splits=1)
+        block_n, stages = paged_attention.decode_tiles(cache.startswith("fp8"), splits=1)
         used = (block_n, 4, stages)
         engine = next(r for r in group_list if (r["block_n"], r["warps"], r["stages"]) == used)
         print(
