@@ -63,6 +63,12 @@ log = logging.getLogger(__name__)
 # Columns of the packed integer input of a captured decode step (one token per row).
 _DECODE = Layout(t=1)
 
+# Graphs the compiled prefill forward may hold. Each kind of step is a graph of its own: one row or
+# several (dynamo specialises a dimension of 1) x a fresh prompt or a continued one x each side of
+# the row counts where an FP8 projection changes kernels (16; with FP8 activations also 64). FP8
+# engines need 8 to 12, and past dynamo's default limit of 8 a frame silently runs eagerly.
+PREFILL_RECOMPILE_LIMIT = 32
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -384,6 +390,9 @@ class ModelRunner:
         # The cache's shape never changes: static, so no step's sizes are unified with its own.
         torch._dynamo.mark_static(self.storage.k)
         torch._dynamo.mark_static(self.storage.v)
+        # A process-wide setting (dynamo has no per-function limit); raised, never lowered.
+        limit = max(torch._dynamo.config.recompile_limit, PREFILL_RECOMPILE_LIMIT)
+        torch._dynamo.config.recompile_limit = limit
         self._prefill = torch.compile(self.model, dynamic=True)
         block = self.storage.block_size
         # Lengths no guard can pin (not multiples of the block, not 0 or 1) on both sides of the

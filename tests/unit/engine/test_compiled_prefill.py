@@ -48,11 +48,13 @@ def test_compiled_prefill_matches_eager_without_recompiling(device: str) -> None
     init_random_weights(model, 3)
     model.eval()
     config, allocator, runner = tiny_runner(model.to(device), num_blocks=48, device=device)
-    runner.compile_prefill()
+    # Past dynamo's recompile limit a frame runs eagerly without an error: fail instead.
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        runner.compile_prefill()
     scheduler = Scheduler(config, allocator, eos_id=-1)
     params = SamplingParams(temperature=0, max_gen_len=6)
     first = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS[:4])]
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch._dynamo.config.patch(error_on_recompile=True, fail_on_recompile_limit_hit=True):
         run_to_completion(scheduler, runner, max_steps=200)
         later = [
             scheduler.add(GenerationRequest(f"c{i}", tuple(p), params, 0)) for i, p in enumerate(PROMPTS[4:])
@@ -66,19 +68,25 @@ def test_compiled_prefill_matches_eager_without_recompiling(device: str) -> None
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_compiled_fp8_prefill_never_recompiles() -> None:
-    """FP8 projections change kernels at 16 rows (the Triton kernel below, tensor cores above): the
-    warm-up compiles both sides, so short and long prompt chunks alike find a compiled graph."""
+@pytest.mark.parametrize("kv_cache_dtype", ["auto", "fp8"])
+@pytest.mark.parametrize("scaled_mm", ["decode", "always"])
+def test_compiled_fp8_prefill_never_recompiles(kv_cache_dtype: str, scaled_mm: str) -> None:
+    """FP8 projections change kernels at 16 rows (the Triton kernel below, tensor cores above; with
+    FP8 activations also at 64, W8A8 below and cuBLAS above): the warm-up compiles every side within
+    the recompile limit, so short and long prompt chunks alike find a compiled graph."""
     torch._dynamo.reset()
     model = Transformer(ARGS)
     init_random_weights(model, 3)
     model = quantize_projections(model.to("cuda", torch.bfloat16).eval())
-    use_fp8_kernels(model)
-    config, allocator, runner = tiny_runner(model, num_blocks=48, device="cuda", dtype=torch.bfloat16)
-    runner.compile_prefill()
+    use_fp8_kernels(model, scaled_mm=scaled_mm)
+    config, allocator, runner = tiny_runner(
+        model, num_blocks=48, device="cuda", dtype=torch.bfloat16, kv_cache_dtype=kv_cache_dtype
+    )
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        runner.compile_prefill()
     scheduler = Scheduler(config, allocator, eos_id=-1)
     params = SamplingParams(temperature=0, max_gen_len=6)
     sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)]
-    with torch._dynamo.config.patch(error_on_recompile=True):
+    with torch._dynamo.config.patch(error_on_recompile=True, fail_on_recompile_limit_hit=True):
         run_to_completion(scheduler, runner, max_steps=300)
     assert all(len(s.tokens) == len(p) + 6 for s, p in zip(sequences, PROMPTS, strict=True))
