@@ -7,7 +7,8 @@ One layer of a 7B decode step (32 query and kv heads of 128, blocks of 16 tokens
 with every row at the same context length, through kernels/paged_attention.py's kernel without
 splits (the regime of many rows), for each key tile (BLOCK_N), warp count and pipeline depth, with
 the engine's cache layout (a block's tokens, then kv heads: runs of head_dim values per key) and
-head-major blocks (a block's keys of one kv head contiguous). For
+head-major blocks (a block's keys of one kv head contiguous), and with e4m3 operands on FP8 tensor
+cores (q.k, or q.k and p.v) instead of values widened for bf16 dots. For
 each: the time of one call (triton.testing.do_bench, L2 cleared), the cache bytes it read per second,
 and its largest difference from the bf16 cache's output (the fp8 rounding of the keys and values).
 """
@@ -18,7 +19,6 @@ import argparse
 import functools
 import itertools
 import json
-import math
 import os
 from pathlib import Path
 
@@ -29,21 +29,16 @@ from services.inference.kernels import paged_attention
 
 
 def launch(
-    q: Tensor, k: Tensor, v: Tensor, table: Tensor, lens: Tensor, tiles: tuple[int, int, int]
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    table: Tensor,
+    lens: Tensor,
+    tiles: tuple[int, int, int],
+    fp8_dots: int = 0,
 ) -> Tensor:
     """The decode kernel, one pass per (row, kv head), with `tiles` = (BLOCK_N, warps, stages)."""
-    block_n, warps, stages = tiles
-    rows, heads, head_dim = q.shape
-    out = torch.empty_like(q)
-    paged_attention._decode_kernel[(rows, k.shape[2], 1)](
-        q, k, v, table, lens, out, out, out, out, 1 / math.sqrt(head_dim),
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), table.stride(0),
-        out.stride(0), out.stride(1),
-        GROUP=heads // k.shape[2], GROUP_PAD=max(16, heads // k.shape[2]), HEAD_DIM=head_dim,
-        BLOCK_SIZE=k.shape[1], BLOCK_N=block_n, IEEE=False, NUM_HEADS=heads, SPLITS=1,
-        num_warps=warps, num_stages=stages,
-    )  # fmt: skip
-    return out
+    return paged_attention.launch_decode(q, k, v, table, lens, 1, tiles, fp8_dots)
 
 
 def head_major(cache: Tensor) -> Tensor:
@@ -75,20 +70,23 @@ def main() -> None:
         q = torch.randn(args.rows, heads, head_dim, device="cuda", dtype=torch.bfloat16)
         k8, v8 = k16.to(torch.float8_e4m3fn), v16.to(torch.float8_e4m3fn)
         caches = {
-            "bf16": (k16, v16),
-            "fp8": (k8, v8),
+            "bf16": (k16, v16, 0),
+            "fp8": (k8, v8, 0),
             # The same values with each block's keys of one head contiguous ([blocks, kv heads,
             # block, d] in memory): runs of block * d elements instead of d.
-            "bf16 head-major": (head_major(k16), head_major(v16)),
-            "fp8 head-major": (head_major(k8), head_major(v8)),
+            "bf16 head-major": (head_major(k16), head_major(v16), 0),
+            "fp8 head-major": (head_major(k8), head_major(v8), 0),
+            # e4m3 operands on FP8 tensor cores: q.k, then q.k and p.v (launch_decode's fp8_dots).
+            "fp8, fp8 q.k": (k8, v8, 1),
+            "fp8, fp8 q.k and p.v": (k8, v8, 2),
         }
         expected = launch(q, k16, v16, table, lens, (64, 4, 3)).float()
-        for (cache, (k, v)), tiles in itertools.product(
+        for (cache, (k, v, fp8_dots)), tiles in itertools.product(
             caches.items(), itertools.product((64, 128, 256), (4, 8), (1, 2, 3))
         ):
-            out = launch(q, k, v, table, lens, tiles)
+            out = launch(q, k, v, table, lens, tiles, fp8_dots)
             ms = triton.testing.do_bench(
-                functools.partial(launch, q, k, v, table, lens, tiles), warmup=5, rep=30
+                functools.partial(launch, q, k, v, table, lens, tiles, fp8_dots), warmup=5, rep=30
             )
             row = {
                 "rows": args.rows, "context": context, "cache": cache, "block_n": tiles[0], "warps": tiles[1],

@@ -100,6 +100,8 @@ if triton is not None:
         IEEE: tl.constexpr,
         NUM_HEADS: tl.constexpr,
         SPLITS: tl.constexpr,
+        FP8_DOTS: tl.constexpr = 0,
+        DOT_FP32: tl.constexpr = False,
     ):
         # One program per (row, kv head): the GROUP query heads sharing that kv head are one
         # small matrix, so each key/value is read once for all of them (grouped-query attention).
@@ -122,6 +124,13 @@ if triton is not None:
             mask=(g < GROUP)[:, None],
             other=0.0,
         )
+        if FP8_DOTS > 0:
+            # e4m3 queries, one scale per query row (its absmax maps to 448), so that q.k runs on
+            # FP8 tensor cores straight from an fp8 cache's bytes; the scale goes onto the scores.
+            q_f32 = q.to(tl.float32)
+            q_scale = tl.maximum(tl.max(tl.abs(q_f32), 1), 1e-12) / 448.0
+            q_dot = (q_f32 / q_scale[:, None]).to(K.dtype.element_ty)
+            s_scale = q_scale * scale
         m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
         l_sum = tl.zeros([GROUP_PAD], tl.float32)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
@@ -130,23 +139,39 @@ if triton is not None:
             valid = n < hi
             block = tl.load(BT + row * stride_btb + n // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
             offsets = block * stride_kb + (n % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
-            # An fp8 cache is widened to q's dtype in registers: the dots run as for a bf16 cache.
-            k = tl.load(K + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0).to(q.dtype)
-            v = tl.load(V + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0).to(q.dtype)
-            # fp32 caches (CPU-parity checks) must not silently drop to tf32.
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+            k = tl.load(K + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
+            v = tl.load(V + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
+            if FP8_DOTS > 0:
+                if DOT_FP32:  # Triton's CPU interpreter has no fp8 dot: the same values in fp32
+                    s = tl.dot(q_dot.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+                else:
+                    s = tl.dot(q_dot, tl.trans(k))
+                s = s * s_scale[:, None]
             else:
-                s = tl.dot(q, tl.trans(k)) * scale
+                # An fp8 cache is widened to q's dtype in registers: the dots run as for a bf16 cache.
+                k = k.to(q.dtype)
+                # fp32 caches (CPU-parity checks) must not silently drop to tf32.
+                if IEEE:
+                    s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+                else:
+                    s = tl.dot(q, tl.trans(k)) * scale
             s = tl.where(valid[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, 1))
             alpha = tl.exp(m - m_new)
             p = tl.exp(s - m_new[:, None])
             l_sum = l_sum * alpha + tl.sum(p, 1)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision="ieee")
+            if FP8_DOTS == 2:
+                # Probabilities in e4m3 too (scaled by 448 into its range): p.v on FP8 tensor cores.
+                p_dot = (p * 448.0).to(V.dtype.element_ty)
+                if DOT_FP32:
+                    pv = tl.dot(p_dot.to(tl.float32), v.to(tl.float32), input_precision="ieee")
+                else:
+                    pv = tl.dot(p_dot, v)
+                acc = acc * alpha[:, None] + pv * (1.0 / 448.0)
+            elif IEEE:
+                acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision="ieee")
             else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v)
+                acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
             m = m_new
         if SPLITS == 1:
             out = acc / l_sum[:, None]
@@ -207,25 +232,37 @@ if triton is not None:
             SPLITS_PAD=triton.next_power_of_2(splits),
         )
 
-    @torch.library.custom_op("llamagate::paged_decode", mutates_args=())
-    def _paged_decode(
-        q: Tensor, k_all: Tensor, v_all: Tensor, layer: int, block_tables: Tensor, context_lens: Tensor
+    def launch_decode(
+        q: Tensor,
+        k_cache: Tensor,
+        v_cache: Tensor,
+        block_tables: Tensor,
+        context_lens: Tensor,
+        splits: int,
+        tiles: tuple[int, int, int] | None = None,
+        fp8_dots: int = 0,
     ) -> Tensor:
-        k_cache, v_cache = k_all[layer], v_all[layer]
-        context_lens = context_lens.contiguous()
+        """Decode attention of q [b, h, d] over one layer's caches, each row's keys in `splits`
+        chunks. tiles: (keys per tile, warps, pipeline depth), default decode_tiles' with 4 warps.
+        fp8_dots (an fp8 cache only): 0 widens keys and values for bf16/fp16 dots; 1 runs q.k on
+        FP8 tensor cores (per-row e4m3 queries); 2 also p.v (probabilities in e4m3). The engine
+        uses 0; bench/paged_attention_bench.py times 1 and 2."""
         b, heads, head_dim = q.shape
         kv_heads = k_cache.shape[2]
         group = heads // kv_heads
-        q = q.contiguous()
+        if fp8_dots and k_cache.dtype != FP8_DTYPE:
+            raise ValueError("fp8_dots needs an fp8 cache")
         out = torch.empty_like(q)
-        splits = num_splits(b, kv_heads)
         if splits > 1:
             m_part = torch.empty(b, heads, splits, dtype=torch.float32, device=q.device)
             l_part = torch.empty_like(m_part)
             acc_part = torch.empty(b, heads, splits, head_dim, dtype=torch.float32, device=q.device)
         else:
             m_part = l_part = acc_part = out  # unused by the single-pass kernel
-        block_n, stages = decode_tiles(k_cache.element_size() == 1, splits)
+        if tiles is None:
+            block_n, stages = decode_tiles(k_cache.element_size() == 1, splits)
+            tiles = (block_n, 4, stages)
+        block_n, warps, stages = tiles
         _decode_kernel[(b, kv_heads, splits)](
             q,
             k_cache,
@@ -253,12 +290,24 @@ if triton is not None:
             IEEE=q.dtype == torch.float32,
             NUM_HEADS=heads,
             SPLITS=splits,
-            num_warps=4,
+            FP8_DOTS=fp8_dots,
+            DOT_FP32=not q.is_cuda,
+            num_warps=warps,
             num_stages=stages,
         )
         if splits > 1:
             merge_splits(m_part, l_part, acc_part, out, splits)
         return out
+
+    @torch.library.custom_op("llamagate::paged_decode", mutates_args=())
+    def _paged_decode(
+        q: Tensor, k_all: Tensor, v_all: Tensor, layer: int, block_tables: Tensor, context_lens: Tensor
+    ) -> Tensor:
+        kv_heads = k_all.shape[3]
+        splits = num_splits(q.shape[0], kv_heads)
+        return launch_decode(
+            q.contiguous(), k_all[layer], v_all[layer], block_tables, context_lens.contiguous(), splits
+        )
 
     @_paged_decode.register_fake
     def _(

@@ -152,6 +152,39 @@ def test_decode_kernel_over_an_fp8_cache_equals_the_reference(dtype: torch.dtype
     torch.testing.assert_close(out.float(), expected.float(), atol=tolerance, rtol=tolerance)
 
 
+@kernels
+@pytest.mark.parametrize("fp8_dots", [1, 2])
+@pytest.mark.parametrize("rows", [2, 34])
+def test_decode_kernel_with_e4m3_operands_stays_near_the_reference(fp8_dots: int, rows: int) -> None:
+    """q.k (fp8_dots 1), and also p.v (2), on FP8 tensor cores: the queries are rounded to e4m3 with
+    one scale per row (and the probabilities to e4m3), which moves the output by a few per cent of
+    its size, not more; the widening kernel (fp8_dots 0) stays at half-precision rounding."""
+    heads, kv_heads, head_dim, block, per_row = 8, 4, 32, 4, 40  # FP8 dots need K >= 32
+    torch.manual_seed(rows)
+    lengths = torch.randint(1, block * per_row, (rows,), dtype=torch.int32)
+    num_blocks = rows * per_row + 1
+    tables = (torch.randperm(num_blocks - 1)[: rows * per_row] + 1).view(rows, per_row).to(torch.int32)
+    k_cache, v_cache = (saturate_to_fp8(torch.randn(num_blocks, block, kv_heads, head_dim)) for _ in range(2))
+    # Triton's CPU interpreter computes bf16 dots wrongly (numpy has no bf16): fp16 queries there.
+    q = torch.randn(rows, heads, head_dim).to(torch.float16 if INTERPRETING else torch.bfloat16)
+    k_cache, v_cache, q, tables, lengths = (t.to(DEVICE) for t in (k_cache, v_cache, q, tables, lengths))
+    splits = paged_attention.num_splits(rows, kv_heads)
+    expected = paged_attention.decode_reference(q.float(), k_cache, v_cache, tables, lengths)
+    size = expected.abs().mean()
+
+    def error(fp8_dots: int) -> tuple[float, float]:
+        out = paged_attention.launch_decode(q, k_cache, v_cache, tables, lengths, splits, fp8_dots=fp8_dots)
+        assert out.dtype == q.dtype
+        difference = (out.float() - expected).abs()
+        return float(difference.mean() / size), float(difference.max())
+
+    widened, widened_max = error(0)
+    mean, largest = error(fp8_dots)
+    assert widened < 0.01 and widened_max < 0.02
+    assert 0 < mean < (0.06 if fp8_dots == 1 else 0.1)
+    assert largest < 0.4
+
+
 def random_linear(m: int, n: int, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(m, k, dtype=dtype, device=DEVICE)
     weight = torch.randn(n, k, dtype=dtype, device=DEVICE) / k**0.5
