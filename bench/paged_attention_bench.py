@@ -2,6 +2,7 @@
 
     python -m bench.paged_attention_bench                    # one CUDA GPU, about a minute
     python -m bench.paged_attention_bench --rows 64 --contexts 256,1024
+    TRITON_INTERPRET=1 python -m bench.paged_attention_bench --dry-run   # CPU, tiny shapes, one tile
 
 One layer of a 7B decode step (32 query and kv heads of 128, blocks of 16 tokens) for `--rows` rows
 with every row at the same context length, through kernels/paged_attention.py's kernel without
@@ -20,7 +21,9 @@ import functools
 import itertools
 import json
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -55,19 +58,30 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "paged_attention_bench.json"
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="CPU under Triton's interpreter: tiny shapes, one tile choice, fp16 in place of bf16",
+    )
     args = parser.parse_args()
     import triton.testing
 
     torch.manual_seed(0)
-    heads, head_dim, block = 32, 128, 16
-    results = []
+    device = "cpu" if args.dry_run else "cuda"
+    # The interpreter computes bf16 dots wrongly (numpy has no bf16): fp16 there.
+    dtype = torch.float16 if args.dry_run else torch.bfloat16
+    heads, head_dim, block = (2, 32, 16) if args.dry_run else (32, 128, 16)
+    tile_choices = [(64, 4, 1)] if args.dry_run else itertools.product((64, 128, 256), (4, 8), (1, 2, 3))
+    if args.dry_run:
+        args.rows, args.contexts = 2, [80]
+    results: list[dict[str, Any]] = []
     for context in args.contexts:
         blocks = args.rows * context // block
-        table = torch.randperm(blocks, device="cuda").to(torch.int32).view(args.rows, context // block)
-        lens = torch.full((args.rows,), context, device="cuda", dtype=torch.int32)
-        k16 = torch.randn(blocks, block, heads, head_dim, device="cuda", dtype=torch.bfloat16)
+        table = torch.randperm(blocks, device=device).to(torch.int32).view(args.rows, context // block)
+        lens = torch.full((args.rows,), context, device=device, dtype=torch.int32)
+        k16 = torch.randn(blocks, block, heads, head_dim, device=device, dtype=dtype)
         v16 = torch.randn_like(k16)
-        q = torch.randn(args.rows, heads, head_dim, device="cuda", dtype=torch.bfloat16)
+        q = torch.randn(args.rows, heads, head_dim, device=device, dtype=dtype)
         k8, v8 = k16.to(torch.float8_e4m3fn), v16.to(torch.float8_e4m3fn)
         caches = {
             "bf16": (k16, v16, 0),
@@ -81,34 +95,50 @@ def main() -> None:
             "fp8, fp8 q.k and p.v": (k8, v8, 2),
         }
         expected = launch(q, k16, v16, table, lens, (64, 4, 3)).float()
-        for (cache, (k, v, fp8_dots)), tiles in itertools.product(
-            caches.items(), itertools.product((64, 128, 256), (4, 8), (1, 2, 3))
-        ):
-            out = launch(q, k, v, table, lens, tiles, fp8_dots)
-            ms = triton.testing.do_bench(
-                functools.partial(launch, q, k, v, table, lens, tiles, fp8_dots), warmup=5, rep=30
-            )
-            row = {
+        for (cache, (k, v, fp8_dots)), tiles in itertools.product(caches.items(), list(tile_choices)):
+            row: dict[str, Any] = {
                 "rows": args.rows, "context": context, "cache": cache, "block_n": tiles[0], "warps": tiles[1],
-                "stages": tiles[2], "us": 1000 * ms, "cache_gb_s": 2 * k.numel() * k.element_size() / ms / 1e6,
-                "max_diff_vs_bf16": float((out.float() - expected).abs().max()),
+                "stages": tiles[2],
             }  # fmt: skip
+            try:
+                call = functools.partial(launch, q, k, v, table, lens, tiles, fp8_dots)
+                started = time.perf_counter()
+                out = call()
+                if args.dry_run:
+                    ms = 1000 * (time.perf_counter() - started)
+                else:
+                    ms = triton.testing.do_bench(call, warmup=5, rep=30)
+            except Exception as error:  # a tile choice the compiler or the GPU refuses costs only its row
+                row["error"] = f"{type(error).__name__}: {error}"[:300]
+            else:
+                difference = (out.float() - expected).abs()
+                row |= {
+                    "us": 1000 * ms, "cache_gb_s": 2 * k.numel() * k.element_size() / ms / 1e6,
+                    "max_diff_vs_bf16": float(difference.max()), "mean_diff_vs_bf16": float(difference.mean()),
+                }  # fmt: skip
             results.append(row)
             print(json.dumps(row), flush=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print("| rows | context | cache | best tiles (BLOCK_N, warps, stages) | µs | GB/s | engine's tiles µs |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| rows | context | cache | best tiles (BLOCK_N, warps, stages) | µs | GB/s | mean diff vs bf16 |"
+        " engine's tiles µs |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for (rows, context, cache), group in itertools.groupby(
         results, lambda r: (r["rows"], r["context"], r["cache"])
     ):
-        group_list = list(group)
-        best = min(group_list, key=lambda r: r["us"])
-        block_n, stages = paged_attention.decode_tiles(cache.startswith("fp8"), splits=1)
+        timed = [r for r in group if "us" in r]
+        if not timed:
+            print(f"| {rows} | {context} | {cache} | every tile choice failed | | | |")
+            continue
+        best = min(timed, key=lambda r: r["us"])
+        block_n, stages = paged_attention.decode_tiles(str(cache).startswith("fp8"), splits=1)
         used = (block_n, 4, stages)
-        engine = next(r for r in group_list if (r["block_n"], r["warps"], r["stages"]) == used)
+        engine = next((r for r in timed if (r["block_n"], r["warps"], r["stages"]) == used), None)
         print(
             f"| {rows} | {context} | {cache} | {best['block_n']}, {best['warps']}, {best['stages']} | "
-            f"{best['us']:.1f} | {best['cache_gb_s']:.0f} | {engine['us']:.1f} |"
+            f"{best['us']:.1f} | {best['cache_gb_s']:.0f} | {best['mean_diff_vs_bf16']:.4f} | "
+            + (f"{engine['us']:.1f} |" if engine else "not timed |")
         )
 
 
