@@ -569,7 +569,7 @@ def report(result: dict[str, object], streams: int, ttft_len: int) -> str:
         ("capture s", "capture_s", 1),
     ]
     for kind in ("kernels_total", "matmul", "fp8_dequantize", "prefill_attention"):
-        label = f"TTFT {ttft_len}: {kind.replace('_', ' ')} µs (device)"
+        label = f"TTFT {ttft_len}: {kind.replace('_', ' ')} µs (GPU)"
         rows.append((label, f"ttft_{ttft_len}_kernels_us.{kind}", 0))
     for label, key, digits in rows:
         values = [dig(engines[n], key) for n in names]

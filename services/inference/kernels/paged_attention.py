@@ -73,6 +73,17 @@ def decode_reference(
 if triton is not None:
 
     @triton.jit
+    def _dot(a, b, IEEE: tl.constexpr):  # type: ignore[no-untyped-def]
+        # fp32 operands (CPU-parity checks) must not silently drop to tf32.
+        return tl.dot(a, b, input_precision="ieee") if IEEE else tl.dot(a, b)
+
+    @triton.jit
+    def _fp8_dot(a, b, DOT_FP32: tl.constexpr):  # type: ignore[no-untyped-def]
+        # e4m3 operands on FP8 tensor cores; Triton's CPU interpreter has no fp8 dot, and fp32 holds
+        # every e4m3 value and product exactly.
+        return _dot(a.to(tl.float32), b.to(tl.float32), True) if DOT_FP32 else tl.dot(a, b)
+
+    @triton.jit
     def _decode_kernel(  # type: ignore[no-untyped-def]
         Q,
         K,
@@ -142,19 +153,10 @@ if triton is not None:
             k = tl.load(K + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
             v = tl.load(V + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
             if FP8_DOTS > 0:
-                if DOT_FP32:  # Triton's CPU interpreter has no fp8 dot: the same values in fp32
-                    s = tl.dot(q_dot.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
-                else:
-                    s = tl.dot(q_dot, tl.trans(k))
-                s = s * s_scale[:, None]
+                s = _fp8_dot(q_dot, tl.trans(k), DOT_FP32) * s_scale[:, None]
             else:
                 # An fp8 cache is widened to q's dtype in registers: the dots run as for a bf16 cache.
-                k = k.to(q.dtype)
-                # fp32 caches (CPU-parity checks) must not silently drop to tf32.
-                if IEEE:
-                    s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-                else:
-                    s = tl.dot(q, tl.trans(k)) * scale
+                s = _dot(q, tl.trans(k.to(q.dtype)), IEEE) * scale
             s = tl.where(valid[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, 1))
             alpha = tl.exp(m - m_new)
@@ -162,16 +164,10 @@ if triton is not None:
             l_sum = l_sum * alpha + tl.sum(p, 1)
             if FP8_DOTS == 2:
                 # Probabilities in e4m3 too (scaled by 448 into its range): p.v on FP8 tensor cores.
-                p_dot = (p * 448.0).to(V.dtype.element_ty)
-                if DOT_FP32:
-                    pv = tl.dot(p_dot.to(tl.float32), v.to(tl.float32), input_precision="ieee")
-                else:
-                    pv = tl.dot(p_dot, v)
-                acc = acc * alpha[:, None] + pv * (1.0 / 448.0)
-            elif IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision="ieee")
+                pv = _fp8_dot((p * 448.0).to(V.dtype.element_ty), v, DOT_FP32) * (1.0 / 448.0)
             else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+                pv = _dot(p.to(q.dtype), v.to(q.dtype), IEEE)
+            acc = acc * alpha[:, None] + pv
             m = m_new
         if SPLITS == 1:
             out = acc / l_sum[:, None]
