@@ -226,10 +226,17 @@ async def test_hung_follower_fails_streams_after_the_step_timeout(demo: DemoMode
             with contextlib.suppress(grpc.aio.AioRpcError):  # or already gone
                 reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
                 assert reply.status != health_pb2.HealthCheckResponse.SERVING
-        # Rank 0 exits; torchrun then tears down the stopped rank (SIGKILL reaches a stopped process).
-        await asyncio.to_thread(process.proc.wait, 90)
+        # Rank 0 exits by itself. torchrun then stops the failed group: SIGTERM, which the stopped rank
+        # cannot handle, and SIGKILL 30 s later (a fixed wait for a failed group, whatever
+        # --shutdown-timeout says). That wait is torchrun's, so the test kills the stopped rank itself
+        # once rank 0 is gone, and torchrun must then exit with the group's failure.
+        deadline = time.monotonic() + 30
+        while alive(pids[0]):
+            assert time.monotonic() < deadline, "rank 0 did not exit after its watchdog fired"
+            await asyncio.sleep(0.1)
+        os.kill(pids[1], signal.SIGKILL)
+        await asyncio.to_thread(process.proc.wait, 30)
         assert process.proc.returncode != 0
-        assert not alive(pids[0])
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pids[1], signal.SIGKILL)
