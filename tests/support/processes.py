@@ -82,12 +82,16 @@ class ServiceProcess:
         )
         log.close()
         if wait:
-            try:
-                wait_serving(self.target, timeout_s=timeout_s, proc=self.proc)
-            except Exception:
-                self.kill()
-                raise RuntimeError(f"{self.name} failed to start; log:\n{self.log_tail()}") from None
+            self.wait_serving(timeout_s)
         return self
+
+    def wait_serving(self, timeout_s: float = 120.0) -> None:
+        """Wait for a started process to serve; if it does not, kill it and show its log."""
+        try:
+            wait_serving(self.target, timeout_s=timeout_s, proc=self.proc)
+        except Exception:
+            self.kill()
+            raise RuntimeError(f"{self.name} failed to start; log:\n{self.log_tail()}") from None
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""

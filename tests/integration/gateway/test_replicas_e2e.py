@@ -50,8 +50,12 @@ def test_turns_are_spread_round_robin_over_inference_replicas(tmp_path):
     )  # fmt: skip
     processes = [*replicas, safety, gateway]
     try:
-        for process in processes:
-            process.start()
+        # The backends start side by side; the gateway once they serve.
+        for process in (*replicas, safety):
+            process.start(wait=False)
+        for process in (*replicas, safety):
+            process.wait_serving()
+        gateway.start()
 
         for i in range(6):
             with ChatSession(GatewayAddress(gateway.target, "k")) as chat:
