@@ -22,14 +22,15 @@ def test_every_cache_variant_is_timed_and_reported(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "bench.paged_attention_bench", "--dry-run", "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = json.loads(out.read_text())
+    timed = json.loads(out.read_text())
     caches = ["bf16", "fp8", "bf16 head-major", "fp8 head-major", "fp8, fp8 q.k", "fp8, fp8 q.k and p.v"]
-    assert [row["cache"] for row in rows] == caches
-    assert all("error" not in row and row["us"] > 0 for row in rows), rows
-    by_cache = {row["cache"]: row for row in rows}
+    assert [(row["context"], row["cache"]) for row in timed] == [(c, cache) for c in (32, 80) for cache in caches]
+    assert all("error" not in row and row["us"] > 0 for row in timed), timed
+    by_cache = {row["cache"]: row for row in timed if row["context"] == 80}
     # The same values in another layout give the same output; e4m3 rounding moves it a little.
     assert by_cache["bf16 head-major"]["max_diff_vs_bf16"] == 0
     assert by_cache["fp8 head-major"]["max_diff_vs_bf16"] == by_cache["fp8"]["max_diff_vs_bf16"]
     assert 0 < by_cache["fp8"]["mean_diff_vs_bf16"] < by_cache["fp8, fp8 q.k"]["mean_diff_vs_bf16"] < 0.05
-    for cache in caches:
-        assert f"| 2 | 80 | {cache} |" in done.stdout, done.stdout[-3000:]
+    for context in (32, 80):
+        for cache in caches:
+            assert f"| 2 | {context} | {cache} |" in done.stdout, done.stdout[-3000:]
