@@ -237,6 +237,8 @@ def measure_model(
         "compiled": config.compile,
         "compile_error": compile_error,
         "capture_s": time.perf_counter() - t0,
+        "prefill_compile_s": runner.prefill_compile_s,
+        "prefill_graphs": runner.prefill_graphs,
         "decode_weight_gib": decode_bytes(model) / 2**30,
         "fp8_options": fp8_options,
         "kv_cache_dtype": kv_cache_dtype,
@@ -567,6 +569,8 @@ def report(result: dict[str, object], streams: int, ttft_len: int) -> str:
         (f"{streams} streams p50 TTFT ms", f"streams{streams}_p50_ttft_ms", 1),
         (f"TTFT {ttft_len}-token prompt ms", f"ttft_{ttft_len}_ms", 1),
         ("capture s", "capture_s", 1),
+        ("of which compiling the prefill s", "prefill_compile_s", 1),
+        ("prefill graphs compiled", "prefill_graphs", 0),
     ]
     for kind in ("kernels_total", "matmul", "fp8_dequantize", "prefill_attention"):
         label = f"TTFT {ttft_len}: {kind.replace('_', ' ')} µs (GPU)"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -141,6 +142,9 @@ class ModelRunner:
         self._floats: Tensor | None = None
         self._forward: Callable[[Tensor, Tensor], Tensor] = self._decode_logits
         self._prefill: Callable[[Tensor, Tensor, StepCache], Tensor] = model
+        # What compile_prefill built, for start-up logs and benchmarks: its graphs and seconds.
+        self.prefill_graphs = 0
+        self.prefill_compile_s = 0.0
         self._fused_rotary = config.fused_kv_write and kv_write.fused_available(
             self.device, model.args.head_dim
         )
@@ -394,6 +398,9 @@ class ModelRunner:
         limit = max(torch._dynamo.config.recompile_limit, PREFILL_RECOMPILE_LIMIT)
         torch._dynamo.config.recompile_limit = limit
         self._prefill = torch.compile(self.model, dynamic=True)
+        # Dynamo's own count of the graphs it compiled (process-wide, so a difference).
+        graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        started = time.perf_counter()
         block = self.storage.block_size
         # Lengths no guard can pin (not multiples of the block, not 0 or 1) on both sides of the
         # row counts where a projection changes kernels (FP8: the Triton kernel up to 16 or 64 rows).
@@ -405,6 +412,11 @@ class ModelRunner:
             for rows in (1, 2):
                 self._launch_eager(StepPlan(decode=False, fresh=fresh, rows=[row] * rows)).result()
         self.slot_tokens.zero_()
+        self.prefill_compile_s = time.perf_counter() - started
+        self.prefill_graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before
+        log.info(
+            "compiled the prefill forward: %d graphs in %.1f s", self.prefill_graphs, self.prefill_compile_s
+        )
 
     def _idle_row(self, start: int, t: int) -> StepRow:
         """A prefill row of t tokens from position `start` that reads and writes only the reserved

@@ -51,6 +51,9 @@ def test_compiled_prefill_matches_eager_without_recompiling(device: str) -> None
     # Past dynamo's recompile limit a frame runs eagerly without an error: fail instead.
     with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
         runner.compile_prefill()
+    # One graph per kind of step: one row or several, a fresh prompt or a continued one.
+    assert runner.prefill_graphs == 4
+    assert runner.prefill_compile_s > 0
     scheduler = Scheduler(config, allocator, eos_id=-1)
     params = SamplingParams(temperature=0, max_gen_len=6)
     first = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS[:4])]
@@ -84,6 +87,8 @@ def test_compiled_fp8_prefill_never_recompiles(kv_cache_dtype: str, scaled_mm: s
     )
     with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
         runner.compile_prefill()
+    # bf16's four kinds of step on each side of 16 rows, and with FP8 activations of 64 rows too.
+    assert runner.prefill_graphs <= (8 if scaled_mm == "decode" else 12)
     scheduler = Scheduler(config, allocator, eos_id=-1)
     params = SamplingParams(temperature=0, max_gen_len=6)
     sequences = [scheduler.add(GenerationRequest(str(i), tuple(p), params, 0)) for i, p in enumerate(PROMPTS)]
