@@ -71,7 +71,9 @@ def main() -> None:
     # The interpreter computes bf16 dots wrongly (numpy has no bf16): fp16 there.
     dtype = torch.float16 if args.dry_run else torch.bfloat16
     heads, head_dim, block = (2, 32, 16) if args.dry_run else (32, 128, 16)
-    tile_choices = [(64, 4, 1)] if args.dry_run else list(itertools.product((64, 128, 256), (4, 8), (1, 2, 3)))
+    tile_choices = (
+        [(64, 4, 1)] if args.dry_run else list(itertools.product((64, 128, 256), (4, 8), (1, 2, 3)))
+    )
     if args.dry_run:
         args.rows, args.contexts = 2, [32, 80]  # two, so that every context gets every variant
     results: list[dict[str, Any]] = []

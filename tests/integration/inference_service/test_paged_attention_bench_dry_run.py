@@ -24,7 +24,9 @@ def test_every_cache_variant_is_timed_and_reported(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     timed = json.loads(out.read_text())
     caches = ["bf16", "fp8", "bf16 head-major", "fp8 head-major", "fp8, fp8 q.k", "fp8, fp8 q.k and p.v"]
-    assert [(row["context"], row["cache"]) for row in timed] == [(c, cache) for c in (32, 80) for cache in caches]
+    assert [(row["context"], row["cache"]) for row in timed] == [
+        (c, cache) for c in (32, 80) for cache in caches
+    ]
     assert all("error" not in row and row["us"] > 0 for row in timed), timed
     by_cache = {row["cache"]: row for row in timed if row["context"] == 80}
     # The same values in another layout give the same output; e4m3 rounding moves it a little.
