@@ -296,14 +296,19 @@ def kernel_profile(
 
 
 def kernel_kind(name: str) -> str:
+    """A profiled GPU kernel's kind, by its name."""
     lowered = name.lower()
+    # Inductor names its fused kernels after the ops they fuse ("triton_poi_fused__scaled_dot_product_
+    # cudnn_attention_..." prepares attention's inputs), so they never count as attention themselves;
+    # cuDNN's attention kernels carry "sm90_" as cuBLAS's do, so attention is told apart first.
+    fused = lowered.startswith("triton_")
+    if "decode_kernel" in lowered or "merge_kernel" in lowered:
+        return "paged_attention"
+    if not fused and any(k in lowered for k in ("prefill_kernel", "flash", "sdpa", "attention")):
+        return "prefill_attention"
     matmuls = ("gemv", "gemm", "cutlass", "nvjet", "sm90_", "cublas", "splitk", "skinny", "w8a8")
     if any(k in lowered for k in matmuls):
         return "matmul"
-    if "decode_kernel" in lowered or "merge_kernel" in lowered:
-        return "paged_attention"
-    if "prefill_kernel" in lowered or "flash" in lowered or "attention" in lowered:
-        return "prefill_attention"
     if "dequantize" in lowered:
         return "fp8_dequantize"
     if "rotary_write" in lowered or "index_copy" in lowered or "indexcopy" in lowered:
@@ -318,7 +323,7 @@ def kernel_kind(name: str) -> str:
 
 
 def kernel_table(events: list[Any], repeats: int, label: str) -> dict[str, float]:
-    """Device time per repeat by kernel kind (µs); the per-kernel table goes to
+    """GPU time per repeat by kernel kind (µs); the per-kernel table goes to
     $OUT/kernels_<label>.txt and its top 12 lines to stdout."""
     kinds: dict[str, float] = {}
     rows = []
@@ -424,7 +429,7 @@ def measure_engine(
             out[f"ttft_{length}_kernels_us"] = guarded(prefill_profile, engine, prompt, label)
     if runner is not None and ttft_lens:
         # A prefill forward the compiler failed on runs eagerly (runner.capture logs why).
-        out["prefill_compiled"] = getattr(runner, "_prefill", None) is not runner.model
+        out["prefill_compiled"] = runner.prefill_compiled
     return out
 
 

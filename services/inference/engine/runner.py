@@ -150,6 +150,12 @@ class ModelRunner:
         )
 
     @property
+    def prefill_compiled(self) -> bool:
+        """Whether prefill steps of several tokens a row run the compiled forward (compile_prefill
+        succeeded) rather than the eager model."""
+        return self._prefill is not self.model
+
+    @property
     def asynchronous(self) -> bool:
         """Whether `launch` returns before the step has run (CUDA). On the CPU it computes the step,
         so there is nothing to overlap with the host's work."""
@@ -198,7 +204,7 @@ class ModelRunner:
         if decode:
             tokens = self._tokens_in(tokens, batch_slots)
         positions = ints[:, layout.positions]
-        compiled = not decode and tokens.shape[1] > 1 and self._prefill is not self.model
+        compiled = not decode and tokens.shape[1] > 1 and self.prefill_compiled
         # The compiled prefill takes dense inputs: the strides of slices of the packed tensor vary
         # with the step's layout and would each be a new guard, so a new compilation.
         dense = _dense if compiled else _same
