@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch.distributed as dist
-
 from services.common.dialog import Message, Role
 from services.common.sampling import SamplingParams
 from services.inference.model.generation import Llama
+from services.inference.model.parallel import exit_after_work
 
 S, U, A = Role.SYSTEM, Role.USER, Role.ASSISTANT
 DIALOGS = [
@@ -77,8 +76,7 @@ def main() -> None:
                 print(f"{message.role.capitalize()}: {message.content}\n")
             print(f"> {result.generation.role.capitalize()}: {result.generation.content}")
             print("\n==================================\n")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    exit_after_work()
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch.distributed as dist
-
 from services.common.sampling import SamplingParams
 from services.inference.model.generation import Llama
+from services.inference.model.parallel import exit_after_work
 
 PROMPTS = [
     # For these prompts, the expected answer is the natural continuation of the prompt.
@@ -61,8 +60,7 @@ def main() -> None:
             print(prompt)
             print(f"> {result.generation}")
             print("\n==================================\n")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    exit_after_work()
 
 
 if __name__ == "__main__":

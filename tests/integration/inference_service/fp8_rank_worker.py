@@ -14,9 +14,8 @@ import torch.distributed as dist
 from services.inference.model.checkpoint import load_model
 from services.inference.model.fp8 import quantize_projections
 from services.inference.model.fusion import fuse_projections
-from services.inference.model.parallel import init_parallel, shard_model
+from services.inference.model.parallel import exit_after_work, init_parallel, shard_model
 from tests.support.models import PROMPT_TOKENS
-from tests.support.ranks import exit_after_work
 
 
 def fp8_both_ways(ckpt: Path) -> dict[str, object]:

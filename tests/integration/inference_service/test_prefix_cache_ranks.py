@@ -24,11 +24,10 @@ from services.inference.engine.runner import ModelRunner, PendingStep, build_run
 from services.inference.engine.scheduler import Scheduler
 from services.inference.engine.step_plan import StepPlan
 from services.inference.model.checkpoint import load_model
-from services.inference.model.parallel import init_parallel
+from services.inference.model.parallel import exit_after_work, init_parallel
 from tests.support.inference_service import DemoModel
 from tests.support.models import CPU_MP1
 from tests.support.processes import free_port
-from tests.support.ranks import exit_after_work
 from tests.unit.engine.conversations import Chat, greedy_reference, run_chats
 
 pytestmark = pytest.mark.slow

@@ -15,10 +15,9 @@ import torch.multiprocessing as mp
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.runner import build_runner
 from services.inference.model.checkpoint import load_model
-from services.inference.model.parallel import init_parallel
+from services.inference.model.parallel import exit_after_work, init_parallel
 from tests.support.inference_service import DemoModel
 from tests.support.processes import free_port
-from tests.support.ranks import exit_after_work
 
 pytestmark = pytest.mark.slow
 

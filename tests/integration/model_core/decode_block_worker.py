@@ -17,9 +17,8 @@ from torch import Tensor
 from services.inference.kernels.decode_block import FusedDecodeBlock, use_fused_decode_block
 from services.inference.model.checkpoint import load_model
 from services.inference.model.fusion import fuse_projections
-from services.inference.model.parallel import ParallelContext, init_parallel
+from services.inference.model.parallel import ParallelContext, exit_after_work, init_parallel
 from services.inference.model.transformer import ModelArgs, TransformerBlock, apply_rotary
-from tests.support.ranks import exit_after_work
 
 
 class EarlierTokens:

@@ -11,9 +11,8 @@ import torch.distributed as dist
 
 from services.inference.model.checkpoint import load_model
 from services.inference.model.fusion import fuse_projections
-from services.inference.model.parallel import init_parallel
+from services.inference.model.parallel import exit_after_work, init_parallel
 from tests.support.models import PROMPT_TOKENS
-from tests.support.ranks import exit_after_work
 
 
 def logits_before_and_after(ckpt: Path) -> dict[str, object]:

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from services.common.sampling import SamplingParams
 from services.inference.model.generation import Llama
-from tests.support.ranks import exit_after_work
+from services.inference.model.parallel import exit_after_work
 
 TOKENS = [[1, 5, 300, 41, 999, 17, 64, 2, 77, 500, 3, 250], [1, 800, 12, 13, 14, 15, 16, 900, 420, 42, 7, 9]]
 PROMPTS = [[1, 300, 41, 999], [1, 12, 13, 14, 15, 16, 900]]

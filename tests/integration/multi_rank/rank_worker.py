@@ -18,9 +18,8 @@ import torch.distributed as dist
 from services.common.sampling import SamplingParams
 from services.inference.model.checkpoint import load_model
 from services.inference.model.generation import Llama
-from services.inference.model.parallel import init_parallel
+from services.inference.model.parallel import exit_after_work, init_parallel
 from services.inference.model.tokenizer import Tokenizer
-from tests.support.ranks import exit_after_work
 
 # Token ids below 1000 so any vocabulary (the demo tokenizer's included) accepts them.
 LOGIT_ROWS = [[1, 5, 300, 41, 999, 17, 64, 2], [1, 800, 12, 13, 14, 15, 16, 900]]
