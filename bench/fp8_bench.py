@@ -572,7 +572,7 @@ def report(result: dict[str, object], streams: int, ttft_len: int) -> str:
         ("of which compiling the prefill s", "prefill_compile_s", 1),
         ("prefill graphs compiled", "prefill_graphs", 0),
     ]
-    for kind in ("kernels_total", "matmul", "fp8_dequantize", "prefill_attention"):
+    for kind in ("kernels_total", "matmul", "fp8_dequantize", "fp8_quantize", "prefill_attention"):
         label = f"TTFT {ttft_len}: {kind.replace('_', ' ')} µs (GPU)"
         rows.append((label, f"ttft_{ttft_len}_kernels_us.{kind}", 0))
     for label, key, digits in rows:

@@ -311,6 +311,8 @@ def kernel_kind(name: str) -> str:
         return "matmul"
     if "dequantize" in lowered:
         return "fp8_dequantize"
+    if "quantize_rows" in lowered:
+        return "fp8_quantize"
     if "rotary_write" in lowered or "index_copy" in lowered or "indexcopy" in lowered:
         return "kv_write"
     if lowered.startswith("triton_"):

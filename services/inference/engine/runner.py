@@ -65,9 +65,9 @@ log = logging.getLogger(__name__)
 _DECODE = Layout(t=1)
 
 # Graphs the compiled prefill forward may hold. Each kind of step is a graph of its own: one row or
-# several (dynamo specialises a dimension of 1) x a fresh prompt or a continued one x each side of
-# the row counts where an FP8 projection changes kernels (16; with FP8 activations also 64). FP8
-# engines need 8 to 12, and past dynamo's default limit of 8 a frame silently runs eagerly.
+# several (dynamo specialises a dimension of 1) x a fresh prompt or a continued one, 4 in all (FP8
+# projections choose their kernel by row count inside one op, so they add none). Past dynamo's
+# default limit of 8 a frame silently runs eagerly: the margin keeps a new guard from doing that.
 PREFILL_RECOMPILE_LIMIT = 32
 
 
@@ -408,8 +408,9 @@ class ModelRunner:
         graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         started = time.perf_counter()
         block = self.storage.block_size
-        # Lengths no guard can pin (not multiples of the block, not 0 or 1) on both sides of the
-        # row counts where a projection changes kernels (FP8: the Triton kernel up to 16 or 64 rows).
+        # Lengths no guard can pin (not multiples of the block, not 0 or 1), on both sides of the
+        # row counts where an FP8 projection changes kernels (16 and 64 rows), so each kernel is
+        # tuned here rather than in a request's first step.
         for t, fresh in itertools.product((3, 2 * block + 3, 8 * block + 3), (True, False)):
             start = 0 if fresh else block
             if start + t > self.max_blocks * block:

@@ -18,12 +18,14 @@ import torch
 from torch import Tensor
 
 from services.inference.kernels import paged_attention
-from services.inference.model.fp8 import FP8_DTYPE, FP8_MAX
+from services.inference.model.fp8 import FP8_DTYPE
 from services.inference.model.transformer import apply_rotary
 
 try:
     import triton
     import triton.language as tl
+
+    from services.inference.kernels.e4m3 import round_to_e4m3
 except ImportError:  # CPU-only installs: the reference path serves them.
     triton = None
 
@@ -53,29 +55,13 @@ def rotary_write_kv_reference(
 
 
 if triton is not None:
-    _E4M3_MAX = tl.constexpr(FP8_MAX)
-
-    @triton.jit
-    def _round_to_e4m3(x):  # type: ignore[no-untyped-def]
-        # fp32 x saturated to +-448 and rounded to the nearest e4m3 value (ties to even) in fp32
-        # arithmetic, so the cast that follows is exact whoever converts: Triton's interpreter
-        # truncates e4m3 subnormals, drops carries into the exponent and turns values past 448
-        # into NaN, where the hardware's conversion would saturate.
-        x = tl.minimum(tl.maximum(x, -_E4M3_MAX), _E4M3_MAX)
-        exponent = (x.to(tl.int32, bitcast=True) >> 23) & 0xFF
-        # e4m3 keeps 3 mantissa bits down to 2^-6, below that steps of 2^-9 (biased exponents).
-        step = tl.maximum(exponent, 127 - 6) - 3
-        # Adding 1.5 * 2^(step + 23) leaves no fp32 bits below the step, so fp32's own
-        # round-to-nearest-even rounds x to a multiple of it.
-        magic = (((step + 23) << 23) | (1 << 22)).to(tl.float32, bitcast=True)
-        return (x + magic) - magic
 
     @triton.jit
     def _store(dst, x, src_dtype: tl.constexpr, FP8: tl.constexpr):  # type: ignore[no-untyped-def]
         # x as the reference stores it: in dst's dtype; for an fp8 cache rounded to the source's
         # dtype first (apply_rotary returns k in it), then saturated and rounded to e4m3.
         if FP8:
-            x = _round_to_e4m3(x.to(src_dtype).to(tl.float32))
+            x = round_to_e4m3(x.to(src_dtype).to(tl.float32))
         tl.store(dst, x.to(dst.dtype.element_ty))
 
     @triton.jit

@@ -20,6 +20,7 @@ from bench.inference_bench import kernel_kind
         ("w8a8_kernel", "matmul"),
         ("gemv_kernel", "matmul"),
         ("_dequantize_kernel", "fp8_dequantize"),
+        ("_quantize_rows_kernel", "fp8_quantize"),
         ("_decode_kernel", "paged_attention"),
         ("_merge_kernel", "paged_attention"),
         ("Memset (Device)", "copies"),

@@ -172,6 +172,71 @@ def test_fp8_op_compiles_with_fullgraph() -> None:
     assert_close_to_reference(compiled[:, 0] - 1, x[:, 0] * 2, weight, scale)
 
 
+@kernels
+@pytest.mark.parametrize(("m", "k"), [(3, 200), (4, 5000)])
+def test_the_one_kernel_activation_quantizer_equals_quantize_rows(m: int, k: int) -> None:
+    """5000 columns take two blocks of the row; the all-zero row keeps scale 1."""
+    x = torch.randn(m, k, device=DEVICE) * torch.logspace(-3, 2, m, device=DEVICE)[:, None]
+    x[-1] = 0
+    values, row_scale = fp8_linear.quantize_rows_fused(x.to(torch.float16))
+    expected_values, expected_scale = fp8_linear.quantize_rows(x.to(torch.float16))
+    assert values.dtype == torch.float8_e4m3fn and row_scale.shape == (m, 1)
+    torch.testing.assert_close(row_scale, expected_scale, rtol=1e-6, atol=0)
+    assert float(row_scale[-1]) == 1.0
+    # Division may round the last fp32 bit differently: at most one e4m3 step (1/8) apart.
+    torch.testing.assert_close(values.float(), expected_values.float(), rtol=0.125, atol=2**-9)
+
+
+# Interpreted kernels take fp16: the Triton CPU interpreter's bf16 dots are wrong.
+PREFILL_DTYPE = torch.bfloat16 if CUDA else torch.float16
+
+
+@kernels
+@pytest.mark.parametrize("tensor_cores", fp8_linear.TENSOR_CORES)
+@pytest.mark.parametrize("fp8_activations", [False, True])
+@pytest.mark.parametrize("rows", [1, 16, 17, 64, 80])
+def test_the_prefill_op_picks_its_kernel_by_row_count(
+    rows: int, fp8_activations: bool, tensor_cores: str
+) -> None:
+    """Up to max_rows the skinny kernel, exact up to one rounding; beyond, FP8 tensor cores (the
+    W8A8 kernel up to 64 rows, cuBLAS past it), whose e4m3 activations bound the error at a few
+    percent, or the dequantized weight, exact again."""
+    weight, scale = fp8_weight(48, 256, seed=rows)
+    x = torch.randn(1, rows, 256, dtype=PREFILL_DTYPE, device=DEVICE)
+    out = torch.ops.llamagate.fp8_prefill_linear(x, weight, scale, 16, fp8_activations, tensor_cores)
+    assert out.shape == (1, rows, 48) and out.dtype == PREFILL_DTYPE
+    if fp8_activations and rows > 16:
+        expected = reference(x[0], weight, scale)
+        error = float((out[0].double() - expected).abs().max() / expected.abs().max())
+        assert error < 0.08, error
+    else:
+        assert_close_to_reference(out[0], x[0], weight, scale)
+
+
+@kernels
+@pytest.mark.parametrize("fp8_activations", [False, True])
+def test_the_prefill_op_is_one_graph_across_its_kernel_changes(fp8_activations: bool) -> None:
+    """What keeps the compiled prefill of an FP8 model at bf16's graph count: row counts on both
+    sides of the kernel changes (16 and 64 rows) run one dynamic graph."""
+    torch._dynamo.reset()
+    weight, scale = fp8_weight(48, 64, seed=5)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.llamagate.fp8_prefill_linear(x * 2, weight, scale, 16, fp8_activations, "triton") + 1
+
+    compiled = torch.compile(project, dynamic=True, fullgraph=True)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    with torch.inference_mode(), torch._dynamo.config.patch(error_on_recompile=True):
+        for rows in (3, 16, 40, 70):
+            x = torch.randn(1, rows, 64, dtype=PREFILL_DTYPE, device=DEVICE)
+            out = compiled(x)
+            expected = torch.ops.llamagate.fp8_prefill_linear(
+                x * 2, weight, scale, 16, fp8_activations, "triton"
+            )
+            torch.testing.assert_close(out, expected + 1)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 1
+
+
 def tiny_fp8_model(device: str, dtype: torch.dtype) -> Transformer:
     model = Transformer(ARGS)
     init_random_weights(model, 7)
