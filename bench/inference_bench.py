@@ -6,11 +6,13 @@ plain eager model and Hugging Face transformers, on one GPU, in one run.
     python -m bench.inference_bench --shape 70B --layers 8 --quick
     python -m bench.inference_bench --device cpu --shape tiny --new-tokens 8   # dry run on CPU
     python -m bench.inference_bench --variants cublas-unfused,cublas,triton,auto   # decode kernels side by side
+    python -m bench.inference_bench --variants auto,auto-cudacores   # decode attention's two kinds of core
 
 --variants builds the model once and, per variant, only a new runner (KV cache, compile, graphs for
 batch 1, 4 and the stream counts): correctness vs the eager model, batch-1 decode, the stream
 counts, a kernel profile, then one table. A variant is a decode GEMM (cublas, triton, auto) with
-the fused rotary + KV-write kernel, or NAME-unfused without it (see services/inference/config.py).
+the fused rotary + KV-write kernel, with options after it: -unfused without that kernel,
+-cudacores with decode attention on CUDA cores (see services/inference/config.py).
 
 The engine is driven in-process (no gRPC, so no generated stubs are needed on the GPU machine);
 timestamps are taken on the engine thread as each token is emitted. See bench/README.md.
@@ -694,12 +696,19 @@ def bench_shape(
     return result
 
 
-def parse_variant(name: str) -> tuple[str, bool]:
-    """ "triton" -> ("triton", fused KV write on); "cublas-unfused" -> ("cublas", off)."""
-    gemm, _, suffix = name.partition("-")
-    if gemm not in DECODE_GEMMS or suffix not in ("", "unfused"):
-        raise SystemExit(f"unknown variant {name!r}: use {'|'.join(DECODE_GEMMS)}, optionally with -unfused")
-    return gemm, suffix != "unfused"
+def parse_variant(name: str) -> tuple[str, bool, str]:
+    """ "triton" -> ("triton", fused KV write on, "tensor-cores"); "cublas-unfused" -> ("cublas", off,
+    "tensor-cores"); "auto-cudacores" -> ("auto", on, "cuda-cores")."""
+    gemm, *options = name.split("-")
+    if (
+        gemm not in DECODE_GEMMS
+        or not set(options) <= {"unfused", "cudacores"}
+        or len(set(options)) < len(options)
+    ):
+        raise SystemExit(
+            f"unknown variant {name!r}: use {'|'.join(DECODE_GEMMS)}, optionally with -unfused and -cudacores"
+        )
+    return gemm, "unfused" not in options, "cuda-cores" if "cudacores" in options else "tensor-cores"
 
 
 def free_runner() -> None:
@@ -758,7 +767,7 @@ def bench_variants(
     # The plain eager model's tokens, before any variant swaps its projections.
     expected = [eager_greedy(model, p, args.check_tokens) for p in correctness_prompts(model_args.vocab_size)]
     for variant in args.variants:
-        gemm, fused = parse_variant(variant)
+        gemm, fused, attention = parse_variant(variant)
         t1 = time.perf_counter()
         config = EngineConfig(
             max_seq_len=args.max_seq_len,
@@ -772,6 +781,7 @@ def bench_variants(
             graph_sizes=tuple(sorted({1, 4, *streams})),
             fused_kv_write=fused,
             decode_gemm=gemm,
+            decode_attention=attention,
         )
         try:
             out = measure_variant(args, model, config, streams, expected, f"{label}_{variant}")

@@ -1,17 +1,19 @@
 """Decode attention over the paged cache, bf16 against fp8 keys and values, per tile configuration.
 
-    python -m bench.paged_attention_bench                    # one CUDA GPU, about a minute
-    python -m bench.paged_attention_bench --rows 64 --contexts 256,1024
+    python -m bench.paged_attention_bench                    # one CUDA GPU, about two minutes
+    python -m bench.paged_attention_bench --rows 1 --contexts 512,2048   # batch 1: split contexts
     TRITON_INTERPRET=1 python -m bench.paged_attention_bench --dry-run   # CPU, tiny shapes, one tile
 
 One layer of a 7B decode step (32 query and kv heads of 128, blocks of 16 tokens) for `--rows` rows
-with every row at the same context length, through kernels/paged_attention.py's kernel without
-splits (the regime of many rows), for each key tile (BLOCK_N), warp count and pipeline depth, with
-the engine's cache layout (a block's tokens, then kv heads: runs of head_dim values per key) and
-head-major blocks (a block's keys of one kv head contiguous), and with e4m3 operands on FP8 tensor
-cores (q.k, or q.k and p.v) instead of values widened for bf16 dots. For
-each: the time of one call (triton.testing.do_bench, L2 cleared), the cache bytes it read per second,
-and its largest difference from the bf16 cache's output (the fp8 rounding of the keys and values).
+with every row at the same context length, through kernels/paged_attention.py's kernel with the
+engine's split count (none for many rows; few rows split their keys), for each key tile (BLOCK_N),
+warp count and pipeline depth, with the engine's cache layout (a block's tokens, then kv heads: runs
+of head_dim values per key) and head-major blocks (a block's keys of one kv head contiguous), with
+e4m3 operands on FP8 tensor cores (q.k, or q.k and p.v) instead of values widened for bf16 dots, and
+with both products as fp32 multiply-adds on CUDA cores (no group padded to 16 rows, no tiles staged
+in shared memory). For each: the time of one call (triton.testing.do_bench, L2 cleared), the cache
+bytes it read per second, and its largest difference from the bf16 cache's output (the fp8 rounding
+of the keys and values).
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ def launch(
     lens: Tensor,
     tiles: tuple[int, int, int],
     fp8_dots: int = 0,
+    cuda_cores: bool = False,
 ) -> Tensor:
-    """The decode kernel, one pass per (row, kv head), with `tiles` = (BLOCK_N, warps, stages)."""
-    return paged_attention.launch_decode(q, k, v, table, lens, 1, tiles, fp8_dots)
+    """The decode kernel with the engine's split count and `tiles` = (BLOCK_N, warps, stages)."""
+    splits = paged_attention.num_splits(q.shape[0], k.shape[2])
+    return paged_attention.launch_decode(q, k, v, table, lens, splits, tiles, fp8_dots, cuda_cores)
 
 
 def head_major(cache: Tensor) -> Tensor:
@@ -74,6 +78,10 @@ def main() -> None:
     tile_choices = (
         [(64, 4, 1)] if args.dry_run else list(itertools.product((64, 128, 256), (4, 8), (1, 2, 3)))
     )
+    # Without dots a tile lives in registers (fp32 keys and values): smaller ones too.
+    core_tile_choices = (
+        tile_choices if args.dry_run else list(itertools.product((16, 32, 64, 128), (4, 8), (1, 2, 3)))
+    )
     if args.dry_run:
         args.rows, args.contexts = 2, [32, 80]  # two, so that every context gets every variant
     results: list[dict[str, Any]] = []
@@ -86,24 +94,32 @@ def main() -> None:
         q = torch.randn(args.rows, heads, head_dim, device=device, dtype=dtype)
         k8, v8 = k16.to(torch.float8_e4m3fn), v16.to(torch.float8_e4m3fn)
         caches = {
-            "bf16": (k16, v16, 0),
-            "fp8": (k8, v8, 0),
+            "bf16": (k16, v16, 0, False),
+            "fp8": (k8, v8, 0, False),
             # The same values with each block's keys of one head contiguous ([blocks, kv heads,
             # block, d] in memory): runs of block * d elements instead of d.
-            "bf16 head-major": (head_major(k16), head_major(v16), 0),
-            "fp8 head-major": (head_major(k8), head_major(v8), 0),
+            "bf16 head-major": (head_major(k16), head_major(v16), 0, False),
+            "fp8 head-major": (head_major(k8), head_major(v8), 0, False),
             # e4m3 operands on FP8 tensor cores: q.k, then q.k and p.v (launch_decode's fp8_dots).
-            "fp8, fp8 q.k": (k8, v8, 1),
-            "fp8, fp8 q.k and p.v": (k8, v8, 2),
+            "fp8, fp8 q.k": (k8, v8, 1, False),
+            "fp8, fp8 q.k and p.v": (k8, v8, 2, False),
+            # fp32 multiply-adds on CUDA cores (launch_decode's cuda_cores).
+            "bf16, CUDA cores": (k16, v16, 0, True),
+            "fp8, CUDA cores": (k8, v8, 0, True),
         }
         expected = launch(q, k16, v16, table, lens, (64, 4, 3)).float()
-        for (cache, (k, v, fp8_dots)), tiles in itertools.product(caches.items(), tile_choices):
+        variants = [
+            (cache, operands, tiles)
+            for cache, operands in caches.items()
+            for tiles in (core_tile_choices if operands[3] else tile_choices)
+        ]
+        for cache, (k, v, fp8_dots, cuda_cores), tiles in variants:
             row: dict[str, Any] = {
                 "rows": args.rows, "context": context, "cache": cache, "block_n": tiles[0], "warps": tiles[1],
                 "stages": tiles[2],
             }  # fmt: skip
             try:
-                call = functools.partial(launch, q, k, v, table, lens, tiles, fp8_dots)
+                call = functools.partial(launch, q, k, v, table, lens, tiles, fp8_dots, cuda_cores)
                 started = time.perf_counter()
                 out = call()
                 if args.dry_run:
@@ -134,7 +150,8 @@ def main() -> None:
             print(f"| {rows} | {context} | {cache} | every tile choice failed | | | |")
             continue
         best = min(timed, key=lambda r: r["us"])
-        block_n, stages = paged_attention.decode_tiles(str(cache).startswith("fp8"), splits=1)
+        splits = paged_attention.num_splits(rows, heads)
+        block_n, stages = paged_attention.decode_tiles(str(cache).startswith("fp8"), splits)
         used = (block_n, 4, stages)
         engine = next((r for r in timed if (r["block_n"], r["warps"], r["stages"]) == used), None)
         print(

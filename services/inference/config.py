@@ -11,7 +11,7 @@ import torch
 from services.common.server import ServerConfig, add_server_arguments, server_config_from_args
 from services.common.telemetry import TelemetryConfig, add_telemetry_arguments, telemetry_config_from_args
 from services.inference.engine.config import KV_CACHE_DTYPES, EngineConfig
-from services.inference.kernels import DECODE_GEMMS
+from services.inference.kernels import DECODE_ATTENTIONS, DECODE_GEMMS
 from services.inference.model.fp8 import check_fp8_device
 
 DEFAULT_METRICS_PORT = 9102
@@ -109,6 +109,13 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         help="decode projections of <= 16 rows on CUDA: cuBLAS, the Triton skinny GEMM, or the faster per shape",
     )
     p.add_argument(
+        "--decode-attention",
+        default=EngineConfig.decode_attention,
+        choices=DECODE_ATTENTIONS,
+        help="decode attention's products on CUDA: tensor-core dots (each group of query heads padded to 16 "
+        "rows) or fp32 multiply-adds on CUDA cores",
+    )
+    p.add_argument(
         "--no-fused-decode-block",
         action="store_true",
         help="decode steps run the norms, SwiGLU and residual adds as kernels of their own, not inside "
@@ -152,6 +159,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         compile=not a.no_compile,
         compile_prefill=not (a.no_compile or a.no_compile_prefill),
         decode_gemm=a.decode_gemm,
+        decode_attention=a.decode_attention,
         fused_kv_write=not a.no_fused_kv_write,
         fused_decode_block=not a.no_fused_decode_block,
         step_timeout_s=a.step_timeout_s,

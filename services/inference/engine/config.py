@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.inference.kernels import DECODE_GEMMS
+from services.inference.kernels import DECODE_ATTENTIONS, DECODE_GEMMS
 
 # "auto": keys and values in the model's dtype; "fp8": float8 e4m3, unscaled (kv_cache.py).
 KV_CACHE_DTYPES = ("auto", "fp8")
@@ -53,6 +53,8 @@ class EngineConfig:
     fused_kv_write: bool = True
     # One of DECODE_GEMMS.
     decode_gemm: str = "auto"
+    # One of DECODE_ATTENTIONS.
+    decode_attention: str = "tensor-cores"
     # GPU only: decode steps of <= 16 rows run each block as four projection kernels with the
     # norms, SwiGLU and residual adds folded in (kernels/decode_block.py); not with decode_gemm
     # "cublas", which asks for no Triton projections.
@@ -82,6 +84,10 @@ class EngineConfig:
             (all(s >= 1 for s in self.graph_sizes), "graph batch sizes must be >= 1"),
             (all(s >= 1 for s in self.chunk_graph_tokens), "--chunk-graph-tokens must be >= 1"),
             (self.decode_gemm in DECODE_GEMMS, f"--decode-gemm must be one of {', '.join(DECODE_GEMMS)}"),
+            (
+                self.decode_attention in DECODE_ATTENTIONS,
+                f"--decode-attention must be one of {', '.join(DECODE_ATTENTIONS)}, got {self.decode_attention!r}",
+            ),
             (self.step_timeout_s > 0, "--step-timeout-s must be > 0"),
         ]
         for ok, message in checks:

@@ -74,6 +74,8 @@ class StepCache:
     positions: Tensor
     fresh: bool
     fused_rotary: bool = False
+    # Decode attention's products on CUDA cores rather than tensor cores (EngineConfig.decode_attention).
+    cuda_core_attention: bool = False
 
     def attend(self, layer_id: int, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         storage = self.storage
@@ -83,17 +85,11 @@ class StepCache:
             q = kv_write.rotary_write_kv(
                 q[:, 0], k[:, 0], v[:, 0], cos[:, 0], sin[:, 0], storage.k, storage.v, layer_id, self.slots
             )
-            out = paged_attention.decode(
-                q, storage.k, storage.v, layer_id, self.block_tables, self.context_lens
-            )
-            return out.unsqueeze(1)
+            return self._decode(layer_id, q)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         paged_attention.write_kv(storage.k, storage.v, layer_id, self.slots, k, v)
         if t == 1:
-            out = paged_attention.decode(
-                q[:, 0], storage.k, storage.v, layer_id, self.block_tables, self.context_lens
-            )
-            return out.unsqueeze(1)
+            return self._decode(layer_id, q[:, 0])
         if self.fresh:
             # The exact new keys/values, not the cache's copy: with an fp8 cache a prompt's first
             # chunk attends at full precision, later chunks and decode steps over rounded values.
@@ -104,6 +100,19 @@ class StepCache:
         return paged_prefill.prefill(
             q, storage.k, storage.v, layer_id, self.block_tables, self.context_lens, self.positions
         )
+
+    def _decode(self, layer_id: int, q: Tensor) -> Tensor:
+        """One query token a row, q [b, h, d], over the paged cache -> [b, 1, h, d]."""
+        out = paged_attention.decode(
+            q,
+            self.storage.k,
+            self.storage.v,
+            layer_id,
+            self.block_tables,
+            self.context_lens,
+            self.cuda_core_attention,
+        )
+        return out.unsqueeze(1)
 
 
 def plan_num_blocks(

@@ -148,6 +148,7 @@ class ModelRunner:
         self._fused_rotary = config.fused_kv_write and kv_write.fused_available(
             self.device, model.args.head_dim
         )
+        self._cuda_core_attention = config.decode_attention == "cuda-cores"
 
     @property
     def prefill_compiled(self) -> bool:
@@ -217,6 +218,7 @@ class ModelRunner:
             positions=positions,
             fresh=fresh,
             fused_rotary=self._fused_rotary,
+            cuda_core_attention=self._cuda_core_attention,
         )
         forward = self._prefill if compiled else self.model
         logits = forward(tokens, positions, cache)
@@ -245,6 +247,7 @@ class ModelRunner:
             positions=positions,
             fresh=False,
             fused_rotary=self._fused_rotary,
+            cuda_core_attention=self._cuda_core_attention,
         )
         return self.model(tokens, positions, cache)[:, -1]
 
@@ -322,11 +325,13 @@ class ModelRunner:
                     out = step(self._ints[:size], self._floats[:size], greedy=greedy)
                 graphs[size] = (graph, out)
         log.info(
-            "captured decode CUDA graphs for batch sizes %s (compiled: %s, fused KV write: %s, decode GEMM: %s)",
+            "captured decode CUDA graphs for batch sizes %s (compiled: %s, fused KV write: %s, decode GEMM: %s, "
+            "decode attention: %s)",
             sizes,
             self.config.compile,
             self._fused_rotary,
             self.config.decode_gemm,
+            self.config.decode_attention,
         )
 
     def _capture_chunks(self, pool: _POOL_HANDLE) -> None:

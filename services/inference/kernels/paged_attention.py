@@ -113,6 +113,7 @@ if triton is not None:
         SPLITS: tl.constexpr,
         FP8_DOTS: tl.constexpr = 0,
         DOT_FP32: tl.constexpr = False,
+        CUDA_CORES: tl.constexpr = False,
     ):
         # One program per (row, kv head): the GROUP query heads sharing that kv head are one
         # small matrix, so each key/value is read once for all of them (grouped-query attention).
@@ -135,6 +136,8 @@ if triton is not None:
             mask=(g < GROUP)[:, None],
             other=0.0,
         )
+        if CUDA_CORES:
+            q_f32 = q.to(tl.float32)
         if FP8_DOTS > 0:
             # e4m3 queries, one scale per query row (its absmax maps to 448), so that q.k runs on
             # FP8 tensor cores straight from an fp8 cache's bytes; the scale goes onto the scores.
@@ -152,7 +155,12 @@ if triton is not None:
             offsets = block * stride_kb + (n % BLOCK_SIZE) * stride_kt + kv_head * stride_kh
             k = tl.load(K + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
             v = tl.load(V + offsets[:, None] + d[None, :], mask=valid[:, None], other=0.0)
-            if FP8_DOTS > 0:
+            if CUDA_CORES:
+                # [G, 1, D] * [1, N, D] summed over D, in fp32 on CUDA cores: the group is not padded
+                # to the 16 rows a tensor-core dot takes (a 7B kv head has a group of one) and no
+                # tile is staged in shared memory, so more programs share an SM to hide latency.
+                s = tl.sum(q_f32[:, None, :] * k.to(tl.float32)[None, :, :], 2) * scale
+            elif FP8_DOTS > 0:
                 s = _fp8_dot(q_dot, tl.trans(k), DOT_FP32) * s_scale[:, None]
             else:
                 # An fp8 cache is widened to q's dtype in registers: the dots run as for a bf16 cache.
@@ -162,7 +170,9 @@ if triton is not None:
             alpha = tl.exp(m - m_new)
             p = tl.exp(s - m_new[:, None])
             l_sum = l_sum * alpha + tl.sum(p, 1)
-            if FP8_DOTS == 2:
+            if CUDA_CORES:
+                pv = tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], 1)
+            elif FP8_DOTS == 2:
                 # Probabilities in e4m3 too (scaled by 448 into its range): p.v on FP8 tensor cores.
                 pv = _fp8_dot((p * 448.0).to(V.dtype.element_ty), v, DOT_FP32) * (1.0 / 448.0)
             else:
@@ -237,17 +247,21 @@ if triton is not None:
         splits: int,
         tiles: tuple[int, int, int] | None = None,
         fp8_dots: int = 0,
+        cuda_cores: bool = False,
     ) -> Tensor:
         """Decode attention of q [b, h, d] over one layer's caches, each row's keys in `splits`
         chunks. tiles: (keys per tile, warps, pipeline depth), default decode_tiles' with 4 warps.
         fp8_dots (an fp8 cache only): 0 widens keys and values for bf16/fp16 dots; 1 runs q.k on
-        FP8 tensor cores (per-row e4m3 queries); 2 also p.v (probabilities in e4m3). The engine
-        uses 0; bench/paged_attention_bench.py times 1 and 2."""
+        FP8 tensor cores (per-row e4m3 queries); 2 also p.v (probabilities in e4m3). cuda_cores:
+        both products as fp32 multiply-adds instead of dots, for groups of few query heads. The
+        engine uses neither; bench/paged_attention_bench.py times them."""
         b, heads, head_dim = q.shape
         kv_heads = k_cache.shape[2]
         group = heads // kv_heads
         if fp8_dots and k_cache.dtype != FP8_DTYPE:
             raise ValueError("fp8_dots needs an fp8 cache")
+        if fp8_dots and cuda_cores:
+            raise ValueError("fp8_dots runs on tensor cores: it cannot be combined with cuda_cores")
         out = torch.empty_like(q)
         if splits > 1:
             m_part = torch.empty(b, heads, splits, dtype=torch.float32, device=q.device)
@@ -279,7 +293,8 @@ if triton is not None:
             out.stride(0),
             out.stride(1),
             GROUP=group,
-            GROUP_PAD=max(16, triton.next_power_of_2(group)),
+            # A tensor-core dot takes at least 16 rows.
+            GROUP_PAD=triton.next_power_of_2(group) if cuda_cores else max(16, triton.next_power_of_2(group)),
             HEAD_DIM=head_dim,
             BLOCK_SIZE=k_cache.shape[1],
             BLOCK_N=block_n,
@@ -288,6 +303,7 @@ if triton is not None:
             SPLITS=splits,
             FP8_DOTS=fp8_dots,
             DOT_FP32=not q.is_cuda,
+            CUDA_CORES=cuda_cores,
             num_warps=warps,
             num_stages=stages,
         )
@@ -297,17 +313,35 @@ if triton is not None:
 
     @torch.library.custom_op("llamagate::paged_decode", mutates_args=())
     def _paged_decode(
-        q: Tensor, k_all: Tensor, v_all: Tensor, layer: int, block_tables: Tensor, context_lens: Tensor
+        q: Tensor,
+        k_all: Tensor,
+        v_all: Tensor,
+        layer: int,
+        block_tables: Tensor,
+        context_lens: Tensor,
+        cuda_cores: bool = False,
     ) -> Tensor:
         kv_heads = k_all.shape[3]
         splits = num_splits(q.shape[0], kv_heads)
         return launch_decode(
-            q.contiguous(), k_all[layer], v_all[layer], block_tables, context_lens.contiguous(), splits
+            q.contiguous(),
+            k_all[layer],
+            v_all[layer],
+            block_tables,
+            context_lens.contiguous(),
+            splits,
+            cuda_cores=cuda_cores,
         )
 
     @_paged_decode.register_fake
     def _(
-        q: Tensor, k_all: Tensor, v_all: Tensor, layer: int, block_tables: Tensor, context_lens: Tensor
+        q: Tensor,
+        k_all: Tensor,
+        v_all: Tensor,
+        layer: int,
+        block_tables: Tensor,
+        context_lens: Tensor,
+        cuda_cores: bool = False,
     ) -> Tensor:
         return torch.empty_like(q)
 
@@ -343,9 +377,18 @@ def write_kv(k_all: Tensor, v_all: Tensor, layer: int, slots: Tensor, k: Tensor,
 
 
 def decode(
-    q: Tensor, k_all: Tensor, v_all: Tensor, layer: int, block_tables: Tensor, context_lens: Tensor
+    q: Tensor,
+    k_all: Tensor,
+    v_all: Tensor,
+    layer: int,
+    block_tables: Tensor,
+    context_lens: Tensor,
+    cuda_cores: bool = False,
 ) -> Tensor:
-    """q [b, h, d]; k_all/v_all [layers, num_blocks, block_size, kvh, d] -> [b, h, d] for `layer`."""
+    """q [b, h, d]; k_all/v_all [layers, num_blocks, block_size, kvh, d] -> [b, h, d] for `layer`.
+    cuda_cores: the kernel's products on CUDA cores (launch_decode)."""
     if q.is_cuda and triton is not None:
-        return torch.ops.llamagate.paged_decode(q, k_all, v_all, layer, block_tables, context_lens)
+        return torch.ops.llamagate.paged_decode(
+            q, k_all, v_all, layer, block_tables, context_lens, cuda_cores
+        )
     return decode_reference(q, k_all[layer], v_all[layer], block_tables, context_lens)

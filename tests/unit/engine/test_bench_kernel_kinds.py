@@ -1,10 +1,11 @@
-"""The benchmarks' GPU profiles sort kernels into kinds by name; names as an H200 profile shows them."""
+"""The benchmarks' GPU profiles sort kernels into kinds by name (names as an H200 profile shows them); the
+inference bench's variant names parse into engine options."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.inference_bench import kernel_kind
+from bench.inference_bench import kernel_kind, parse_variant
 
 
 @pytest.mark.parametrize(
@@ -28,3 +29,22 @@ from bench.inference_bench import kernel_kind
 )  # fmt: skip
 def test_profiled_kernels_get_their_kind(name: str, kind: str) -> None:
     assert kernel_kind(name) == kind
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"),
+    [
+        ("auto", ("auto", True, "tensor-cores")),
+        ("cublas-unfused", ("cublas", False, "tensor-cores")),
+        ("auto-cudacores", ("auto", True, "cuda-cores")),
+        ("triton-unfused-cudacores", ("triton", False, "cuda-cores")),
+    ],
+)
+def test_bench_variants_name_a_gemm_and_options(name: str, parsed: tuple[str, bool, str]) -> None:
+    assert parse_variant(name) == parsed
+
+
+@pytest.mark.parametrize("name", ["cutlass", "auto-fast", "auto-unfused-unfused"])
+def test_an_unknown_bench_variant_says_what_to_write(name: str) -> None:
+    with pytest.raises(SystemExit, match="optionally with -unfused and -cudacores"):
+        parse_variant(name)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from services.common.sampling import SamplingParams
+from services.inference.config import parse_config
 from services.inference.engine.cache_replay import decode_through_cache
 from services.inference.engine.config import EngineConfig
 from services.inference.engine.request import GenerationRequest
@@ -183,6 +184,45 @@ def test_decode_kernel_with_e4m3_operands_stays_near_the_reference(fp8_dots: int
     assert widened < 0.01 and widened_max < 0.02
     assert 0 < mean < (0.06 if fp8_dots == 1 else 0.1)
     assert largest < 0.4
+
+
+@kernels
+@pytest.mark.parametrize("fp8_cache", [False, True])
+@pytest.mark.parametrize(("heads", "kv_heads"), [(8, 8), (8, 2)])
+@pytest.mark.parametrize("rows", [2, 34])
+def test_decode_kernel_on_cuda_cores_equals_the_reference(
+    fp8_cache: bool, heads: int, kv_heads: int, rows: int
+) -> None:
+    """Both products as fp32 multiply-adds: a group of one query head (7B, 13B) is not padded to 16
+    rows, a group of four is; split and single-pass rows alike, over either cache."""
+    head_dim, block, per_row = 16, 4, 40
+    torch.manual_seed(rows + kv_heads)
+    lengths = torch.randint(1, block * per_row, (rows,), dtype=torch.int32)
+    num_blocks = rows * per_row + 1
+    tables = (torch.randperm(num_blocks - 1)[: rows * per_row] + 1).view(rows, per_row).to(torch.int32)
+    dtype = torch.float16 if INTERPRETING else torch.bfloat16
+    shape = (num_blocks, block, kv_heads, head_dim)
+    k_cache, v_cache = (
+        saturate_to_fp8(torch.randn(shape)) if fp8_cache else torch.randn(shape).to(dtype) for _ in range(2)
+    )
+    q = torch.randn(rows, heads, head_dim).to(dtype)
+    k_cache, v_cache, q, tables, lengths = (t.to(DEVICE) for t in (k_cache, v_cache, q, tables, lengths))
+    splits = paged_attention.num_splits(rows, kv_heads)
+    out = paged_attention.launch_decode(q, k_cache, v_cache, tables, lengths, splits, cuda_cores=True)
+    expected = paged_attention.decode_reference(q.float(), k_cache, v_cache, tables, lengths)
+    assert out.dtype == dtype
+    # fp32 products and sums; the one rounding is the output's, to half precision.
+    torch.testing.assert_close(out.float(), expected, atol=1e-2, rtol=1e-2)
+
+
+@kernels
+def test_fp8_dots_and_cuda_cores_are_refused_together() -> None:
+    k_cache = saturate_to_fp8(torch.randn(3, 4, 2, 32)).to(DEVICE)
+    q = torch.randn(1, 2, 32, device=DEVICE)
+    tables = torch.zeros(1, 2, dtype=torch.int32, device=DEVICE)
+    lengths = torch.ones(1, dtype=torch.int32, device=DEVICE)
+    with pytest.raises(ValueError, match="cannot be combined with cuda_cores"):
+        paged_attention.launch_decode(q, k_cache, k_cache, tables, lengths, 1, fp8_dots=1, cuda_cores=True)
 
 
 def random_linear(m: int, n: int, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -368,16 +408,27 @@ def assert_parted_only_at_near_ties(
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
 @pytest.mark.parametrize(
-    ("gemm", "fused_block"), [("cublas", False), ("triton", False), ("auto", False), ("auto", True)]
+    ("gemm", "fused_block", "attention"),
+    [
+        ("cublas", False, "tensor-cores"),
+        ("triton", False, "tensor-cores"),
+        ("auto", False, "tensor-cores"),
+        ("auto", True, "tensor-cores"),
+        ("auto", True, "cuda-cores"),
+    ],
 )
-def test_engine_tokens_on_cuda_follow_the_eager_model_with_the_kernels(gemm: str, fused_block: bool) -> None:
+def test_engine_tokens_on_cuda_follow_the_eager_model_with_the_kernels(
+    gemm: str, fused_block: bool, attention: str
+) -> None:
     """Compiled, graph-captured decode steps (batch sizes 1, 2 and 4) with the fused KV write and
-    each decode GEMM, with and without the fused decode block, give the plain eager model's greedy
-    tokens; bf16 rounding differs between kernels, so a sequence may leave the reference only where
-    its two best logits nearly tie."""
+    each decode GEMM, with and without the fused decode block, and with decode attention on either
+    kind of core, give the plain eager model's greedy tokens; bf16 rounding differs between
+    kernels, so a sequence may leave the reference only where its two best logits nearly tie."""
     model = cuda_bf16_model()
     expected = [eager_greedy_with_gaps(model, p, 12) for p in PROMPTS]
-    runner, generated = cuda_engine_tokens(model, decode_gemm=gemm, fused_decode_block=fused_block)
+    runner, generated = cuda_engine_tokens(
+        model, decode_gemm=gemm, fused_decode_block=fused_block, decode_attention=attention
+    )
     fused_layers = [isinstance(layer, decode_block.FusedDecodeBlock) for layer in runner.model.layers]
     assert fused_layers == [fused_block] * ARGS.n_layers
     assert_parted_only_at_near_ties(generated, expected)
@@ -420,3 +471,18 @@ def test_an_unknown_decode_gemm_is_refused_with_the_choices() -> None:
         EngineConfig(decode_gemm="cutlass").validate()
     with pytest.raises(ValueError, match="graph batch sizes must be >= 1"):
         EngineConfig(graph_sizes=(0, 4)).validate()
+    with pytest.raises(
+        ValueError, match="--decode-attention must be one of tensor-cores, cuda-cores, got 'cuda'"
+    ):
+        EngineConfig(decode_attention="cuda").validate()
+
+
+def test_the_decode_attention_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    required = ["--ckpt-dir", "ckpt", "--tokenizer-path", "tok.model", "--device", "cpu"]
+    assert parse_config(required).engine.decode_attention == "tensor-cores"
+    assert (
+        parse_config([*required, "--decode-attention", "cuda-cores"]).engine.decode_attention == "cuda-cores"
+    )
+    with pytest.raises(SystemExit):
+        parse_config([*required, "--decode-attention", "cuda"])
+    assert "invalid choice: 'cuda' (choose from" in capsys.readouterr().err
