@@ -1,12 +1,13 @@
 """Decode attention over the paged cache, bf16 against fp8 keys and values, per tile configuration.
 
     python -m bench.paged_attention_bench                    # one CUDA GPU, about two minutes
-    python -m bench.paged_attention_bench --rows 1 --contexts 512,2048   # batch 1: split contexts
+    python -m bench.paged_attention_bench --rows 1 --contexts 256,2048 --splits engine,1   # batch 1
     TRITON_INTERPRET=1 python -m bench.paged_attention_bench --dry-run   # CPU, tiny shapes, one tile
 
 One layer of a 7B decode step (32 query and kv heads of 128, blocks of 16 tokens) for `--rows` rows
 with every row at the same context length, through kernels/paged_attention.py's kernel with the
-engine's split count (none for many rows; few rows split their keys), for each key tile (BLOCK_N),
+engine's split count (none for many rows; few rows split their keys; `--splits` adds other counts,
+e.g. one pass without the merge kernel), for each key tile (BLOCK_N),
 warp count and pipeline depth, with the engine's cache layout (a block's tokens, then kv heads: runs
 of head_dim values per key) and head-major blocks (a block's keys of one kv head contiguous), with
 e4m3 operands on FP8 tensor cores (q.k, or q.k and p.v) instead of values widened for bf16 dots, and
@@ -42,10 +43,18 @@ def launch(
     tiles: tuple[int, int, int],
     fp8_dots: int = 0,
     cuda_cores: bool = False,
+    splits: int | None = None,
 ) -> Tensor:
-    """The decode kernel with the engine's split count and `tiles` = (BLOCK_N, warps, stages)."""
-    splits = paged_attention.num_splits(q.shape[0], k.shape[2])
+    """The decode kernel with `tiles` = (BLOCK_N, warps, stages), its keys in `splits` chunks per row
+    (None: the engine's count)."""
+    if splits is None:
+        splits = paged_attention.num_splits(q.shape[0], k.shape[2])
     return paged_attention.launch_decode(q, k, v, table, lens, splits, tiles, fp8_dots, cuda_cores)
+
+
+def split_counts(text: str) -> list[int | None]:
+    """ "engine,1" -> [None, 1]: the engine's split count, then one pass."""
+    return [None if part == "engine" else int(part) for part in text.split(",")]
 
 
 def head_major(cache: Tensor) -> Tensor:
@@ -59,6 +68,12 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--contexts", type=lambda t: [int(x) for x in t.split(",")], default=[256, 1024])
+    parser.add_argument(
+        "--splits",
+        type=split_counts,
+        default=[None],
+        help="chunks of each row's keys, comma-separated: 'engine' (its count for --rows) or a number",
+    )
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "paged_attention_bench.json"
     )
@@ -84,6 +99,7 @@ def main() -> None:
     )
     if args.dry_run:
         args.rows, args.contexts = 2, [32, 80]  # two, so that every context gets every variant
+        args.splits = [None, 1]
     results: list[dict[str, Any]] = []
     for context in args.contexts:
         blocks = args.rows * context // block
@@ -108,18 +124,20 @@ def main() -> None:
             "fp8, CUDA cores": (k8, v8, 0, True),
         }
         expected = launch(q, k16, v16, table, lens, (64, 4, 3)).float()
+        engine_splits = paged_attention.num_splits(args.rows, heads)
         variants = [
-            (cache, operands, tiles)
+            (cache, operands, tiles, engine_splits if splits is None else splits)
+            for splits in args.splits
             for cache, operands in caches.items()
             for tiles in (core_tile_choices if operands[3] else tile_choices)
         ]
-        for cache, (k, v, fp8_dots, cuda_cores), tiles in variants:
+        for cache, (k, v, fp8_dots, cuda_cores), tiles, splits in variants:
             row: dict[str, Any] = {
-                "rows": args.rows, "context": context, "cache": cache, "block_n": tiles[0], "warps": tiles[1],
-                "stages": tiles[2],
+                "rows": args.rows, "context": context, "splits": splits, "cache": cache, "block_n": tiles[0],
+                "warps": tiles[1], "stages": tiles[2],
             }  # fmt: skip
             try:
-                call = functools.partial(launch, q, k, v, table, lens, tiles, fp8_dots, cuda_cores)
+                call = functools.partial(launch, q, k, v, table, lens, tiles, fp8_dots, cuda_cores, splits)
                 started = time.perf_counter()
                 out = call()
                 if args.dry_run:
@@ -138,24 +156,23 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(
-        "| rows | context | cache | best tiles (BLOCK_N, warps, stages) | µs | GB/s | mean diff vs bf16 |"
+        "| rows | context | splits | cache | best tiles (BLOCK_N, warps, stages) | µs | GB/s | mean diff vs bf16 |"
         " engine's tiles µs |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for (rows, context, cache), group in itertools.groupby(
-        results, lambda r: (r["rows"], r["context"], r["cache"])
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (rows, context, splits, cache), group in itertools.groupby(
+        results, lambda r: (r["rows"], r["context"], r["splits"], r["cache"])
     ):
         timed = [r for r in group if "us" in r]
         if not timed:
-            print(f"| {rows} | {context} | {cache} | every tile choice failed | | | |")
+            print(f"| {rows} | {context} | {splits} | {cache} | every tile choice failed | | | |")
             continue
         best = min(timed, key=lambda r: r["us"])
-        splits = paged_attention.num_splits(rows, heads)
         block_n, stages = paged_attention.decode_tiles(str(cache).startswith("fp8"), splits)
         used = (block_n, 4, stages)
         engine = next((r for r in timed if (r["block_n"], r["warps"], r["stages"]) == used), None)
         print(
-            f"| {rows} | {context} | {cache} | {best['block_n']}, {best['warps']}, {best['stages']} | "
+            f"| {rows} | {context} | {splits} | {cache} | {best['block_n']}, {best['warps']}, {best['stages']} | "
             f"{best['us']:.1f} | {best['cache_gb_s']:.0f} | {best['mean_diff_vs_bf16']:.4f} | "
             + (f"{engine['us']:.1f} |" if engine else "not timed |")
         )
