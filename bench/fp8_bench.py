@@ -63,7 +63,7 @@ from services.inference.engine.config import EngineConfig
 from services.inference.engine.engine import Engine
 from services.inference.engine.kv_cache import blocks_for
 from services.inference.engine.runner import ModelRunner, build_runner
-from services.inference.kernels import decode_gemm, fp8_linear, w8a8_gemm
+from services.inference.kernels import DECODE_ATTENTIONS, decode_gemm, fp8_linear, w8a8_gemm
 from services.inference.model.fp8 import (
     FP8_DTYPE,
     check_fp8_device,
@@ -181,6 +181,7 @@ def engine_config(
 ) -> EngineConfig:
     cuda = device.type == "cuda"
     return EngineConfig(
+        decode_attention=args.decode_attention,
         fused_decode_block=fused_block,
         kv_cache_dtype=kv_cache_dtype,
         max_seq_len=args.max_seq_len,
@@ -553,7 +554,7 @@ def report(result: dict[str, object], streams: int, ttft_len: int) -> str:
     base = names[0]
     lines.append(
         f"copy bandwidth {fmt(result['copy_bandwidth_gb_s'])} GB/s; {seven['shape']} random weights, "
-        f"{seven.get('layers')} layers"
+        f"{seven.get('layers')} layers; decode attention on {result.get('decode_attention')}"
     )
     lines.append(
         "| metric | " + " | ".join(names) + " | " + " | ".join(f"{n} / {base}" for n in names[1:]) + " |"
@@ -671,6 +672,12 @@ def main() -> None:
         action="store_true",
         help="also measure each model with the fused decode block off (--no-fused-decode-block)",
     )
+    parser.add_argument(
+        "--decode-attention",
+        default=EngineConfig.decode_attention,
+        choices=DECODE_ATTENTIONS,
+        help="every engine's decode attention (the service's --decode-attention)",
+    )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "fp8_bench.json")
     args = parser.parse_args()
     if args.tiny:
@@ -689,6 +696,7 @@ def main() -> None:
         "device": str(device),
         "dtype": args.dtype,
         "fp8_dtype": str(FP8_DTYPE),
+        "decode_attention": args.decode_attention,
     }
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)

@@ -31,15 +31,9 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 # The three source roots (contract, SDK, servers), for hosts without the editable installs of `make setup`.
 export PYTHONPATH="$PWD/proto:$PWD/sdk:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY=${PYTHON:-python3}
-DRY=${DRY:-0}
-LOGS=${OUT:-$(mktemp -d)}
-mkdir -p "$LOGS"
-SUMMARY="$LOGS/summary.md"
-: >"$SUMMARY"
-started=$SECONDS
-
-say() { echo "$*" | tee -a "$SUMMARY"; }
+STEP_LINES='^(\||host:|safety on|gateway|bench client|one check)'
+# shellcheck source=bench/steps.sh
+source bench/steps.sh
 
 # How many CPUs a taskset-style list names: 4-9 -> 6, 0,2-3 -> 3.
 count_cpus() {
@@ -49,29 +43,6 @@ count_cpus() {
         if [[ $part == *-* ]]; then n=$((n + ${part#*-} - ${part%-*} + 1)); else n=$((n + 1)); fi
     done
     echo "$n"
-}
-
-# Runs a step under a time limit (seconds, first argument) with its full output in $LOGS/NAME.log
-# and its tables (lines starting with '|', the host line) on the console and in summary.md. A step
-# that fails or runs out of time shows its log's tail; the run goes on with the next step. On the
-# limit the step gets SIGINT, so the bench stops the services it started before it exits.
-# STEPS="name ..." runs only the steps named (e.g. STEPS="safety_cpu_threads4 gateway_safety_on_cpu").
-failed=0
-named() { [[ " ${STEPS:-} " == *" $1 "* ]]; }
-step() {
-    local limit=$1 name=$2
-    shift 2
-    if [[ -n ${STEPS:-} ]] && ! named "$name"; then
-        return 0
-    fi
-    say ""
-    say "## $name ($((SECONDS - started)) s in): $*"
-    if ! timeout -s INT -k 60 "$limit" "$@" >"$LOGS/$name.log" 2>&1; then
-        tail -n 30 "$LOGS/$name.log"
-        say "FAILED or over ${limit} s: $name (log: $LOGS/$name.log)"
-        failed=1
-    fi
-    grep -E '^(\||host:|safety on|gateway|bench client|one check)' "$LOGS/$name.log" | tee -a "$SUMMARY" || true
 }
 
 "$PY" - <<'EOF' || exit 2

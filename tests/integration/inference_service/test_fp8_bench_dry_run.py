@@ -57,8 +57,11 @@ def test_a_run_of_some_engines_measures_only_those(tmp_path: Path) -> None:
         "bf16,fp8-kv8",
         "--fp8-variants",
         "",
+        "--decode-attention",
+        "cuda-cores",
     )
     assert list(result["7b"]["engines"]) == ["bf16", "fp8-kv8"]
+    assert result["decode_attention"] == "cuda-cores"
     accuracy = result["7b"]["accuracy"]
     assert "greedy_fp8_kv8" in accuracy and "greedy" not in accuracy
     assert "kernels" not in result and "70b_layers" not in result
