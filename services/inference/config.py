@@ -113,7 +113,7 @@ def parse_config(argv: list[str] | None = None) -> InferenceConfig:
         default=EngineConfig.decode_attention,
         choices=DECODE_ATTENTIONS,
         help="decode attention's products on CUDA: tensor-core dots (each group of query heads padded to 16 "
-        "rows) or fp32 multiply-adds on CUDA cores",
+        "rows) or fp32 multiply-adds on CUDA cores (for models with at most 2 query heads per kv head)",
     )
     p.add_argument(
         "--no-fused-decode-block",

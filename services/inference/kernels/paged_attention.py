@@ -41,12 +41,21 @@ def num_splits(rows: int, kv_heads: int) -> int:
     return max(1, min(MAX_SPLITS, -(-TARGET_PROGRAMS // programs)))
 
 
-def decode_tiles(fp8_cache: bool, splits: int) -> tuple[int, int]:
+def decode_tiles(fp8_cache: bool, splits: int, cuda_cores: bool = False) -> tuple[int, int]:
     """(keys per tile, pipeline depth) of the decode kernel. An fp8 cache's tile of 64 keys is half a
     bf16 tile's bytes; without splits (many rows) 128-key tiles two deep read it 14% faster on an
     H200 (bench/paged_attention_bench.py); bf16 caches and split steps keep the tiles they were
-    tuned with."""
+    tuned with. On CUDA cores a tile's keys and values are held in registers as fp32: 32 keys of
+    128 dims are 32 registers a thread each at 4 warps (not yet tuned on a GPU)."""
+    if cuda_cores:
+        return (32, 2)
     return (128, 2) if fp8_cache and splits == 1 else (64, 3)
+
+
+# Query heads per kv head up to which the engine's CUDA-core option applies: one (7B, 13B) or two.
+# Larger groups fill a tensor-core dot's 16 rows better, and their fp32 products
+# [group, keys, head_dim] outgrow the registers.
+CUDA_CORE_MAX_GROUP = 2
 
 
 def decode_reference(
@@ -270,7 +279,7 @@ if triton is not None:
         else:
             m_part = l_part = acc_part = out  # unused by the single-pass kernel
         if tiles is None:
-            block_n, stages = decode_tiles(k_cache.element_size() == 1, splits)
+            block_n, stages = decode_tiles(k_cache.element_size() == 1, splits, cuda_cores)
             tiles = (block_n, 4, stages)
         block_n, warps, stages = tiles
         _decode_kernel[(b, kv_heads, splits)](
@@ -323,6 +332,7 @@ if triton is not None:
     ) -> Tensor:
         kv_heads = k_all.shape[3]
         splits = num_splits(q.shape[0], kv_heads)
+        cuda_cores = cuda_cores and q.shape[1] // kv_heads <= CUDA_CORE_MAX_GROUP
         return launch_decode(
             q.contiguous(),
             k_all[layer],
@@ -386,7 +396,8 @@ def decode(
     cuda_cores: bool = False,
 ) -> Tensor:
     """q [b, h, d]; k_all/v_all [layers, num_blocks, block_size, kvh, d] -> [b, h, d] for `layer`.
-    cuda_cores: the kernel's products on CUDA cores (launch_decode)."""
+    cuda_cores: the kernel's products on CUDA cores (launch_decode) where a kv head has at most
+    CUDA_CORE_MAX_GROUP query heads; tensor cores for larger groups."""
     if q.is_cuda and triton is not None:
         return torch.ops.llamagate.paged_decode(
             q, k_all, v_all, layer, block_tables, context_lens, cuda_cores

@@ -216,6 +216,29 @@ def test_decode_kernel_on_cuda_cores_equals_the_reference(
 
 
 @kernels
+@pytest.mark.parametrize(("heads", "kv_heads", "on_cuda_cores"), [(8, 8, True), (8, 4, True), (8, 2, False)])
+def test_the_engine_op_takes_cuda_cores_for_small_groups_only(
+    heads: int, kv_heads: int, on_cuda_cores: bool
+) -> None:
+    """Asked for CUDA cores, the op runs them for groups of up to two query heads per kv head and the
+    tensor-core kernel for larger ones (70B's eight): the same output as that kernel, bit for bit."""
+    head_dim, block, per_row, rows = 16, 4, 10, 3
+    torch.manual_seed(heads * kv_heads)
+    lengths = torch.randint(1, block * per_row, (rows,), dtype=torch.int32)
+    tables = (torch.randperm(rows * per_row) + 1).view(rows, per_row).to(torch.int32)
+    dtype = torch.float16 if INTERPRETING else torch.bfloat16
+    k_all, v_all = (torch.randn(1, rows * per_row + 1, block, kv_heads, head_dim).to(dtype) for _ in range(2))
+    q = torch.randn(rows, heads, head_dim).to(dtype)
+    k_all, v_all, q, tables, lengths = (t.to(DEVICE) for t in (k_all, v_all, q, tables, lengths))
+    out = torch.ops.llamagate.paged_decode(q, k_all, v_all, 0, tables, lengths, True)
+    splits = paged_attention.num_splits(rows, kv_heads)
+    kernel = paged_attention.launch_decode(
+        q, k_all[0], v_all[0], tables, lengths, splits, cuda_cores=on_cuda_cores
+    )
+    assert torch.equal(out, kernel)
+
+
+@kernels
 def test_fp8_dots_and_cuda_cores_are_refused_together() -> None:
     k_cache = saturate_to_fp8(torch.randn(3, 4, 2, 32)).to(DEVICE)
     q = torch.randn(1, 2, 32, device=DEVICE)
