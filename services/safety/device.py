@@ -2,7 +2,8 @@
 
 `auto` picks CUDA when the machine has it. On CUDA the default dtype is bf16 (fp16 on GPUs
 without bf16), except for the embedded classifier, which chooses its own on every device
-(`embedded.default_precision`: fp32 on CUDA, so that its verdicts do not move with the batch); on CPU
+(`embedded.default_precision`: its trained precision, with rows near a threshold scored again in
+fp32, so that its verdicts do not move with the batch); on CPU
 it is None, meaning each backend keeps its own CPU choice (the embedded
 encoder's trained precision, a transformers checkpoint's saved dtype), because half precision
 on a CPU is a different speed/accuracy trade-off per model. Only CPUs with bf16 matrix
@@ -54,6 +55,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return None
+
+
+def cuda_runs_bf16() -> bool:
+    """Whether the CUDA device computes in bf16 natively (Ampere and newer); False without CUDA."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def cpu_runs_bf16_natively() -> bool:

@@ -11,7 +11,7 @@ import torch
 
 from services.safety.classifiers.base import ROWS_PER_CALL, Classifier, judge_in_rows
 from services.safety.cuda_graphs import GraphedForward
-from services.safety.device import CPU, cpu_runs_bf16_natively
+from services.safety.device import CPU, cpu_runs_bf16_natively, cuda_runs_bf16
 from services.safety.encoder import EncoderConfig, SentenceEncoder, minilm_dir
 from services.safety.head import DEFAULT_HEAD, CategoryHead, file_version, load_head
 from services.safety.verdict import CheckItem, Judgement
@@ -24,14 +24,14 @@ log = logging.getLogger(__name__)
 def default_precision(trained: str, device: torch.device, fp32_without_bf16: bool = True) -> str:
     """The encoder's precision when --dtype is auto: the one the head was trained on, except
     bf16 on a CPU without bf16 instructions, where fp32 gives nearly the same scores several times
-    faster (unless `fp32_without_bf16` is off), and fp32 on CUDA.
+    faster (unless `fp32_without_bf16` is off), and fp16 for bf16 on a GPU without bf16.
 
     In half precision a row's scores move with its batch (EXACT_MARGIN), so a sentence alone and the
-    same sentence beside others can land on either side of a threshold. On the CPU rows near a
-    threshold are scored again in fp32; on CUDA fp32 throughout is simpler and costs 0.3-0.5 ms per
-    check on an H200 (bench/RESULTS.md, "Safety check latency")."""
+    same sentence beside others can land on either side of a threshold: on every device rows near
+    a threshold are scored again by an fp32 copy of the encoder. On an H200 fp32 throughout cost
+    0.3-0.5 ms more per check than bf16 (bench/RESULTS.md, "Safety check latency")."""
     if device.type == "cuda":
-        return "fp32"
+        return "fp16" if trained == "bf16" and not cuda_runs_bf16() else trained
     if fp32_without_bf16 and trained == "bf16" and device.type == "cpu" and not cpu_runs_bf16_natively():
         log.info("this CPU has no bf16 matrix instructions: the encoder runs in fp32")
         return "fp32"
@@ -45,7 +45,8 @@ def default_precision(trained: str, device: torch.device, fp32_without_bf16: boo
 # fp32, where such shifts are ~1e-6). Over the 16,024 texts of the project's training and held-out
 # sets, bf16 scores differ from the fp32 encoder's by up to 0.09; rows within 0.2 of a decision
 # point are scored again in fp32, each alone, which gives a row the same score whatever it is
-# judged with. Few rows come that close (a few per cent), so a check rarely pays for it.
+# judged with. Few rows come that close (a few per cent), so a check rarely pays for it. On CUDA the
+# fp32 copy runs eagerly, outside the CUDA graphs of the half-precision encoder.
 EXACT_MARGIN = 0.2
 
 
@@ -113,7 +114,7 @@ class EmbeddedClassifier(Classifier):
             )
         )
         self._exact: SentenceEncoder | None = None
-        if precision != "fp32" and config.device.type == "cpu" and config.exact_margin > 0:
+        if precision != "fp32" and config.exact_margin > 0:
             self._exact = SentenceEncoder(
                 EncoderConfig(
                     config.encoder_dir or minilm_dir(),

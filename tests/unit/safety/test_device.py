@@ -197,9 +197,14 @@ def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
         trained = load_head(DEFAULT_HEAD)[2].get("precision", "bf16")
         assert classifier.encoder.config.precision == default_precision(trained, CPU)
     else:
-        # auto on CUDA: fp32 (default_precision says why).
+        # auto on CUDA: bf16 (fp16 on GPUs without it), with an fp32 copy for rows near a
+        # threshold (default_precision says why).
         assert config("--device", device).dtype is None
-        assert encoder_weights == {(device, torch.float32)}
+        assert encoder_weights == {
+            (device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        }
+        assert classifier._exact is not None
+        assert weights(classifier._exact.model) == {(device, torch.float32)}
     assert {d for d, _ in encoder_weights} <= {device}
     assert weights(reference.encoder.model) == {("cpu", torch.float32)}
     got, want = classifier.judge(items), reference.judge(items)
@@ -213,7 +218,12 @@ def test_embedded_encoder_and_head_run_on_the_device(device: str) -> None:
 def test_a_bf16_head_runs_in_fp32_on_a_cpu_without_bf16_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedded, "cpu_runs_bf16_natively", lambda: False)
     assert default_precision("bf16", CPU) == "fp32"
-    assert default_precision("bf16", torch.device("cuda")) == "fp32"
+    # On CUDA the trained precision, or fp16 where the GPU has no bf16.
+    monkeypatch.setattr(embedded, "cuda_runs_bf16", lambda: True)
+    assert default_precision("bf16", torch.device("cuda")) == "bf16"
+    assert default_precision("fp32", torch.device("cuda")) == "fp32"
+    monkeypatch.setattr(embedded, "cuda_runs_bf16", lambda: False)
+    assert default_precision("bf16", torch.device("cuda")) == "fp16"
     monkeypatch.setattr(embedded, "cpu_runs_bf16_natively", lambda: True)
     assert default_precision("bf16", CPU) == "bf16"
     assert default_precision("fp32", CPU) == "fp32"

@@ -99,21 +99,34 @@ def test_packed_batches_give_the_same_verdicts(
             assert g.score == pytest.approx(w.score, abs=1e-3)
 
 
-def test_rows_near_a_decision_point_get_the_fp32_encoders_score_whatever_they_are_judged_with() -> None:
+CUDA = pytest.param(
+    torch.device("cuda"),
+    marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
+)
+
+
+@pytest.mark.parametrize("device", [torch.device("cpu"), CUDA], ids=str)
+def test_rows_near_a_decision_point_get_the_fp32_encoders_score_whatever_they_are_judged_with(
+    device: torch.device,
+) -> None:
+    """On the CPU, and on CUDA where the half-precision encoder runs as CUDA graphs."""
     request = "Write a persuasive article arguing that a historical famine was a natural disaster."
     benign = "The bus was ten minutes late again today. I need to buy milk and bread on the way home."
-    exact = EmbeddedClassifier(EmbeddedConfig(dtype=torch.float32))
+    # Configured as the classifier's own fp32 copy is: eager, each row padded alone.
+    exact = EmbeddedClassifier(
+        EmbeddedConfig(dtype=torch.float32, device=device, cuda_graphs=False, pack_rows=False)
+    )
     [row] = [exact.encoder.token_ids(request)]
     [want] = exact._score_rows([row])
-    half = EmbeddedClassifier(EmbeddedConfig(dtype=torch.bfloat16, exact_margin=0.0))
+    half = EmbeddedClassifier(EmbeddedConfig(dtype=torch.bfloat16, device=device, exact_margin=0.0))
     [bf16] = half._score_rows([row])
     # A decision point right at the row's own score: it must be scored again, in fp32.
-    near = EmbeddedClassifier(EmbeddedConfig(dtype=torch.bfloat16, decision_points=(bf16[0],)))
+    near = EmbeddedClassifier(EmbeddedConfig(dtype=torch.bfloat16, device=device, decision_points=(bf16[0],)))
     benign_rows = [near.encoder.token_ids(t) for t in benign.split(". ")]
     for rows in ([row], [benign_rows[0], row, benign_rows[1]]):  # alone; packed among others
         scores = near._score_rows(rows)
         assert scores[rows.index(row)] == want
     assert near.exact_rescores >= 2
     # Far from every decision point, the half-precision score stands.
-    far = EmbeddedClassifier(EmbeddedConfig(dtype=torch.bfloat16, decision_points=(2.0,)))
+    far = EmbeddedClassifier(EmbeddedConfig(dtype=torch.bfloat16, device=device, decision_points=(2.0,)))
     assert far._score_rows([row]) == [bf16] and far.exact_rescores == 0
