@@ -11,7 +11,7 @@
 #    4 threads that spin briefly when idle (the service's default), the same with the transformers
 #    encoder forward (--no-lean) and with each row padded on its own (--no-pack-rows), for
 #    comparison, with 4 and with 3 (one core left to gRPC and the event loop) that spin long
-#    (GOMP_SPINCOUNT=300000), then on CUDA;
+#    (GOMP_SPINCOUNT=300000), then on CUDA (the default bf16 encoder, then fp32 throughout);
 # 3. runs bench/gateway_bench.py at 1 and 32 streams with the model on the GPU and the safety
 #    service on the CPU, on its own 4 cores; inference, gateway and the bench's client on others;
 #    then again with the transformers encoder forward; then with the classifier on the model's GPU,
@@ -168,6 +168,9 @@ if named safety_cpu_threads"$SAFETY_THREADS"_compiled; then
 fi
 if [[ $DEVICE == cuda ]]; then
     step 90 safety_cuda "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS"
+    # The encoder in fp32 throughout, against the default bf16 one with its fp32 copy for rows near
+    # a threshold (docs/safety.md, "Verdicts that do not move with the batch").
+    step 90 safety_cuda_fp32 "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS" --dtype float32
     # For comparison: every check through the classifier's worker thread (no inline idle checks).
     if named safety_cuda_inline_off; then
         step 90 safety_cuda_inline_off "$PY" "${LATENCY[@]}" --device cuda --threads "$SAFETY_THREADS" \

