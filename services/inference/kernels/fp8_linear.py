@@ -18,17 +18,18 @@ more than 64 rows). These steps replay from CUDA graphs, which hide the host's c
 `_scaled_mm`'s matmuls took 3.1 ms of a 64-row 7B step against bf16's 3.8 ms, where the skinny
 kernel at 64 rows (bf16 dot on converted weights) was slower than bf16 cuBLAS.
 
-Prefill (more rows): the weight is dequantized to the activations' dtype by one Triton pass (read 1
-byte, write 2 per weight) and multiplied by cuBLAS, or with `scaled_mm="always"` the activations are
-quantized per token by one Triton pass and multiplied on FP8 tensor cores. A prefill projection is one
-custom op (`llamagate::fp8_prefill_linear`) that picks its kernel by row count when it runs: traced
-Python would make each side of every row limit a graph of its own, and each prefill graph is the whole
-model, compiled at start-up. Chosen over `_scaled_mm`, which
-was both slower here (a 512-token 7B prefill: 95 ms against 72 ms dequantized and 38 ms for bf16
-weights: eagerly, each call's host cost showed) and less accurate (per-token FP8 activations on top
-of FP8 weights: mean logit error 0.126 against 0.097 of the logits' spread on the random 7B).
-Prefill therefore costs more with FP8 weights than with bf16 ones; what FP8 buys is decode speed
-and memory.
+Prefill (more rows): by default the weight is dequantized to the activations' dtype by one Triton
+pass (read 1 byte, write 2 per weight) and multiplied by cuBLAS. Chosen, when prefill ran eagerly,
+over `_scaled_mm`, which was both slower (a 512-token 7B prefill: 95 ms against 72 ms dequantized and
+38 ms for bf16 weights: each call's host cost showed) and less accurate (per-token FP8 activations on
+top of FP8 weights: mean logit error 0.126 against 0.097 of the logits' spread on the random 7B).
+With `scaled_mm="always"` the activations are quantized per token by one Triton pass and multiplied
+on FP8 tensor cores instead: compiled, 0.77x bf16's prefill GPU time on the 7B shape, where the
+dequantizing prefill takes 1.39x (bench/RESULTS.md). A prefill projection is one custom op
+(`llamagate::fp8_prefill_linear`) that picks its kernel by row count when it runs: traced Python
+would make each side of every row limit a graph of its own, and each prefill graph is the whole
+model, compiled at start-up. With the default, prefill costs more with FP8 weights than with bf16
+ones; what FP8 buys is decode speed and memory.
 
 Elsewhere (off CUDA, fp32 activations) fp8.FP8Linear's reference runs. `use_fp8_kernels(model)`
 gives the model's FP8 projections these paths (called by decode_gemm.use_decode_gemm, which the

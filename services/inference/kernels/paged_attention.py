@@ -263,7 +263,8 @@ if triton is not None:
         fp8_dots (an fp8 cache only): 0 widens keys and values for bf16/fp16 dots; 1 runs q.k on
         FP8 tensor cores (per-row e4m3 queries); 2 also p.v (probabilities in e4m3). cuda_cores:
         both products as fp32 multiply-adds instead of dots, for groups of few query heads. The
-        engine uses neither; bench/paged_attention_bench.py times them."""
+        engine uses fp8_dots 0, and cuda_cores with --decode-attention cuda-cores;
+        bench/paged_attention_bench.py times every combination."""
         b, heads, head_dim = q.shape
         kv_heads = k_cache.shape[2]
         group = heads // kv_heads
