@@ -13,8 +13,9 @@
 #   attention_64       240  bench.paged_attention_bench, 64 rows, 256 and 1024 keys: every kernel
 #                           variant per tile (tensor cores, FP8 dots, CUDA cores)
 #   attention_1        240  the same at batch 1, 256 and 2048 keys, the engine's split count and one pass
-#   engine_attention   570  bench.inference_bench, 7B: decode attention on tensor against CUDA cores
-#                           (batch 1, 64 streams, kernel profiles)
+#   engine_tensor_cores, engine_cuda_cores
+#                      570  bench.inference_bench, 7B, decode attention on tensor cores (the default)
+#                           and on CUDA cores, one engine each: batch 1, 64 streams, kernel profiles
 #   fp8_bf16, fp8_kv8  570  bench.fp8_bench, 7B with 32 layers, one engine each (bf16; FP8 weights
 #                           and KV cache), 64 streams, TTFT of 512 tokens, accuracy
 #   fp8_kv8_cuda_cores 570  fp8_kv8 with decode attention on CUDA cores
@@ -60,7 +61,7 @@ if [[ $DRY == 1 ]]; then
     INTERPRET=(env TRITON_INTERPRET=1)
     ATTENTION=(-m bench.paged_attention_bench --dry-run)
     ATTENTION_1=("${ATTENTION[@]}")
-    ENGINES=(-m bench.inference_bench --device cpu --shape tiny --new-tokens 8 --variants auto,auto-cudacores)
+    ENGINES=(-m bench.inference_bench --device cpu --shape tiny --new-tokens 8)
     FP8+=(--tiny)
 else
     if [[ $("$PY" -c 'import torch; print(int(torch.cuda.is_available()))') != 1 ]]; then
@@ -70,14 +71,16 @@ else
     INTERPRET=()
     ATTENTION=(-m bench.paged_attention_bench --rows 64 --contexts 256,1024)
     ATTENTION_1=(-m bench.paged_attention_bench --rows 1 --contexts 256,2048 --splits engine,1)
-    ENGINES=(-m bench.inference_bench --shape 7B --variants auto,auto-cudacores --streams 64)
+    ENGINES=(-m bench.inference_bench --shape 7B --streams 64)
 fi
 
 step 300 gpu_kernel_tests "${INTERPRET[@]}" "$PY" -m pytest -q "${KERNEL_TESTS[@]}" -k "$KERNEL_SELECTION"
 step 540 gpu_engine_tests "$PY" -m pytest -q "${ENGINE_TESTS[@]}" -k "$ENGINE_SELECTION"
 step 240 attention_64 "${INTERPRET[@]}" "$PY" "${ATTENTION[@]}" --out "$LOGS/attention_64.json"
 step 240 attention_1 "${INTERPRET[@]}" "$PY" "${ATTENTION_1[@]}" --out "$LOGS/attention_1.json"
-step 570 engine_attention "$PY" "${ENGINES[@]}" --out "$LOGS/engine_attention.json"
+# One engine a step: each compiles its decode graphs and the 32-layer prefill.
+step 570 engine_tensor_cores "$PY" "${ENGINES[@]}" --variants auto --out "$LOGS/engine_tensor_cores.json"
+step 570 engine_cuda_cores "$PY" "${ENGINES[@]}" --variants auto-cudacores --out "$LOGS/engine_cuda_cores.json"
 step 570 fp8_bf16 "$PY" "${FP8[@]}" --engines bf16 --fp8-variants "" --out "$LOGS/fp8_bf16.json"
 step 570 fp8_kv8 "$PY" "${FP8[@]}" --engines fp8-kv8 --fp8-variants "" --out "$LOGS/fp8_kv8.json"
 step 570 fp8_kv8_cuda_cores "$PY" "${FP8[@]}" --engines fp8-kv8 --fp8-variants "" \

@@ -812,8 +812,11 @@ def variants_table(result: dict[str, object], streams: list[int]) -> str:
         "b1 kernels µs",
         "matmul µs",
         "kv_write µs",
+        "b1 attention µs",
     ]
-    head += [f"{n} streams tok/s" for n in streams] + ["correct", "capture s"]
+    for n in streams:
+        head += [f"{n} streams tok/s", f"{n} streams GPU step ms", f"{n} streams attention µs"]
+    head += ["correct", "capture s"]
     lines = [
         f"{result['shape']}: roofline {roofline:.1f} tok/s ({result['weight_gib']:.2f} GiB of weights)",
         "| " + " | ".join(head) + " |",
@@ -834,8 +837,16 @@ def variants_table(result: dict[str, object], streams: list[int]) -> str:
             cell(kernels.get("kernels_total")),
             cell(kernels.get("matmul")),
             cell(kernels.get("kv_write")),
+            cell(kernels.get("paged_attention")),
         ]
-        row += [cell(out.get(f"streams{n}_total_tok_s")) for n in streams]
+        for n in streams:
+            stream_kernels: dict[str, float] = out.get(f"streams{n}_kernels_us") or {}  # type: ignore[assignment]
+            step_ms = out.get(f"streams{n}_gpu_step_ms")
+            row += [
+                cell(out.get(f"streams{n}_total_tok_s")),
+                f"{step_ms:.3f}" if isinstance(step_ms, float) else "",
+                cell(stream_kernels.get("paged_attention")),
+            ]
         correctness: dict[str, object] = out.get("correctness") or {}  # type: ignore[assignment]
         row += [cell(correctness.get("ok", "error")), cell(out.get("capture_s"))]
         lines.append("| " + " | ".join(row) + " |")
