@@ -576,6 +576,10 @@ def report(result: dict[str, object], streams: int, ttft_len: int) -> str:
     for kind in ("kernels_total", "matmul", "fp8_dequantize", "fp8_quantize", "prefill_attention"):
         label = f"TTFT {ttft_len}: {kind.replace('_', ' ')} µs (GPU)"
         rows.append((label, f"ttft_{ttft_len}_kernels_us.{kind}", 0))
+    # Decode steps by kind of kernel: where an FP8 engine's time goes against bf16's.
+    for prefix, steps in (("batch1", "batch-1 step"), (f"streams{streams}", f"{streams}-stream step")):
+        for kind in ("kernels_total", "matmul", "paged_attention"):
+            rows.append((f"{steps}: {kind.replace('_', ' ')} µs (GPU)", f"{prefix}_kernels_us.{kind}", 0))
     for label, key, digits in rows:
         values = [dig(engines[n], key) for n in names]
         cells = [fmt(v, digits) for v in values]
