@@ -52,7 +52,7 @@ EOF
 
 KERNEL_TESTS=(tests/unit/engine/test_fp8_kernels.py tests/unit/engine/test_decode_kernels.py)
 ENGINE_TESTS=(tests/unit/engine/test_compiled_prefill.py tests/unit/engine/test_decode_kernels.py)
-KERNEL_SELECTION="prefill_op or quantizer or cuda_cores or small_groups or refused_together or paths_on_7b"
+KERNEL_SELECTION="prefill_op or quantizer or cuda_cores or asked_for or refused_together or paths_on_7b"
 ENGINE_SELECTION="compiled_fp8 or (with_the_kernels and cuda-cores)"
 FP8=(-m bench.fp8_bench --skip demo,kernels,70b --streams 64)
 if [[ $DRY == 1 ]]; then

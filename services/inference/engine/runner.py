@@ -48,7 +48,7 @@ from services.inference.engine.kv_cache import (
 from services.inference.engine.ranks import min_over_ranks
 from services.inference.engine.step_inputs import Layout, pack
 from services.inference.engine.step_plan import StepPlan, StepRow
-from services.inference.kernels import kv_write, paged_prefill
+from services.inference.kernels import kv_write, paged_attention, paged_prefill
 from services.inference.kernels.decode_block import use_fused_decode_block
 from services.inference.kernels.decode_gemm import use_decode_gemm
 from services.inference.model.fp8 import check_fp8_device
@@ -148,7 +148,16 @@ class ModelRunner:
         self._fused_rotary = config.fused_kv_write and kv_write.fused_available(
             self.device, model.args.head_dim
         )
-        self._cuda_core_attention = config.decode_attention == "cuda-cores"
+        # Asked for, and suited to the model's grouping of query heads (70B's groups of 8 are not).
+        self.cuda_core_attention = (
+            config.decode_attention == "cuda-cores"
+            and paged_attention.cuda_cores_suit(model.args.n_heads, model.args.kv_heads)
+        )
+        if config.decode_attention == "cuda-cores" and not self.cuda_core_attention:
+            log.info(
+                "decode attention stays on tensor cores: %d query heads per kv head fill a dot's rows",
+                model.args.n_heads // model.args.kv_heads,
+            )
 
     @property
     def prefill_compiled(self) -> bool:
@@ -218,7 +227,7 @@ class ModelRunner:
             positions=positions,
             fresh=fresh,
             fused_rotary=self._fused_rotary,
-            cuda_core_attention=self._cuda_core_attention,
+            cuda_core_attention=self.cuda_core_attention,
         )
         forward = self._prefill if compiled else self.model
         logits = forward(tokens, positions, cache)
@@ -247,7 +256,7 @@ class ModelRunner:
             positions=positions,
             fresh=False,
             fused_rotary=self._fused_rotary,
-            cuda_core_attention=self._cuda_core_attention,
+            cuda_core_attention=self.cuda_core_attention,
         )
         return self.model(tokens, positions, cache)[:, -1]
 
@@ -331,7 +340,7 @@ class ModelRunner:
             self.config.compile,
             self._fused_rotary,
             self.config.decode_gemm,
-            self.config.decode_attention,
+            "CUDA cores" if self.cuda_core_attention else "tensor cores",
         )
 
     def _capture_chunks(self, pool: _POOL_HANDLE) -> None:

@@ -82,13 +82,16 @@ if triton is not None:
         scale = tl.load(S + n, mask=n < N, other=0.0)
         tl.store(OUT + offsets, (w * scale[:, None]).to(OUT.dtype.element_ty), mask=ok)
 
-    @torch.library.custom_op("llamagate::fp8_dequantize", mutates_args=())
-    def _fp8_dequantize(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+    def _dequantized(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
         n, k = weight.shape
         out = torch.empty(n, k, dtype=dtype, device=weight.device)
         grid = (triton.cdiv(n, 16), triton.cdiv(k, 512))
         _dequantize_kernel[grid](weight.contiguous(), scale, out, n, k, BLOCK_N=16, BLOCK_K=512)
         return out
+
+    @torch.library.custom_op("llamagate::fp8_dequantize", mutates_args=())
+    def _fp8_dequantize(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
+        return _dequantized(weight, scale, dtype)
 
     @_fp8_dequantize.register_fake
     def _(weight: Tensor, scale: Tensor, dtype: torch.dtype) -> Tensor:
@@ -185,14 +188,17 @@ if triton is not None:
         `one_row_dot`, `fusion`: see skinny_gemm.launch."""
         skinny_gemm.launch(_TUNED, x, weight, scale, out, config, num_warps, one_row_dot, fusion)
 
-    @torch.library.custom_op("llamagate::fp8_matmul", mutates_args=())
-    def _fp8_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+    def _skinny_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])
         if rows.stride(-1) != 1:
             rows = rows.contiguous()
         result = torch.empty(*x.shape[:-1], weight.shape[0], dtype=x.dtype, device=x.device)
         launch(rows, weight, scale, result.view(-1, weight.shape[0]))
         return result
+
+    @torch.library.custom_op("llamagate::fp8_matmul", mutates_args=())
+    def _fp8_matmul(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+        return _skinny_matmul(x, weight, scale)
 
     @_fp8_matmul.register_fake
     def _(x: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
@@ -202,12 +208,13 @@ if triton is not None:
     def _fp8_prefill_linear(
         x: Tensor, weight: Tensor, scale: Tensor, max_rows: int, fp8_activations: bool, tensor_cores: str
     ) -> Tensor:
+        # The kernels as plain calls: already inside an op, no second trip through the dispatcher.
         rows = math.prod(x.shape[:-1])
         if 1 <= rows <= max_rows and weight.stride(-1) == 1:
-            return _fp8_matmul(x, weight, scale)
+            return _skinny_matmul(x, weight, scale)
         if fp8_activations:
             return scaled_matmul(x, weight, scale, tensor_cores, quantize=quantize_rows_fused)
-        return F.linear(x, _fp8_dequantize(weight, scale, x.dtype))
+        return F.linear(x, _dequantized(weight, scale, x.dtype))
 
     @_fp8_prefill_linear.register_fake
     def _(

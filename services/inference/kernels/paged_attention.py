@@ -58,6 +58,11 @@ def decode_tiles(fp8_cache: bool, splits: int, cuda_cores: bool = False) -> tupl
 CUDA_CORE_MAX_GROUP = 2
 
 
+def cuda_cores_suit(heads: int, kv_heads: int) -> bool:
+    """Whether decode attention on CUDA cores suits a model of `heads` query and `kv_heads` kv heads."""
+    return heads // kv_heads <= CUDA_CORE_MAX_GROUP
+
+
 def decode_reference(
     q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor
 ) -> Tensor:
@@ -333,7 +338,6 @@ if triton is not None:
     ) -> Tensor:
         kv_heads = k_all.shape[3]
         splits = num_splits(q.shape[0], kv_heads)
-        cuda_cores = cuda_cores and q.shape[1] // kv_heads <= CUDA_CORE_MAX_GROUP
         return launch_decode(
             q.contiguous(),
             k_all[layer],
@@ -397,8 +401,7 @@ def decode(
     cuda_cores: bool = False,
 ) -> Tensor:
     """q [b, h, d]; k_all/v_all [layers, num_blocks, block_size, kvh, d] -> [b, h, d] for `layer`.
-    cuda_cores: the kernel's products on CUDA cores (launch_decode) where a kv head has at most
-    CUDA_CORE_MAX_GROUP query heads; tensor cores for larger groups."""
+    cuda_cores: the kernel's products on CUDA cores (launch_decode)."""
     if q.is_cuda and triton is not None:
         return torch.ops.llamagate.paged_decode(
             q, k_all, v_all, layer, block_tables, context_lens, cuda_cores

@@ -216,13 +216,11 @@ def test_decode_kernel_on_cuda_cores_equals_the_reference(
 
 
 @kernels
-@pytest.mark.parametrize(("heads", "kv_heads", "on_cuda_cores"), [(8, 8, True), (8, 4, True), (8, 2, False)])
-def test_the_engine_op_takes_cuda_cores_for_small_groups_only(
-    heads: int, kv_heads: int, on_cuda_cores: bool
-) -> None:
-    """Asked for CUDA cores, the op runs them for groups of up to two query heads per kv head and the
-    tensor-core kernel for larger ones (70B's eight): the same output as that kernel, bit for bit."""
-    head_dim, block, per_row, rows = 16, 4, 10, 3
+@pytest.mark.parametrize("cuda_cores", [True, False])
+def test_the_engine_op_runs_the_kernel_it_is_asked_for(cuda_cores: bool) -> None:
+    """The op as the engine calls it gives the chosen kernel's output, bit for bit (the two kinds
+    of core round differently, so the wrong one would show)."""
+    heads, kv_heads, head_dim, block, per_row, rows = 8, 2, 16, 4, 10, 3
     torch.manual_seed(heads * kv_heads)
     lengths = torch.randint(1, block * per_row, (rows,), dtype=torch.int32)
     tables = (torch.randperm(rows * per_row) + 1).view(rows, per_row).to(torch.int32)
@@ -230,12 +228,28 @@ def test_the_engine_op_takes_cuda_cores_for_small_groups_only(
     k_all, v_all = (torch.randn(1, rows * per_row + 1, block, kv_heads, head_dim).to(dtype) for _ in range(2))
     q = torch.randn(rows, heads, head_dim).to(dtype)
     k_all, v_all, q, tables, lengths = (t.to(DEVICE) for t in (k_all, v_all, q, tables, lengths))
-    out = torch.ops.llamagate.paged_decode(q, k_all, v_all, 0, tables, lengths, True)
+    out = torch.ops.llamagate.paged_decode(q, k_all, v_all, 0, tables, lengths, cuda_cores)
     splits = paged_attention.num_splits(rows, kv_heads)
     kernel = paged_attention.launch_decode(
-        q, k_all[0], v_all[0], tables, lengths, splits, cuda_cores=on_cuda_cores
+        q, k_all[0], v_all[0], tables, lengths, splits, cuda_cores=cuda_cores
     )
-    assert torch.equal(out, kernel)
+    other = paged_attention.launch_decode(
+        q, k_all[0], v_all[0], tables, lengths, splits, cuda_cores=not cuda_cores
+    )
+    assert torch.equal(out, kernel) and not torch.equal(out, other)
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "on_cuda_cores"), [(8, 8, True), (8, 4, True), (8, 2, False)])
+def test_the_runner_takes_cuda_cores_for_small_groups_only(
+    heads: int, kv_heads: int, on_cuda_cores: bool
+) -> None:
+    """Asked for CUDA cores, a runner takes them for groups of up to two query heads per kv head
+    and keeps tensor cores for larger ones (70B's eight); asked for tensor cores, it never takes them."""
+    model = Transformer(replace(ARGS, n_heads=heads, n_kv_heads=kv_heads))
+    for attention, expected in (("cuda-cores", on_cuda_cores), ("tensor-cores", False)):
+        config = EngineConfig(max_seq_len=64, max_batch_size=2, num_kv_blocks=8, decode_attention=attention)
+        runner, _ = build_runner(model, config)
+        assert runner.cuda_core_attention == expected
 
 
 @kernels
